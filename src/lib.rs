@@ -1,0 +1,7 @@
+//! stageset-controller: ordered, gated, multi-stage delivery of Flux artifacts.
+//!
+//! The binary in `src/main.rs` is a thin shell over this library so that the
+//! integration tests under `tests/` exercise the same code the controller runs.
+
+pub mod api;
+pub mod duration;
