@@ -176,7 +176,9 @@ impl GoDuration {
 
     /// The duration as a std `Duration`, or `None` when it is negative.
     pub fn to_std(self) -> Option<std::time::Duration> {
-        u64::try_from(self.0).ok().map(std::time::Duration::from_nanos)
+        u64::try_from(self.0)
+            .ok()
+            .map(std::time::Duration::from_nanos)
     }
 
     /// Converts a std `Duration`, saturating at Go's maximum (about 292 years).
@@ -289,12 +291,18 @@ mod tests {
             ns("10.5s4m"),
             (4 * MINUTE + 10 * SECOND + 500 * MILLISECOND) as i64
         );
-        assert_eq!(ns("-2m3.4s"), -((2 * MINUTE + 3 * SECOND + 400 * MILLISECOND) as i64));
+        assert_eq!(
+            ns("-2m3.4s"),
+            -((2 * MINUTE + 3 * SECOND + 400 * MILLISECOND) as i64)
+        );
         assert_eq!(
             ns("1h2m3s4ms5us6ns"),
             (HOUR + 2 * MINUTE + 3 * SECOND + 4 * MILLISECOND + 5 * MICROSECOND + 6) as i64
         );
-        assert_eq!(ns("39h9m14.425s"), (39 * HOUR + 9 * MINUTE + 14 * SECOND + 425 * MILLISECOND) as i64);
+        assert_eq!(
+            ns("39h9m14.425s"),
+            (39 * HOUR + 9 * MINUTE + 14 * SECOND + 425 * MILLISECOND) as i64
+        );
         assert_eq!(ns("52763797000ns"), 52763797000);
         assert_eq!(ns("0.3333333333333333333h"), 20 * MINUTE as i64);
         assert_eq!(ns("9007199254740993ns"), 9007199254740993);
@@ -309,15 +317,45 @@ mod tests {
     #[test]
     fn rejects_what_go_rejects() {
         for bad in [
-            "", "3", "-", "s", ".", "-.", ".s", "+.s", "1d", "1.5d", "8 hours", "1h 30m",
-            "\u{0}", "3000000h", "9223372036854775808ns", "9223372036854775.808us",
-            "9223372036854ms775us808ns", "-9223372036854775809ns", "10", "1hh", "h1",
+            "",
+            "3",
+            "-",
+            "s",
+            ".",
+            "-.",
+            ".s",
+            "+.s",
+            "1d",
+            "1.5d",
+            "8 hours",
+            "1h 30m",
+            "\u{0}",
+            "3000000h",
+            "9223372036854775808ns",
+            "9223372036854775.808us",
+            "9223372036854ms775us808ns",
+            "-9223372036854775809ns",
+            "10",
+            "1hh",
+            "h1",
         ] {
-            assert!(GoDuration::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                GoDuration::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
-        assert!(matches!(GoDuration::parse("10"), Err(DurationError::MissingUnit(_))));
-        assert!(matches!(GoDuration::parse("1d"), Err(DurationError::UnknownUnit { .. })));
-        assert!(matches!(GoDuration::parse("3000000h"), Err(DurationError::Overflow(_))));
+        assert!(matches!(
+            GoDuration::parse("10"),
+            Err(DurationError::MissingUnit(_))
+        ));
+        assert!(matches!(
+            GoDuration::parse("1d"),
+            Err(DurationError::UnknownUnit { .. })
+        ));
+        assert!(matches!(
+            GoDuration::parse("3000000h"),
+            Err(DurationError::Overflow(_))
+        ));
     }
 
     #[test]
@@ -338,9 +376,16 @@ mod tests {
             ("-1h30m", "-1h30m0s"),
             ("2562047h47m16.854775807s", "2562047h47m16.854775807s"),
         ] {
-            assert_eq!(GoDuration::parse(input).unwrap().to_string(), want, "{input}");
+            assert_eq!(
+                GoDuration::parse(input).unwrap().to_string(),
+                want,
+                "{input}"
+            );
         }
-        assert_eq!(GoDuration::from_nanos(i64::MIN).to_string(), "-2562047h47m16.854775808s");
+        assert_eq!(
+            GoDuration::from_nanos(i64::MIN).to_string(),
+            "-2562047h47m16.854775808s"
+        );
     }
 
     #[test]
@@ -350,6 +395,9 @@ mod tests {
             GoDuration::parse("1m").unwrap().to_std(),
             Some(std::time::Duration::from_secs(60))
         );
-        assert_eq!(GoDuration::from_std(std::time::Duration::MAX).as_nanos(), i64::MAX);
+        assert_eq!(
+            GoDuration::from_std(std::time::Duration::MAX).as_nanos(),
+            i64::MAX
+        );
     }
 }

@@ -4,4 +4,6 @@
 //! integration tests under `tests/` exercise the same code the controller runs.
 
 pub mod api;
+pub mod config;
 pub mod duration;
+pub mod logging;

@@ -154,7 +154,9 @@ fn strict_json_schema(schema: &Value) -> Value {
                 .get("x-kubernetes-preserve-unknown-fields")
                 .and_then(Value::as_bool)
                 .unwrap_or(false);
-            if map.contains_key("properties") && !map.contains_key("additionalProperties") && !preserve
+            if map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+                && !preserve
             {
                 out.insert("additionalProperties".into(), Value::Bool(false));
             }
@@ -199,7 +201,10 @@ fn apply_defaults(schema: &Value, value: &mut Value) {
 
 /// Checks list-map key uniqueness and CEL rules; returns human-readable errors.
 fn check_extensions(schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
-    if let Some(rules) = schema.get("x-kubernetes-validations").and_then(Value::as_array) {
+    if let Some(rules) = schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+    {
         for rule in rules {
             let expr = rule["rule"].as_str().unwrap();
             let program = cel::Program::compile(expr)
@@ -254,7 +259,9 @@ fn check_extensions(schema: &Value, value: &Value, path: &str, errors: &mut Vec<
 
 /// Validates an object against the CRD schema of its kind like the API server.
 fn schema_errors(schemas: &BTreeMap<String, Value>, object: &Value) -> Vec<String> {
-    let kind = object["kind"].as_str().expect("every corpus object has a kind");
+    let kind = object["kind"]
+        .as_str()
+        .expect("every corpus object has a kind");
     let schema = schemas
         .get(kind)
         .unwrap_or_else(|| panic!("no CRD for kind {kind}"));
@@ -311,7 +318,11 @@ fn valid_corpus_deserializes_round_trips_and_passes_the_schema() {
             failures.push(format!("{name}: {errors:?}"));
         }
     }
-    assert!(failures.is_empty(), "valid files rejected by our schema:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "valid files rejected by our schema:\n{}",
+        failures.join("\n")
+    );
     assert_eq!(by_kind["StageSet"], 144);
     assert_eq!(by_kind["FleetRollout"], 2);
     assert_eq!(by_kind["ImageVerificationPolicy"], 5);
@@ -326,7 +337,10 @@ fn schema_level_invalid_corpus_is_rejected_and_the_rest_is_left_to_the_webhook()
     let listed: BTreeSet<&str> = SCHEMA_LEVEL_INVALID.iter().copied().collect();
     let names: BTreeSet<String> = files.iter().map(|p| file_name(p)).collect();
     for name in &listed {
-        assert!(names.contains(*name), "{name} is listed but not in the corpus");
+        assert!(
+            names.contains(*name),
+            "{name} is listed but not in the corpus"
+        );
     }
     let mut wrong = Vec::new();
     for path in &files {
@@ -366,7 +380,10 @@ fn upstream_property_paths_exist_in_ours() {
     let mut problems = Vec::new();
     for path in yaml_files(&shared().join("reference/upstream-crds")) {
         let upstream = load_yaml(&path);
-        let kind = upstream["spec"]["names"]["kind"].as_str().unwrap().to_string();
+        let kind = upstream["spec"]["names"]["kind"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let mut theirs = BTreeMap::new();
         collect(
             &upstream["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
@@ -389,8 +406,12 @@ fn upstream_property_paths_exist_in_ours() {
                 ));
             }
             if let Some(theirs_enum) = schema.get("enum") {
-                let a: BTreeSet<String> =
-                    theirs_enum.as_array().unwrap().iter().map(|v| v.to_string()).collect();
+                let a: BTreeSet<String> = theirs_enum
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect();
                 let b: BTreeSet<String> = our
                     .get("enum")
                     .and_then(Value::as_array)
@@ -400,7 +421,9 @@ fn upstream_property_paths_exist_in_ours() {
                     problems.push(format!("{kind} {p}: enum {a:?} upstream, {b:?} ours"));
                 }
             }
-            for key in ["pattern", "minItems", "minimum", "maximum", "format", "default"] {
+            for key in [
+                "pattern", "minItems", "minimum", "maximum", "format", "default",
+            ] {
                 if let Some(v) = schema.get(key) {
                     let same = match (v, our.get(key)) {
                         (Value::Number(a), Some(Value::Number(b))) => a.as_f64() == b.as_f64(),
@@ -426,11 +449,18 @@ fn upstream_property_paths_exist_in_ours() {
                     }
                 }
             }
-            for key in ["x-kubernetes-list-type", "x-kubernetes-list-map-keys", "x-kubernetes-validations"] {
+            for key in [
+                "x-kubernetes-list-type",
+                "x-kubernetes-list-map-keys",
+                "x-kubernetes-validations",
+            ] {
                 if let Some(v) = schema.get(key)
                     && our.get(key) != Some(v)
                 {
-                    problems.push(format!("{kind} {p}: {key} {v} upstream, {:?} ours", our.get(key)));
+                    problems.push(format!(
+                        "{kind} {p}: {key} {v} upstream, {:?} ours",
+                        our.get(key)
+                    ));
                 }
             }
         }
@@ -483,24 +513,46 @@ fn cel_rules_of_the_crds() {
         &schemas,
         &stageset(json!({"secretRef": {"name": "k"}, "configMapRef": {"name": "k"}})),
     );
-    assert!(both.iter().any(|e| e.contains("exactly one of spec.kubeConfig")), "{both:?}");
+    assert!(
+        both.iter()
+            .any(|e| e.contains("exactly one of spec.kubeConfig")),
+        "{both:?}"
+    );
     let neither = schema_errors(&schemas, &stageset(json!({})));
-    assert!(neither.iter().any(|e| e.contains("exactly one of spec.kubeConfig")), "{neither:?}");
+    assert!(
+        neither
+            .iter()
+            .any(|e| e.contains("exactly one of spec.kubeConfig")),
+        "{neither:?}"
+    );
 
     let fleet = |extra: Value| {
         let mut spec = json!({"selector": {}, "waves": [{"name": "w", "selector": {}}]});
-        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         json!({"apiVersion": "stages.metio.wtf/v1", "kind": "FleetRollout", "metadata": {"name": "f"}, "spec": spec})
     };
-    assert!(schema_errors(&schemas, &fleet(json!({}))).is_empty(), "onRegression defaults to Halt");
     assert!(
-        schema_errors(&schemas, &fleet(json!({"onRegression": "Rollback", "previousVersion": "1.0.0"})))
-            .is_empty()
+        schema_errors(&schemas, &fleet(json!({}))).is_empty(),
+        "onRegression defaults to Halt"
     );
-    for bad in [json!({"onRegression": "Rollback"}), json!({"onRegression": "Rollback", "previousVersion": ""})] {
+    assert!(
+        schema_errors(
+            &schemas,
+            &fleet(json!({"onRegression": "Rollback", "previousVersion": "1.0.0"}))
+        )
+        .is_empty()
+    );
+    for bad in [
+        json!({"onRegression": "Rollback"}),
+        json!({"onRegression": "Rollback", "previousVersion": ""}),
+    ] {
         let errors = schema_errors(&schemas, &fleet(bad));
         assert!(
-            errors.iter().any(|e| e.contains("previousVersion is required when onRegression is Rollback")),
+            errors
+                .iter()
+                .any(|e| e.contains("previousVersion is required when onRegression is Rollback")),
             "{errors:?}"
         );
     }
@@ -510,9 +562,15 @@ fn cel_rules_of_the_crds() {
 fn schema_defaults_and_absent_defaults() {
     let ss = &schemas()["StageSet"];
     let stage = &ss["properties"]["spec"]["properties"]["stages"]["items"];
-    assert_eq!(stage["properties"]["conflictPolicy"]["properties"]["default"]["default"], "Fail");
+    assert_eq!(
+        stage["properties"]["conflictPolicy"]["properties"]["default"]["default"],
+        "Fail"
+    );
     let action = &stage["properties"]["actions"]["properties"]["pre"]["items"];
-    assert!(action["properties"]["scope"].get("default").is_none(), "Action.scope has no default");
+    assert!(
+        action["properties"]["scope"].get("default").is_none(),
+        "Action.scope has no default"
+    );
     assert_eq!(
         schemas()["FleetRollout"]["properties"]["spec"]["properties"]["onRegression"]["default"],
         "Halt"

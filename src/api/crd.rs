@@ -152,7 +152,13 @@ mod tests {
         assert_eq!(ss.spec.scope, "Namespaced");
         assert_eq!(ss.spec.names.kind, "StageSet");
         assert_eq!(ss.spec.names.list_kind.as_deref(), Some("StageSetList"));
-        assert!(ss.spec.names.short_names.as_ref().is_none_or(|s| s.is_empty()));
+        assert!(
+            ss.spec
+                .names
+                .short_names
+                .as_ref()
+                .is_none_or(|s| s.is_empty())
+        );
         let v = &ss.spec.versions[0];
         assert!(v.served && v.storage);
         assert!(v.subresources.as_ref().unwrap().status.is_some());
@@ -166,8 +172,16 @@ mod tests {
         assert_eq!(
             cols,
             [
-                ("Ready", "string", r#".status.conditions[?(@.type=="Ready")].status"#),
-                ("Status", "string", r#".status.conditions[?(@.type=="Ready")].message"#),
+                (
+                    "Ready",
+                    "string",
+                    r#".status.conditions[?(@.type=="Ready")].status"#
+                ),
+                (
+                    "Status",
+                    "string",
+                    r#".status.conditions[?(@.type=="Ready")].message"#
+                ),
                 ("Age", "date", ".metadata.creationTimestamp"),
             ]
         );
@@ -181,19 +195,31 @@ mod tests {
         );
 
         let ledger = find("stageledgers");
-        assert_eq!(ledger.spec.names.short_names.as_deref(), Some(&["sledger".to_string()][..]));
-        let completed = &ledger.spec.versions[0].additional_printer_columns.as_ref().unwrap()[0];
+        assert_eq!(
+            ledger.spec.names.short_names.as_deref(),
+            Some(&["sledger".to_string()][..])
+        );
+        let completed = &ledger.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()[0];
         assert_eq!(completed.name, "Completed");
         assert_eq!(completed.type_, "integer");
         assert_eq!(completed.priority, Some(1));
 
         let fleet = find("fleetrollouts");
         assert_eq!(fleet.spec.scope, "Cluster");
-        assert_eq!(fleet.spec.names.short_names.as_deref(), Some(&["fleet".to_string()][..]));
+        assert_eq!(
+            fleet.spec.names.short_names.as_deref(),
+            Some(&["fleet".to_string()][..])
+        );
 
         let ivp = find("imageverificationpolicies");
         assert_eq!(ivp.spec.scope, "Cluster");
-        assert_eq!(ivp.spec.names.short_names.as_deref(), Some(&["ivp".to_string()][..]));
+        assert_eq!(
+            ivp.spec.names.short_names.as_deref(),
+            Some(&["ivp".to_string()][..])
+        );
         assert!(ivp.spec.versions[0].subresources.is_none());
     }
 

@@ -19,7 +19,11 @@ pub enum OnRegression {
 }
 
 /// A version rollout across StageSets, wave by wave.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// kube's printcolumn(...) repeats `type_ = ...` once per column.
+#[allow(clippy::duplicated_attributes)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "stages.metio.wtf",
     version = "v1",
@@ -34,7 +38,11 @@ pub enum OnRegression {
     printcolumn(name = "Target", type_ = "string", json_path = ".spec.targetVersion"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Wave", type_ = "string", json_path = ".status.currentWave"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{

@@ -9,7 +9,9 @@ use super::common::Duration;
 
 /// Images matching `images` (and not `skip`) must verify against at least one
 /// authority before any stage applies them.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "stages.metio.wtf",
     version = "v1",
@@ -21,7 +23,11 @@ use super::common::Duration;
     derive = "Default",
     doc = "ImageVerificationPolicy requires the container images it governs to carry a Sigstore signature from one of its authorities before a stage applies them.",
     printcolumn(name = "Images", type_ = "string", json_path = ".spec.images"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ImageVerificationPolicySpec {

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::common::{Condition, condition_list_schema, date_time_schema};
 
 /// User-asserted completions of the same-named StageSet's Lifetime actions.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "stages.metio.wtf",
     version = "v1",
@@ -28,7 +30,11 @@ use super::common::{Condition, condition_list_schema, date_time_schema};
         json_path = ".status.completedActions[*].action",
         priority = 1
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StageLedgerSpec {

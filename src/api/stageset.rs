@@ -34,6 +34,8 @@ pub enum WindowScope {
 }
 
 /// The spec of a StageSet.
+// kube's printcolumn(...) repeats `type_ = ...` once per column.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "stages.metio.wtf",
@@ -56,7 +58,11 @@ pub enum WindowScope {
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].message"#
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StageSetSpec {
@@ -161,8 +167,9 @@ pub struct Decryption {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Stage {
-    /// Stage name, unique in the StageSet; used in labels, inventories and status.
-    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    /// Stage name, unique in the StageSet; used in labels, inventories and status,
+    /// so it is a DNS label of at most 63 characters.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
     pub name: String,
     /// A role name migrations may anchor to instead of the stage name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
