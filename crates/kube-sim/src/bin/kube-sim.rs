@@ -1,0 +1,123 @@
+//! `kube-sim`: run the simulator as a process, for scripts and local development.
+//!
+//! ```text
+//! kube-sim --listen 127.0.0.1:0 --kubeconfig /tmp/kubeconfig [--user NAME:TOKEN[:GROUP,...]]...
+//!          [--load DIR]... [--service-map NS/NAME=HOST:PORT]... [--auto-ready[=DURATION]]
+//! ```
+//!
+//! Prints `kube-sim ready on https://127.0.0.1:<port>` once it accepts requests
+//! and shuts down cleanly on SIGTERM or SIGINT.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use kube_sim::{KubeSim, Options, SimConfig, UserSpec, read_manifests};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kube-sim",
+    version,
+    about = "A loopback Kubernetes API server for tests and local development"
+)]
+struct Args {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Where to write the admin kubeconfig.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// A bearer-token user, NAME:TOKEN[:GROUP,...] (repeatable).
+    #[arg(long = "user", value_name = "NAME:TOKEN[:GROUPS]")]
+    users: Vec<UserSpec>,
+    /// Preload every manifest under this directory (repeatable).
+    #[arg(long = "load", value_name = "DIR")]
+    load: Vec<PathBuf>,
+    /// Route webhook calls for a Service to an address: NS/NAME=HOST:PORT (repeatable).
+    #[arg(long = "service-map", value_name = "NS/NAME=HOST:PORT")]
+    service_map: Vec<String>,
+    /// Make workloads ready this long after they change (default 500ms when given
+    /// without a value).
+    #[arg(long, value_name = "MILLIS", num_args = 0..=1, default_missing_value = "500")]
+    auto_ready: Option<u64>,
+    /// The admin bearer token (random by default).
+    #[arg(long)]
+    admin_token: Option<String>,
+    /// Seconds between watch bookmarks.
+    #[arg(long, default_value_t = 10)]
+    bookmark_interval: u64,
+    /// Log requests to stderr (RUST_LOG-style level: error, warn, info, debug).
+    #[arg(long, default_value = "warn")]
+    log_level: tracing::Level,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(args.log_level)
+        .init();
+    let mut service_map = HashMap::new();
+    for entry in &args.service_map {
+        let Some((svc, addr)) = entry.split_once('=') else {
+            eprintln!("kube-sim: --service-map {entry:?} must be NS/NAME=HOST:PORT");
+            return ExitCode::from(2);
+        };
+        service_map.insert(svc.to_string(), addr.to_string());
+    }
+    let mut load = Vec::new();
+    for dir in &args.load {
+        match read_manifests(dir) {
+            Ok(objs) => load.extend(objs),
+            Err(e) => {
+                eprintln!("kube-sim: --load {}: {e}", dir.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let options = Options {
+        listen: args.listen,
+        admin_token: args.admin_token.clone(),
+        users: args.users.clone(),
+        load,
+        config: SimConfig {
+            service_map,
+            auto_ready: args.auto_ready.map(Duration::from_millis),
+            bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+            ..SimConfig::default()
+        },
+    };
+    let sim = match KubeSim::start(options) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kube-sim: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = sim.write_kubeconfig(&args.kubeconfig) {
+        eprintln!("kube-sim: writing {}: {e}", args.kubeconfig.display());
+        return ExitCode::from(1);
+    }
+    println!("kube-sim ready on {}", sim.url());
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(signals) = signals else {
+        eprintln!("kube-sim: cannot start the signal handler");
+        return ExitCode::from(1);
+    };
+    signals.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+    });
+    sim.shutdown();
+    ExitCode::SUCCESS
+}

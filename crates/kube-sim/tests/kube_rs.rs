@@ -1,0 +1,1039 @@
+//! kube-sim driven by kube-rs: the client and the watcher our controller uses.
+
+#![recursion_limit = "512"]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::watcher;
+use serde_json::{Value, json};
+
+fn cm(name: &str, data: &[(&str, &str)]) -> ConfigMap {
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"app": "demo"}},
+        "data": data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>()
+    }))
+    .unwrap()
+}
+
+fn status_of(e: kube::Error) -> kube::core::Status {
+    match e {
+        kube::Error::Api(s) => *s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn crud_optimistic_concurrency_and_errors() {
+    let sim = start();
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    let created = cms
+        .create(&PostParams::default(), &cm("a", &[("k", "v")]))
+        .await
+        .unwrap();
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
+    );
+    assert!(meta.generation.is_none(), "ConfigMaps carry no generation");
+
+    let err = status_of(
+        cms.create(&PostParams::default(), &cm("a", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(err.message, "configmaps \"a\" already exists");
+
+    let err = status_of(cms.get("missing").await.unwrap_err());
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (404, "NotFound", "configmaps \"missing\" not found")
+    );
+
+    // Update with the current resourceVersion succeeds, a stale one conflicts.
+    let mut fresh = cms.get("a").await.unwrap();
+    fresh.data.as_mut().unwrap().insert("k".into(), "v2".into());
+    let updated = cms
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .unwrap();
+    assert_ne!(
+        updated.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    let mut stale = created.clone();
+    stale.data.as_mut().unwrap().insert("k".into(), "v3".into());
+    let err = status_of(
+        cms.replace("a", &PostParams::default(), &stale)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains("the object has been modified"),
+        "{}",
+        err.message
+    );
+
+    // Merge and JSON patches.
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"m": "1"}})),
+    )
+    .await
+    .unwrap();
+    let jp: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/data/k", "value": "jp"}]))
+            .unwrap();
+    let patched = cms
+        .patch("a", &PatchParams::default(), &Patch::<()>::Json(jp))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.as_ref().unwrap()["k"], "jp");
+    assert_eq!(patched.data.as_ref().unwrap()["m"], "1");
+
+    // Creating into a missing namespace fails like a real server.
+    let other: Api<ConfigMap> = Api::namespaced(client.clone(), "nope");
+    let err = status_of(
+        other
+            .create(&PostParams::default(), &cm("x", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (404, "namespaces \"nope\" not found")
+    );
+
+    // Delete returns a Status when the object is gone at once.
+    let deleted = cms.delete("a", &DeleteParams::default()).await.unwrap();
+    assert!(deleted.is_right());
+    assert!(cms.get_opt("a").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn list_selectors_pagination_and_generate_name() {
+    let sim = start();
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..7 {
+        let mut c = cm(&format!("p{i}"), &[]);
+        c.metadata.labels = Some(BTreeMap::from([("idx".to_string(), (i % 2).to_string())]));
+        cms.create(&PostParams::default(), &c).await.unwrap();
+    }
+    let odd = cms
+        .list(&ListParams::default().labels("idx=1"))
+        .await
+        .unwrap();
+    assert_eq!(odd.items.len(), 3);
+    let named = cms
+        .list(&ListParams::default().fields("metadata.name=p2"))
+        .await
+        .unwrap();
+    assert_eq!(named.items.len(), 1);
+    let err = status_of(
+        cms.list(&ListParams::default().fields("data.x=1"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (400, "field label not supported: data.x")
+    );
+
+    // Pages of 3 with continue tokens see one snapshot.
+    let mut names = Vec::new();
+    let mut lp = ListParams::default().limit(3);
+    let first = cms.list(&lp).await.unwrap();
+    let snapshot_rv = first.metadata.resource_version.clone();
+    names.extend(first.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+    assert_eq!(first.metadata.remaining_item_count, Some(4));
+    cms.create(&PostParams::default(), &cm("zz-after-first-page", &[]))
+        .await
+        .unwrap();
+    let mut token = first.metadata.continue_;
+    while let Some(t) = token.filter(|t| !t.is_empty()) {
+        lp = lp.continue_token(&t);
+        let page = cms.list(&lp).await.unwrap();
+        assert_eq!(page.metadata.resource_version, snapshot_rv);
+        names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
+        token = page.metadata.continue_;
+    }
+    assert_eq!(names, ["p0", "p1", "p2", "p3", "p4", "p5", "p6"]);
+
+    // generateName.
+    let mut g = cm("", &[]);
+    g.metadata.name = None;
+    g.metadata.generate_name = Some("gen-".into());
+    let made = cms.create(&PostParams::default(), &g).await.unwrap();
+    let name = made.metadata.name.unwrap();
+    assert!(name.starts_with("gen-") && name.len() == 9, "{name}");
+}
+
+#[tokio::test]
+async fn watcher_sees_changes_and_recovers_from_compaction() {
+    let sim = start();
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("w0", &[]))
+        .await
+        .unwrap();
+    let mut stream = watcher(cms.clone(), watcher::Config::default().labels("app=demo")).boxed();
+    // The initial list.
+    let mut seen_init = false;
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        match ev {
+            watcher::Event::InitApply(c) => assert_eq!(c.metadata.name.as_deref(), Some("w0")),
+            watcher::Event::InitDone => {
+                seen_init = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(seen_init);
+    cms.create(&PostParams::default(), &cm("w1", &[]))
+        .await
+        .unwrap();
+    cms.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"x": "y"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("w1", &DeleteParams::default()).await.unwrap();
+    let mut applies = 0;
+    loop {
+        match stream.try_next().await.unwrap().unwrap() {
+            watcher::Event::Apply(c) if c.metadata.name.as_deref() == Some("w1") => applies += 1,
+            watcher::Event::Delete(c) => {
+                assert_eq!(c.metadata.name.as_deref(), Some("w1"));
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(applies, 2);
+
+    // A label change moving an object out of the selector is a deletion for the watcher.
+    cms.patch(
+        "w0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "other"}}})),
+    )
+    .await
+    .unwrap();
+    match stream.try_next().await.unwrap().unwrap() {
+        watcher::Event::Delete(c) => assert_eq!(c.metadata.name.as_deref(), Some("w0")),
+        other => panic!("expected a delete, got {other:?}"),
+    }
+
+    // A watch from a compacted resourceVersion gets 410, and the watcher re-lists.
+    let old_rv = sim.resource_version();
+    cms.create(&PostParams::default(), &cm("w2", &[]))
+        .await
+        .unwrap();
+    sim.compact();
+    let raw = cms
+        .watch(&kube::api::WatchParams::default(), &old_rv.to_string())
+        .await
+        .unwrap();
+    let events: Vec<_> = raw.collect::<Vec<_>>().await;
+    match &events[0] {
+        Ok(kube::core::WatchEvent::Error(e)) => assert_eq!(e.code, 410),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn crds_are_served_validated_and_have_status_semantics() {
+    let sim = start();
+    let client = client(&sim).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(widget_crd()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let crd = eventually("the CRD to be Established", || async {
+        let c = crds.get("widgets.example.com").await.ok()?;
+        let established = c
+            .status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(c)
+    })
+    .await;
+    assert!(
+        crd.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"customresourcecleanup.apiextensions.k8s.io".to_string())
+    );
+
+    let discovery = kube::discovery::Discovery::new(client.clone())
+        .run()
+        .await
+        .unwrap();
+    let (ar, caps) = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .find(|(ar, _)| ar.kind == "Widget")
+        .expect("Widget is discovered");
+    assert!(
+        caps.subresources
+            .iter()
+            .any(|(s, _)| s.plural == "widgets/status" || s.plural == "status")
+    );
+
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let widget = |name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    // Schema errors are 422 with field causes.
+    let err = status_of(
+        widgets
+            .create(
+                &PostParams::default(),
+                &widget("bad", json!({"size": "huge", "name": "UP"})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message
+            .starts_with("Widget.example.com \"bad\" is invalid"),
+        "{}",
+        err.message
+    );
+    assert!(
+        err.message
+            .contains("spec.size: Unsupported value: \"huge\""),
+        "{}",
+        err.message
+    );
+    let err = status_of(
+        widgets
+            .create(&PostParams::default(), &widget("bad", json!({})))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.message.contains("spec.size: Required value"),
+        "{}",
+        err.message
+    );
+    let err = status_of(
+        widgets
+            .create(
+                &PostParams::default(),
+                &widget("bad", json!({"size": "small", "replicas": 20})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.message
+            .contains("more than 10 replicas need size large"),
+        "{}",
+        err.message
+    );
+
+    // Defaults applied; status dropped on create; generation 1.
+    let mut w = widget("w", json!({"size": "small"}));
+    w.data["status"] = json!({"ready": true});
+    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.data["spec"]["replicas"], 1);
+    assert!(created.data.get("status").is_none());
+    assert_eq!(created.metadata.generation, Some(1));
+
+    // Status subresource: spec changes ignored there, status changes ignored on the main resource.
+    let pp = PatchParams::default();
+    let s = widgets
+        .patch_status(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": "large"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.data["status"]["ready"], true);
+    assert_eq!(s.data["spec"]["size"], "small");
+    assert_eq!(
+        s.metadata.generation,
+        Some(1),
+        "a status write is no spec change"
+    );
+    let m = widgets
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"status": {"ready": false}, "spec": {"size": "large"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.data["status"]["ready"], true);
+    assert_eq!(m.metadata.generation, Some(2));
+    // Metadata-only change: no generation bump.
+    let m = widgets
+        .patch(
+            "w",
+            &pp,
+            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(m.metadata.generation, Some(2));
+
+    // Strategic merge patch is refused for custom resources.
+    let err = status_of(
+        widgets
+            .patch(
+                "w",
+                &pp,
+                &Patch::Strategic(json!({"spec": {"size": "small"}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 415);
+
+    // Deleting the CRD removes the instances and stops serving the kind.
+    crds.delete("widgets.example.com", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the CRD to disappear", || async {
+        crds.get_opt("widgets.example.com")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let gone = widgets.list(&ListParams::default()).await.unwrap_err();
+    assert_eq!(status_of(gone).code, 404);
+}
+
+#[tokio::test]
+async fn server_side_apply_ownership_conflicts_and_removal() {
+    let sim = start();
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let apply = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "s"}, "data": data});
+
+    let a = PatchParams::apply("manager-a");
+    let created = cms
+        .patch("s", &a, &Patch::Apply(apply(json!({"x": "1", "y": "2"}))))
+        .await
+        .unwrap();
+    let mf = created.metadata.managed_fields.unwrap();
+    assert_eq!(mf.len(), 1);
+    assert_eq!(mf[0].manager.as_deref(), Some("manager-a"));
+    assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
+
+    // Same value from another manager: shared, no conflict.
+    let b = PatchParams::apply("manager-b");
+    cms.patch("s", &b, &Patch::Apply(apply(json!({"x": "1"}))))
+        .await
+        .unwrap();
+    // Different value: conflict naming the owner and the field.
+    let err = status_of(
+        cms.patch("s", &b, &Patch::Apply(apply(json!({"y": "other"}))))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
+    assert!(
+        err.message.contains("conflict with \"manager-a\""),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains(".data.y"), "{}", err.message);
+    // Force takes it over.
+    let forced = cms
+        .patch(
+            "s",
+            &b.clone().force(),
+            &Patch::Apply(apply(json!({"x": "1", "y": "other"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.as_ref().unwrap()["y"], "other");
+
+    // manager-a stops applying x: x stays (manager-b co-owns it); y is not a's any more.
+    let after = cms
+        .patch("s", &a, &Patch::Apply(apply(json!({}))))
+        .await
+        .unwrap();
+    assert_eq!(after.data.as_ref().unwrap()["x"], "1");
+    // manager-b stops applying y: y is removed (nobody owns it).
+    let after = cms
+        .patch("s", &b, &Patch::Apply(apply(json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert!(
+        after.data.as_ref().unwrap().get("y").is_none(),
+        "{:?}",
+        after.data
+    );
+
+    // An unchanged re-apply does not write.
+    let before = cms.get("s").await.unwrap().metadata.resource_version;
+    let again = cms
+        .patch("s", &b, &Patch::Apply(apply(json!({"x": "1"}))))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.resource_version, before);
+
+    // Dry run changes nothing.
+    let dry = cms
+        .patch(
+            "s",
+            &PatchParams::apply("manager-b").dry_run(),
+            &Patch::Apply(apply(json!({"x": "dry"}))),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dry.data.as_ref().unwrap()["x"], "dry");
+    assert_eq!(cms.get("s").await.unwrap().data.unwrap()["x"], "1");
+
+    // Containers merge by name in a Deployment.
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d = |image: &str, with_sidecar: bool| {
+        let mut containers = vec![json!({"name": "app", "image": image})];
+        if with_sidecar {
+            containers.push(json!({"name": "sidecar", "image": "busybox:1"}));
+        }
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+               "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}}, "spec": {"containers": containers}}}})
+    };
+    deploys
+        .patch(
+            "d",
+            &PatchParams::apply("ops"),
+            &Patch::Apply(d("nginx:1", true)),
+        )
+        .await
+        .unwrap();
+    let out = deploys
+        .patch(
+            "d",
+            &PatchParams::apply("ops"),
+            &Patch::Apply(d("nginx:2", false)),
+        )
+        .await
+        .unwrap();
+    let containers = out.spec.template.spec.unwrap().containers;
+    assert_eq!(containers.len(), 1);
+    assert_eq!(containers[0].image.as_deref(), Some("nginx:2"));
+    assert_eq!(
+        containers[0].image_pull_policy.as_deref(),
+        Some("IfNotPresent"),
+        "built-in defaults applied"
+    );
+}
+
+#[tokio::test]
+async fn finalizers_garbage_collection_and_namespace_deletion() {
+    let sim = start();
+    let client = client(&sim).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // The service-account controller's default SA exists.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "team");
+    sas.get("default").await.unwrap();
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    let mut owner = cm("owner", &[]);
+    owner.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    let owner = cms.create(&PostParams::default(), &owner).await.unwrap();
+    let mut dep = cm("dependent", &[]);
+    dep.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner".into(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        },
+    ]);
+    cms.create(&PostParams::default(), &dep).await.unwrap();
+
+    // A finalizer holds the deletion: 202 with deletionTimestamp set.
+    let pending = cms.delete("owner", &DeleteParams::default()).await.unwrap();
+    let held = pending.left().expect("the object is still there");
+    assert!(held.metadata.deletion_timestamp.is_some());
+    // No new finalizers on a deleting object.
+    let err = status_of(
+        cms.patch(
+            "owner",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/hold", "x/y"]}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 422);
+    // Removing the finalizer completes the deletion and the dependent is collected.
+    cms.patch(
+        "owner",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("owner and dependent to be gone", || async {
+        (cms.get_opt("owner").await.unwrap().is_none()
+            && cms.get_opt("dependent").await.unwrap().is_none())
+        .then_some(())
+    })
+    .await;
+
+    // Orphan propagation keeps the dependent and strips its ownerReference.
+    let owner = cms
+        .create(&PostParams::default(), &cm("owner2", &[]))
+        .await
+        .unwrap();
+    let mut dep = cm("dep2", &[]);
+    dep.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "owner2".into(),
+            uid: owner.metadata.uid.clone().unwrap(),
+            ..Default::default()
+        },
+    ]);
+    cms.create(&PostParams::default(), &dep).await.unwrap();
+    cms.delete("owner2", &DeleteParams::orphan()).await.unwrap();
+    let kept = eventually("owner2 gone, dep2 orphaned", || async {
+        if cms.get_opt("owner2").await.unwrap().is_some() {
+            return None;
+        }
+        cms.get_opt("dep2").await.unwrap()
+    })
+    .await;
+    assert!(
+        kept.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+
+    // Deleting the namespace deletes its contents, waiting for their finalizers.
+    let mut held = cm("held", &[]);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    namespaces
+        .delete("team", &DeleteParams::default())
+        .await
+        .unwrap();
+    let ns = namespaces.get("team").await.unwrap();
+    assert_eq!(ns.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let err = status_of(
+        cms.create(&PostParams::default(), &cm("late", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    assert!(
+        err.message.contains("because it is being terminated"),
+        "{}",
+        err.message
+    );
+    assert!(
+        cms.get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    cms.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    eventually("the namespace to go away", || async {
+        namespaces
+            .get_opt("team")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rbac_and_impersonation() {
+    let sim = start();
+    let admin = client(&sim).await;
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "team"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    // A "controller" user allowed to impersonate the team's deployer SA only.
+    let cr: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "impersonator"},
+        "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"], "resourceNames": ["deployer"]},
+                  {"apiGroups": [""], "resources": ["groups"], "verbs": ["impersonate"], "resourceNames": ["system:serviceaccounts", "system:authenticated"]}]
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(admin.clone())
+        .create(&PostParams::default(), &cr)
+        .await
+        .unwrap();
+    let crb: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "impersonator"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "impersonator"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "system:admin-impersonated"}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(&PostParams::default(), &crb)
+        .await
+        .unwrap();
+    // The deployer SA may manage ConfigMaps in "team".
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "deployer", "namespace": "team"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "patch", "update"]}]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let rb: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "deployer", "namespace": "team"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+        "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), "team")
+        .create(&PostParams::default(), &rb)
+        .await
+        .unwrap();
+
+    // The SA (impersonated by the admin) can write ConfigMaps in team but not in default.
+    let sa = impersonating(
+        &sim,
+        "system:serviceaccount:team:deployer",
+        &["system:serviceaccounts", "system:authenticated"],
+    )
+    .await;
+    Api::<ConfigMap>::namespaced(sa.clone(), "team")
+        .create(&PostParams::default(), &cm("ok", &[]))
+        .await
+        .unwrap();
+    let err = status_of(
+        Api::<ConfigMap>::namespaced(sa.clone(), "default")
+            .create(&PostParams::default(), &cm("no", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        err.message,
+        "configmaps is forbidden: User \"system:serviceaccount:team:deployer\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
+    let err = status_of(
+        Api::<Deployment>::namespaced(sa.clone(), "team")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        err.message
+            .contains("cannot list resource \"deployments\" in API group \"apps\""),
+        "{}",
+        err.message
+    );
+
+    // A user without the impersonate verb cannot impersonate.
+    let sim2 = start_with(kube_sim::Options {
+        users: vec!["bob:bob-token".parse().unwrap()],
+        ..kube_sim::Options::default()
+    });
+    let bob = client_for_context(&sim2, Some("bob")).await;
+    let err = status_of(
+        Api::<ConfigMap>::namespaced(bob.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim2.kubeconfig()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions {
+            context: Some("bob".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    cfg.auth_info.impersonate = Some("system:serviceaccount:team:deployer".into());
+    let bob_as_sa = kube::Client::try_from(cfg).unwrap();
+    let err = status_of(
+        Api::<ConfigMap>::namespaced(bob_as_sa, "team")
+            .list(&ListParams::default())
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    assert!(
+        err.message
+            .contains("cannot impersonate resource \"serviceaccounts\""),
+        "{}",
+        err.message
+    );
+
+    // SelfSubjectAccessReview answers from the same evaluator.
+    let ssar: Api<k8s_openapi::api::authorization::v1::SelfSubjectAccessReview> =
+        Api::all(sa.clone());
+    let review = ssar
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"spec": {"resourceAttributes": {"namespace": "team", "verb": "create", "resource": "configmaps"}}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(review.status.unwrap().allowed);
+}
+
+#[tokio::test]
+async fn dynamic_objects_and_ready_helpers() {
+    let sim = start();
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    deploys
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "web"},
+                "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let d = deploys.get("web").await.unwrap();
+    assert_eq!(d.metadata.generation, Some(1));
+    assert!(
+        d.status
+            .as_ref()
+            .is_none_or(|s| s.observed_generation.is_none())
+    );
+    sim.set_ready("apps/v1", "Deployment", "default", "web")
+        .unwrap();
+    let d = deploys.get("web").await.unwrap();
+    let s = d.status.unwrap();
+    assert_eq!(s.observed_generation, Some(1));
+    assert_eq!(s.available_replicas, Some(2));
+    sim.set_failed("apps/v1", "Deployment", "default", "web")
+        .unwrap();
+    let d = deploys.get("web").await.unwrap();
+    let progressing = d
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Progressing"))
+        .unwrap();
+    assert_eq!(
+        progressing.reason.as_deref(),
+        Some("ProgressDeadlineExceeded")
+    );
+
+    // Auto-ready mode makes workloads ready shortly after they change.
+    let auto = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            auto_ready: Some(std::time::Duration::from_millis(50)),
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> =
+        Api::namespaced(client_for_context(&auto, None).await, "default");
+    jobs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "j", "image": "busybox:1"}]}}}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually("the job to complete", || async {
+        let j = jobs.get("j").await.ok()?;
+        j.status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Complete" && c.status == "True")
+            .then_some(())
+    })
+    .await;
+
+    // The dynamic API with a GVK.
+    let gvk = GroupVersionKind::gvk("", "v1", "ConfigMap");
+    let ar = ApiResource::from_gvk(&gvk);
+    let dynamic: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    let obj: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "dyn"}, "data": {"a": "b"}})).unwrap();
+    dynamic.create(&PostParams::default(), &obj).await.unwrap();
+    assert_eq!(dynamic.get("dyn").await.unwrap().data["data"]["a"], "b");
+}
+
+#[tokio::test]
+async fn webhook_failure_policies_and_dry_run() {
+    let hook = TestWebhook::start("guard.default.svc", deny_labelled);
+    let sim = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            service_map: [
+                ("default/guard".to_string(), hook.addr.to_string()),
+                // Nothing listens on port 9 (discard) on loopback.
+                ("default/down".to_string(), "127.0.0.1:9".to_string()),
+                ("default/lenient".to_string(), "127.0.0.1:9".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    sim.load(webhook_config("guard", &hook.ca_bundle(), "Fail", "None"))
+        .unwrap();
+    let mut denied = cm("bad", &[]);
+    denied.metadata.labels = Some(BTreeMap::from([("deny".to_string(), "true".to_string())]));
+    let err = status_of(
+        cms.create(&PostParams::default(), &denied)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    assert_eq!(
+        err.message,
+        "admission webhook \"guard.example.com\" denied the request: objects labelled deny=true are not welcome here"
+    );
+    // Allowed objects pass; the webhook also sees dry runs (sideEffects: None).
+    cms.create(&PostParams::default(), &cm("good", &[]))
+        .await
+        .unwrap();
+    let err = status_of(
+        cms.create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &denied,
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+
+    // An unreachable webhook fails closed with failurePolicy Fail...
+    sim.load(webhook_config("down", &hook.ca_bundle(), "Fail", "None"))
+        .unwrap();
+    let err = status_of(
+        cms.create(&PostParams::default(), &cm("blocked", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 500);
+    assert!(
+        err.message
+            .contains("failed calling webhook \"down.example.com\""),
+        "{}",
+        err.message
+    );
+    // ...and is skipped with Ignore.
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+        client.clone(),
+    )
+    .delete("down", &DeleteParams::default())
+    .await
+    .unwrap();
+    sim.load(webhook_config(
+        "lenient",
+        &hook.ca_bundle(),
+        "Ignore",
+        "Unknown",
+    ))
+    .unwrap();
+    cms.create(&PostParams::default(), &cm("passes", &[]))
+        .await
+        .unwrap();
+    // A webhook with unknown side effects refuses dry runs.
+    let err = status_of(
+        cms.create(
+            &PostParams {
+                dry_run: true,
+                ..Default::default()
+            },
+            &cm("dry", &[]),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(err.code, 400);
+    assert!(
+        err.message.contains("does not support dry run"),
+        "{}",
+        err.message
+    );
+    // A wrong CA fails the TLS verification: closed.
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+        client.clone(),
+    )
+    .delete("lenient", &DeleteParams::default())
+    .await
+    .unwrap();
+    let other_ca = kube_sim::tls::generate(&[]).unwrap().ca_pem;
+    use base64::Engine;
+    let wrong = base64::engine::general_purpose::STANDARD.encode(other_ca);
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(client.clone())
+        .patch("guard", &PatchParams::default(), &Patch::Merge(json!({"webhooks": [serde_json::from_value::<Value>(webhook_config("guard", &wrong, "Fail", "None")["webhooks"][0].clone()).unwrap()]})))
+        .await
+        .unwrap();
+    let err = status_of(
+        cms.create(&PostParams::default(), &cm("tls", &[]))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 500);
+}
