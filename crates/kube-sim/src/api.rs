@@ -117,7 +117,18 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-fn authenticate(sim: &Sim, headers: &HeaderMap) -> ApiResult<UserInfo> {
+fn status_error(e: rbac::StatusError) -> ApiError {
+    let status = e.to_status();
+    let mut err = ApiError::new(e.code, e.reason, e.message);
+    if let Some(d) = status.get("details") {
+        err = err.with_details(d.clone());
+    }
+    err
+}
+
+/// The bearer token's user, then impersonation as a 1.37 server does it
+/// (constrained impersonation with its legacy fallback).
+fn authenticate(sim: &Sim, headers: &HeaderMap, attrs: &Attributes) -> ApiResult<UserInfo> {
     let auth = header(headers, "authorization");
     let token = auth
         .strip_prefix("Bearer ")
@@ -126,7 +137,6 @@ fn authenticate(sim: &Sim, headers: &HeaderMap) -> ApiResult<UserInfo> {
     let requester = sim
         .authenticate(token.trim())
         .ok_or_else(ApiError::unauthorized)?;
-    // Impersonation headers.
     let user = headers
         .get("impersonate-user")
         .and_then(|v| v.to_str().ok());
@@ -158,23 +168,30 @@ fn authenticate(sim: &Sim, headers: &HeaderMap) -> ApiResult<UserInfo> {
         groups,
         extra,
     };
-    rbac::impersonate(&StoreRbac(sim), &requester, &req).map_err(|message| {
-        if req.user.is_none() {
-            ApiError::internal(message)
-        } else {
-            ApiError::forbidden(message)
-        }
-    })
+    sim.impersonator
+        .impersonate(&StoreRbac(sim), &requester, &req, attrs)
+        .map_err(status_error)
 }
 
-fn attributes(info: &RequestInfo) -> Attributes {
+fn attributes(info: &RequestInfo, query: &Query) -> Attributes {
+    // A list or watch pinned to one name by a field selector is authorized for
+    // that name, as on a real server.
+    let mut name = info.name.clone();
+    if name.is_empty()
+        && matches!(info.verb.as_str(), "list" | "watch")
+        && let Some(fs) = query.get("fieldSelector")
+        && let Ok(sel) = FieldSelector::parse(fs, &["metadata.name".to_string()])
+        && let Some(pinned) = sel.pinned_name()
+    {
+        name = pinned.to_string();
+    }
     Attributes {
         verb: info.verb.clone(),
         api_group: info.group.clone(),
         api_version: info.version.clone(),
         resource: info.resource.clone(),
         subresource: info.subresource.clone(),
-        name: info.name.clone(),
+        name,
         namespace: info.namespace.clone(),
         resource_request: info.is_resource,
         path: info.path.clone(),
@@ -221,25 +238,18 @@ async fn handle_inner(
             .body(SimBody::Full(Some(Bytes::from_static(b"ok"))))
             .expect("valid response"));
     }
-    let user = authenticate(sim, &headers)?;
     let info = request::parse(method.as_str(), &path, query);
-    match rbac::authorize(&StoreRbac(sim), &user, &attributes(&info)) {
-        Decision::Allow => {}
-        Decision::Deny { .. } => {
-            let msg = rbac::forbidden_message(&user, &attributes(&info));
-            let mut err = ApiError::forbidden(msg);
-            if info.is_resource {
-                let mut d = json!({"kind": info.resource});
-                if !info.name.is_empty() {
-                    d["name"] = json!(info.name);
-                }
-                if !info.group.is_empty() {
-                    d["group"] = json!(info.group);
-                }
-                err = err.with_details(d);
-            }
-            return Err(err);
-        }
+    let requester_attrs = attributes(&info, query);
+    let user = authenticate(sim, &headers, &requester_attrs)?;
+    let attrs = attributes(&info, query);
+    if let Decision::Deny { reason } = rbac::authorize(&StoreRbac(sim), &user, &attrs) {
+        let _ = reason;
+        let eval = rbac::evaluate(&StoreRbac(sim), &user, &attrs);
+        return Err(status_error(rbac::forbidden_error(
+            &user,
+            &attrs,
+            &eval.reason,
+        )));
     }
     let body = req
         .into_body()
@@ -344,10 +354,16 @@ fn parse_body(body: &[u8], content_type: &str) -> ApiResult<Value> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
-        // Only JSON (and YAML for apply) are spoken here; clients fall back to JSON on 415.
+    if content_type.contains("protobuf") {
+        // kubectl's typed clients send protobuf and do not fall back to JSON.
+        return crate::protobuf::decode(body).map_err(|e| match e.status_code() {
+            415 => ApiError::unsupported_media_type(e.to_string()),
+            _ => ApiError::bad_request(e.to_string()),
+        });
+    }
+    if content_type.contains("cbor") {
         return Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type})"
+            "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type})"
         )));
     }
     if content_type.contains("yaml") {
@@ -716,8 +732,10 @@ fn list(
             e
         }
     })?;
-    let mut matching: Vec<&Arc<Value>> = items
+    // Selectors see the object as this version renders it.
+    let mut matching: Vec<Value> = items
         .iter()
+        .map(|o| Sim::render(rt, o))
         .filter(|o| labels.matches_object(o) && fields.matches(o))
         .collect();
     if let Some(start) = &start {
@@ -726,11 +744,7 @@ fn list(
         });
     }
     let total = matching.len();
-    let page: Vec<Value> = matching
-        .iter()
-        .take(limit)
-        .map(|o| Sim::render(rt, o))
-        .collect();
+    let page: Vec<Value> = matching.into_iter().take(limit).collect();
     let mut meta = json!({"resourceVersion": list_rv.to_string()});
     if total > page.len() {
         let last = page.last().expect("a non-empty page");
@@ -803,11 +817,13 @@ async fn watch(
         let fields = fields.clone();
         let key = key.clone();
         let namespace = namespace.clone();
+        let rt = rt.clone();
         move |c: &Change, obj: &Value| -> bool {
-            c.key == key
-                && namespace.as_deref().is_none_or(|n| n == c.namespace)
-                && labels.matches_object(obj)
-                && fields.matches(obj)
+            if c.key != key || namespace.as_deref().is_some_and(|n| n != c.namespace) {
+                return false;
+            }
+            let rendered = Sim::render(&rt, obj);
+            labels.matches_object(&rendered) && fields.matches(&rendered)
         }
     };
     // Initial state (synthetic ADDED events) for "most recent" and "any" starts.
@@ -818,11 +834,11 @@ async fn watch(
     {
         let (receiver, current) = sim.store.subscribe();
         let (items, _) = sim.store.list(&key, namespace.as_deref(), Some(current))?;
-        for item in items
-            .iter()
-            .filter(|o| labels.matches_object(o) && fields.matches(o))
-        {
-            initial.push(watch_event("ADDED", &render(item)));
+        for item in items.iter() {
+            let rendered = Sim::render(rt, item);
+            if labels.matches_object(&rendered) && fields.matches(&rendered) {
+                initial.push(watch_event("ADDED", &render(item)));
+            }
         }
         if send_initial {
             let mut marker = json!({"kind": rt.kind, "apiVersion": rt.api_version(),
@@ -973,10 +989,12 @@ fn reviews(
     };
     let spec = body.get("spec").cloned().unwrap_or(json!({}));
     let decide = |who: &UserInfo, attrs: &Attributes| -> Value {
-        match rbac::authorize(&rbac_objects, who, attrs) {
-            Decision::Allow => json!({"allowed": true, "reason": "allowed by RBAC"}),
-            Decision::Deny { reason } => json!({"allowed": false, "reason": reason}),
+        let eval = rbac::evaluate(&rbac_objects, who, attrs);
+        let mut status = json!({"allowed": eval.allowed});
+        if !eval.reason.is_empty() {
+            status["reason"] = json!(eval.reason);
         }
+        status
     };
     match rt.kind.as_str() {
         "SelfSubjectAccessReview" => {
@@ -1010,8 +1028,7 @@ fn reviews(
         }
         "SelfSubjectRulesReview" => {
             let ns = spec["namespace"].as_str().unwrap_or("");
-            let (resource_rules, non_resource_rules) = rbac::rules_for(&rbac_objects, user, ns);
-            out["status"] = json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false});
+            out["status"] = rbac::rules_review_status(&rbac_objects, user, ns);
         }
         "SelfSubjectReview" => {
             out["status"] = json!({"userInfo": {"username": user.name, "uid": user.uid, "groups": user.groups, "extra": user.extra}});

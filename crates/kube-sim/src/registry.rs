@@ -84,6 +84,10 @@ impl ResourceType {
     }
 
     pub fn storage_key(&self) -> StorageKey {
+        if crate::convert::is_events_v1(&self.group, &self.kind) {
+            // Stored as core Events (see convert.rs).
+            return StorageKey::new("", "events");
+        }
         StorageKey::new(&self.group, &self.plural)
     }
 

@@ -135,6 +135,7 @@ pub struct Sim {
     pub(crate) config: SimConfig,
     pub(crate) server_address: RwLock<String>,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) impersonator: rbac::Impersonator,
 }
 
 impl std::fmt::Debug for Sim {
@@ -231,6 +232,7 @@ impl Sim {
             config,
             server_address: RwLock::new(String::new()),
             runtime,
+            impersonator: rbac::Impersonator::new(),
         }
     }
 
@@ -294,6 +296,9 @@ impl Sim {
     /// An object rendered at the version of `rt` (no conversion beyond
     /// `apiVersion`, as with CRD conversion strategy `None`).
     pub fn render(rt: &ResourceType, obj: &Value) -> Value {
+        if crate::convert::is_events_v1(&rt.group, &rt.kind) {
+            return crate::convert::event_from_core(obj.clone());
+        }
         let mut out = obj.clone();
         out["apiVersion"] = json!(rt.api_version());
         out["kind"] = json!(rt.kind);
@@ -317,6 +322,9 @@ impl Sim {
             ));
         }
         self.check_kind(rt, &obj)?;
+        if crate::convert::is_events_v1(&rt.group, &rt.kind) {
+            obj = crate::convert::event_to_core(obj);
+        }
         let key = rt.storage_key();
         // Namespace and name.
         {
@@ -547,6 +555,11 @@ impl Sim {
                     ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
                 })?),
             };
+        let body = if crate::convert::is_events_v1(&rt.group, &rt.kind) {
+            crate::convert::event_to_core(body)
+        } else {
+            body
+        };
         let body = Arc::new(body);
         self.update_with(ctx, rt, ns, name, precondition, move |_old| {
             Ok((*body).clone())
@@ -633,8 +646,15 @@ impl Sim {
                     } else {
                         Some(sub.as_str())
                     };
-                    crate::ssa::apply_with(
-                        Some(old),
+                    // events.k8s.io Events apply in their own shape, stored as core Events.
+                    let events = crate::convert::is_events_v1(&rt2.group, &rt2.kind);
+                    let live = if events {
+                        crate::convert::event_from_core((**old).clone())
+                    } else {
+                        (**old).clone()
+                    };
+                    let applied = crate::ssa::apply_with(
+                        Some(&live),
                         &config,
                         &manager,
                         sub_opt,
@@ -643,16 +663,29 @@ impl Sim {
                         &now_rfc3339(),
                         &options,
                     )
-                    .map_err(|e| this.apply_error(&rt2, &name2, e))
+                    .map_err(|e| this.apply_error(&rt2, &name2, e))?;
+                    Ok(if events {
+                        crate::convert::event_to_core(applied)
+                    } else {
+                        applied
+                    })
                 })
                 .await;
         }
         let ty = rt.type_node.clone();
         let is_crd_type = rt.crd.is_some();
+        let events = crate::convert::is_events_v1(&rt.group, &rt.kind);
         let body = Arc::new(body);
         self.update_with(ctx, rt, ns, name, None, move |old| {
-            let old_v: &Value = old;
-            match kind {
+            // events.k8s.io Events are patched in their own shape, stored as core Events.
+            let view;
+            let old_v: &Value = if events {
+                view = crate::convert::event_from_core((**old).clone());
+                &view
+            } else {
+                old
+            };
+            let patched = match kind {
                 PatchKind::Merge => {
                     let mut out = old_v.clone();
                     json_patch::merge(&mut out, &body);
@@ -684,7 +717,12 @@ impl Sim {
                     })
                 }
                 PatchKind::Apply { .. } => unreachable!("handled above"),
-            }
+            }?;
+            Ok(if events {
+                crate::convert::event_to_core(patched)
+            } else {
+                patched
+            })
         })
         .await
     }

@@ -120,14 +120,8 @@ fn get_watch_streams_events() {
     k.ok(&["create", "configmap", "first", "--from-literal=a=b"]);
     let mut child = k
         .command()
-        .args([
-            "get",
-            "configmaps",
-            "--watch",
-            "--output-watch-events",
-            "-o",
-            "name",
-        ])
+        // Server-side Tables on the watch: one row per event, with its type.
+        .args(["get", "configmaps", "--watch", "--output-watch-events"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
