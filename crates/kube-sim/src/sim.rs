@@ -393,7 +393,8 @@ impl Sim {
             }
         }
         crate::defaults::apply(&rt.group, &rt.kind, &mut obj);
-        let mut warnings = self.validate(rt, &mut obj, None, ctx.validation)?;
+        // Warnings (pruned unknown fields under Warn) are not sent back as headers yet.
+        let _warnings = self.validate(rt, &mut obj, None, ctx.validation)?;
         if !ctx.field_manager.is_empty() {
             obj = crate::ssa::record_update_with(
                 None,
@@ -409,7 +410,6 @@ impl Sim {
             self.admit(ctx, rt, Operation::Create, &obj, None).await?;
         }
         if ctx.dry_run {
-            let _ = warnings.drain(..);
             return Ok(Arc::new(obj));
         }
         match self
@@ -1132,7 +1132,7 @@ impl Sim {
     async fn react_crd(self: &Arc<Self>, change: &Arc<Change>) -> Vec<Arc<Change>> {
         let crd = &change.object;
         let name = change.name.clone();
-        let mut out = Vec::new();
+        let out = Vec::new();
         let rt = self
             .registry()
             .by_kind("apiextensions.k8s.io/v1", "CustomResourceDefinition")
@@ -1223,7 +1223,6 @@ impl Sim {
                 tracing::warn!(crd = %name, error = %e, "CRD cannot be served");
             }
         }
-        out.clear();
         out
     }
 
@@ -1309,11 +1308,6 @@ impl Sim {
         if !is_deleting(&namespace) || !self.store.namespaces_in_use(ns).is_empty() {
             return vec![];
         }
-        let rt = self
-            .registry()
-            .by_kind("v1", "Namespace")
-            .expect("built in");
-        let ctx = WriteCtx::internal("namespace-controller");
         // Drop the "kubernetes" spec finalizer; with no metadata finalizers left the
         // namespace is removed.
         let rv: u64 = meta_str(&namespace, "resourceVersion").parse().unwrap_or(0);
@@ -1327,7 +1321,6 @@ impl Sim {
             self.store
                 .write(&ns_key, "", ns, Expect::Version(rv), Some(new))
         };
-        let _ = (rt, ctx);
         match result {
             Ok(change) => vec![change],
             Err(_) => vec![],

@@ -1139,3 +1139,39 @@ async fn streaming_list_watch_with_bookmarks() {
         }
     }
 }
+
+#[tokio::test]
+async fn crds_can_be_established_by_hand() {
+    let sim = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            auto_establish_crds: false,
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let client = client(&sim).await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.create(
+        &PostParams::default(),
+        &serde_json::from_value(widget_crd()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"));
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+    // Not served while not Established.
+    assert_eq!(
+        status_of(widgets.list(&ListParams::default()).await.unwrap_err()).code,
+        404
+    );
+    sim.establish_crd("widgets.example.com").unwrap();
+    assert!(
+        widgets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
