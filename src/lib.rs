@@ -3,7 +3,12 @@
 //! The binary in `src/main.rs` is a thin shell over this library so that the
 //! integration tests under `tests/` exercise the same code the controller runs.
 
+pub mod actors;
 pub mod api;
 pub mod config;
+pub mod controller;
+pub mod dev;
 pub mod duration;
+pub mod kube_client;
 pub mod logging;
+pub mod reconcile;

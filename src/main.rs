@@ -7,13 +7,14 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use stageset_controller::config::{self, Config, CrdsOutput, Invocation};
-use stageset_controller::{api, logging};
+use stageset_controller::{api, controller, logging};
 
 fn main() -> ExitCode {
     let env = |key: &str| std::env::var(key).ok();
     match config::parse_from(std::env::args_os(), &env) {
         Ok(Invocation::Run(config)) => run(&config),
         Ok(Invocation::Crds(output)) => crds(&output),
+        Ok(Invocation::Dev(options)) => dev(&options),
         Err(err) if err.is_display() => {
             println!("{err}");
             ExitCode::from(err.exit_code())
@@ -31,24 +32,82 @@ fn run(config: &Config) -> ExitCode {
         return ExitCode::from(1);
     }
     logging::log_start();
-    if config.allow_loopback_artifacts {
-        // DECISIONS.md 13: never set by the chart; tests and the dev command only.
-        tracing::warn!(
-            logger = "setup",
-            "--allow-loopback-artifacts is set: artifacts may be fetched from loopback addresses; never use this in production"
-        );
-    }
     tracing::debug!(
         logger = "setup",
         config = %serde_json::Value::Object(config.flag_values()),
         "effective configuration"
     );
-    // The reconcile machinery is built in later issues; refuse to pretend otherwise.
-    tracing::error!(
-        logger = "setup",
-        "the controller runtime is not implemented yet; this build only validates its flags and generates CRDs"
-    );
-    ExitCode::from(1)
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(logger = "setup", error = %e, "starting the runtime failed");
+            return ExitCode::from(1);
+        }
+    };
+    let kube_config = match runtime.block_on(kube::Config::infer()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(logger = "setup", error = %e, "loading the kubeconfig failed");
+            return ExitCode::from(1);
+        }
+    };
+    let controller = match controller::start(config, kube_config) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(logger = "setup", error = %e, "starting the controller failed");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(logger = "setup", "controller started");
+    runtime.block_on(shutdown_signal());
+    tracing::info!(logger = "setup", "shutting down");
+    controller.stop();
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+fn dev(options: &config::DevOptions) -> ExitCode {
+    let settings = logging::Settings {
+        level: tracing::level_filters::LevelFilter::WARN,
+        format: logging::Format::Text,
+        ..logging::Settings::default()
+    };
+    if let Err(err) = logging::init(&settings) {
+        eprintln!("{}: {err}", config::PROGRAM);
+        return ExitCode::from(1);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{}: starting the runtime: {e}", config::PROGRAM);
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(stageset_controller::dev::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: dev: {e}", config::PROGRAM);
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn crds(output: &CrdsOutput) -> ExitCode {

@@ -690,10 +690,13 @@ fn with_metadata(node: TypeNode) -> TypeNode {
             atomic,
             retain_keys,
         } => {
+            // Every custom resource has these at its root, declared or not.
             fields.insert(
                 "metadata".to_string(),
                 crate::builtin_types::metadata_type(),
             );
+            fields.insert("apiVersion".to_string(), TypeNode::Scalar);
+            fields.insert("kind".to_string(), TypeNode::Scalar);
             TypeNode::Object {
                 fields,
                 additional,

@@ -1,0 +1,116 @@
+//! The actor system (ARCHITECTURE.md "Actors"): a Supervisor owning the
+//! StageSet watch and one StageSetActor per StageSet, and a SourceWatcher for
+//! the Flux source kinds. [`spawn`] runs it on its own thread with an actix
+//! System on a multi-threaded Tokio runtime, so reconciles run in parallel.
+
+pub mod sources;
+pub mod stageset;
+pub mod supervisor;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use kube::runtime::reflector::Store;
+
+use crate::api::StageSet;
+use crate::reconcile::Env;
+
+/// How to run the controller's actors.
+#[derive(Clone, Debug)]
+pub struct ControllerOptions {
+    /// `--concurrent`: reconciles of different StageSets in parallel.
+    pub concurrent: usize,
+    /// `--watch-namespaces` (empty: the whole cluster).
+    pub watch_namespaces: Vec<String>,
+    /// Worker threads of the runtime.
+    pub worker_threads: usize,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        ControllerOptions {
+            concurrent: 4,
+            watch_namespaces: Vec::new(),
+            worker_threads: 2,
+        }
+    }
+}
+
+/// A running controller; dropping it stops the actors.
+pub struct ControllerHandle {
+    system: actix::System,
+    store: Store<StageSet>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControllerHandle {
+    /// The StageSet cache (reflector store), for the HTTP servers.
+    pub fn store(&self) -> Store<StageSet> {
+        self.store.clone()
+    }
+
+    /// Stops the actors and waits for the controller thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits until the controller stops (it only stops when asked to).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControllerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the Supervisor and SourceWatcher on a dedicated thread.
+pub fn spawn(env: Env, options: ControllerOptions) -> std::io::Result<ControllerHandle> {
+    let (tx, rx) = std::sync::mpsc::channel::<(actix::System, Store<StageSet>)>();
+    let threads = options.worker_threads.max(1);
+    let thread = std::thread::Builder::new()
+        .name("stageset-controller".into())
+        .spawn(move || {
+            let system = actix::System::with_tokio_rt(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("reconcile")
+                    .enable_all()
+                    .build()
+                    .expect("the controller runtime starts")
+            });
+            system.block_on(async move {
+                let env = Arc::new(env);
+                let client = env.clients.controller();
+                let supervisor = supervisor::Supervisor::new(
+                    env,
+                    options.concurrent,
+                    options.watch_namespaces.clone(),
+                );
+                let store = supervisor.store();
+                let addr = supervisor.start();
+                sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
+                let _ = tx.send((actix::System::current(), store));
+            });
+            let _ = system.run();
+        })?;
+    let (system, store) = rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?;
+    Ok(ControllerHandle {
+        system,
+        store,
+        thread: Some(thread),
+    })
+}

@@ -1,0 +1,226 @@
+//! One actor per StageSet: the only writer of its status and inventory. It runs
+//! at most one reconcile at a time (triggers arriving meanwhile coalesce into
+//! one follow-up run), owns its requeue timer, and is restarted by its actix
+//! supervisor when a reconcile panics.
+//!
+//! The reconcile itself runs as a Tokio task on the multi-threaded runtime, so
+//! reconciles of different StageSets run in parallel, bounded by `--concurrent`
+//! (a semaphore shared by all actors).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::Semaphore;
+
+use crate::reconcile::error::Requeue;
+use crate::reconcile::{Env, Outcome, reconcile};
+
+/// Why a reconcile was asked for (logged).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Reconcile(pub &'static str);
+
+/// Stops the actor for good (its StageSet is gone).
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// The per-item back-off of controller-runtime's default rate limiter: 5 ms
+/// doubling up to 1000 s.
+pub fn backoff_delay(failures: u32) -> Duration {
+    let ms = 5u64.saturating_mul(1u64 << failures.min(30));
+    Duration::from_millis(ms).min(Duration::from_secs(1000))
+}
+
+pub struct StageSetActor {
+    namespace: String,
+    name: String,
+    env: Arc<Env>,
+    limiter: Arc<Semaphore>,
+    running: bool,
+    pending: bool,
+    failures: u32,
+    panics: u32,
+    timer: Option<SpawnHandle>,
+    stopping: bool,
+}
+
+impl StageSetActor {
+    pub fn new(namespace: &str, name: &str, env: Arc<Env>, limiter: Arc<Semaphore>) -> Self {
+        StageSetActor {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            env,
+            limiter,
+            running: false,
+            pending: false,
+            failures: 0,
+            panics: 0,
+            timer: None,
+            stopping: false,
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    fn start_run(&mut self, ctx: &mut Context<Self>, why: &str) {
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        self.running = true;
+        self.pending = false;
+        let env = self.env.clone();
+        let limiter = self.limiter.clone();
+        let (namespace, name) = (self.namespace.clone(), self.name.clone());
+        let key = self.key();
+        tracing::debug!(stageset = %key, trigger = why, "reconcile queued");
+        let task = tokio::spawn(async move {
+            let _permit = limiter
+                .acquire_owned()
+                .await
+                .expect("the limiter is never closed");
+            let started = std::time::Instant::now();
+            let outcome = reconcile(&env, &namespace, &name).await;
+            tracing::debug!(
+                stageset = %format!("{namespace}/{name}"),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                requeue = ?outcome.requeue,
+                reason = outcome.ready.as_ref().map(|r| r.reason.as_str()).unwrap_or(""),
+                "reconcile finished"
+            );
+            outcome
+        });
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(task)
+                .map(|result, act, ctx| act.finished(result, ctx)),
+        );
+    }
+
+    fn finished(
+        &mut self,
+        result: Result<Outcome, tokio::task::JoinError>,
+        ctx: &mut Context<Self>,
+    ) {
+        self.running = false;
+        if self.stopping {
+            ctx.stop();
+            return;
+        }
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                // A panic in this StageSet's work: log it with the key and restart
+                // this actor only (its supervisor calls `restarting`).
+                let detail = if e.is_panic() {
+                    let payload = e.into_panic();
+                    payload
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "unknown panic".into())
+                } else {
+                    e.to_string()
+                };
+                tracing::error!(stageset = %self.key(), error = %detail, "reconcile panicked; restarting the StageSet actor");
+                self.panics += 1;
+                ctx.stop();
+                return;
+            }
+        };
+        let delay = match outcome.requeue {
+            Requeue::Now => Some(Duration::ZERO),
+            Requeue::After(d) => {
+                self.failures = 0;
+                Some(d)
+            }
+            Requeue::Backoff => {
+                let d = backoff_delay(self.failures);
+                self.failures = self.failures.saturating_add(1);
+                Some(d)
+            }
+            Requeue::Never => {
+                self.failures = 0;
+                None
+            }
+        };
+        if self.pending {
+            self.start_run(ctx, "coalesced");
+            return;
+        }
+        if let Some(d) = delay {
+            self.timer = Some(ctx.run_later(d, |act, ctx| {
+                act.timer = None;
+                if !act.running {
+                    act.start_run(ctx, "requeue");
+                }
+            }));
+        }
+    }
+}
+
+impl Actor for StageSetActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if self.panics > 0 {
+            // After a panic, retry with back-off rather than in a tight loop.
+            let delay = backoff_delay(self.panics + 6);
+            self.timer = Some(ctx.run_later(delay, |act, ctx| {
+                act.timer = None;
+                act.start_run(ctx, "restart after panic");
+            }));
+        } else {
+            self.start_run(ctx, "started");
+        }
+    }
+}
+
+impl Supervised for StageSetActor {
+    fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        self.running = false;
+        self.pending = false;
+        self.timer = None;
+    }
+}
+
+impl Handler<Reconcile> for StageSetActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
+        if self.running {
+            self.pending = true;
+        } else {
+            self.start_run(ctx, msg.0);
+        }
+    }
+}
+
+impl Handler<Stop> for StageSetActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        if !self.running {
+            ctx.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        assert_eq!(backoff_delay(0), Duration::from_millis(5));
+        assert_eq!(backoff_delay(1), Duration::from_millis(10));
+        assert_eq!(backoff_delay(10), Duration::from_millis(5120));
+        assert_eq!(backoff_delay(40), Duration::from_secs(1000));
+    }
+}

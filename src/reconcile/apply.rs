@@ -1,0 +1,517 @@
+//! Server-side apply of a stage's objects (delivery.md §2.5): staged (CRDs,
+//! Namespaces and ClusterRoles first and waited for, then `*Class` kinds, then
+//! everything else), in Flux's kind order, with field manager
+//! `stageset-controller` and forced ownership. Each object is dry-run first and
+//! only written when the dry run differs from the live object, so a steady-state
+//! reconcile writes nothing.
+
+use std::time::Duration;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::Value;
+
+use crate::api::keys;
+use crate::kube_client::{ClientFactory, DiscoveryError, FIELD_MANAGER};
+use crate::reconcile::error::{describe, kind_missing_message, rbac_denied_message};
+use crate::reconcile::health::{Health, compute};
+
+/// What the apply did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+impl ChangeAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeAction::Created => "created",
+            ChangeAction::Configured => "configured",
+            ChangeAction::Unchanged => "unchanged",
+        }
+    }
+}
+
+/// One applied object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    pub fn of(obj: &Value) -> ObjectRef {
+        let s = |p: &str| {
+            obj.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        ObjectRef {
+            api_version: s("/apiVersion"),
+            kind: s("/kind"),
+            namespace: s("/metadata/namespace"),
+            name: s("/metadata/name"),
+        }
+    }
+
+    /// `Kind/namespace/name` (or `Kind/name` when cluster-scoped), as in events.
+    pub fn subject(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{}/{}", self.kind, self.name)
+        } else {
+            format!("{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+
+    /// The API group of the object.
+    pub fn group(&self) -> &str {
+        self.api_version
+            .split_once('/')
+            .map(|(g, _)| g)
+            .unwrap_or("")
+    }
+
+    /// The version of the object's apiVersion.
+    pub fn version(&self) -> &str {
+        self.api_version
+            .split_once('/')
+            .map(|(_, v)| v)
+            .unwrap_or(&self.api_version)
+    }
+}
+
+/// One entry of the change set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub object: ObjectRef,
+    pub action: ChangeAction,
+}
+
+/// Why an apply failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The tenant may not do this (terminal `RBACDenied`).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The kind is not served (terminal `RBACDenied`, install the CRD).
+    #[error("{0}")]
+    KindNotServed(String),
+    /// A namespaced object without a namespace (no defaulting, as upstream).
+    #[error("{subject}: namespace not specified for a namespaced kind")]
+    NamespaceMissing { subject: String },
+    /// Anything else the API server refused (retried).
+    #[error("{subject}: {message}")]
+    Api { subject: String, message: String },
+    /// A staged batch did not become ready in time.
+    #[error("{0}")]
+    StagingTimeout(String),
+}
+
+impl ApplyError {
+    /// Whether the failure is an authorization or missing-kind problem.
+    pub fn is_rbac(&self) -> bool {
+        matches!(
+            self,
+            ApplyError::Forbidden(_) | ApplyError::KindNotServed(_)
+        )
+    }
+}
+
+/// Position of a kind in Flux's apply order; unknown kinds sort between the
+/// known workload kinds and the webhook configurations.
+fn kind_rank(kind: &str) -> usize {
+    const FIRST: &[&str] = &[
+        "CustomResourceDefinition",
+        "Namespace",
+        "ClusterRole",
+        "ClusterClass",
+        "RuntimeClass",
+        "PriorityClass",
+        "StorageClass",
+        "VolumeSnapshotClass",
+        "IngressClass",
+        "GatewayClass",
+        "ClusterRoleBinding",
+        "ResourceQuota",
+        "ServiceAccount",
+        "Role",
+        "RoleBinding",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "LimitRange",
+        "Deployment",
+        "StatefulSet",
+        "CronJob",
+        "PodDisruptionBudget",
+    ];
+    const LAST: &[&str] = &[
+        "MutatingWebhookConfiguration",
+        "ValidatingWebhookConfiguration",
+    ];
+    if let Some(i) = FIRST.iter().position(|k| *k == kind) {
+        i
+    } else if let Some(i) = LAST.iter().position(|k| *k == kind) {
+        FIRST.len() + 1 + i
+    } else {
+        FIRST.len()
+    }
+}
+
+/// Sorts objects into apply order: kind rank, then (for unknown kinds) group and
+/// kind, then namespace and name.
+pub fn sort_for_apply(objects: &mut [Value]) {
+    objects.sort_by(|a, b| {
+        let ra = ObjectRef::of(a);
+        let rb = ObjectRef::of(b);
+        (
+            kind_rank(&ra.kind),
+            ra.group().to_string(),
+            ra.kind.clone(),
+            ra.namespace.clone(),
+            ra.name.clone(),
+        )
+            .cmp(&(
+                kind_rank(&rb.kind),
+                rb.group().to_string(),
+                rb.kind.clone(),
+                rb.namespace.clone(),
+                rb.name.clone(),
+            ))
+    });
+}
+
+fn stage_of(kind: &str, group: &str) -> u8 {
+    match (group, kind) {
+        ("apiextensions.k8s.io", "CustomResourceDefinition")
+        | ("", "Namespace")
+        | ("rbac.authorization.k8s.io", "ClusterRole") => 0,
+        (_, k) if k.ends_with("Class") => 1,
+        _ => 2,
+    }
+}
+
+/// The part of an object an apply can change: everything but server-owned
+/// metadata and status (labels and annotations count).
+fn comparable(obj: &Value) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("status");
+        let labels = m.get("metadata").and_then(|md| md.get("labels")).cloned();
+        let annotations = m
+            .get("metadata")
+            .and_then(|md| md.get("annotations"))
+            .cloned();
+        m.insert(
+            "metadata".into(),
+            serde_json::json!({"labels": labels, "annotations": annotations}),
+        );
+    }
+    v
+}
+
+/// The options of one apply.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    /// How long a staged batch (CRDs, Namespaces, `*Class`) may take to be ready.
+    pub staging_timeout: Duration,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            staging_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Applies `objects` (already labelled) with `client` (the stage's identity) and
+/// returns the change set in apply order.
+pub async fn apply(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    mut objects: Vec<Value>,
+    options: &ApplyOptions,
+) -> Result<Vec<Change>, ApplyError> {
+    sort_for_apply(&mut objects);
+    let mut changes = Vec::with_capacity(objects.len());
+    for batch in 0..3u8 {
+        let members: Vec<&Value> = objects
+            .iter()
+            .filter(|o| {
+                let r = ObjectRef::of(o);
+                stage_of(&r.kind, r.group()) == batch
+            })
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let mut batch_refs = Vec::new();
+        for obj in members {
+            let change = apply_one(clients, client, obj).await?;
+            batch_refs.push((change.object.clone(), obj));
+            changes.push(change);
+        }
+        if batch < 2 {
+            wait_staged(clients, client, &batch_refs, options.staging_timeout).await?;
+        }
+    }
+    Ok(changes)
+}
+
+/// The API for an object's kind (with the stage identity) and its plural name.
+async fn api_for(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    r: &ObjectRef,
+) -> Result<(Api<DynamicObject>, String), ApplyError> {
+    let resource = clients
+        .resource(&r.api_version, &r.kind)
+        .await
+        .map_err(|e| match e {
+            DiscoveryError::NotServed { .. } => ApplyError::KindNotServed(kind_missing_message(
+                &format!("apply {}", r.subject()),
+                &e.to_string(),
+            )),
+            other => ApplyError::Api {
+                subject: r.subject(),
+                message: other.to_string(),
+            },
+        })?;
+    if resource.namespaced {
+        if r.namespace.is_empty() {
+            return Err(ApplyError::NamespaceMissing {
+                subject: r.subject(),
+            });
+        }
+        Ok((
+            Api::namespaced_with(client.clone(), &r.namespace, &resource.api),
+            resource.api.plural,
+        ))
+    } else {
+        Ok((
+            Api::all_with(client.clone(), &resource.api),
+            resource.api.plural,
+        ))
+    }
+}
+
+fn classify(verb: &str, r: &ObjectRef, plural: &str, e: kube::Error) -> ApplyError {
+    match &e {
+        kube::Error::Api(s) if s.code == 403 => {
+            let call = if r.namespace.is_empty() {
+                format!("{verb} {plural} \"{}\"", r.name)
+            } else {
+                format!(
+                    "{verb} {plural} \"{}\" in namespace \"{}\"",
+                    r.name, r.namespace
+                )
+            };
+            ApplyError::Forbidden(rbac_denied_message(&call, &s.message))
+        }
+        _ => ApplyError::Api {
+            subject: r.subject(),
+            message: describe(&e),
+        },
+    }
+}
+
+async fn apply_one(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    obj: &Value,
+) -> Result<Change, ApplyError> {
+    let r = ObjectRef::of(obj);
+    let (api, plural) = api_for(clients, client, &r).await?;
+    let live = match api.get_opt(&r.name).await {
+        Ok(live) => live,
+        Err(e) => return Err(classify("get", &r, &plural, e)),
+    };
+    let keep_existing = obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(keys::ANNOTATION_KEEP_EXISTING))
+        .and_then(Value::as_str)
+        == Some("true");
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let action = match &live {
+        None => ChangeAction::Created,
+        Some(_) if keep_existing => {
+            return Ok(Change {
+                object: r,
+                action: ChangeAction::Unchanged,
+            });
+        }
+        Some(live) => {
+            let dry = api
+                .patch(&r.name, &params.clone().dry_run(), &Patch::Apply(obj))
+                .await
+                .map_err(|e| classify("patch", &r, &plural, e))?;
+            let live_v = serde_json::to_value(live).unwrap_or(Value::Null);
+            let dry_v = serde_json::to_value(&dry).unwrap_or(Value::Null);
+            if comparable(&live_v) == comparable(&dry_v) {
+                return Ok(Change {
+                    object: r,
+                    action: ChangeAction::Unchanged,
+                });
+            }
+            ChangeAction::Configured
+        }
+    };
+    api.patch(&r.name, &params, &Patch::Apply(obj))
+        .await
+        .map_err(|e| classify("patch", &r, &plural, e))?;
+    Ok(Change { object: r, action })
+}
+
+/// Waits until every object of a staged batch is Current (poll every 2 s).
+async fn wait_staged(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    batch: &[(ObjectRef, &Value)],
+    timeout: Duration,
+) -> Result<(), ApplyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let mut pending = Vec::new();
+        for (r, _) in batch {
+            let (api, plural) = api_for(clients, client, r).await?;
+            match api.get_opt(&r.name).await {
+                Ok(Some(o)) => {
+                    let v = serde_json::to_value(&o).unwrap_or(Value::Null);
+                    match compute(&v, k8s_openapi::jiff::Timestamp::now()) {
+                        Health::Current => {}
+                        Health::Failed(why) => {
+                            return Err(ApplyError::StagingTimeout(format!(
+                                "{} failed: {why}",
+                                r.subject()
+                            )));
+                        }
+                        Health::InProgress(why) => pending.push(format!("{} ({why})", r.subject())),
+                        Health::Terminating => {
+                            pending.push(format!("{} (terminating)", r.subject()))
+                        }
+                    }
+                }
+                Ok(None) => pending.push(format!("{} (not found)", r.subject())),
+                Err(e) => return Err(classify("get", r, &plural, e)),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApplyError::StagingTimeout(format!(
+                "timed out after {}s waiting for {}",
+                timeout.as_secs(),
+                pending.join(", ")
+            )));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Sets the stage and owner labels on every object (S12, §2.5).
+pub fn label(objects: &mut [Value], stageset: &str, namespace: &str, stage: &str) {
+    for obj in objects {
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = serde_json::json!({});
+        }
+        let meta = obj["metadata"]
+            .as_object_mut()
+            .expect("metadata is an object");
+        let labels = meta
+            .entry("labels")
+            .or_insert_with(|| serde_json::json!({}));
+        if !labels.is_object() {
+            *labels = serde_json::json!({});
+        }
+        let labels = labels.as_object_mut().expect("labels is an object");
+        labels.insert(keys::LABEL_STAGE.into(), Value::String(stage.into()));
+        labels.insert(
+            keys::LABEL_OWNER_NAME.into(),
+            Value::String(stageset.into()),
+        );
+        labels.insert(
+            keys::LABEL_OWNER_NAMESPACE.into(),
+            Value::String(namespace.into()),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn o(api_version: &str, kind: &str, ns: &str, name: &str) -> Value {
+        json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": ns}})
+    }
+
+    #[test]
+    fn apply_order() {
+        let mut objs = vec![
+            o("apps/v1", "Deployment", "a", "d"),
+            o("example.com/v1", "Widget", "a", "w"),
+            o("v1", "ConfigMap", "a", "c"),
+            o(
+                "admissionregistration.k8s.io/v1",
+                "ValidatingWebhookConfiguration",
+                "",
+                "v",
+            ),
+            o("v1", "Namespace", "", "a"),
+            o(
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                "",
+                "widgets.example.com",
+            ),
+            o("networking.k8s.io/v1", "IngressClass", "", "nginx"),
+        ];
+        sort_for_apply(&mut objs);
+        let kinds: Vec<_> = objs.iter().map(|o| o["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "CustomResourceDefinition",
+                "Namespace",
+                "IngressClass",
+                "ConfigMap",
+                "Deployment",
+                "Widget",
+                "ValidatingWebhookConfiguration"
+            ]
+        );
+        assert_eq!(stage_of("IngressClass", "networking.k8s.io"), 1);
+        assert_eq!(stage_of("Namespace", ""), 0);
+        assert_eq!(stage_of("ConfigMap", ""), 2);
+    }
+
+    #[test]
+    fn comparison_ignores_server_fields() {
+        let live = json!({"metadata": {"name": "a", "resourceVersion": "5", "labels": {"x": "1"}}, "data": {"k": "v"}, "status": {"s": 1}});
+        let dry = json!({"metadata": {"name": "a", "resourceVersion": "6", "managedFields": [], "labels": {"x": "1"}}, "data": {"k": "v"}});
+        assert_eq!(comparable(&live), comparable(&dry));
+        let changed = json!({"metadata": {"labels": {"x": "2"}}, "data": {"k": "v"}});
+        assert_ne!(comparable(&live), comparable(&changed));
+    }
+
+    #[test]
+    fn labels_are_stamped() {
+        let mut objs = vec![
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"keep": "me"}}}),
+        ];
+        label(&mut objs, "app", "team", "web");
+        let labels = &objs[0]["metadata"]["labels"];
+        assert_eq!(labels["keep"], "me");
+        assert_eq!(labels["stages.metio.wtf/stage"], "web");
+        assert_eq!(labels["stages.metio.wtf/name"], "app");
+        assert_eq!(labels["stages.metio.wtf/namespace"], "team");
+    }
+}

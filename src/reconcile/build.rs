@@ -1,0 +1,1164 @@
+//! Plain-manifest build of a stage (delivery.md §2.3 steps 1–3 and 8).
+//!
+//! Kustomize (steps 4–7: kustomization generation, kustomize build, stage
+//! patches, post-build substitution) is not implemented yet. Until it lands a
+//! stage renders the plain `.yaml`/`.yml` manifests under its build path, plus
+//! the `.json` files directly in it, exactly the set of files Flux's
+//! kustomization generator would list. A kustomization file anywhere under the
+//! build path is refused with [`BuildError::KustomizeNotSupported`] instead of
+//! being silently ignored, because ignoring it would apply something different
+//! from what the author wrote.
+//!
+//! The build works on the in-memory file map of an extracted artifact; nothing
+//! is written to disk.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+
+/// File names kustomize recognises as a kustomization, in kustomize's order.
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Server-owned `metadata` fields stripped from every rendered object.
+const SERVER_METADATA_FIELDS: [&str; 6] = [
+    "creationTimestamp",
+    "resourceVersion",
+    "uid",
+    "managedFields",
+    "generation",
+    "selfLink",
+];
+
+/// Why a stage's manifests could not be built. Every message names the build
+/// path or the file concerned, so it can be surfaced as-is in stage status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// `path` (as given in the stage) leaves the artifact root once cleaned.
+    #[error("build path {path:?} escapes the artifact root")]
+    PathEscapesRoot { path: String },
+
+    /// No directory `path` (cleaned) exists in the artifact.
+    #[error("build path {path:?} not found in artifact")]
+    PathNotFound { path: String },
+
+    /// `path` (cleaned) names a file of the artifact, not a directory.
+    #[error("build path {path:?} is a file in the artifact, not a directory")]
+    PathNotADirectory { path: String },
+
+    /// No `.yaml`, `.yml` or `.json` file under the build path (cleaned;
+    /// the root is `.`).
+    #[error(
+        "no manifests found under build path {path:?}: no .yaml, .yml or .json file in it or its sub-directories"
+    )]
+    NoManifests { path: String },
+
+    /// A kustomization file was found: in the build directory itself or in a
+    /// sub-directory (which Flux's generator would treat as a kustomize
+    /// resource). `file` is its path in the artifact.
+    #[error(
+        "kustomize build is not supported yet: {file}; stages currently render plain manifests only \
+         (kustomization files are not processed until kustomize support lands), so remove the \
+         kustomization file or point the stage path at a directory of plain manifests"
+    )]
+    KustomizeNotSupported { file: String },
+
+    /// A manifest file is not valid YAML (or JSON). `message` carries the
+    /// parser's description including line and column when known.
+    #[error("failed to parse {file}: {message}")]
+    Yaml { file: String, message: String },
+
+    /// A manifest file parsed but holds something that is not a Kubernetes
+    /// object (a scalar document, a non-mapping List item, an unsupported
+    /// mapping key or value).
+    #[error("invalid manifest in {file}: {message}")]
+    InvalidDocument { file: String, message: String },
+
+    /// Two rendered objects have the same identity (group, kind, namespace,
+    /// name; the version is ignored). Kustomize refuses this too.
+    #[error("duplicate object {id}: defined in {first} and again in {second}")]
+    DuplicateObject {
+        id: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// Renders the plain manifests of the build directory `path` of an artifact.
+///
+/// `files` maps cleaned artifact-relative paths (`/`-separated, no leading
+/// `./`) to their contents. `path` is the stage path; `""`, `"."` and `"./"`
+/// mean the artifact root.
+///
+/// Steps, in order:
+/// 1. `path` is cleaned like Go's `path.Clean`. A leading `/` means the
+///    artifact root (as Flux's secure join does), so `/app` is `app`; a path
+///    that climbs above the root (`../x`, `a/../../x`) is refused. The
+///    cleaned path must be a directory of the artifact, i.e. some file lives
+///    under it (the root always exists).
+/// 2. Some file under it, at any depth, must have a `.yaml`, `.yml` or
+///    `.json` extension (case-insensitive), else [`BuildError::NoManifests`].
+/// 3. A kustomization file (`kustomization.yaml`, `kustomization.yml`,
+///    `Kustomization`) in the build directory, or in any of its
+///    sub-directories, fails the build (kustomize is not supported yet).
+/// 4. The files rendered are, in directory-walk order (path components
+///    compared byte-wise, like Go's `filepath.Walk`): every `*.yaml` and
+///    `*.yml` file at any depth, and every `*.json` file directly in the
+///    build directory, which sorts as if renamed to `*.yaml`, unless a
+///    same-named `*.yaml` exists next to it (then the JSON file is skipped).
+///    JSON files in sub-directories are not rendered. These extensions are
+///    matched case-sensitively, as Flux's generator does: `X.YAML` counts for
+///    step 2 but is not rendered (a warning is logged).
+/// 5. Each file is decoded as a multi-document YAML stream (`.json` files as
+///    one JSON value, falling back to YAML). Empty documents are skipped,
+///    `<<` merge keys are applied, YAML tags are ignored, and non-string
+///    mapping keys (numbers, booleans) become strings. **A document whose top
+///    level is a sequence is treated as a list of documents** (each element
+///    an object; null elements skipped): Flux's generator would reject it, but
+///    rendered JSON output (e.g. JaaS's `rendered.json`) is commonly a bare
+///    array, so `[]` renders zero objects. Objects whose kind ends in `List`
+///    and that have `items` are flattened, recursively. Objects without a
+///    non-empty string `apiVersion`, `kind` or `metadata.name`, and
+///    `kustomize.config.k8s.io` `Kustomization` objects, are dropped
+///    (logged at debug level only), as Flux does.
+/// 6. `status` and the server-owned `metadata` fields `creationTimestamp`,
+///    `resourceVersion`, `uid`, `managedFields`, `generation` and `selfLink`
+///    are removed from every object.
+/// 7. Two objects with the same group, kind, namespace and name fail the
+///    build ([`BuildError::DuplicateObject`]), as they would in kustomize.
+///
+/// The objects are returned in file order, then document order. Rendering
+/// zero objects from existing manifest files is not an error.
+pub fn build(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Value>, BuildError> {
+    let dir = resolve_build_dir(files, path)?;
+    let display_dir = if dir.is_empty() { "." } else { dir.as_str() };
+
+    // Files under the build directory, as (artifact path, path relative to the dir).
+    let entries: Vec<(&str, &str)> = files
+        .keys()
+        .filter_map(|key| {
+            let rel = if dir.is_empty() {
+                Some(key.as_str())
+            } else {
+                key.strip_prefix(dir.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+            }?;
+            Some((key.as_str(), rel))
+        })
+        .collect();
+
+    // Step 2: manifest presence.
+    let has_manifest = entries.iter().any(|(_, rel)| {
+        extension(rel).is_some_and(|ext| {
+            ext.eq_ignore_ascii_case("yaml")
+                || ext.eq_ignore_ascii_case("yml")
+                || ext.eq_ignore_ascii_case("json")
+        })
+    });
+    if !has_manifest {
+        return Err(BuildError::NoManifests {
+            path: display_dir.to_owned(),
+        });
+    }
+
+    // Step 3: kustomization files (the build dir's own first, then sub-dirs in walk order).
+    if let Some(file) = find_kustomization(&entries) {
+        return Err(BuildError::KustomizeNotSupported {
+            file: file.to_owned(),
+        });
+    }
+
+    // Step 4: the files to render, in walk order of their effective names.
+    let rel_names: BTreeSet<&str> = entries.iter().map(|(_, rel)| *rel).collect();
+    let mut selected: Vec<Selected<'_>> = Vec::new();
+    for &(key, rel) in &entries {
+        let is_direct = !rel.contains('/');
+        match extension(rel) {
+            Some("yaml" | "yml") => selected.push(Selected {
+                key,
+                sort_name: rel.to_owned(),
+                is_json: false,
+            }),
+            Some("json") if is_direct => {
+                let stem = &rel[..rel.len() - ".json".len()];
+                let renamed = format!("{stem}.yaml");
+                if rel_names.contains(renamed.as_str()) {
+                    tracing::debug!(
+                        file = key,
+                        "skipping JSON manifest: a same-named .yaml file exists"
+                    );
+                } else {
+                    selected.push(Selected {
+                        key,
+                        sort_name: renamed,
+                        is_json: true,
+                    });
+                }
+            }
+            Some("json") => {
+                tracing::debug!(
+                    file = key,
+                    "skipping JSON manifest in a sub-directory of the build path"
+                );
+            }
+            Some(ext)
+                if ext.eq_ignore_ascii_case("yaml")
+                    || ext.eq_ignore_ascii_case("yml")
+                    || (is_direct && ext.eq_ignore_ascii_case("json")) =>
+            {
+                tracing::warn!(
+                    file = key,
+                    "skipping manifest: only lower-case .yaml, .yml and .json extensions are rendered"
+                );
+            }
+            _ => {}
+        }
+    }
+    selected.sort_by(|a, b| a.sort_name.split('/').cmp(b.sort_name.split('/')));
+
+    // Steps 5 and 6: decode, flatten, filter, strip.
+    let mut objects = Vec::new();
+    let mut origins: Vec<&str> = Vec::new();
+    for sel in &selected {
+        let before = objects.len();
+        decode_file(sel.key, &files[sel.key], sel.is_json, &mut objects)?;
+        origins.extend(std::iter::repeat_n(sel.key, objects.len() - before));
+    }
+
+    // Step 7: duplicate identities.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (obj, origin) in objects.iter().zip(&origins) {
+        let id = object_id(obj);
+        if let Some(first) = seen.insert(id.clone(), origin) {
+            return Err(BuildError::DuplicateObject {
+                id,
+                first: first.to_owned(),
+                second: (*origin).to_owned(),
+            });
+        }
+    }
+
+    Ok(objects)
+}
+
+/// A manifest file chosen for rendering.
+struct Selected<'a> {
+    /// Path in the artifact (used in messages).
+    key: &'a str,
+    /// Path relative to the build dir after the JSON rename (walk order).
+    sort_name: String,
+    is_json: bool,
+}
+
+/// Step 1: cleans `path` and checks that it is a directory of the artifact.
+/// Returns the cleaned path relative to the root (`""` for the root).
+fn resolve_build_dir(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<String, BuildError> {
+    let cleaned = clean_path(path);
+    let rel = cleaned.trim_start_matches('/');
+    if rel == ".." || rel.starts_with("../") {
+        return Err(BuildError::PathEscapesRoot {
+            path: path.to_owned(),
+        });
+    }
+    if rel.is_empty() || rel == "." {
+        return Ok(String::new());
+    }
+    let prefix = format!("{rel}/");
+    if files.keys().any(|key| key.starts_with(&prefix)) {
+        Ok(rel.to_owned())
+    } else if files.contains_key(rel) {
+        Err(BuildError::PathNotADirectory {
+            path: rel.to_owned(),
+        })
+    } else {
+        Err(BuildError::PathNotFound {
+            path: rel.to_owned(),
+        })
+    }
+}
+
+/// Go's `path.Clean`: the shortest path equivalent to `path` by purely
+/// lexical processing (`.` and empty elements removed, `..` resolved against
+/// the preceding element; `..` at the start of a rooted path removed).
+fn clean_path(path: &str) -> String {
+    let rooted = path.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => match parts.last() {
+                Some(&last) if last != ".." => {
+                    parts.pop();
+                }
+                _ if rooted => {}
+                _ => parts.push(".."),
+            },
+            other => parts.push(other),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_owned(),
+        (false, false) => joined,
+    }
+}
+
+/// The extension of the last path element (text after its last `.`), like Go's
+/// `filepath.Ext` without the dot.
+fn extension(rel: &str) -> Option<&str> {
+    let name = rel.rsplit('/').next().unwrap_or(rel);
+    name.rsplit_once('.').map(|(_, ext)| ext)
+}
+
+/// The kustomization file that blocks a plain build, if any: one in the build
+/// directory itself (in kustomize's order of names), else the first one in a
+/// sub-directory in walk order.
+fn find_kustomization<'a>(entries: &[(&'a str, &'a str)]) -> Option<&'a str> {
+    for name in KUSTOMIZATION_FILES {
+        if let Some((key, _)) = entries.iter().find(|(_, rel)| *rel == name) {
+            return Some(key);
+        }
+    }
+    let mut nested: Vec<(&str, &str)> = entries
+        .iter()
+        .filter(|(_, rel)| {
+            rel.rsplit_once('/')
+                .is_some_and(|(_, name)| KUSTOMIZATION_FILES.contains(&name))
+        })
+        .copied()
+        .collect();
+    nested.sort_by(|a, b| a.1.split('/').cmp(b.1.split('/')));
+    nested.first().map(|(key, _)| *key)
+}
+
+/// Decodes one manifest file into `out` (step 5 and 6).
+fn decode_file(
+    file: &str,
+    bytes: &[u8],
+    is_json: bool,
+    out: &mut Vec<Value>,
+) -> Result<(), BuildError> {
+    if is_json {
+        // JSON is YAML, but a real JSON parser handles JSON's number and escape
+        // syntax exactly; fall back to YAML for files that are not pure JSON.
+        if let Ok(value) = serde_json::from_slice::<Value>(bytes) {
+            return add_document(file, 1, value, out);
+        }
+    }
+    use serde::Deserialize as _;
+    for (index, document) in serde_yaml_ng::Deserializer::from_slice(bytes).enumerate() {
+        let number = index + 1;
+        let mut value =
+            serde_yaml_ng::Value::deserialize(document).map_err(|err| BuildError::Yaml {
+                file: file.to_owned(),
+                message: yaml_error_message(&err),
+            })?;
+        value.apply_merge().map_err(|err| BuildError::Yaml {
+            file: file.to_owned(),
+            message: format!("document {number}: {}", yaml_error_message(&err)),
+        })?;
+        let value = yaml_to_json(value).map_err(|reason| BuildError::InvalidDocument {
+            file: file.to_owned(),
+            message: format!("document {number}: {reason}"),
+        })?;
+        add_document(file, number, value, out)?;
+    }
+    Ok(())
+}
+
+/// The parser's message, with the location appended when the message does not
+/// already carry it.
+fn yaml_error_message(err: &serde_yaml_ng::Error) -> String {
+    let message = err.to_string();
+    match err.location() {
+        Some(loc) if !message.contains(" line ") => {
+            format!("{message} at line {} column {}", loc.line(), loc.column())
+        }
+        _ => message,
+    }
+}
+
+/// Converts a YAML value to JSON the way `sigs.k8s.io/yaml` does: numeric and
+/// boolean keys become strings, tags are dropped, non-finite floats and
+/// null/compound keys are refused.
+fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
+    use serde_yaml_ng::Value as Y;
+    Ok(match value {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                Value::Number(
+                    serde_json::Number::from_f64(f)
+                        .ok_or_else(|| format!("unsupported non-finite number {n}"))?,
+                )
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(
+            items
+                .into_iter()
+                .map(yaml_to_json)
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(mapping) => {
+            let mut map = Map::new();
+            for (key, value) in mapping {
+                let key = match key {
+                    Y::String(s) => s,
+                    Y::Number(n) => n.to_string(),
+                    Y::Bool(b) => b.to_string(),
+                    Y::Tagged(tagged) => match tagged.value {
+                        Y::String(s) => s,
+                        Y::Number(n) => n.to_string(),
+                        Y::Bool(b) => b.to_string(),
+                        _ => return Err("unsupported mapping key (not a scalar)".to_owned()),
+                    },
+                    Y::Null => return Err("unsupported null mapping key".to_owned()),
+                    Y::Sequence(_) | Y::Mapping(_) => {
+                        return Err("unsupported mapping key (not a scalar)".to_owned());
+                    }
+                };
+                map.insert(key, yaml_to_json(value)?);
+            }
+            Value::Object(map)
+        }
+        Y::Tagged(tagged) => yaml_to_json(tagged.value)?,
+    })
+}
+
+/// Adds the objects of one decoded document (number `number` in `file`).
+fn add_document(
+    file: &str,
+    number: usize,
+    value: Value,
+    out: &mut Vec<Value>,
+) -> Result<(), BuildError> {
+    match value {
+        Value::Null => Ok(()),
+        Value::Object(map) => add_object(file, map, out),
+        Value::Array(items) => {
+            for (index, item) in items.into_iter().enumerate() {
+                match item {
+                    Value::Null => {}
+                    Value::Object(map) => add_object(file, map, out)?,
+                    other => {
+                        return Err(BuildError::InvalidDocument {
+                            file: file.to_owned(),
+                            message: format!(
+                                "document {number}, element {}: expected a Kubernetes object (mapping), found {}",
+                                index + 1,
+                                type_name(&other)
+                            ),
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        other => Err(BuildError::InvalidDocument {
+            file: file.to_owned(),
+            message: format!(
+                "document {number}: expected a Kubernetes object (mapping), found {}",
+                type_name(&other)
+            ),
+        }),
+    }
+}
+
+/// Adds one object: flattens Lists, drops incomplete objects and kustomize
+/// configuration, strips server-owned fields.
+fn add_object(
+    file: &str,
+    mut map: Map<String, Value>,
+    out: &mut Vec<Value>,
+) -> Result<(), BuildError> {
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+    if kind.ends_with("List") && map.contains_key("items") {
+        let kind = kind.to_owned();
+        return match map.remove("items") {
+            Some(Value::Array(items)) => {
+                for (index, item) in items.into_iter().enumerate() {
+                    match item {
+                        Value::Null => {}
+                        Value::Object(item) => add_object(file, item, out)?,
+                        other => {
+                            return Err(BuildError::InvalidDocument {
+                                file: file.to_owned(),
+                                message: format!(
+                                    "item {} of {kind}: expected a Kubernetes object (mapping), found {}",
+                                    index + 1,
+                                    type_name(&other)
+                                ),
+                            });
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(Value::Null) | None => Ok(()),
+            Some(other) => Err(BuildError::InvalidDocument {
+                file: file.to_owned(),
+                message: format!(
+                    "{kind} items: expected a sequence, found {}",
+                    type_name(&other)
+                ),
+            }),
+        };
+    }
+
+    let non_empty =
+        |value: Option<&Value>| value.and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let name = map.get("metadata").and_then(|m| m.get("name"));
+    if !non_empty(map.get("apiVersion")) || kind.is_empty() || !non_empty(name) {
+        tracing::debug!(
+            file,
+            api_version,
+            kind,
+            "dropping document without apiVersion, kind or metadata.name"
+        );
+        return Ok(());
+    }
+    if kind == "Kustomization" && group_of(api_version) == "kustomize.config.k8s.io" {
+        tracing::debug!(file, "dropping kustomize configuration object");
+        return Ok(());
+    }
+
+    map.remove("status");
+    if let Some(Value::Object(metadata)) = map.get_mut("metadata") {
+        for field in SERVER_METADATA_FIELDS {
+            metadata.remove(field);
+        }
+    }
+    out.push(Value::Object(map));
+    Ok(())
+}
+
+/// The API group of an `apiVersion` (`""` for the core group).
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
+/// `Kind/namespace/name` with the group, e.g. `Deployment.apps/ns/web`.
+fn object_id(obj: &Value) -> String {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let namespace = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let group = group_of(api_version);
+    let kind = if group.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind}.{group}")
+    };
+    if namespace.is_empty() {
+        format!("{kind}/{name}")
+    } else {
+        format!("{kind}/{namespace}/{name}")
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn artifact(entries: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+        entries
+            .iter()
+            .map(|(path, content)| ((*path).to_owned(), content.as_bytes().to_vec()))
+            .collect()
+    }
+
+    fn names(objects: &[Value]) -> Vec<String> {
+        objects
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    fn cm(name: &str) -> String {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n")
+    }
+
+    #[test]
+    fn clean_path_matches_go() {
+        for (input, want) in [
+            ("", "."),
+            (".", "."),
+            ("./", "."),
+            ("./app", "app"),
+            ("app/", "app"),
+            ("app//x/./y/..", "app/x"),
+            ("../x", "../x"),
+            ("a/../../x", "../x"),
+            ("a/..", "."),
+            ("/app/", "/app"),
+            ("/../x", "/x"),
+            ("/", "/"),
+            ("..", ".."),
+            ("../../a", "../../a"),
+        ] {
+            assert_eq!(clean_path(input), want, "clean({input:?})");
+        }
+    }
+
+    #[test]
+    fn nested_directories_in_walk_order() {
+        let files = artifact(&[
+            ("a.yaml", &cm("root-a")),
+            ("a/b.yaml", &cm("a-b")),
+            ("a/c/d.yml", &cm("a-c-d")),
+            ("b.yml", &cm("root-b")),
+            ("README.md", "# not a manifest"),
+        ]);
+        let objects = build(&files, "./").unwrap();
+        // Go's filepath.Walk visits directory "a" before the file "a.yaml".
+        assert_eq!(
+            names(&objects),
+            [
+                "ConfigMap/a-b",
+                "ConfigMap/a-c-d",
+                "ConfigMap/root-a",
+                "ConfigMap/root-b"
+            ]
+        );
+    }
+
+    #[test]
+    fn path_selection() {
+        let files = artifact(&[
+            ("base.yaml", &cm("base")),
+            ("app/app.yaml", &cm("app")),
+            ("app/sub/sub.yaml", &cm("sub")),
+            ("apple/apple.yaml", &cm("apple")),
+        ]);
+        for path in ["./app", "app/", "app", "/app", "./app/./", "other/../app"] {
+            let objects = build(&files, path).unwrap();
+            assert_eq!(
+                names(&objects),
+                ["ConfigMap/app", "ConfigMap/sub"],
+                "path {path:?}"
+            );
+        }
+        for path in ["", ".", "./", "/", "app/.."] {
+            assert_eq!(build(&files, path).unwrap().len(), 4, "path {path:?}");
+        }
+        assert_eq!(names(&build(&files, "app/sub").unwrap()), ["ConfigMap/sub"]);
+    }
+
+    #[test]
+    fn path_escaping_root_is_refused() {
+        let files = artifact(&[("app/app.yaml", &cm("app"))]);
+        for path in ["../x", "..", "app/../../x", "./../app"] {
+            let err = build(&files, path).unwrap_err();
+            assert_eq!(
+                err,
+                BuildError::PathEscapesRoot {
+                    path: path.to_owned()
+                }
+            );
+            assert!(
+                err.to_string().contains("escapes the artifact root"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_path_is_reported() {
+        let files = artifact(&[("app/app.yaml", &cm("app")), ("file.yaml", &cm("f"))]);
+        let err = build(&files, "./ap").unwrap_err();
+        assert_eq!(err, BuildError::PathNotFound { path: "ap".into() });
+        assert_eq!(err.to_string(), "build path \"ap\" not found in artifact");
+        let err = build(&files, "file.yaml").unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::PathNotADirectory {
+                path: "file.yaml".into()
+            }
+        );
+        assert!(err.to_string().contains("not a directory"));
+    }
+
+    #[test]
+    fn no_manifests() {
+        let files = artifact(&[
+            ("README.md", "hi"),
+            ("app/notes.txt", "x"),
+            ("other/x.yaml", ""),
+        ]);
+        let err = build(&files, "app").unwrap_err();
+        assert_eq!(err, BuildError::NoManifests { path: "app".into() });
+        assert!(err.to_string().contains("\"app\""), "{err}");
+
+        let err = build(&artifact(&[("README.md", "hi")]), "").unwrap_err();
+        assert_eq!(err, BuildError::NoManifests { path: ".".into() });
+
+        // An empty artifact: the root exists but holds nothing.
+        let err = build(&BTreeMap::new(), "./").unwrap_err();
+        assert_eq!(err, BuildError::NoManifests { path: ".".into() });
+
+        // Upper-case extensions count as manifests but are not rendered (Flux parity).
+        let files = artifact(&[("app/DEPLOY.YAML", &cm("upper"))]);
+        assert_eq!(build(&files, "app").unwrap(), Vec::<Value>::new());
+        // A JSON file in a sub-directory counts for presence only.
+        let files = artifact(&[("app/sub/x.json", r#"{"apiVersion":"v1"}"#)]);
+        assert_eq!(build(&files, "app").unwrap(), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn kustomization_in_build_dir_is_refused() {
+        for name in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
+            let file = format!("app/{name}");
+            let files = artifact(&[
+                ("app/deploy.yaml", &cm("x")),
+                (&file, "resources: [deploy.yaml]\n"),
+            ]);
+            let err = build(&files, "./app").unwrap_err();
+            assert_eq!(
+                err,
+                BuildError::KustomizeNotSupported { file: file.clone() }
+            );
+            let message = err.to_string();
+            assert!(
+                message.starts_with(&format!("kustomize build is not supported yet: {file}; ")),
+                "{message}"
+            );
+            assert!(message.contains("plain manifests"), "{message}");
+        }
+        let files = artifact(&[
+            ("kustomization.yaml", "resources: []\n"),
+            ("a.yaml", &cm("a")),
+        ]);
+        assert_eq!(
+            build(&files, "").unwrap_err(),
+            BuildError::KustomizeNotSupported {
+                file: "kustomization.yaml".into()
+            }
+        );
+    }
+
+    #[test]
+    fn kustomization_in_sub_directory_is_refused() {
+        let files = artifact(&[
+            ("app/a.yaml", &cm("a")),
+            ("app/overlay/deep/Kustomization", "resources: []\n"),
+            ("app/z/kustomization.yml", "resources: []\n"),
+        ]);
+        let err = build(&files, "app").unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::KustomizeNotSupported {
+                file: "app/overlay/deep/Kustomization".into()
+            }
+        );
+        // Outside the build dir it does not matter.
+        let files = artifact(&[("app/a.yaml", &cm("a")), ("other/kustomization.yaml", "")]);
+        assert_eq!(names(&build(&files, "app").unwrap()), ["ConfigMap/a"]);
+        // A file merely named like a kustomization with another suffix is fine.
+        let files = artifact(&[("app/kustomization.yaml.bak", ""), ("app/a.yaml", &cm("a"))]);
+        assert_eq!(names(&build(&files, "app").unwrap()), ["ConfigMap/a"]);
+    }
+
+    #[test]
+    fn json_rename_rule() {
+        let files = artifact(&[
+            (
+                "app/rendered.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"from-json"},"data":{"n":"1"}}"#,
+            ),
+            (
+                "app/x.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x-json"}}"#,
+            ),
+            ("app/x.yaml", &cm("x-yaml")),
+            (
+                "app/sub/nested.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"nested-json"}}"#,
+            ),
+            ("app/sub/nested.yaml", &cm("nested-yaml")),
+            (
+                "app/y.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"y-json"}}"#,
+            ),
+            ("app/y.yml", &cm("y-yml")),
+        ]);
+        let objects = build(&files, "app").unwrap();
+        assert_eq!(
+            names(&objects),
+            [
+                "ConfigMap/from-json",
+                "ConfigMap/nested-yaml",
+                "ConfigMap/x-yaml",
+                // y.json sorts as y.yaml, before y.yml; only a same-named .yaml suppresses it.
+                "ConfigMap/y-json",
+                "ConfigMap/y-yml",
+            ]
+        );
+        assert_eq!(objects[0]["data"]["n"], "1");
+    }
+
+    #[test]
+    fn json_sorts_under_its_renamed_name() {
+        // "a.json" < "a.k8s.yaml" byte-wise, but it is rendered as "a.yaml" > "a.k8s.yaml".
+        let files = artifact(&[
+            (
+                "a.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"json"}}"#,
+            ),
+            ("a.k8s.yaml", &cm("k8s")),
+        ]);
+        assert_eq!(
+            names(&build(&files, "").unwrap()),
+            ["ConfigMap/k8s", "ConfigMap/json"]
+        );
+    }
+
+    #[test]
+    fn multi_document_yaml_with_comments() {
+        let content = "\
+# leading comment
+---
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: team-a # trailing comment
+---
+# a document holding only a comment
+---
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: team-a
+spec:
+  replicas: 2
+...
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: team-a
+data:
+  80: http
+  true: yes
+  key: |
+    line one
+    line two
+";
+        let objects = build(&artifact(&[("all.yaml", content)]), "").unwrap();
+        assert_eq!(
+            names(&objects),
+            ["Namespace/team-a", "Deployment/web", "ConfigMap/settings"]
+        );
+        assert_eq!(objects[1]["spec"]["replicas"], 2);
+        assert_eq!(
+            objects[2]["data"],
+            json!({"80": "http", "true": "yes", "key": "line one\nline two\n"})
+        );
+    }
+
+    #[test]
+    fn anchors_and_merge_keys() {
+        let content = "\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: merged
+  labels: &labels
+    app: web
+  annotations:
+    <<: *labels
+    extra: x
+";
+        let objects = build(&artifact(&[("m.yaml", content)]), "").unwrap();
+        assert_eq!(objects[0]["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(
+            objects[0]["metadata"]["annotations"],
+            json!({"app": "web", "extra": "x"})
+        );
+    }
+
+    #[test]
+    fn lists_are_flattened_recursively() {
+        let content = r#"
+apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: one}
+  - apiVersion: v1
+    kind: ConfigMapList
+    metadata: {resourceVersion: "7"}
+    items:
+      - apiVersion: v1
+        kind: ConfigMap
+        metadata: {name: two, resourceVersion: "5"}
+      - apiVersion: v1
+        kind: List
+        items:
+          - apiVersion: v1
+            kind: Secret
+            metadata: {name: three}
+  - null
+---
+apiVersion: v1
+kind: List
+items: []
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: four}
+"#;
+        let objects = build(&artifact(&[("list.yaml", content)]), "").unwrap();
+        assert_eq!(
+            names(&objects),
+            [
+                "ConfigMap/one",
+                "ConfigMap/two",
+                "Secret/three",
+                "ConfigMap/four"
+            ]
+        );
+        assert!(objects[1]["metadata"].get("resourceVersion").is_none());
+
+        // A kind ending in "List" without items is an ordinary object.
+        let content =
+            "apiVersion: example.com/v1\nkind: AllowList\nmetadata: {name: a}\nspec: {}\n";
+        let objects = build(&artifact(&[("a.yaml", content)]), "").unwrap();
+        assert_eq!(names(&objects), ["AllowList/a"]);
+
+        let content = "apiVersion: v1\nkind: List\nitems:\n  - just a string\n";
+        let err = build(&artifact(&[("bad-list.yaml", content)]), "").unwrap_err();
+        assert!(
+            matches!(&err, BuildError::InvalidDocument { file, .. } if file == "bad-list.yaml")
+        );
+        assert!(err.to_string().contains("item 1 of List"), "{err}");
+    }
+
+    #[test]
+    fn incomplete_and_kustomize_documents_are_dropped() {
+        let content = r#"
+kind: ConfigMap
+metadata: {name: no-api-version}
+---
+apiVersion: v1
+metadata: {name: no-kind}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {generateName: no-name-}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ""}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: no-mapping
+---
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+metadata: {name: kustomize-config}
+resources: [a.yaml]
+---
+{}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: flux-kustomization, namespace: flux-system}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kept}
+"#;
+        let objects = build(&artifact(&[("mixed.yaml", content)]), "").unwrap();
+        assert_eq!(
+            names(&objects),
+            ["Kustomization/flux-kustomization", "ConfigMap/kept"]
+        );
+    }
+
+    #[test]
+    fn yaml_error_names_the_file_and_line() {
+        let content = format!(
+            "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+            cm("ok")
+        );
+        let files = artifact(&[("a.yaml", &cm("a")), ("app/broken.yaml", &content)]);
+        let err = build(&files, "").unwrap_err();
+        let BuildError::Yaml { file, message } = &err else {
+            panic!("unexpected error {err:?}");
+        };
+        assert_eq!(file, "app/broken.yaml");
+        assert!(message.contains("line"), "{message}");
+        assert!(
+            err.to_string()
+                .starts_with("failed to parse app/broken.yaml: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn broken_json_reports_the_file() {
+        // Truncated output: neither valid JSON nor valid YAML.
+        let files = artifact(&[(
+            "rendered.json",
+            r#"[{"apiVersion": "v1", "kind": "ConfigMap""#,
+        )]);
+        let err = build(&files, "").unwrap_err();
+        assert!(
+            matches!(&err, BuildError::Yaml { file, .. } if file == "rendered.json"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn non_mapping_documents_are_refused() {
+        let files = artifact(&[("scalar.yaml", &format!("{}---\njust a string\n", cm("a")))]);
+        let err = build(&files, "").unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::InvalidDocument {
+                file: "scalar.yaml".into(),
+                message: "document 2: expected a Kubernetes object (mapping), found a string"
+                    .into()
+            }
+        );
+        let files = artifact(&[("seq.yaml", "- 1\n- 2\n")]);
+        let err = build(&files, "").unwrap_err();
+        assert!(err.to_string().contains("seq.yaml"), "{err}");
+        assert!(err.to_string().contains("element 1"), "{err}");
+    }
+
+    #[test]
+    fn server_fields_are_stripped() {
+        let content = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+  labels: {app: web}
+  annotations: {a: b}
+  creationTimestamp: "2024-01-01T00:00:00Z"
+  resourceVersion: "1234"
+  uid: 0b5e2c1c-9f5a-4a4e-8d0c-000000000000
+  generation: 3
+  selfLink: /apis/apps/v1/namespaces/default/deployments/web
+  managedFields:
+    - manager: kubectl
+      operation: Apply
+spec:
+  replicas: 1
+  template:
+    metadata:
+      creationTimestamp: null
+status:
+  replicas: 1
+"#;
+        let objects = build(&artifact(&[("d.yaml", content)]), "").unwrap();
+        assert_eq!(
+            objects[0],
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": "web",
+                    "namespace": "default",
+                    "labels": {"app": "web"},
+                    "annotations": {"a": "b"}
+                },
+                // Only the object's own metadata is touched.
+                "spec": {"replicas": 1, "template": {"metadata": {"creationTimestamp": null}}}
+            })
+        );
+    }
+
+    #[test]
+    fn empty_array_and_top_level_arrays() {
+        let files = artifact(&[("rendered.json", "[]")]);
+        assert_eq!(build(&files, "").unwrap(), Vec::<Value>::new());
+
+        let files = artifact(&[(
+            "rendered.json",
+            r#"[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}},
+                null,
+                {"apiVersion":"v1","kind":"List","items":[{"apiVersion":"v1","kind":"Secret","metadata":{"name":"b"}}]}]"#,
+        )]);
+        assert_eq!(
+            names(&build(&files, "").unwrap()),
+            ["ConfigMap/a", "Secret/b"]
+        );
+
+        // Empty and comment-only files render nothing without error.
+        let files = artifact(&[("empty.yaml", ""), ("comment.yml", "# nothing\n---\n")]);
+        assert_eq!(build(&files, "").unwrap(), Vec::<Value>::new());
+    }
+
+    #[test]
+    fn json_numbers_are_preserved() {
+        let files = artifact(&[(
+            "r.json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"n"},"x":{"big":9007199254740993,"f":1.5,"e":1e3}}"#,
+        )]);
+        let objects = build(&files, "").unwrap();
+        assert_eq!(
+            objects[0]["x"],
+            json!({"big": 9007199254740993_u64, "f": 1.5, "e": 1000.0})
+        );
+    }
+
+    #[test]
+    fn duplicate_objects_are_refused() {
+        let files = artifact(&[("a.yaml", &cm("same")), ("b/c.yaml", &cm("same"))]);
+        let err = build(&files, "").unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::DuplicateObject {
+                id: "ConfigMap/same".into(),
+                first: "a.yaml".into(),
+                second: "b/c.yaml".into()
+            }
+        );
+        // Different namespaces or groups are different objects.
+        let other_ns = format!("{}  namespace: other\n", cm("same"));
+        let other_group = "apiVersion: example.com/v1\nkind: ConfigMap\nmetadata:\n  name: same\n";
+        let files = artifact(&[
+            ("a.yaml", &cm("same")),
+            ("b.yaml", &other_ns),
+            ("c.yaml", other_group),
+        ]);
+        assert_eq!(build(&files, "").unwrap().len(), 3);
+    }
+}

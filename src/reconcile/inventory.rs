@@ -1,0 +1,308 @@
+//! StageInventory shards (api.md §3, delivery.md §2.11): the record of what each
+//! stage applied, written before verification so that a crash never loses track
+//! of an applied object.
+//!
+//! Names, labels and hashing are exactly the Go controller's, so existing
+//! clusters and backups keep working.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::api::keys;
+use crate::api::{InventoryEntry, StageInventory, StageInventorySpec, StageSet};
+use crate::reconcile::apply::ObjectRef;
+use crate::reconcile::error::describe;
+
+/// The maximum length of an object name.
+const MAX_NAME: usize = 253;
+
+/// `<namespace>_<name>_<group>_<kind>`.
+pub fn entry_id(r: &ObjectRef) -> String {
+    format!("{}_{}_{}_{}", r.namespace, r.name, r.group(), r.kind)
+}
+
+/// Parses an entry id; `None` for malformed ids (not exactly four parts, empty
+/// name or kind).
+pub fn parse_id(id: &str, version: &str) -> Option<ObjectRef> {
+    let parts: Vec<&str> = id.split('_').collect();
+    if parts.len() != 4 || parts[1].is_empty() || parts[3].is_empty() {
+        return None;
+    }
+    // Older records (and the upstream docs) store the whole apiVersion in `v`.
+    let version = version.rsplit('/').next().unwrap_or(version);
+    let api_version = if parts[2].is_empty() {
+        version.to_string()
+    } else {
+        format!("{}/{}", parts[2], version)
+    };
+    Some(ObjectRef {
+        api_version,
+        kind: parts[3].to_string(),
+        namespace: parts[0].to_string(),
+        name: parts[1].to_string(),
+    })
+}
+
+/// The canonical shard name: `<stageset>-<stage>-<NN>-<hash10>`.
+pub fn shard_name(stageset: &str, stage: &str, index: usize) -> String {
+    let input = format!(
+        "{}/{}/{}/{}/{}",
+        stageset.len(),
+        stageset,
+        stage.len(),
+        stage,
+        index
+    );
+    let hash = hex_prefix(&Sha256::digest(input.as_bytes()), 10);
+    let readable = format!("{stageset}-{stage}-{index:02}");
+    let max_prefix = MAX_NAME - 1 - hash.len();
+    let prefix = if readable.len() > max_prefix {
+        readable[..max_prefix].trim_end_matches('-').to_string()
+    } else {
+        readable
+    };
+    format!("{prefix}-{hash}")
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s.truncate(n);
+    s
+}
+
+/// The recorded inventory of one stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StageRecord {
+    pub stage: String,
+    pub position: i32,
+    pub entries: BTreeMap<String, String>,
+}
+
+impl StageRecord {
+    /// The recorded objects (malformed entries skipped).
+    pub fn objects(&self) -> Vec<ObjectRef> {
+        self.entries
+            .iter()
+            .filter_map(|(id, v)| parse_id(id, v))
+            .collect()
+    }
+}
+
+fn shard_api(client: &kube::Client, namespace: &str) -> Api<StageInventory> {
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// Reads every shard of a StageSet, grouped by stage.
+pub async fn read(
+    client: &kube::Client,
+    namespace: &str,
+    stageset: &str,
+) -> Result<BTreeMap<String, StageRecord>, String> {
+    let list = shard_api(client, namespace)
+        .list(&ListParams::default().labels(&format!("{}={stageset}", keys::LABEL_STAGE_SET)))
+        .await
+        .map_err(|e| format!("listing StageInventories: {}", describe(&e)))?;
+    let mut out: BTreeMap<String, StageRecord> = BTreeMap::new();
+    for shard in list.items {
+        let Some(stage) = shard.labels().get(keys::LABEL_STAGE).cloned() else {
+            continue;
+        };
+        let rec = out.entry(stage.clone()).or_insert_with(|| StageRecord {
+            stage,
+            ..Default::default()
+        });
+        rec.position = shard.spec.stage_position.unwrap_or(rec.position);
+        for e in shard.spec.entries.unwrap_or_default() {
+            rec.entries.insert(e.id, e.v);
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces a stage's recorded inventory with `objects`: writes the shards
+/// (create-or-update with server-side apply) and deletes obsolete ones. Returns
+/// the number of shards.
+pub async fn write(
+    client: &kube::Client,
+    owner: &StageSet,
+    stage: &str,
+    position: usize,
+    objects: &[ObjectRef],
+    shard_cap: usize,
+) -> Result<usize, String> {
+    let namespace = owner.namespace().unwrap_or_default();
+    let stageset = owner.name_any();
+    let mut entries: Vec<InventoryEntry> = objects
+        .iter()
+        .map(|r| InventoryEntry {
+            id: entry_id(r),
+            v: r.version().to_string(),
+        })
+        .collect();
+    entries.sort_by(|a, b| a.id.cmp(&b.id));
+    entries.dedup_by(|a, b| a.id == b.id);
+    let chunks: Vec<Vec<InventoryEntry>> = if entries.is_empty() {
+        vec![Vec::new()]
+    } else {
+        entries
+            .chunks(shard_cap.max(1))
+            .map(<[InventoryEntry]>::to_vec)
+            .collect()
+    };
+    let owner_ref = OwnerReference {
+        api_version: crate::api::API_VERSION.into(),
+        kind: "StageSet".into(),
+        name: stageset.clone(),
+        uid: owner.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let api = shard_api(client, &namespace);
+    let mut names = BTreeSet::new();
+    for (index, chunk) in chunks.iter().enumerate() {
+        let name = shard_name(&stageset, stage, index);
+        let mut shard = StageInventory::new(
+            &name,
+            StageInventorySpec {
+                stage_position: Some(position as i32),
+                entries: Some(chunk.clone()),
+            },
+        );
+        shard.metadata.namespace = Some(namespace.clone());
+        shard.metadata.labels = Some(BTreeMap::from([
+            (keys::LABEL_STAGE_SET.to_string(), stageset.clone()),
+            (keys::LABEL_STAGE.to_string(), stage.to_string()),
+            (keys::LABEL_SHARD.to_string(), index.to_string()),
+        ]));
+        shard.metadata.owner_references = Some(vec![owner_ref.clone()]);
+        api.patch(
+            &name,
+            &PatchParams::apply(keys::FIELD_MANAGER).force(),
+            &Patch::Apply(&shard),
+        )
+        .await
+        .map_err(|e| format!("writing StageInventory {name}: {}", describe(&e)))?;
+        names.insert(name);
+    }
+    // Delete shards of this stage that are no longer canonical.
+    let existing = api
+        .list(&ListParams::default().labels(&format!(
+            "{}={stageset},{}={stage}",
+            keys::LABEL_STAGE_SET,
+            keys::LABEL_STAGE
+        )))
+        .await
+        .map_err(|e| format!("listing StageInventories: {}", describe(&e)))?;
+    for shard in existing.items {
+        let name = shard.name_any();
+        if names.contains(&name) {
+            continue;
+        }
+        match api.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(format!(
+                    "deleting obsolete StageInventory {name}: {}",
+                    describe(&e)
+                ));
+            }
+        }
+    }
+    Ok(chunks.len())
+}
+
+/// Deletes every shard of a stage.
+pub async fn delete_stage(
+    client: &kube::Client,
+    namespace: &str,
+    stageset: &str,
+    stage: &str,
+) -> Result<(), String> {
+    let api = shard_api(client, namespace);
+    api.delete_collection(
+        &DeleteParams::background(),
+        &ListParams::default().labels(&format!(
+            "{}={stageset},{}={stage}",
+            keys::LABEL_STAGE_SET,
+            keys::LABEL_STAGE
+        )),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| {
+        format!(
+            "deleting StageInventories of stage {stage}: {}",
+            describe(&e)
+        )
+    })
+}
+
+/// The owner reference kind check used by tests and teardown.
+pub fn is_owned_by(shard: &StageInventory, owner: &StageSet) -> bool {
+    shard
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == owner.meta().uid.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip() {
+        let r = ObjectRef {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: "team".into(),
+            name: "web".into(),
+        };
+        assert_eq!(entry_id(&r), "team_web_apps_Deployment");
+        assert_eq!(parse_id("team_web_apps_Deployment", "v1").unwrap(), r);
+        let ns = ObjectRef {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: String::new(),
+            name: "team".into(),
+        };
+        assert_eq!(entry_id(&ns), "_team__Namespace");
+        assert_eq!(parse_id("_team__Namespace", "v1").unwrap(), ns);
+        assert!(parse_id("a_b_c", "v1").is_none());
+        assert!(parse_id("a__c_d", "v1").is_none());
+        assert!(parse_id("a_b_c_", "v1").is_none());
+        assert_eq!(parse_id("team_web_apps_Deployment", "apps/v1").unwrap(), r);
+    }
+
+    #[test]
+    fn shard_names() {
+        let name = shard_name("payments", "application", 0);
+        assert!(name.starts_with("payments-application-00-"));
+        assert_eq!(name.len(), "payments-application-00-".len() + 10);
+        let long = shard_name(&"s".repeat(200), &"t".repeat(63), 3);
+        assert!(long.len() <= 253, "{}", long.len());
+        assert!(!long.contains("--"));
+        assert_ne!(
+            shard_name("a-b", "c", 0),
+            shard_name("a", "b-c", 0),
+            "lengths disambiguate"
+        );
+    }
+
+    /// The hash is the upstream one: sha256("<len>/<ss>/<len>/<stage>/<index>")[..10].
+    #[test]
+    fn shard_hash_matches_the_upstream_scheme() {
+        let expected = hex_prefix(&Sha256::digest(b"8/payments/11/application/0"), 10);
+        assert_eq!(
+            shard_name("payments", "application", 0),
+            format!("payments-application-00-{expected}")
+        );
+    }
+}

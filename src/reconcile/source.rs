@@ -1,0 +1,373 @@
+//! Source resolution (delivery.md §2.1): from a stage's `sourceRef` to the pinned
+//! artifact (URL, digest, revision) it delivers.
+//!
+//! ExternalArtifact and the direct Flux kinds (GitRepository, OCIRepository,
+//! Bucket) are read by name; any other kind is a producer (e.g. JaaS
+//! `JsonnetSnippet`) whose ExternalArtifact is found through its
+//! `spec.sourceRef` back-pointer (same API group, kind and name). Reads use the
+//! controller's identity, uncached.
+
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::Value;
+
+use crate::api::SourceReference;
+use crate::api::reasons::StageSetReason;
+use crate::kube_client::{ClientFactory, DiscoveryError};
+use crate::reconcile::error::{
+    PERMANENT_RETRY, Requeue, describe, kind_missing_message, rbac_denied_message,
+};
+
+/// The Flux source API group.
+pub const FLUX_SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
+/// `apiVersion` of a source reference without one.
+pub const DEFAULT_SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
+/// Kind of a source reference without one.
+pub const DEFAULT_SOURCE_KIND: &str = "ExternalArtifact";
+/// Kinds read directly (besides ExternalArtifact) when in the Flux group.
+pub const DIRECT_KINDS: [&str; 3] = ["GitRepository", "OCIRepository", "Bucket"];
+
+/// A resolved, pinned source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedSource {
+    /// `<namespace>/<name>` of the object holding the artifact (the
+    /// ExternalArtifact for producers), the key of `lastAttemptedRevisions`.
+    pub key: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub url: String,
+    pub digest: String,
+    pub revision: String,
+}
+
+/// Why a source did not resolve, with its Ready reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolveError {
+    pub reason: StageSetReason,
+    pub message: String,
+    pub requeue: ResolveRequeue,
+}
+
+/// How a resolution failure is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResolveRequeue {
+    /// The retry interval (jittered): SourceNotReady, ArtifactNotFound.
+    RetryInterval,
+    /// The fixed 1-minute re-check.
+    Permanent,
+    /// Exponential back-off (unexpected API errors).
+    Backoff,
+}
+
+impl ResolveRequeue {
+    pub fn to_requeue(self, retry_interval: std::time::Duration) -> Requeue {
+        match self {
+            ResolveRequeue::RetryInterval => {
+                Requeue::After(crate::reconcile::jitter(retry_interval))
+            }
+            ResolveRequeue::Permanent => Requeue::After(PERMANENT_RETRY),
+            ResolveRequeue::Backoff => Requeue::Backoff,
+        }
+    }
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+/// Whether a reference names a producer (resolved through the ExternalArtifact
+/// back-pointer) rather than an object holding the artifact itself.
+pub fn is_producer(r: &SourceReference) -> bool {
+    let kind = r.kind.as_deref().unwrap_or(DEFAULT_SOURCE_KIND);
+    if kind.is_empty() || kind == DEFAULT_SOURCE_KIND {
+        return false;
+    }
+    let group = r
+        .api_version
+        .as_deref()
+        .map(group_of)
+        .unwrap_or(FLUX_SOURCE_GROUP);
+    !(DIRECT_KINDS.contains(&kind) && (group.is_empty() || group == FLUX_SOURCE_GROUP))
+}
+
+fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|c| c.get("type").and_then(Value::as_str) == Some(ty))
+}
+
+/// Resolves one stage source. `stage` names the stage in messages;
+/// `ss_namespace` is the StageSet's namespace; `no_cross_namespace` is
+/// `--no-cross-namespace-refs`.
+pub async fn resolve(
+    clients: &ClientFactory,
+    stage: &str,
+    ss_namespace: &str,
+    r: &SourceReference,
+    no_cross_namespace: bool,
+) -> Result<ResolvedSource, ResolveError> {
+    let namespace = r
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .unwrap_or(ss_namespace)
+        .to_string();
+    let kind = r
+        .kind
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .unwrap_or(DEFAULT_SOURCE_KIND)
+        .to_string();
+    let cross = namespace != ss_namespace;
+    let fail = |reason: StageSetReason, message: String, requeue: ResolveRequeue| {
+        // Cross-namespace failures never reveal details of the other namespace.
+        let message = if cross {
+            format!(
+                "cross-namespace {kind} \"{}\" is not reachable; check the source CR's status in \"{namespace}\"",
+                r.name
+            )
+        } else {
+            format!("stage \"{stage}\": {message}")
+        };
+        ResolveError {
+            reason,
+            message,
+            requeue,
+        }
+    };
+    if cross && no_cross_namespace {
+        return Err(ResolveError {
+            reason: StageSetReason::ResolveFailed,
+            message: format!(
+                "stage \"{stage}\": cross-namespace sourceRef {namespace}/{} rejected (--no-cross-namespace-refs)",
+                r.name
+            ),
+            requeue: ResolveRequeue::Permanent,
+        });
+    }
+    let producer = is_producer(r);
+    if producer && r.api_version.as_deref().is_none_or(str::is_empty) {
+        return Err(ResolveError {
+            reason: StageSetReason::InvalidSpec,
+            message: format!(
+                "stage \"{stage}\" sourceRef: kind \"{kind}\" is a producer reference and requires apiVersion"
+            ),
+            requeue: ResolveRequeue::Permanent,
+        });
+    }
+    let holder_api_version = if producer {
+        DEFAULT_SOURCE_API_VERSION.to_string()
+    } else {
+        r.api_version
+            .clone()
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_SOURCE_API_VERSION.to_string())
+    };
+    let holder_kind = if producer {
+        DEFAULT_SOURCE_KIND.to_string()
+    } else {
+        kind.clone()
+    };
+    let resource = match clients.resource(&holder_api_version, &holder_kind).await {
+        Ok(res) => res,
+        Err(DiscoveryError::NotServed { .. }) => {
+            let call = format!(
+                "get {holder_kind} ({holder_api_version}) \"{namespace}/{}\"",
+                r.name
+            );
+            return Err(fail(
+                StageSetReason::RBACDenied,
+                kind_missing_message(&call, ""),
+                ResolveRequeue::Permanent,
+            ));
+        }
+        Err(e) => {
+            return Err(fail(
+                StageSetReason::ResolveFailed,
+                e.to_string(),
+                ResolveRequeue::Backoff,
+            ));
+        }
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(clients.controller(), &namespace, &resource.api);
+    let holder: DynamicObject = if producer {
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            api_failure(
+                &fail,
+                &format!("list {holder_kind} in namespace \"{namespace}\""),
+                &e,
+            )
+        })?;
+        let want_group = group_of(r.api_version.as_deref().unwrap_or(""));
+        let mut matches: Vec<DynamicObject> = list
+            .items
+            .into_iter()
+            .filter(|ea| {
+                let back = ea.data.pointer("/spec/sourceRef");
+                back.is_some_and(|b| {
+                    b.get("kind").and_then(Value::as_str) == Some(kind.as_str())
+                        && b.get("name").and_then(Value::as_str) == Some(r.name.as_str())
+                        && group_of(b.get("apiVersion").and_then(Value::as_str).unwrap_or(""))
+                            == want_group
+                })
+            })
+            .collect();
+        match matches.len() {
+            0 => {
+                return Err(fail(
+                    StageSetReason::ArtifactNotFound,
+                    format!(
+                        "no ExternalArtifact in namespace \"{namespace}\" points back to {kind} \"{}\"",
+                        r.name
+                    ),
+                    ResolveRequeue::RetryInterval,
+                ));
+            }
+            1 => matches.remove(0),
+            n => {
+                return Err(fail(
+                    StageSetReason::ResolveFailed,
+                    format!(
+                        "{n} ExternalArtifacts in namespace \"{namespace}\" point back to {kind} \"{}\"; expected exactly one",
+                        r.name
+                    ),
+                    ResolveRequeue::Permanent,
+                ));
+            }
+        }
+    } else {
+        match api.get_opt(&r.name).await {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                return Err(fail(
+                    StageSetReason::ArtifactNotFound,
+                    format!(
+                        "{kind} \"{}\" not found in namespace \"{namespace}\"",
+                        r.name
+                    ),
+                    ResolveRequeue::RetryInterval,
+                ));
+            }
+            Err(e) => {
+                return Err(api_failure(
+                    &fail,
+                    &format!("get {kind} \"{namespace}/{}\"", r.name),
+                    &e,
+                ));
+            }
+        }
+    };
+    let holder_name = holder.metadata.name.clone().unwrap_or_default();
+    let data = &holder.data;
+    match condition(data, "Ready") {
+        Some(c) if c.get("status").and_then(Value::as_str) == Some("True") => {}
+        other => {
+            let detail = match other {
+                Some(c) => format!(
+                    "Ready={} ({}: {})",
+                    c.get("status").and_then(Value::as_str).unwrap_or("Unknown"),
+                    c.get("reason").and_then(Value::as_str).unwrap_or(""),
+                    c.get("message").and_then(Value::as_str).unwrap_or("")
+                ),
+                None => "no Ready condition yet".to_string(),
+            };
+            return Err(fail(
+                StageSetReason::SourceNotReady,
+                format!("{holder_kind} \"{namespace}/{holder_name}\" is not ready: {detail}"),
+                ResolveRequeue::RetryInterval,
+            ));
+        }
+    }
+    let artifact = data.pointer("/status/artifact");
+    let url = artifact
+        .and_then(|a| a.get("url"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let digest = artifact
+        .and_then(|a| a.get("digest"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if url.is_empty() || digest.is_empty() {
+        return Err(fail(
+            StageSetReason::ArtifactNotFound,
+            format!(
+                "{holder_kind} \"{namespace}/{holder_name}\" has no status.artifact url and digest"
+            ),
+            ResolveRequeue::RetryInterval,
+        ));
+    }
+    let revision = artifact
+        .and_then(|a| a.get("revision"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    Ok(ResolvedSource {
+        key: format!("{namespace}/{holder_name}"),
+        kind: holder_kind,
+        namespace,
+        name: holder_name,
+        url: url.to_string(),
+        digest: digest.to_string(),
+        revision,
+    })
+}
+
+fn api_failure(
+    fail: &dyn Fn(StageSetReason, String, ResolveRequeue) -> ResolveError,
+    call: &str,
+    e: &kube::Error,
+) -> ResolveError {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => fail(
+            StageSetReason::RBACDenied,
+            rbac_denied_message(call, &s.message),
+            ResolveRequeue::Permanent,
+        ),
+        kube::Error::Api(s) if s.code == 404 => fail(
+            StageSetReason::RBACDenied,
+            kind_missing_message(call, &s.message),
+            ResolveRequeue::Permanent,
+        ),
+        other => fail(
+            StageSetReason::ResolveFailed,
+            format!("{call}: {}", describe(other)),
+            ResolveRequeue::Backoff,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sref(api_version: Option<&str>, kind: Option<&str>) -> SourceReference {
+        SourceReference {
+            api_version: api_version.map(str::to_string),
+            kind: kind.map(str::to_string),
+            name: "x".into(),
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn producer_classification() {
+        assert!(!is_producer(&sref(None, None)));
+        assert!(!is_producer(&sref(None, Some("ExternalArtifact"))));
+        assert!(!is_producer(&sref(None, Some("GitRepository"))));
+        assert!(!is_producer(&sref(
+            Some("source.toolkit.fluxcd.io/v1beta2"),
+            Some("OCIRepository")
+        )));
+        assert!(is_producer(&sref(
+            Some("jaas.metio.wtf/v1"),
+            Some("JsonnetSnippet")
+        )));
+        assert!(is_producer(&sref(
+            Some("example.com/v1"),
+            Some("GitRepository")
+        )));
+        assert!(is_producer(&sref(None, Some("JsonnetSnippet"))));
+    }
+}

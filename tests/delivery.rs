@@ -1,0 +1,645 @@
+//! Core delivery on kube-sim, with real tar.gz artifacts served over HTTP and the
+//! controller running in-process (issue 4).
+
+#![recursion_limit = "256"]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::json;
+use support::*;
+
+const NS: &str = "default";
+
+/// Stage 1 installs a namespace and a CRD, stage 2 a workload, stage 3 uses the
+/// CRD; each stage starts only after the previous one is healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_stages_roll_out_in_order() {
+    let h = Harness::start().await;
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  names: {kind: Widget, listKind: WidgetList, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#;
+    let platform = h.artifact(
+        "platform.tar.gz",
+        &[
+            (
+                "ns.yaml",
+                "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n",
+            ),
+            ("crd.yaml", crd),
+        ],
+    );
+    let app = h.artifact("app.tar.gz", &[("deploy.yaml", &deployment("shop", "web"))]);
+    let widgets = h.artifact(
+        "widgets.tar.gz",
+        &[(
+            "w.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\n  namespace: shop\nspec:\n  size: 3\n",
+        )],
+    );
+    h.external_artifact(NS, "platform", &platform, "v1@sha1:aaa")
+        .await;
+    h.external_artifact(NS, "app", &app, "v1@sha1:bbb").await;
+    h.external_artifact(NS, "widgets", &widgets, "v1@sha1:ccc")
+        .await;
+    h.stageset(
+        NS,
+        "shop",
+        json!({"stages": [
+            {"name": "platform", "sourceRef": {"name": "platform"}},
+            {"name": "app", "sourceRef": {"name": "app"}},
+            {"name": "widgets", "sourceRef": {"name": "widgets"}}
+        ]}),
+    )
+    .await;
+
+    // Stage "app" waits for its Deployment; stage "widgets" must not start yet.
+    let ss = h
+        .wait_stageset(NS, "shop", "stage app verifying", |ss| {
+            stage_phase(ss, "platform").as_deref() == Some("Ready")
+        })
+        .await;
+    assert_eq!(
+        ss.metadata.finalizers.unwrap(),
+        ["stages.metio.wtf/finalizer"]
+    );
+    let deploy = h
+        .wait_exists("apps/v1", "Deployment", Some("shop"), "web")
+        .await;
+    let labels = deploy.metadata.labels.unwrap();
+    assert_eq!(labels["stages.metio.wtf/stage"], "app");
+    assert_eq!(labels["stages.metio.wtf/name"], "shop");
+    assert_eq!(labels["stages.metio.wtf/namespace"], NS);
+    // Give the controller time to (wrongly) move on, then check it did not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        h.get_opt("example.com/v1", "Widget", Some("shop"), "w1")
+            .await
+            .is_none()
+    );
+    let ss = h.get_stageset(NS, "shop").await;
+    assert!(
+        ready(&ss).is_none_or(|r| r.0 != "True"),
+        "not Ready while a stage verifies"
+    );
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Verifying"));
+    assert_eq!(stage_phase(&ss, "widgets"), None);
+
+    h.set_ready("apps/v1", "Deployment", "shop", "web");
+    let ss = h
+        .wait_ready_reason(NS, "shop", "Succeeded", "Applied and verified 3 stage(s)")
+        .await;
+    let status = ss.status.unwrap();
+    assert_eq!(status.observed_generation, Some(1));
+    assert_eq!(
+        status
+            .last_applied_revisions
+            .get("default/widgets")
+            .map(String::as_str),
+        Some("v1@sha1:ccc")
+    );
+    assert_eq!(
+        status.last_attempted_revisions,
+        status.last_applied_revisions
+    );
+    let names: Vec<_> = status.stages.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["platform", "app", "widgets"]);
+    for s in &status.stages {
+        assert_eq!(format!("{:?}", s.phase.unwrap()), "Ready");
+        assert_eq!(s.shards, Some(1));
+    }
+    assert_eq!(status.stages[0].entries_count, Some(2));
+    assert!(
+        h.get_opt("example.com/v1", "Widget", Some("shop"), "w1")
+            .await
+            .is_some()
+    );
+    // The inventory records what each stage applied.
+    let shards = h
+        .dynamic("stages.metio.wtf/v1", "StageInventory", Some(NS))
+        .await
+        .list(&kube::api::ListParams::default().labels("stages.metio.wtf/stage-set=shop"))
+        .await
+        .unwrap();
+    assert_eq!(shards.items.len(), 3);
+    // A Ready transition event, Normal, with the reason.
+    let events = h.events(NS, "shop").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Succeeded")
+                && e.type_.as_deref() == Some("Normal"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_never_gets_healthy_holds_or_fails_and_stops_the_rollout() {
+    let h = Harness::start().await;
+    let first = h.artifact("first.tar.gz", &[("d.yaml", &deployment(NS, "stuck"))]);
+    let second = h.artifact(
+        "second.tar.gz",
+        &[("cm.yaml", &configmap(NS, "after", "x"))],
+    );
+    h.external_artifact(NS, "first", &first, "r1").await;
+    h.external_artifact(NS, "second", &second, "r1").await;
+    h.stageset(
+        NS,
+        "hold",
+        json!({"timeout": "1s", "stages": [
+            {"name": "first", "sourceRef": {"name": "first"}},
+            {"name": "second", "sourceRef": {"name": "second"}}
+        ]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "hold",
+            "StageProgressing",
+            "stage \"first\" verify: timed out after 1s",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "first").as_deref(), Some("Verifying"));
+    assert!(
+        ready(&ss)
+            .unwrap()
+            .2
+            .contains("runbook: https://stageset.projects.metio.wtf/runbooks/stageprogressing/")
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "after")
+            .await
+            .is_none(),
+        "stage 2 untouched"
+    );
+
+    // With onTimeout: Rollback the same timeout is a stage failure.
+    h.stageset(
+        NS,
+        "hold",
+        json!({"timeout": "1s", "onTimeout": "Rollback", "stages": [
+            {"name": "first", "sourceRef": {"name": "first"}},
+            {"name": "second", "sourceRef": {"name": "second"}}
+        ]}),
+    )
+    .await;
+    // Failures are retried with back-off, so the stage flips between Failed and
+    // Verifying; wait for a snapshot of the failure.
+    let ss = h
+        .wait_stageset(NS, "hold", "a failed stage", |ss| {
+            ready(ss).is_some_and(|(_, r, m)| {
+                r == "StageFailed" && m.contains("stage \"first\" verify: timed out")
+            }) && stage_phase(ss, "first").as_deref() == Some("Failed")
+        })
+        .await;
+    let entry = &ss.status.unwrap().stages[0];
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("verify: timed out after 1s")
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "after")
+            .await
+            .is_none()
+    );
+
+    // A Failed object fails fast, whatever the timeout.
+    h.stageset(
+        NS,
+        "hold",
+        json!({"timeout": "10m", "stages": [
+            {"name": "first", "sourceRef": {"name": "first"}},
+            {"name": "second", "sourceRef": {"name": "second"}}
+        ]}),
+    )
+    .await;
+    h.sim
+        .set_failed("apps/v1", "Deployment", NS, "stuck")
+        .unwrap();
+    h.wait_ready_reason(NS, "hold", "StageFailed", "ProgressDeadlineExceeded")
+        .await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "after")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_revision_is_rolled_out_and_updates_objects() {
+    let h = Harness::start().await;
+    let v1 = h.artifact(
+        "cfg-v1.tar.gz",
+        &[("cm.yaml", &configmap(NS, "settings", "one"))],
+    );
+    h.external_artifact(NS, "cfg", &v1, "v1").await;
+    h.stageset(
+        NS,
+        "cfg",
+        json!({"stages": [{"name": "config", "sourceRef": {"name": "cfg"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "cfg", "Succeeded", "").await;
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some(NS), "settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["value"], "one");
+
+    // source-controller publishes a new revision: the StageSet wakes up on its own.
+    let v2 = h.artifact(
+        "cfg-v2.tar.gz",
+        &[("cm.yaml", &configmap(NS, "settings", "two"))],
+    );
+    h.external_artifact(NS, "cfg", &v2, "v2").await;
+    let ss = h
+        .wait_stageset(NS, "cfg", "revision v2 applied", |ss| {
+            ss.status.as_ref().is_some_and(|s| {
+                s.last_applied_revisions
+                    .get("default/cfg")
+                    .map(String::as_str)
+                    == Some("v2")
+            })
+        })
+        .await;
+    assert_eq!(
+        ss.status.unwrap().stages[0].applied_revision.as_deref(),
+        Some("v2")
+    );
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some(NS), "settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["value"], "two");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_service_account_applies_nothing() {
+    let h = Harness::start().await;
+    let art = h.artifact("a.tar.gz", &[("cm.yaml", &configmap(NS, "never", "x"))]);
+    h.external_artifact(NS, "a", &art, "r1").await;
+    h.stageset(
+        NS,
+        "ghostly",
+        json!({"serviceAccountName": "ghost", "stages": [{"name": "app", "sourceRef": {"name": "a"}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "ghostly",
+            "StageFailed",
+            "connect to target cluster: serviceaccount \"ghost\" not found",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "never")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_rights_to_a_kind_gets_rbac_denied() {
+    let h = Harness::start().await;
+    h.namespace("team").await;
+    // The deployer may manage ConfigMaps only.
+    for obj in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "team"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "deployer", "namespace": "team"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer", "namespace": "team"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}]}),
+    ] {
+        h.sim.load(obj).unwrap();
+    }
+    let ok = h.artifact(
+        "ok.tar.gz",
+        &[("cm.yaml", &configmap("team", "allowed", "x"))],
+    );
+    let denied = h.artifact(
+        "denied.tar.gz",
+        &[("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata:\n  name: forbidden\n  namespace: team\nstringData:\n  k: v\n")],
+    );
+    h.external_artifact("team", "ok", &ok, "r1").await;
+    h.external_artifact("team", "denied", &denied, "r1").await;
+    h.stageset(
+        "team",
+        "tenant",
+        json!({"serviceAccountName": "deployer", "stages": [
+            {"name": "config", "sourceRef": {"name": "ok"}},
+            {"name": "secrets", "sourceRef": {"name": "denied"}}
+        ]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            "team",
+            "tenant",
+            "RBACDenied",
+            "RBAC denied get secrets \"forbidden\" in namespace \"team\"",
+        )
+        .await;
+    let message = ready(&ss).unwrap().2;
+    assert!(
+        message.contains("system:serviceaccount:team:deployer"),
+        "{message}"
+    );
+    assert!(
+        message.contains("grant the missing verb to the tenant ServiceAccount"),
+        "{message}"
+    );
+    // The allowed stage was applied as the tenant; the denied object does not exist.
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("team"), "allowed")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.labels.unwrap()["stages.metio.wtf/stage"],
+        "config"
+    );
+    assert!(
+        h.get_opt("v1", "Secret", Some("team"), "forbidden")
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_and_manual_reconcile_requests() {
+    let h = Harness::start().await;
+    let art = h.artifact(
+        "s.tar.gz",
+        &[("cm.yaml", &configmap(NS, "suspended-cm", "x"))],
+    );
+    h.external_artifact(NS, "s", &art, "r1").await;
+    h.stageset(
+        NS,
+        "paused",
+        json!({"suspend": true, "stages": [{"name": "app", "sourceRef": {"name": "s"}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(NS, "paused", "Suspended", "Reconciliation is suspended")
+        .await;
+    assert!(
+        !ready(&ss).unwrap().2.contains("runbook"),
+        "no runbook link for Suspended"
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "suspended-cm")
+            .await
+            .is_none()
+    );
+
+    h.stageset(
+        NS,
+        "paused",
+        json!({"suspend": false, "stages": [{"name": "app", "sourceRef": {"name": "s"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "paused", "Succeeded", "").await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "suspended-cm")
+            .await
+            .is_some()
+    );
+
+    // Drift: someone deletes the object; a manual reconcile request heals it at once.
+    h.dynamic("v1", "ConfigMap", Some(NS))
+        .await
+        .delete("suspended-cm", &Default::default())
+        .await
+        .unwrap();
+    let api = kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS);
+    api.patch(
+        "paused",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "token-1"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    h.wait_stageset(NS, "paused", "the token handled", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("token-1")
+    })
+    .await;
+    h.wait_exists("v1", "ConfigMap", Some(NS), "suspended-cm")
+        .await;
+    let events = h.events(NS, "paused").await;
+    let drift = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("DriftCorrected"))
+        .expect("a DriftCorrected event");
+    assert_eq!(drift.type_.as_deref(), Some("Warning"));
+    assert!(
+        drift
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("ConfigMap/default/suspended-cm created")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_resumes_and_rewrites_nothing_unchanged() {
+    let mut h = Harness::start().await;
+    let one = h.artifact(
+        "one.tar.gz",
+        &[("cm.yaml", &configmap(NS, "stage-one", "x"))],
+    );
+    let two = h.artifact("two.tar.gz", &[("d.yaml", &deployment(NS, "stage-two"))]);
+    let three = h.artifact(
+        "three.tar.gz",
+        &[("cm.yaml", &configmap(NS, "stage-three", "y"))],
+    );
+    h.external_artifact(NS, "one", &one, "r1").await;
+    h.external_artifact(NS, "two", &two, "r1").await;
+    h.external_artifact(NS, "three", &three, "r1").await;
+    h.stageset(
+        NS,
+        "resume",
+        json!({"stages": [
+            {"name": "one", "sourceRef": {"name": "one"}},
+            {"name": "two", "sourceRef": {"name": "two"}},
+            {"name": "three", "sourceRef": {"name": "three"}}
+        ]}),
+    )
+    .await;
+    h.wait_exists("apps/v1", "Deployment", Some(NS), "stage-two")
+        .await;
+    let before_one = h
+        .get_opt("v1", "ConfigMap", Some(NS), "stage-one")
+        .await
+        .unwrap();
+    let before_two = h
+        .get_opt("apps/v1", "Deployment", Some(NS), "stage-two")
+        .await
+        .unwrap();
+
+    // Restart mid-rollout (stage two is verifying).
+    h.stop_controller();
+    h.start_controller().await;
+    // The new controller must re-verify stage two; mark it ready only now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.set_ready("apps/v1", "Deployment", NS, "stage-two");
+    h.wait_ready_reason(NS, "resume", "Succeeded", "Applied and verified 3 stage(s)")
+        .await;
+    let after_one = h
+        .get_opt("v1", "ConfigMap", Some(NS), "stage-one")
+        .await
+        .unwrap();
+    let after_two = h
+        .get_opt("apps/v1", "Deployment", Some(NS), "stage-two")
+        .await
+        .unwrap();
+    assert_eq!(
+        before_one.metadata.resource_version, after_one.metadata.resource_version,
+        "an unchanged object is not written again"
+    );
+    assert_eq!(
+        before_two.metadata.generation, after_two.metadata.generation,
+        "the Deployment's spec was not rewritten"
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "stage-three")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stageset_tears_down_what_it_applied() {
+    let h = Harness::start().await;
+    let art = h.artifact("t.tar.gz", &[("cm.yaml", &configmap(NS, "torn", "x")), ("keep.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  namespace: default\n  annotations:\n    stages.metio.wtf/prune: disabled\n")]);
+    h.external_artifact(NS, "t", &art, "r1").await;
+    h.stageset(
+        NS,
+        "gone",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "t"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "gone", "Succeeded", "").await;
+    kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS)
+        .delete("gone", &Default::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let ss_gone =
+            kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS)
+                .get_opt("gone")
+                .await
+                .unwrap()
+                .is_none();
+        let cm_gone = h
+            .get_opt("v1", "ConfigMap", Some(NS), "torn")
+            .await
+            .is_none();
+        if ss_gone && cm_gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "teardown did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "kept")
+            .await
+            .is_some(),
+        "prune: disabled is honoured"
+    );
+}
+
+/// Hostile or broken artifacts fail the stage with a specific reason and apply
+/// nothing: a digest mismatch, a path-traversal entry, a gzip bomb, an entry
+/// over the per-entry cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_artifacts_fail_closed_and_apply_nothing() {
+    use stageset_controller::dev::artifacts::{gzip_bomb, tar_gz, tar_gz_raw};
+    let h = Harness::start().await;
+    let good_cm = configmap(NS, "hostile-ok", "x");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "traversal",
+            tar_gz_raw(&[
+                (b"ok.yaml".as_slice(), good_cm.as_bytes()),
+                (b"../../etc/evil.yaml".as_slice(), good_cm.as_bytes()),
+            ]),
+            "../../etc/evil.yaml",
+        ),
+        ("bomb", gzip_bomb(600 * 1024 * 1024), "gzip bomb"),
+        (
+            "oversized",
+            tar_gz(&[
+                ("ok.yaml", good_cm.as_bytes()),
+                ("big.yaml", &vec![b'#'; 17 * 1024 * 1024]),
+            ]),
+            "exceeds the per-entry limit of 16 MiB",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let published = h.artifacts.publish(&format!("{name}.tar.gz"), bytes);
+        h.external_artifact(NS, name, &published, "r1").await;
+        h.stageset(
+            NS,
+            name,
+            json!({"stages": [{"name": "app", "sourceRef": {"name": name}}]}),
+        )
+        .await;
+        let ss = h.wait_ready_reason(NS, name, "StageFailed", expected).await;
+        let message = ready(&ss).unwrap().2;
+        assert!(
+            message.starts_with("stage \"app\" fetch artifact: "),
+            "{message}"
+        );
+        assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    }
+    // A digest that does not match what is served.
+    let published = h.artifact("tampered.tar.gz", &[("cm.yaml", &good_cm)]);
+    let forged = stageset_controller::dev::artifacts::Published {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        ..published
+    };
+    h.external_artifact(NS, "tampered", &forged, "r1").await;
+    h.stageset(
+        NS,
+        "tampered",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "tampered"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "tampered", "StageFailed", "artifact digest mismatch")
+        .await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "hostile-ok")
+            .await
+            .is_none(),
+        "nothing was applied"
+    );
+}
