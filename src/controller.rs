@@ -42,22 +42,28 @@ pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHan
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
-    let clients = ClientFactory::new(kube_config)
-        .map_err(|e| format!("building the Kubernetes client: {e}"))?;
     if config.allow_loopback_artifacts {
         tracing::warn!(
             logger = "setup",
             "--allow-loopback-artifacts is set: artifacts may be fetched from loopback addresses; never use this in production"
         );
     }
-    let env = Env {
-        clients,
-        fetcher: Fetcher::new(config.allow_loopback_artifacts),
-        settings: settings(config),
-        instance: instance_name(),
+    // The clients must be built inside the controller's runtime (hyper needs
+    // a reactor), so the environment is assembled on the controller thread.
+    let allow_loopback = config.allow_loopback_artifacts;
+    let settings = settings(config);
+    let make_env = move || -> Result<Env, String> {
+        let clients = ClientFactory::new(kube_config)
+            .map_err(|e| format!("building the Kubernetes client: {e}"))?;
+        Ok(Env {
+            clients,
+            fetcher: Fetcher::new(allow_loopback),
+            settings,
+            instance: instance_name(),
+        })
     };
     actors::spawn(
-        env,
+        make_env,
         ControllerOptions {
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),

@@ -75,9 +75,14 @@ impl Drop for ControllerHandle {
     }
 }
 
-/// Starts the Supervisor and SourceWatcher on a dedicated thread.
-pub fn spawn(env: Env, options: ControllerOptions) -> std::io::Result<ControllerHandle> {
-    let (tx, rx) = std::sync::mpsc::channel::<(actix::System, Store<StageSet>)>();
+/// Starts the Supervisor and SourceWatcher on a dedicated thread. `make_env`
+/// runs on that thread's runtime, so the Kubernetes clients it builds are bound
+/// to the runtime that drives them.
+pub fn spawn<F>(make_env: F, options: ControllerOptions) -> std::io::Result<ControllerHandle>
+where
+    F: FnOnce() -> Result<Env, String> + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel::<Result<(actix::System, Store<StageSet>), String>>();
     let threads = options.worker_threads.max(1);
     let thread = std::thread::Builder::new()
         .name("stageset-controller".into())
@@ -90,8 +95,14 @@ pub fn spawn(env: Env, options: ControllerOptions) -> std::io::Result<Controller
                     .build()
                     .expect("the controller runtime starts")
             });
-            system.block_on(async move {
-                let env = Arc::new(env);
+            let started = system.block_on(async move {
+                let env = match make_env() {
+                    Ok(env) => Arc::new(env),
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return false;
+                    }
+                };
                 let client = env.clients.controller();
                 let supervisor = supervisor::Supervisor::new(
                     env,
@@ -101,13 +112,17 @@ pub fn spawn(env: Env, options: ControllerOptions) -> std::io::Result<Controller
                 let store = supervisor.store();
                 let addr = supervisor.start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
-                let _ = tx.send((actix::System::current(), store));
+                let _ = tx.send(Ok((actix::System::current(), store)));
+                true
             });
-            let _ = system.run();
+            if started {
+                let _ = system.run();
+            }
         })?;
     let (system, store) = rx
         .recv()
-        .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?;
+        .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?
+        .map_err(std::io::Error::other)?;
     Ok(ControllerHandle {
         system,
         store,

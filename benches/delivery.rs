@@ -1,0 +1,289 @@
+//! Delivery benchmark: the real controller binary (a separate process, so its
+//! peak RSS can be read) against kube-sim, with artifacts served over HTTP.
+//!
+//! (a) 500 StageSets × 1 stage × 20 ConfigMaps, creation to all Ready, at
+//!     `--concurrent` 1, 4 and 16;
+//! (b) one stage of 10,000 objects;
+//! (c) time from an ExternalArtifact revision change to the stage re-applied.
+//!
+//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run).
+//! Figures go to docs/performance.md.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube_sim::{KubeSim, Options};
+use serde_json::json;
+use stageset_controller::api::StageSet;
+use stageset_controller::dev::artifacts::{ArtifactServer, tar_gz};
+use stageset_controller::dev::{flux, publish_external_artifact};
+
+struct Env {
+    _sim: KubeSim,
+    client: kube::Client,
+    artifacts: ArtifactServer,
+    dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let sim = KubeSim::start(Options::default()).expect("kube-sim");
+    for c in stageset_controller::api::crd::all() {
+        sim.load(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    for c in flux::source_crds() {
+        sim.load(c).unwrap();
+    }
+    let kubeconfig = Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let artifacts = ArtifactServer::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig(&dir.path().join("kubeconfig"))
+        .unwrap();
+    Env {
+        _sim: sim,
+        client,
+        artifacts,
+        dir,
+    }
+}
+
+fn controller(env: &Env, concurrent: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
+        .args([
+            "--allow-loopback-artifacts",
+            "--log-level=error",
+            &format!("--concurrent={concurrent}"),
+            "--default-interval=1h",
+        ])
+        .env("KUBECONFIG", env.dir.path().join("kubeconfig"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the controller binary starts")
+}
+
+/// Peak resident set size of a process, in MiB (Linux `VmHWM`).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn stop(mut child: Child) -> f64 {
+    let rss = peak_rss_mib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
+}
+
+fn configmaps(prefix: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {prefix}-{i}\n  namespace: default\ndata:\n  index: \"{i}\"\n  payload: \"{}\"\n---\n",
+                "x".repeat(64)
+            )
+        })
+        .collect()
+}
+
+async fn ready_count(client: &kube::Client) -> usize {
+    let list = Api::<StageSet>::namespaced(client.clone(), "default")
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter(|ss| {
+            ss.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "Succeeded")
+            })
+        })
+        .count()
+}
+
+async fn wait_all_ready(client: &kube::Client, n: usize, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ready_count(client).await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn stageset(client: &kube::Client, name: &str, source: &str) {
+    let body = json!({
+        "apiVersion": "stages.metio.wtf/v1", "kind": "StageSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"stages": [{"name": "app", "sourceRef": {"name": source}}]}
+    });
+    Api::<StageSet>::namespaced(client.clone(), "default")
+        .patch(
+            name,
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap();
+}
+
+/// (a): returns (seconds, objects/s, peak RSS MiB).
+async fn many_stagesets(count: usize, per_stage: usize, concurrent: usize) -> (f64, f64, f64) {
+    let env = env().await;
+    for i in 0..count {
+        let yaml = configmaps(&format!("ss{i}"), per_stage);
+        let published = env.artifacts.publish(
+            &format!("ss{i}.tar.gz"),
+            tar_gz(&[("cms.yaml", yaml.as_bytes())]),
+        );
+        publish_external_artifact(
+            &env.client,
+            "default",
+            &format!("src{i}"),
+            &published.url,
+            &published.digest,
+            "r1",
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..count {
+        stageset(&env.client, &format!("ss{i}"), &format!("src{i}")).await;
+    }
+    let child = controller(&env, concurrent);
+    let start = Instant::now();
+    let ok = wait_all_ready(&env.client, count, Duration::from_secs(1800)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let rss = stop(child);
+    assert!(ok, "not all StageSets became Ready");
+    (secs, (count * per_stage) as f64 / secs, rss)
+}
+
+/// (b): one stage with `objects` ConfigMaps; returns (seconds, objects/s, RSS).
+async fn one_big_stage(objects: usize) -> (f64, f64, f64) {
+    let env = env().await;
+    let yaml = configmaps("big", objects);
+    let published = env
+        .artifacts
+        .publish("big.tar.gz", tar_gz(&[("cms.yaml", yaml.as_bytes())]));
+    publish_external_artifact(
+        &env.client,
+        "default",
+        "big",
+        &published.url,
+        &published.digest,
+        "r1",
+    )
+    .await
+    .unwrap();
+    stageset(&env.client, "big", "big").await;
+    let child = controller(&env, 4);
+    let start = Instant::now();
+    let ok = wait_all_ready(&env.client, 1, Duration::from_secs(1800)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let rss = stop(child);
+    assert!(ok, "the big stage did not become Ready");
+    (secs, objects as f64 / secs, rss)
+}
+
+/// (c): seconds from a revision change to the stage re-applied, over `rounds`.
+async fn revision_latency(rounds: usize) -> Vec<f64> {
+    let env = env().await;
+    let publish = |rev: usize| {
+        let yaml = configmaps(&format!("rev{rev}"), 20);
+        env.artifacts.publish(
+            &format!("rev{rev}.tar.gz"),
+            tar_gz(&[("cms.yaml", yaml.as_bytes())]),
+        )
+    };
+    let p = publish(0);
+    publish_external_artifact(&env.client, "default", "rev", &p.url, &p.digest, "r0")
+        .await
+        .unwrap();
+    stageset(&env.client, "rev", "rev").await;
+    let child = controller(&env, 4);
+    assert!(wait_all_ready(&env.client, 1, Duration::from_secs(120)).await);
+    let api = Api::<StageSet>::namespaced(env.client.clone(), "default");
+    let mut out = Vec::new();
+    for round in 1..=rounds {
+        let p = publish(round);
+        let revision = format!("r{round}");
+        let start = Instant::now();
+        publish_external_artifact(&env.client, "default", "rev", &p.url, &p.digest, &revision)
+            .await
+            .unwrap();
+        loop {
+            let ss = api.get("rev").await.unwrap();
+            let applied = ss
+                .status
+                .as_ref()
+                .and_then(|s| s.last_applied_revisions.get("default/rev"))
+                .map(String::as_str);
+            if applied == Some(revision.as_str()) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "revision {revision} not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        out.push(start.elapsed().as_secs_f64());
+    }
+    stop(child);
+    out
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (count, objects) = if quick { (100, 2_000) } else { (500, 10_000) };
+        println!("stageset-controller delivery benchmark (controller binary vs kube-sim, loopback)\n");
+        println!("(a) {count} StageSets x 1 stage x 20 ConfigMaps, creation to all Ready\n");
+        println!("| --concurrent | seconds | objects/s | peak RSS (MiB) |");
+        println!("|---:|---:|---:|---:|");
+        let mut base = None;
+        for concurrent in [1usize, 4, 16] {
+            let (secs, rate, rss) = many_stagesets(count, 20, concurrent).await;
+            base.get_or_insert(secs);
+            println!(
+                "| {concurrent} | {secs:.1} | {rate:.0} | {rss:.1} |   speed-up {:.1}x",
+                base.unwrap() / secs
+            );
+        }
+        println!("\n(b) one stage of {objects} ConfigMaps\n");
+        println!("| objects | seconds | objects/s | peak RSS (MiB) |");
+        println!("|---:|---:|---:|---:|");
+        let (secs, rate, rss) = one_big_stage(objects).await;
+        println!("| {objects} | {secs:.1} | {rate:.0} | {rss:.1} |");
+        println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
+        let mut lat = revision_latency(10).await;
+        lat.sort_by(f64::total_cmp);
+        println!(
+            "| rounds | min (ms) | median (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} |",
+            lat.len(),
+            lat[0] * 1000.0,
+            lat[lat.len() / 2] * 1000.0,
+            lat[lat.len() - 1] * 1000.0
+        );
+    });
+}
