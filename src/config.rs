@@ -68,7 +68,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "leader-elect",
     // Watch scope
     // Reconciliation
-    "inventory-mode",
     "allowed-action-hosts",
     "object-level-kms",
     "require-verified-migration-sources",
@@ -76,7 +75,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "require-image-verification",
     "image-verification-trusted-root",
     "image-verification-insecure-registry",
-    "max-teardown-wait",
     // Rollback store
     "rollback-store-path",
     "rollback-store-retention",

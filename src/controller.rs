@@ -17,6 +17,11 @@ pub fn settings(config: &Config) -> Settings {
         inventory_shard_cap: config.inventory_shard_cap,
         no_cross_namespace_refs: config.no_cross_namespace_refs,
         runbook_base: config.runbook_base_url.clone(),
+        inventory_mode: config.inventory_mode,
+        max_teardown_wait: config
+            .max_teardown_wait
+            .to_std()
+            .unwrap_or(std::time::Duration::from_secs(3600)),
         ..Settings::default()
     }
 }
@@ -60,6 +65,7 @@ pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHan
             fetcher: Fetcher::new(allow_loopback),
             settings,
             instance: instance_name(),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
         })
     };
     actors::spawn(

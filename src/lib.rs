@@ -11,4 +11,5 @@ pub mod dev;
 pub mod duration;
 pub mod kube_client;
 pub mod logging;
+pub mod metrics;
 pub mod reconcile;

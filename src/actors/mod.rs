@@ -13,6 +13,7 @@ use actix::prelude::*;
 use kube::runtime::reflector::Store;
 
 use crate::api::StageSet;
+use crate::metrics::Metrics;
 use crate::reconcile::Env;
 
 /// How to run the controller's actors.
@@ -40,10 +41,16 @@ impl Default for ControllerOptions {
 pub struct ControllerHandle {
     system: actix::System,
     store: Store<StageSet>,
+    metrics: Arc<Metrics>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ControllerHandle {
+    /// The controller's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The StageSet cache (reflector store), for the HTTP servers.
     pub fn store(&self) -> Store<StageSet> {
         self.store.clone()
@@ -82,7 +89,8 @@ pub fn spawn<F>(make_env: F, options: ControllerOptions) -> std::io::Result<Cont
 where
     F: FnOnce() -> Result<Env, String> + Send + 'static,
 {
-    let (tx, rx) = std::sync::mpsc::channel::<Result<(actix::System, Store<StageSet>), String>>();
+    type Started = (actix::System, Store<StageSet>, Arc<Metrics>);
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
     let threads = options.worker_threads.max(1);
     let thread = std::thread::Builder::new()
         .name("stageset-controller".into())
@@ -104,6 +112,7 @@ where
                     }
                 };
                 let client = env.clients.controller();
+                let metrics = env.metrics.clone();
                 let supervisor = supervisor::Supervisor::new(
                     env,
                     options.concurrent,
@@ -112,20 +121,21 @@ where
                 let store = supervisor.store();
                 let addr = supervisor.start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
-                let _ = tx.send(Ok((actix::System::current(), store)));
+                let _ = tx.send(Ok((actix::System::current(), store, metrics)));
                 true
             });
             if started {
                 let _ = system.run();
             }
         })?;
-    let (system, store) = rx
+    let (system, store, metrics) = rx
         .recv()
         .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?
         .map_err(std::io::Error::other)?;
     Ok(ControllerHandle {
         system,
         store,
+        metrics,
         thread: Some(thread),
     })
 }

@@ -56,3 +56,16 @@ pub const ANNOTATION_SKIP_IMAGE_VERIFICATION: &str = "stages.metio.wtf/skip-imag
 
 /// ApplySet (KEP-3659) label marking the StageInventory CRD as a parent type.
 pub const APPLYSET_PARENT_TYPE_LABEL: &str = "applyset.kubernetes.io/is-parent-type";
+/// ApplySet (KEP-3659) label on the parent carrying the ApplySet id.
+pub const APPLYSET_ID_LABEL: &str = "applyset.kubernetes.io/id";
+/// ApplySet (KEP-3659) label on every member, naming its ApplySet id.
+pub const APPLYSET_PART_OF_LABEL: &str = "applyset.kubernetes.io/part-of";
+/// ApplySet (KEP-3659) annotation naming the tool managing the set.
+pub const APPLYSET_TOOLING_ANNOTATION: &str = "applyset.kubernetes.io/tooling";
+/// ApplySet (KEP-3659) annotation listing the members' group-kinds.
+pub const APPLYSET_GROUP_KINDS_ANNOTATION: &str = "applyset.kubernetes.io/contains-group-kinds";
+/// ApplySet (KEP-3659) annotation listing member namespaces besides the parent's.
+pub const APPLYSET_ADDITIONAL_NAMESPACES_ANNOTATION: &str =
+    "applyset.kubernetes.io/additional-namespaces";
+/// Our value of [`APPLYSET_TOOLING_ANNOTATION`] (`<tool>/<version>`).
+pub const APPLYSET_TOOLING: &str = "stageset-controller/v1";

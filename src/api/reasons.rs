@@ -211,6 +211,9 @@ pub enum StageOp {
     Verify,
     PostAction,
     InvalidateLifetimeCompletion,
+    /// Deleting what left the StageSet (ours: upstream reports prune errors
+    /// only in the log).
+    Prune,
 }
 
 impl StageOp {
@@ -228,6 +231,7 @@ impl StageOp {
         StageOp::Verify,
         StageOp::PostAction,
         StageOp::InvalidateLifetimeCompletion,
+        StageOp::Prune,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -245,6 +249,7 @@ impl StageOp {
             StageOp::Verify => "verify",
             StageOp::PostAction => "post-action",
             StageOp::InvalidateLifetimeCompletion => "invalidate lifetime completion",
+            StageOp::Prune => "prune",
         }
     }
 }
@@ -264,7 +269,8 @@ mod tests {
         assert_eq!(StageSetReason::ALL.len(), 31);
         assert_eq!(FleetReason::ALL.len(), 7);
         assert_eq!(LedgerReason::ALL.len(), 2);
-        assert_eq!(StageOp::ALL.len(), 13);
+        // The 13 upstream ops plus our `prune`.
+        assert_eq!(StageOp::ALL.len(), 14);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub enum ChangeAction {
     Created,
     Configured,
     Unchanged,
+    /// Left alone (KeepExisting on an existing object).
+    Skipped,
 }
 
 impl ChangeAction {
@@ -29,6 +31,7 @@ impl ChangeAction {
             ChangeAction::Created => "created",
             ChangeAction::Configured => "configured",
             ChangeAction::Unchanged => "unchanged",
+            ChangeAction::Skipped => "skipped",
         }
     }
 }
@@ -196,16 +199,23 @@ fn stage_of(kind: &str, group: &str) -> u8 {
 }
 
 /// The part of an object an apply can change: everything but server-owned
-/// metadata and status (labels and annotations count).
+/// metadata and status (labels and annotations count). The value of the force
+/// annotation is a fresh token per apply, so only its presence counts.
 fn comparable(obj: &Value) -> Value {
     let mut v = obj.clone();
     if let Some(m) = v.as_object_mut() {
         m.remove("status");
         let labels = m.get("metadata").and_then(|md| md.get("labels")).cloned();
-        let annotations = m
+        let mut annotations = m
             .get("metadata")
             .and_then(|md| md.get("annotations"))
             .cloned();
+        if let Some(forced) = annotations
+            .as_mut()
+            .and_then(|a| a.get_mut(keys::ANNOTATION_FORCE))
+        {
+            *forced = Value::String("*".into());
+        }
         m.insert(
             "metadata".into(),
             serde_json::json!({"labels": labels, "annotations": annotations}),
@@ -217,14 +227,20 @@ fn comparable(obj: &Value) -> Value {
 /// The options of one apply.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
-    /// How long a staged batch (CRDs, Namespaces, `*Class`) may take to be ready.
+    /// How long a staged batch (CRDs, Namespaces, `*Class`) may take to be
+    /// ready, and how long a recreated object may take to go away.
     pub staging_timeout: Duration,
+    /// This apply's force token: objects whose desired copy carries
+    /// `stages.metio.wtf/force=<token>` are recreated on an immutable-field
+    /// conflict (see [`crate::reconcile::conflict`]).
+    pub force_token: Option<String>,
 }
 
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
             staging_timeout: Duration::from_secs(60),
+            force_token: None,
         }
     }
 }
@@ -252,7 +268,7 @@ pub async fn apply(
         }
         let mut batch_refs = Vec::new();
         for obj in members {
-            let change = apply_one(clients, client, obj).await?;
+            let change = apply_one(clients, client, obj, options).await?;
             batch_refs.push((change.object.clone(), obj));
             changes.push(change);
         }
@@ -320,10 +336,29 @@ fn classify(verb: &str, r: &ObjectRef, plural: &str, e: kube::Error) -> ApplyErr
     }
 }
 
+/// Whether an apply error means an immutable field stands in the way (as
+/// Flux decides it: Invalid or Conflict answers, or an admission message
+/// saying a field is immutable).
+pub fn is_immutable_error(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => {
+            s.code == 422 || s.code == 409 || s.message.to_lowercase().contains("immutable")
+        }
+        _ => false,
+    }
+}
+
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
+}
+
 async fn apply_one(
     clients: &ClientFactory,
     client: &kube::Client,
     obj: &Value,
+    options: &ApplyOptions,
 ) -> Result<Change, ApplyError> {
     let r = ObjectRef::of(obj);
     let (api, plural) = api_for(clients, client, &r).await?;
@@ -331,25 +366,39 @@ async fn apply_one(
         Ok(live) => live,
         Err(e) => return Err(classify("get", &r, &plural, e)),
     };
-    let keep_existing = obj
-        .pointer("/metadata/annotations")
-        .and_then(|a| a.get(keys::ANNOTATION_KEEP_EXISTING))
-        .and_then(Value::as_str)
-        == Some("true");
+    let keep_existing = annotation(obj, keys::ANNOTATION_KEEP_EXISTING) == Some("true");
+    let recreate = options
+        .force_token
+        .as_deref()
+        .is_some_and(|t| annotation(obj, keys::ANNOTATION_FORCE) == Some(t));
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let action = match &live {
         None => ChangeAction::Created,
         Some(_) if keep_existing => {
             return Ok(Change {
                 object: r,
-                action: ChangeAction::Unchanged,
+                action: ChangeAction::Skipped,
             });
         }
         Some(live) => {
-            let dry = api
+            let dry = match api
                 .patch(&r.name, &params.clone().dry_run(), &Patch::Apply(obj))
                 .await
-                .map_err(|e| classify("patch", &r, &plural, e))?;
+            {
+                Ok(dry) => dry,
+                Err(e) if recreate && is_immutable_error(&e) => {
+                    tracing::info!(object = %r.subject(), error = %describe(&e), "recreating the object: an immutable field changed and its conflict policy is Recreate");
+                    delete_and_wait(&api, &r, &plural, options.staging_timeout).await?;
+                    api.patch(&r.name, &params, &Patch::Apply(obj))
+                        .await
+                        .map_err(|e| classify("patch", &r, &plural, e))?;
+                    return Ok(Change {
+                        object: r,
+                        action: ChangeAction::Created,
+                    });
+                }
+                Err(e) => return Err(classify("patch", &r, &plural, e)),
+            };
             let live_v = serde_json::to_value(live).unwrap_or(Value::Null);
             let dry_v = serde_json::to_value(&dry).unwrap_or(Value::Null);
             if comparable(&live_v) == comparable(&dry_v) {
@@ -365,6 +414,43 @@ async fn apply_one(
         .await
         .map_err(|e| classify("patch", &r, &plural, e))?;
     Ok(Change { object: r, action })
+}
+
+/// Deletes an object (background propagation) and waits until it is gone.
+async fn delete_and_wait(
+    api: &Api<DynamicObject>,
+    r: &ObjectRef,
+    plural: &str,
+    timeout: Duration,
+) -> Result<(), ApplyError> {
+    match api
+        .delete(&r.name, &kube::api::DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+        Err(e) => return Err(classify("delete", r, plural, e)),
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(25);
+    loop {
+        match api.get_opt(&r.name).await {
+            Ok(None) => return Ok(()),
+            Ok(Some(_)) => {}
+            Err(e) => return Err(classify("get", r, plural, e)),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApplyError::Api {
+                subject: r.subject(),
+                message: format!(
+                    "recreate: the old object was not gone after {}s",
+                    timeout.as_secs()
+                ),
+            });
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// Waits until every object of a staged batch is Current (poll every 2 s).
@@ -416,8 +502,15 @@ async fn wait_staged(
     }
 }
 
-/// Sets the stage and owner labels on every object (S12, §2.5).
-pub fn label(objects: &mut [Value], stageset: &str, namespace: &str, stage: &str) {
+/// Sets the stage and owner labels on every object (S12, §2.5), and the
+/// ApplySet membership label when `applyset` is given.
+pub fn label(
+    objects: &mut [Value],
+    stageset: &str,
+    namespace: &str,
+    stage: &str,
+    applyset: Option<&str>,
+) {
     for obj in objects {
         if !obj.get("metadata").is_some_and(Value::is_object) {
             obj["metadata"] = serde_json::json!({});
@@ -441,6 +534,18 @@ pub fn label(objects: &mut [Value], stageset: &str, namespace: &str, stage: &str
             keys::LABEL_OWNER_NAMESPACE.into(),
             Value::String(namespace.into()),
         );
+        match applyset {
+            Some(id) => {
+                labels.insert(
+                    keys::APPLYSET_PART_OF_LABEL.into(),
+                    Value::String(id.into()),
+                );
+            }
+            // Never claim membership the controller did not grant.
+            None => {
+                labels.remove(keys::APPLYSET_PART_OF_LABEL);
+            }
+        }
     }
 }
 
@@ -507,11 +612,12 @@ mod tests {
         let mut objs = vec![
             json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"keep": "me"}}}),
         ];
-        label(&mut objs, "app", "team", "web");
+        label(&mut objs, "app", "team", "web", Some("applyset-x-v1"));
         let labels = &objs[0]["metadata"]["labels"];
         assert_eq!(labels["keep"], "me");
         assert_eq!(labels["stages.metio.wtf/stage"], "web");
         assert_eq!(labels["stages.metio.wtf/name"], "app");
         assert_eq!(labels["stages.metio.wtf/namespace"], "team");
+        assert_eq!(labels["applyset.kubernetes.io/part-of"], "applyset-x-v1");
     }
 }

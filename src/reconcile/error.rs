@@ -62,6 +62,15 @@ impl StageFailure {
         }
     }
 
+    /// A terminal `InvalidSpec` (the spec must change first).
+    pub fn invalid_spec(stage: &str, op: StageOp, error: impl Into<String>) -> Self {
+        StageFailure {
+            reason: StageSetReason::InvalidSpec,
+            terminal: true,
+            ..StageFailure::new(stage, op, error)
+        }
+    }
+
     /// The stage status message: `<op>: <error>`.
     pub fn stage_message(&self) -> String {
         format!("{}: {}", self.op, self.error)

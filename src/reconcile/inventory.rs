@@ -4,6 +4,13 @@
 //!
 //! Names, labels and hashing are exactly the Go controller's, so existing
 //! clusters and backups keep working.
+//!
+//! In the `hybrid` and `applyset` inventory modes (DECISIONS.md 4) shard 0 of
+//! each stage is also a KEP-3659 ApplySet parent: it carries the
+//! `applyset.kubernetes.io/id` label and the tooling, contains-group-kinds and
+//! additional-namespaces annotations, and every member carries
+//! `applyset.kubernetes.io/part-of: <id>` (set by the apply, see
+//! [`crate::reconcile::apply::label`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,8 +19,11 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use base64::Engine;
+
 use crate::api::keys;
 use crate::api::{InventoryEntry, StageInventory, StageInventorySpec, StageSet};
+use crate::config::InventoryMode;
 use crate::reconcile::apply::ObjectRef;
 use crate::reconcile::error::describe;
 
@@ -77,6 +87,52 @@ fn hex_prefix(bytes: &[u8], n: usize) -> String {
     s
 }
 
+/// The KEP-3659 ApplySet id of a parent object:
+/// `applyset-<base64url(sha256(<name>.<namespace>.<kind>.<group>))>-v1`.
+pub fn applyset_id(name: &str, namespace: &str, kind: &str, group: &str) -> String {
+    let digest = Sha256::digest(format!("{name}.{namespace}.{kind}.{group}").as_bytes());
+    format!(
+        "applyset-{}-v1",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    )
+}
+
+/// The ApplySet id of a stage: its shard 0 is the parent.
+pub fn stage_applyset_id(stageset: &str, namespace: &str, stage: &str) -> String {
+    applyset_id(
+        &shard_name(stageset, stage, 0),
+        namespace,
+        "StageInventory",
+        crate::api::GROUP,
+    )
+}
+
+/// `contains-group-kinds`: the sorted, de-duplicated `<Kind>.<group>` list
+/// (`<Kind>` alone for the core group).
+pub fn group_kinds(objects: &[ObjectRef]) -> String {
+    let set: BTreeSet<String> = objects
+        .iter()
+        .map(|r| {
+            if r.group().is_empty() {
+                r.kind.clone()
+            } else {
+                format!("{}.{}", r.kind, r.group())
+            }
+        })
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// `additional-namespaces`: member namespaces other than the parent's, sorted.
+pub fn additional_namespaces(objects: &[ObjectRef], parent_namespace: &str) -> String {
+    let set: BTreeSet<&str> = objects
+        .iter()
+        .map(|r| r.namespace.as_str())
+        .filter(|ns| !ns.is_empty() && *ns != parent_namespace)
+        .collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
 /// The recorded inventory of one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StageRecord {
@@ -92,6 +148,14 @@ impl StageRecord {
             .iter()
             .filter_map(|(id, v)| parse_id(id, v))
             .collect()
+    }
+
+    /// How many entries do not parse (they escape pruning).
+    pub fn malformed(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|(id, v)| parse_id(id, v).is_none())
+            .count()
     }
 }
 
@@ -136,6 +200,7 @@ pub async fn write(
     position: usize,
     objects: &[ObjectRef],
     shard_cap: usize,
+    mode: InventoryMode,
 ) -> Result<usize, String> {
     let namespace = owner.namespace().unwrap_or_default();
     let stageset = owner.name_any();
@@ -182,6 +247,33 @@ pub async fn write(
             (keys::LABEL_SHARD.to_string(), index.to_string()),
         ]));
         shard.metadata.owner_references = Some(vec![owner_ref.clone()]);
+        if index == 0 && mode != InventoryMode::Entries {
+            // The ApplySet parent. Server-side apply drops these again when the
+            // mode changes to `entries`.
+            let labels = shard.metadata.labels.get_or_insert_default();
+            labels.insert(
+                keys::APPLYSET_ID_LABEL.to_string(),
+                stage_applyset_id(&stageset, &namespace, stage),
+            );
+            let mut annotations = BTreeMap::from([
+                (
+                    keys::APPLYSET_TOOLING_ANNOTATION.to_string(),
+                    keys::APPLYSET_TOOLING.to_string(),
+                ),
+                (
+                    keys::APPLYSET_GROUP_KINDS_ANNOTATION.to_string(),
+                    group_kinds(objects),
+                ),
+            ]);
+            let extra = additional_namespaces(objects, &namespace);
+            if !extra.is_empty() {
+                annotations.insert(
+                    keys::APPLYSET_ADDITIONAL_NAMESPACES_ANNOTATION.to_string(),
+                    extra,
+                );
+            }
+            shard.metadata.annotations = Some(annotations);
+        }
         api.patch(
             &name,
             &PatchParams::apply(keys::FIELD_MANAGER).force(),
@@ -279,6 +371,34 @@ mod tests {
         assert!(parse_id("a__c_d", "v1").is_none());
         assert!(parse_id("a_b_c_", "v1").is_none());
         assert_eq!(parse_id("team_web_apps_Deployment", "apps/v1").unwrap(), r);
+    }
+
+    /// The id scheme is kubectl's: the same inputs give kubectl's value.
+    #[test]
+    fn applyset_ids() {
+        let digest = Sha256::digest(b"parent.ns.StageInventory.stages.metio.wtf");
+        let expected = format!(
+            "applyset-{}-v1",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+        );
+        assert_eq!(
+            applyset_id("parent", "ns", "StageInventory", "stages.metio.wtf"),
+            expected
+        );
+        let id = stage_applyset_id("app", "team", "web");
+        assert!(id.len() <= 63, "a valid label value: {id}");
+        assert!(id.starts_with("applyset-") && id.ends_with("-v1"));
+        let objs = [
+            parse_id("team_a__ConfigMap", "v1").unwrap(),
+            parse_id("other_b_apps_Deployment", "v1").unwrap(),
+            parse_id("_c_rbac.authorization.k8s.io_ClusterRole", "v1").unwrap(),
+            parse_id("team_d__ConfigMap", "v1").unwrap(),
+        ];
+        assert_eq!(
+            group_kinds(&objs),
+            "ClusterRole.rbac.authorization.k8s.io,ConfigMap,Deployment.apps"
+        );
+        assert_eq!(additional_namespaces(&objs, "team"), "other");
     }
 
     #[test]

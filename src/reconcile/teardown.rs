@@ -10,58 +10,149 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::api::reasons::{EventReason, StageOp};
 use crate::api::{StageSet, keys};
 use crate::kube_client::{ClientFactory, DiscoveryError};
+use crate::metrics::{ForceDropReason, ReasonLabels};
 use crate::reconcile::apply::{ObjectRef, sort_for_apply};
-use crate::reconcile::error::{Requeue, describe};
-use crate::reconcile::{Env, Outcome, inventory};
+use crate::reconcile::error::{Requeue, StageFailure, describe};
+use crate::reconcile::{Env, Outcome, inventory, status};
 
-/// Runs the teardown of a deleting StageSet and releases its finalizer.
-pub async fn run(env: &Env, ss: &StageSet) -> Outcome {
-    let key = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
-    if !ss.finalizers().iter().any(|f| f == keys::FINALIZER) {
-        return Outcome {
-            requeue: Requeue::Never,
-            ready: None,
-        };
+/// Why deleting objects failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeleteError {
+    /// Every error met, joined.
+    pub message: String,
+    /// Forbidden or a kind the API server does not serve: retrying cannot help.
+    pub permanent: bool,
+    /// The API server refused the credentials (401).
+    pub unauthorized: bool,
+}
+
+impl std::fmt::Display for DeleteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
-    match delete_recorded(env, ss).await {
-        Ok(()) => {}
-        Err(e) => {
-            tracing::warn!(stageset = %key, error = %e, "teardown failed; retrying");
-            return Outcome {
-                requeue: Requeue::Backoff,
-                ready: None,
-            };
+}
+
+impl DeleteError {
+    fn plain(message: impl Into<String>) -> DeleteError {
+        DeleteError {
+            message: message.into(),
+            ..DeleteError::default()
         }
     }
-    match release_finalizer(&env.clients.controller(), ss).await {
-        Ok(()) => {
-            tracing::info!(stageset = %key, "torn down");
-            Outcome {
-                requeue: Requeue::Never,
-                ready: None,
-            }
-        }
-        Err(e) => {
-            tracing::warn!(stageset = %key, error = %e, "releasing the finalizer failed; retrying");
-            Outcome {
-                requeue: Requeue::Backoff,
-                ready: None,
-            }
+
+    /// The stage failure a prune reports.
+    pub fn into_failure(self, stage: &str, op: StageOp) -> StageFailure {
+        if self.permanent {
+            StageFailure::rbac(stage, op, self.message)
+        } else {
+            StageFailure::new(stage, op, self.message)
         }
     }
 }
 
-async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), String> {
+/// Runs the teardown of a deleting StageSet and releases its finalizer. When
+/// the teardown keeps failing, the finalizer is dropped anyway once
+/// `--max-teardown-wait` has passed since the deletion, or at once when the
+/// failure is permanent (Forbidden, kind gone) or the credentials are refused,
+/// with a `TeardownForced` warning and metric.
+pub async fn run(env: &Env, ss: &StageSet) -> Outcome {
     let namespace = ss.namespace().unwrap_or_default();
     let name = ss.name_any();
-    let records = inventory::read(&env.clients.controller(), &namespace, &name).await?;
+    let key = format!("{namespace}/{name}");
+    let quiet = |requeue| Outcome {
+        requeue,
+        ready: None,
+    };
+    if !ss.finalizers().iter().any(|f| f == keys::FINALIZER) {
+        return quiet(Requeue::Never);
+    }
+    let forced = match delete_recorded(env, ss).await {
+        Ok(()) => None,
+        Err((op, e)) => {
+            let elapsed = ss
+                .meta()
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| {
+                    let since = k8s_openapi::jiff::Timestamp::now().duration_since(t.0);
+                    std::time::Duration::try_from(since).unwrap_or_default()
+                })
+                .unwrap_or_default();
+            let reason = if e.permanent {
+                Some(ForceDropReason::Permanent)
+            } else if e.unauthorized {
+                Some(ForceDropReason::Unauthorized)
+            } else if elapsed >= env.settings.max_teardown_wait {
+                Some(ForceDropReason::TimedOut)
+            } else {
+                None
+            };
+            match reason {
+                None => {
+                    tracing::warn!(stageset = %key, op, error = %e, "teardown failed; retrying");
+                    return quiet(Requeue::Backoff);
+                }
+                Some(reason) => Some((reason, elapsed, op, e)),
+            }
+        }
+    };
+    if let Err(e) = release_finalizer(&env.clients.controller(), ss).await {
+        tracing::warn!(stageset = %key, error = %e, "releasing the finalizer failed; retrying");
+        return quiet(Requeue::Backoff);
+    }
+    let stages: Vec<String> = ss.spec.stages.iter().map(|s| s.name.clone()).collect();
+    env.metrics.forget_stageset(&namespace, &name, &stages);
+    match forced {
+        None => tracing::info!(stageset = %key, "torn down"),
+        Some((reason, elapsed, op, e)) => {
+            let note = format!(
+                "finalizer dropped after {} without a complete teardown ({}): {op} failed: {e}",
+                crate::duration::GoDuration::from_std(elapsed),
+                reason.as_str()
+            );
+            tracing::warn!(stageset = %key, reason = reason.as_str(), error = %e, "{note}");
+            env.metrics
+                .teardown_force_drop
+                .get_or_create(&ReasonLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+            if let Err(err) = status::event(
+                &env.clients.controller(),
+                ss,
+                &env.instance,
+                true,
+                EventReason::TeardownForced.as_str(),
+                &note,
+            )
+            .await
+            {
+                tracing::warn!(stageset = %key, error = %err, "event not recorded");
+            }
+        }
+    }
+    quiet(Requeue::Never)
+}
+
+/// Deletes what every recorded stage applied, last stage first. On failure,
+/// names the operation that failed.
+async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, DeleteError)> {
+    let namespace = ss.namespace().unwrap_or_default();
+    let name = ss.name_any();
+    let records = inventory::read(&env.clients.controller(), &namespace, &name)
+        .await
+        .map_err(|e| ("read inventory", DeleteError::plain(e)))?;
     let mut ordered: Vec<&inventory::StageRecord> = records.values().collect();
     ordered.sort_by(|a, b| b.position.cmp(&a.position).then(a.stage.cmp(&b.stage)));
     for record in ordered {
         let spec_stage = ss.spec.stages.iter().find(|s| s.name == record.stage);
         if spec_stage.and_then(|s| s.prune) == Some(false) {
+            tracing::info!(stageset = %format!("{namespace}/{name}"), stage = %record.stage, "prune: false, leaving the stage's objects in place");
             continue;
         }
         let sa = spec_stage
@@ -72,8 +163,15 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), String> {
             .clients
             .for_service_account(&namespace, sa)
             .await
-            .map_err(|e| e.to_string())?;
-        delete_objects(&env.clients, &client, &record.objects(), &name, &namespace).await?;
+            .map_err(|e| {
+                (
+                    "connect to target cluster",
+                    DeleteError::plain(e.to_string()),
+                )
+            })?;
+        delete_objects(&env.clients, &client, &record.objects(), &name, &namespace)
+            .await
+            .map_err(|e| ("delete objects", e))?;
     }
     Ok(())
 }
@@ -85,7 +183,7 @@ pub async fn delete_objects(
     objects: &[ObjectRef],
     stageset: &str,
     namespace: &str,
-) -> Result<(), String> {
+) -> Result<(), DeleteError> {
     let mut as_values: Vec<Value> = objects
         .iter()
         .map(|r| {
@@ -96,6 +194,13 @@ pub async fn delete_objects(
     sort_for_apply(&mut as_values);
     as_values.reverse();
     let mut errors = Vec::new();
+    let mut permanent = false;
+    let mut unauthorized = false;
+    let mut note = |e: &kube::Error| match e {
+        kube::Error::Api(s) if s.code == 403 => permanent = true,
+        kube::Error::Api(s) if s.code == 401 => unauthorized = true,
+        _ => {}
+    };
     for v in as_values {
         let r = ObjectRef::of(&v);
         let resource = match clients.resource(&r.api_version, &r.kind).await {
@@ -116,6 +221,7 @@ pub async fn delete_objects(
             Ok(Some(l)) => l,
             Ok(None) => continue,
             Err(e) => {
+                note(&e);
                 errors.push(format!("get {}: {}", r.subject(), describe(&e)));
                 continue;
             }
@@ -134,13 +240,20 @@ pub async fn delete_objects(
         match api.delete(&r.name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => errors.push(format!("delete {}: {}", r.subject(), describe(&e))),
+            Err(e) => {
+                note(&e);
+                errors.push(format!("delete {}: {}", r.subject(), describe(&e)));
+            }
         }
     }
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(errors.join("; "))
+        Err(DeleteError {
+            message: errors.join("; "),
+            permanent,
+            unauthorized,
+        })
     }
 }
 
