@@ -146,6 +146,12 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
                 default(spec, "volumeMode", json!("Filesystem"));
             }
         }
+        ("", "PersistentVolume") => {
+            if let Some(spec) = object.get_mut("spec").and_then(obj) {
+                default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+                default(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
         ("apps", "Deployment") => {
             let Some(spec) = object.get_mut("spec").and_then(obj) else {
                 return;
@@ -202,8 +208,14 @@ pub fn apply(group: &str, kind: &str, object: &mut Value) {
             let Some(spec) = object.get_mut("spec").and_then(obj) else {
                 return;
             };
+            // Both default to 1 only when neither is set: a Job with only a
+            // parallelism is a work queue (no completions).
+            if spec.get("completions").is_none_or(Value::is_null)
+                && spec.get("parallelism").is_none_or(Value::is_null)
+            {
+                spec.insert("completions".into(), json!(1));
+            }
             default(spec, "parallelism", json!(1));
-            default(spec, "completions", json!(1));
             default(spec, "backoffLimit", json!(6));
             default(spec, "completionMode", json!("NonIndexed"));
             default(spec, "suspend", json!(false));
@@ -267,6 +279,19 @@ mod tests {
         assert_eq!(image_pull_policy("nginx:latest"), "Always");
         assert_eq!(image_pull_policy("registry:5000/nginx"), "Always");
         assert_eq!(image_pull_policy("nginx@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn job_completions_default_only_without_parallelism() {
+        let mut plain = json!({"spec": {"template": {"spec": {}}}});
+        apply("batch", "Job", &mut plain);
+        assert_eq!(
+            (&plain["spec"]["completions"], &plain["spec"]["parallelism"]),
+            (&json!(1), &json!(1))
+        );
+        let mut queue = json!({"spec": {"parallelism": 3, "template": {"spec": {}}}});
+        apply("batch", "Job", &mut queue);
+        assert!(queue["spec"].get("completions").is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub use sim::SimConfig;
 pub mod builtin_types;
 pub mod convert;
 pub mod fieldset;
+pub mod immutable;
 pub mod protobuf;
 pub mod rbac;
 pub mod schema;

@@ -394,7 +394,7 @@ impl Sim {
         }
         crate::defaults::apply(&rt.group, &rt.kind, &mut obj);
         // Warnings (pruned unknown fields under Warn) are not sent back as headers yet.
-        let _warnings = self.validate(rt, &mut obj, None, ctx.validation)?;
+        let _warnings = self.validate(rt, &mut obj, None, "", ctx.validation)?;
         if !ctx.field_manager.is_empty() {
             obj = crate::ssa::record_update_with(
                 None,
@@ -406,6 +406,8 @@ impl Sim {
                 &ssa_options(rt, ""),
             );
         }
+        // Server-side normalisation after the field manager, as PrepareForCreate.
+        crate::immutable::prepare_create(&rt.group, &rt.kind, &mut obj);
         if !ctx.internal {
             self.admit(ctx, rt, Operation::Create, &obj, None).await?;
         }
@@ -477,12 +479,15 @@ impl Sim {
 
     /// Schema and metadata validation; returns warnings. Unknown fields under
     /// `fieldValidation=Strict` are a 400 strict decoding error, everything else
-    /// a 422 with field causes.
+    /// a 422 with field causes. Updates of built-in kinds through the main
+    /// resource (not `subresource` status) also get the update rules of their
+    /// kind (immutable fields, `immutable.rs`).
     fn validate(
         &self,
         rt: &ResourceType,
         obj: &mut Value,
         old: Option<&Value>,
+        subresource: &str,
         policy: UnknownFieldPolicy,
     ) -> ApiResult<Vec<String>> {
         use crate::validation::{ErrorKind, NameRule};
@@ -496,11 +501,18 @@ impl Sim {
                     ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
                     _ => NameRule::Dns1123Subdomain,
                 };
-                let errors = crate::validation::validate_object_meta(
+                let mut errors = crate::validation::validate_object_meta(
                     obj.get("metadata").unwrap_or(&Value::Null),
                     rt.namespaced,
                     rule,
                 );
+                if let Some(old) = old
+                    && subresource.is_empty()
+                {
+                    errors.extend(crate::immutable::validate_update(
+                        &rt.group, &rt.kind, obj, old,
+                    ));
+                }
                 if errors.is_empty() {
                     Ok(Vec::new())
                 } else {
@@ -784,7 +796,8 @@ impl Sim {
                 // Nothing changed: no write, no new resourceVersion (as a real server).
                 return Ok(old);
             }
-            let _warnings = self.validate(rt, &mut new, Some(&old), ctx.validation)?;
+            let _warnings =
+                self.validate(rt, &mut new, Some(&old), &ctx.subresource, ctx.validation)?;
             if !ctx.internal {
                 self.admit(ctx, rt, Operation::Update, &new, Some(&old))
                     .await?;
@@ -890,6 +903,10 @@ impl Sim {
             meta.remove("selfLink");
         }
         crate::defaults::apply(&rt.group, &rt.kind, &mut new);
+        if ctx.subresource.is_empty() {
+            // What the registry fills in from the stored object (Service cluster IPs).
+            crate::immutable::prepare_update(&rt.group, &rt.kind, &mut new, old);
+        }
         // A deleting object may only lose finalizers, never gain new ones.
         if is_deleting(old) {
             let old_f = finalizers(old);

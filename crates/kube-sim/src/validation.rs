@@ -123,6 +123,11 @@ pub struct FieldError {
     pub kind: ErrorKind,
     pub value: Option<Value>,
     pub detail: String,
+    /// The bad value already rendered, for values the real server renders
+    /// from a typed Go struct (`json.Marshal` keeps struct field order, which
+    /// is not the sorted key order [`go_json`] uses). Takes precedence over
+    /// `value` when set.
+    pub rendered: Option<String>,
 }
 
 /// The field string apimachinery prints for a nil `*field.Path`.
@@ -140,6 +145,7 @@ impl FieldError {
             kind,
             value,
             detail: detail.into(),
+            rendered: None,
         }
     }
 
@@ -156,6 +162,18 @@ impl FieldError {
     /// `field.Invalid(path, value, detail)`.
     pub fn invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
         Self::new(field, ErrorKind::Invalid, Some(value), detail)
+    }
+
+    /// `field.Invalid(path, value, detail)` where `value` is already rendered
+    /// as `ErrorBody` prints it (see [`FieldError::rendered`]).
+    pub fn invalid_rendered(
+        field: impl Into<String>,
+        rendered: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
+        let mut e = Self::new(field, ErrorKind::Invalid, None, detail);
+        e.rendered = Some(rendered.into());
+        e
     }
 
     /// `field.Invalid(path, field.OmitValueType{}, detail)`: prints no value.
@@ -270,9 +288,10 @@ impl FieldError {
             | ErrorKind::NotFound
             | ErrorKind::Duplicate
             | ErrorKind::TooMany
-            | ErrorKind::TooFew => match &self.value {
-                None => self.kind.text().to_string(),
-                Some(v) => format!("{}: {}", self.kind.text(), go_value(v)),
+            | ErrorKind::TooFew => match (&self.rendered, &self.value) {
+                (Some(r), _) => format!("{}: {}", self.kind.text(), r),
+                (None, None) => self.kind.text().to_string(),
+                (None, Some(v)) => format!("{}: {}", self.kind.text(), go_value(v)),
             },
         };
         if !self.detail.is_empty() {

@@ -1175,3 +1175,213 @@ async fn crds_can_be_established_by_hand() {
             .is_empty()
     );
 }
+
+/// The `(reason, field, message)` of each cause of an Invalid status.
+fn causes_of(s: &kube::core::Status) -> Vec<(String, String, String)> {
+    s.details
+        .as_ref()
+        .map(|d| {
+            d.causes
+                .iter()
+                .map(|c| (c.reason.clone(), c.field.clone(), c.message.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn immutable_fields_are_refused_on_every_write_path() {
+    let sim = start();
+    let client = client(&sim).await;
+    let deploys: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let web = |app: &str, image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"selector": {"matchLabels": {"app": app}},
+                        "template": {"metadata": {"labels": {"app": app}},
+                                     "spec": {"containers": [{"name": "web", "image": image}]}}}})
+    };
+    let apply = PatchParams::apply("deliver");
+    let created = deploys
+        .patch("web", &apply, &Patch::Apply(web("web", "nginx:1")))
+        .await
+        .unwrap();
+    let rv = created.metadata.resource_version.clone();
+
+    // A new selector is refused by apply, its dry run, a merge patch and a PUT.
+    let message = r#"Deployment.apps "web" is invalid: spec.selector: Invalid value: {"matchLabels":{"app":"web2"}}: field is immutable"#;
+    let cause = (
+        "FieldValueInvalid".to_string(),
+        "spec.selector".to_string(),
+        r#"Invalid value: {"matchLabels":{"app":"web2"}}: field is immutable"#.to_string(),
+    );
+    for params in [apply.clone(), apply.clone().dry_run()] {
+        let err = status_of(
+            deploys
+                .patch("web", &params, &Patch::Apply(web("web2", "nginx:1")))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+        assert_eq!(err.message, message);
+        assert_eq!(causes_of(&err), std::slice::from_ref(&cause));
+        let details = err.details.unwrap();
+        assert_eq!(
+            (
+                details.name.as_str(),
+                details.group.as_str(),
+                details.kind.as_str()
+            ),
+            ("web", "apps", "Deployment")
+        );
+    }
+    let merge = json!({"spec": {"selector": {"matchLabels": {"app": "web2"}},
+                                "template": {"metadata": {"labels": {"app": "web2"}}}}});
+    let err = status_of(
+        deploys
+            .patch("web", &PatchParams::default(), &Patch::Merge(&merge))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.message.as_str()), (422, message));
+    let mut replaced: Deployment = deploys.get("web").await.unwrap();
+    let labels: BTreeMap<String, String> = [("app".to_string(), "web2".to_string())].into();
+    replaced.spec.selector.match_labels = Some(labels.clone());
+    replaced.spec.template.metadata.as_mut().unwrap().labels = Some(labels);
+    let err = status_of(
+        deploys
+            .replace("web", &PostParams::default(), &replaced)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.message.as_str()), (422, message));
+    assert_eq!(
+        deploys.get("web").await.unwrap().metadata.resource_version,
+        rv,
+        "nothing was written"
+    );
+
+    // Other changes go through; so do status writes.
+    let out = deploys
+        .patch("web", &apply, &Patch::Apply(web("web", "nginx:2")))
+        .await
+        .unwrap();
+    assert_eq!(out.metadata.generation, Some(2));
+    sim.set_ready("apps/v1", "Deployment", "default", "web")
+        .unwrap();
+
+    // An immutable ConfigMap: data and the flag itself are frozen, labels are not.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let frozen = |value: &str, immutable: bool| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"},
+               "immutable": immutable, "data": {"k": value}})
+    };
+    cms.patch("frozen", &apply, &Patch::Apply(frozen("1", true)))
+        .await
+        .unwrap();
+    let err = status_of(
+        cms.patch(
+            "frozen",
+            &apply.clone().dry_run(),
+            &Patch::Apply(frozen("2", true)),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.reason.as_str(), err.message.as_str()),
+        (
+            422,
+            "Invalid",
+            r#"ConfigMap "frozen" is invalid: data: Forbidden: field is immutable when `immutable` is set"#
+        )
+    );
+    assert_eq!(
+        causes_of(&err),
+        [(
+            "FieldValueForbidden".to_string(),
+            "data".to_string(),
+            "Forbidden: field is immutable when `immutable` is set".to_string()
+        )]
+    );
+    let err = status_of(
+        cms.patch(
+            "frozen",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"immutable": false})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(
+        err.message,
+        r#"ConfigMap "frozen" is invalid: immutable: Forbidden: field is immutable when `immutable` is set"#
+    );
+    cms.patch(
+        "frozen",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn pvc_spec_is_immutable_except_storage_requests_of_bound_claims() {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+    let sim = start();
+    let client = client(&sim).await;
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "default");
+    let claim = |mode: &str, size: &str| {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+               "spec": {"accessModes": [mode], "resources": {"requests": {"storage": size}}}})
+    };
+    let apply = PatchParams::apply("deliver");
+    pvcs.patch("data", &apply, &Patch::Apply(claim("ReadWriteOnce", "1Gi")))
+        .await
+        .unwrap();
+
+    // Pending: even the size is frozen.
+    let err = status_of(
+        pvcs.patch("data", &apply, &Patch::Apply(claim("ReadWriteOnce", "2Gi")))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    sim.set_ready("v1", "PersistentVolumeClaim", "default", "data")
+        .unwrap();
+
+    // Bound: access modes still refused (dry run included), the size may grow.
+    for params in [apply.clone().dry_run(), apply.clone()] {
+        let err = status_of(
+            pvcs.patch(
+                "data",
+                &params,
+                &Patch::Apply(claim("ReadWriteMany", "1Gi")),
+            )
+            .await
+            .unwrap_err(),
+        );
+        assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+        assert!(
+            err.message.starts_with(
+                "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims\n"
+            ),
+            "{}",
+            err.message
+        );
+        let causes = causes_of(&err);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            (causes[0].0.as_str(), causes[0].1.as_str()),
+            ("FieldValueForbidden", "spec")
+        );
+    }
+    let grown = pvcs
+        .patch("data", &apply, &Patch::Apply(claim("ReadWriteOnce", "2Gi")))
+        .await
+        .unwrap();
+    assert_eq!(
+        grown.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0,
+        "2Gi"
+    );
+}
