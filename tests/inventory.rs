@@ -1192,15 +1192,18 @@ async fn ready_checks_disable_wait_and_on_timeout() {
 /// a message that reveals nothing about that namespace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_namespaces_and_cross_namespace_refs() {
-    let h = Harness::start_with(HarnessOptions {
+    // Everything exists before the controller starts, so its first lists of
+    // both watched namespaces see StageSets in each.
+    let mut h = Harness::start_with(HarnessOptions {
         flags: vec![
-            "--watch-namespaces=a".into(),
+            "--watch-namespaces=a,c".into(),
             "--no-cross-namespace-refs".into(),
         ],
+        start_controller: false,
         ..Default::default()
     })
     .await;
-    for ns in ["a", "b"] {
+    for ns in ["a", "b", "c"] {
         h.namespace(ns).await;
     }
     let art = h.artifact("x.tar.gz", &[("cm.yaml", &configmap("a", "from-b", "x"))]);
@@ -1224,6 +1227,15 @@ async fn watch_namespaces_and_cross_namespace_refs() {
     )
     .await;
     h.stageset("a", "probing", json!({"stages": [{"name": "s", "sourceRef": {"name": "no-such-thing", "namespace": "b"}}]})).await;
+    let c1 = h.artifact("c1.tar.gz", &[("cm.yaml", &configmap("c", "in-c", "1"))]);
+    h.external_artifact("c", "csrc", &c1, "r1").await;
+    h.stageset(
+        "c",
+        "watched-c",
+        json!({"stages": [{"name": "s", "sourceRef": {"name": "csrc"}}]}),
+    )
+    .await;
+    h.start_controller().await;
     let reaching = h
         .wait_ready_reason("a", "reaching", "ResolveFailed", "")
         .await;
@@ -1252,6 +1264,24 @@ async fn watch_namespaces_and_cross_namespace_refs() {
             .await
             .is_none()
     );
+    // Both watched namespaces stay live: a StageSet in the second one rolls
+    // out, and keeps following its source after the first namespace's watch
+    // listed (one namespace's list never evicts the other's StageSets).
+    h.wait_ready_reason("c", "watched-c", "Succeeded", "").await;
+    roll_out(
+        &h,
+        "c",
+        "watched-c",
+        "csrc",
+        &[("cm.yaml", &configmap("c", "in-c", "2"))],
+        "r2",
+    )
+    .await;
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("c"), "in-c")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["value"], "2");
 }
 
 /// A tenant that may manage Deployments but not ClusterRoles cannot get a

@@ -10,11 +10,10 @@ pub mod supervisor;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use kube::runtime::reflector::Store;
 
-use crate::api::StageSet;
 use crate::metrics::Metrics;
 use crate::reconcile::Env;
+pub use supervisor::StageSetCache;
 
 /// How to run the controller's actors.
 #[derive(Clone, Debug)]
@@ -40,7 +39,7 @@ impl Default for ControllerOptions {
 /// A running controller; dropping it stops the actors.
 pub struct ControllerHandle {
     system: actix::System,
-    store: Store<StageSet>,
+    store: StageSetCache,
     metrics: Arc<Metrics>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -51,8 +50,8 @@ impl ControllerHandle {
         self.metrics.clone()
     }
 
-    /// The StageSet cache (reflector store), for the HTTP servers.
-    pub fn store(&self) -> Store<StageSet> {
+    /// The StageSet cache (reflector stores), for the HTTP servers.
+    pub fn store(&self) -> StageSetCache {
         self.store.clone()
     }
 
@@ -89,7 +88,7 @@ pub fn spawn<F>(make_env: F, options: ControllerOptions) -> std::io::Result<Cont
 where
     F: FnOnce() -> Result<Env, String> + Send + 'static,
 {
-    type Started = (actix::System, Store<StageSet>, Arc<Metrics>);
+    type Started = (actix::System, StageSetCache, Arc<Metrics>);
     let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
     let threads = options.worker_threads.max(1);
     let thread = std::thread::Builder::new()
@@ -118,7 +117,7 @@ where
                     options.concurrent,
                     options.watch_namespaces.clone(),
                 );
-                let store = supervisor.store();
+                let store = supervisor.cache();
                 let addr = supervisor.start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
                 let _ = tx.send(Ok((actix::System::current(), store, metrics)));

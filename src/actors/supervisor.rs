@@ -2,9 +2,12 @@
 //! the HTTP servers read), starts one supervised [`StageSetActor`] per
 //! StageSet, stops it when the StageSet is gone, and routes triggers: creation,
 //! spec changes, the annotations that request work, and source changes reported
-//! by the SourceWatcher.
+//! by the SourceWatcher. A StageSet's own status writes never wake it; a change
+//! of what `dependsOn` gates on (Ready status/reason, observedGeneration,
+//! version, a window-held revision), its creation or its deletion wakes the
+//! StageSets in the same namespace that depend on it (delivery.md §1.2).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -17,6 +20,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::sources::SourceChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
+use crate::api::reasons::CONDITION_READY;
 use crate::api::{StageSet, keys};
 use crate::reconcile::Env;
 use crate::reconcile::source::{DEFAULT_SOURCE_KIND, FLUX_SOURCE_GROUP, is_producer};
@@ -38,6 +42,45 @@ struct Seen {
     generation: i64,
     annotations: BTreeMap<String, String>,
     deleting: bool,
+    /// What dependents gate on; a change wakes them, not this StageSet.
+    gate: Gate,
+    /// Keys (`namespace/name`) of the same-namespace StageSets this one lists
+    /// in `spec.dependsOn`, sorted.
+    depends: Vec<String>,
+}
+
+/// The part of a StageSet's status that the `dependsOn` gate of its dependents
+/// reads (delivery.md R6). Ready messages and other status fields are left out
+/// so that ordinary status writes wake nobody.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Gate {
+    /// Ready condition (status, reason).
+    ready: Option<(String, String)>,
+    observed_generation: Option<i64>,
+    version: Option<String>,
+    /// `status.pendingUpdate.revisions` is non-empty.
+    held: bool,
+}
+
+impl Gate {
+    fn of(ss: &StageSet) -> Gate {
+        let Some(status) = ss.status.as_ref() else {
+            return Gate::default();
+        };
+        Gate {
+            ready: status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_READY)
+                .map(|c| (c.status.as_str().to_string(), c.reason.clone())),
+            observed_generation: status.observed_generation,
+            version: status.version.clone(),
+            held: status
+                .pending_update
+                .as_ref()
+                .is_some_and(|p| !p.revisions.is_empty()),
+        }
+    }
 }
 
 impl Seen {
@@ -53,51 +96,104 @@ impl Seen {
             generation: ss.meta().generation.unwrap_or(0),
             annotations,
             deleting: ss.meta().deletion_timestamp.is_some(),
+            gate: Gate::of(ss),
+            depends: same_namespace_dependencies(ss),
         }
     }
 }
 
+/// The keys of the StageSets `ss` lists in `spec.dependsOn` within its own
+/// namespace (namespace defaulting to its own), itself excluded. Cross-namespace
+/// dependents are not woken; they rely on their own requeue (delivery.md §1.2).
+fn same_namespace_dependencies(ss: &StageSet) -> Vec<String> {
+    let own = ss.namespace().unwrap_or_default();
+    let name = ss.name_any();
+    let mut keys: Vec<String> = ss
+        .spec
+        .depends_on
+        .iter()
+        .flatten()
+        .filter(|d| {
+            d.namespace
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .is_none_or(|n| n == own)
+                && d.name != name
+        })
+        .map(|d| format!("{own}/{}", d.name))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 type WatchItem = Result<watcher::Event<StageSet>, watcher::Error>;
+/// A watch event tagged with the index of the watch scope it came from.
+type ScopedItem = (usize, WatchItem);
 
 pub struct Supervisor {
     env: Arc<Env>,
     limiter: Arc<Semaphore>,
     namespaces: Vec<String>,
     actors: HashMap<String, (Addr<StageSetActor>, Seen)>,
-    store: Store<StageSet>,
-    writer: Option<reflector::store::Writer<StageSet>>,
-    init_seen: Vec<String>,
+    /// Reverse `dependsOn` index: a StageSet key to the keys of the
+    /// same-namespace StageSets that depend on it.
+    dependents: HashMap<String, BTreeSet<String>>,
+    /// One reflector store per watch scope (the whole cluster, or each
+    /// `--watch-namespaces` entry): a (re-)list of one namespace must never
+    /// replace what another namespace's watch put in the cache.
+    cache: StageSetCache,
+    writers: Vec<reflector::store::Writer<StageSet>>,
+    /// Keys seen by the (re-)list in progress, per scope.
+    init_seen: HashMap<usize, Vec<String>>,
+    /// StageSets whose actor was started by a (re-)list still in progress:
+    /// their first reconcile reads the live state after the listed snapshot,
+    /// so waking them as dependents meanwhile would only run them twice.
+    fresh: HashSet<String>,
 }
 
 impl Supervisor {
     /// A supervisor watching `namespaces` (empty: the whole cluster) and running
     /// at most `concurrent` reconciles at once.
     pub fn new(env: Arc<Env>, concurrent: usize, namespaces: Vec<String>) -> Supervisor {
-        let (store, writer) = reflector::store();
+        let scopes = namespaces.len().max(1);
+        let (stores, writers): (Vec<_>, Vec<_>) = (0..scopes).map(|_| reflector::store()).unzip();
         Supervisor {
             env,
             limiter: Arc::new(Semaphore::new(concurrent.max(1))),
             namespaces,
             actors: HashMap::new(),
-            store,
-            writer: Some(writer),
-            init_seen: Vec::new(),
+            dependents: HashMap::new(),
+            cache: StageSetCache { stores },
+            writers,
+            init_seen: HashMap::new(),
+            fresh: HashSet::new(),
         }
     }
 
     /// The StageSet cache (shared with the HTTP servers).
-    pub fn store(&self) -> Store<StageSet> {
-        self.store.clone()
+    pub fn cache(&self) -> StageSetCache {
+        self.cache.clone()
+    }
+
+    /// Whether a StageSet key belongs to watch scope `scope`.
+    fn in_scope(&self, scope: usize, key: &str) -> bool {
+        match self.namespaces.get(scope) {
+            None => true,
+            Some(ns) => key.split_once('/').is_some_and(|(k, _)| k == ns),
+        }
     }
 
     fn key_of(ss: &StageSet) -> String {
         format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any())
     }
 
-    fn observe(&mut self, ss: &StageSet) {
+    /// Handles an added or changed StageSet; `listed` when it comes from a
+    /// (re-)list rather than a watch event.
+    fn observe(&mut self, ss: &StageSet, listed: bool) {
         let key = Self::key_of(ss);
         let seen = Seen::of(ss);
-        match self.actors.get_mut(&key) {
+        let (wake, old_depends) = match self.actors.get_mut(&key) {
             Some((addr, previous)) => {
                 if previous.uid != seen.uid {
                     // Deleted and re-created under the same name.
@@ -109,7 +205,13 @@ impl Supervisor {
                 } else if previous.annotations != seen.annotations {
                     addr.do_send(Reconcile("annotation"));
                 }
-                *previous = seen;
+                // Its own status writes never wake the StageSet itself; a change
+                // of what its dependents gate on wakes them.
+                let wake = previous.uid != seen.uid
+                    || previous.deleting != seen.deleting
+                    || previous.gate != seen.gate;
+                let old = std::mem::replace(previous, seen.clone());
+                (wake, old.depends)
             }
             None => {
                 let env = self.env.clone();
@@ -119,14 +221,59 @@ impl Supervisor {
                 let addr = actix::Supervisor::start(move |_| {
                     StageSetActor::new(&namespace, &name, env, limiter)
                 });
-                self.actors.insert(key, (addr, seen));
+                self.actors.insert(key.clone(), (addr, seen.clone()));
+                if listed {
+                    self.fresh.insert(key.clone());
+                }
+                (true, Vec::new())
+            }
+        };
+        if old_depends != seen.depends {
+            self.unindex(&key, &old_depends);
+            self.index(&key, &seen.depends);
+        }
+        if wake {
+            self.wake_dependents(&key);
+        }
+    }
+
+    fn index(&mut self, key: &str, depends: &[String]) {
+        for dependency in depends {
+            self.dependents
+                .entry(dependency.clone())
+                .or_default()
+                .insert(key.to_string());
+        }
+    }
+
+    fn unindex(&mut self, key: &str, depends: &[String]) {
+        for dependency in depends {
+            if let Some(set) = self.dependents.get_mut(dependency) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.dependents.remove(dependency);
+                }
+            }
+        }
+    }
+
+    /// Wakes the StageSets in the same namespace whose `dependsOn` lists `key`.
+    fn wake_dependents(&self, key: &str) {
+        for dependent in self.dependents.get(key).into_iter().flatten() {
+            if self.fresh.contains(dependent) {
+                continue;
+            }
+            if let Some((addr, _)) = self.actors.get(dependent) {
+                addr.do_send(Reconcile("dependency changed"));
             }
         }
     }
 
     fn forget(&mut self, key: &str) {
-        if let Some((addr, _)) = self.actors.remove(key) {
+        if let Some((addr, seen)) = self.actors.remove(key) {
             addr.do_send(Stop);
+            self.unindex(key, &seen.depends);
+            self.wake_dependents(key);
         }
     }
 }
@@ -136,47 +283,69 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let client = self.env.clients.controller();
-        let writer = self.writer.take().expect("started once");
-        let streams: Vec<_> = if self.namespaces.is_empty() {
-            vec![watcher(Api::<StageSet>::all(client), watcher::Config::default()).boxed()]
+        let apis: Vec<Api<StageSet>> = if self.namespaces.is_empty() {
+            vec![Api::all(client)]
         } else {
             self.namespaces
                 .iter()
-                .map(|ns| {
-                    watcher(
-                        Api::<StageSet>::namespaced(client.clone(), ns),
-                        watcher::Config::default(),
-                    )
-                    .boxed()
-                })
+                .map(|ns| Api::namespaced(client.clone(), ns))
                 .collect()
         };
-        let merged = futures::stream::select_all(streams).default_backoff();
-        let stream = reflector::reflector(writer, merged);
-        ctx.add_stream(stream);
+        let streams: Vec<_> = apis
+            .into_iter()
+            .zip(std::mem::take(&mut self.writers))
+            .enumerate()
+            .map(|(scope, (api, writer))| {
+                let events = watcher(api, watcher::Config::default()).default_backoff();
+                reflector::reflector(writer, events)
+                    .map(move |item| (scope, item))
+                    .boxed()
+            })
+            .collect();
+        ctx.add_stream(futures::stream::select_all(streams));
     }
 }
 
-impl StreamHandler<WatchItem> for Supervisor {
-    fn handle(&mut self, item: WatchItem, _ctx: &mut Context<Self>) {
+impl StreamHandler<ScopedItem> for Supervisor {
+    fn handle(&mut self, (scope, item): ScopedItem, _ctx: &mut Context<Self>) {
         match item {
-            Ok(watcher::Event::Apply(ss)) => self.observe(&ss),
+            Ok(watcher::Event::Apply(ss)) => self.observe(&ss, false),
             Ok(watcher::Event::InitApply(ss)) => {
-                self.init_seen.push(Self::key_of(&ss));
-                self.observe(&ss);
+                self.init_seen
+                    .entry(scope)
+                    .or_default()
+                    .push(Self::key_of(&ss));
+                self.observe(&ss, true);
             }
             Ok(watcher::Event::Delete(ss)) => {
                 let key = Self::key_of(&ss);
                 self.forget(&key);
             }
-            Ok(watcher::Event::Init) => self.init_seen.clear(),
+            Ok(watcher::Event::Init) => {
+                self.init_seen.insert(scope, Vec::new());
+            }
             Ok(watcher::Event::InitDone) => {
-                // After a re-list, StageSets not seen any more are gone.
-                let seen: std::collections::HashSet<String> = self.init_seen.drain(..).collect();
+                // After a re-list, this scope's StageSets not seen any more are
+                // gone; other scopes are untouched.
+                let seen: HashSet<String> = self
+                    .init_seen
+                    .remove(&scope)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
+                let fresh: Vec<String> = self
+                    .fresh
+                    .iter()
+                    .filter(|k| self.in_scope(scope, k))
+                    .cloned()
+                    .collect();
+                for key in fresh {
+                    self.fresh.remove(&key);
+                }
                 let gone: Vec<String> = self
                     .actors
                     .keys()
-                    .filter(|k| !seen.contains(*k))
+                    .filter(|k| self.in_scope(scope, k) && !seen.contains(*k))
                     .cloned()
                     .collect();
                 for key in gone {
@@ -192,6 +361,25 @@ impl StreamHandler<WatchItem> for Supervisor {
     }
 }
 
+/// The controller's StageSet cache: the reflector stores of every watch scope.
+#[derive(Clone)]
+pub struct StageSetCache {
+    stores: Vec<Store<StageSet>>,
+}
+
+impl StageSetCache {
+    /// Every cached StageSet.
+    pub fn state(&self) -> Vec<Arc<StageSet>> {
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
+    /// One cached StageSet.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<StageSet>> {
+        let key = reflector::ObjectRef::new(name).within(namespace);
+        self.stores.iter().find_map(|s| s.get(&key))
+    }
+}
+
 fn group_of(api_version: &str) -> &str {
     api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
 }
@@ -200,7 +388,7 @@ impl Handler<SourceChanged> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SourceChanged, _ctx: &mut Context<Self>) {
-        for ss in self.store.state() {
+        for ss in self.cache.state() {
             let ss_ns = ss.namespace().unwrap_or_default();
             let references = ss.spec.stages.iter().any(|stage| {
                 let r = &stage.source_ref;
@@ -249,13 +437,67 @@ impl Handler<SourceChanged> for Supervisor {
 
 /// Asks for the StageSet cache (used by the controller handle).
 #[derive(Message)]
-#[rtype(result = "Store<StageSet>")]
+#[rtype(result = "StageSetCache")]
 pub struct GetStore;
 
 impl Handler<GetStore> for Supervisor {
     type Result = MessageResult<GetStore>;
 
     fn handle(&mut self, _: GetStore, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.store.clone())
+        MessageResult(self.cache.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stageset(status: serde_json::Value, depends_on: serde_json::Value) -> StageSet {
+        serde_json::from_value(json!({
+            "apiVersion": "stages.metio.wtf/v1",
+            "kind": "StageSet",
+            "metadata": {"name": "b", "namespace": "team", "generation": 3},
+            "spec": {"dependsOn": depends_on, "stages": [{"name": "s", "sourceRef": {"name": "x"}}]},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn ready(status: &str, reason: &str, message: &str) -> serde_json::Value {
+        json!([{"type": "Ready", "status": status, "reason": reason, "message": message,
+                "lastTransitionTime": "2024-01-01T00:00:00Z"}])
+    }
+
+    #[test]
+    fn only_same_namespace_dependencies_are_indexed() {
+        let ss = stageset(
+            json!({}),
+            json!([{"name": "a"}, {"name": "c", "namespace": "other"}, {"name": "a", "namespace": "team"},
+                   {"name": "d", "namespace": ""}, {"name": "b"}]),
+        );
+        assert_eq!(same_namespace_dependencies(&ss), ["team/a", "team/d"]);
+    }
+
+    #[test]
+    fn the_gate_ignores_messages_and_other_status_fields() {
+        let base = json!({"conditions": ready("False", "StageProgressing", "one"), "observedGeneration": 3});
+        let gate = Gate::of(&stageset(base.clone(), json!([])));
+        let mut other = base.clone();
+        other["conditions"] = ready("False", "StageProgressing", "two");
+        other["lastAttemptedRevisions"] = json!({"team/x": "r2"});
+        assert_eq!(Gate::of(&stageset(other, json!([]))), gate);
+        let mut changed = base.clone();
+        changed["conditions"] = ready("True", "Succeeded", "one");
+        assert_ne!(Gate::of(&stageset(changed, json!([]))), gate);
+        let mut changed = base.clone();
+        changed["observedGeneration"] = json!(4);
+        assert_ne!(Gate::of(&stageset(changed, json!([]))), gate);
+        let mut changed = base.clone();
+        changed["version"] = json!("1.0.0");
+        assert_ne!(Gate::of(&stageset(changed, json!([]))), gate);
+        let mut changed = base;
+        changed["pendingUpdate"] = json!({"revisions": {"team/x": "r2"}});
+        assert_ne!(Gate::of(&stageset(changed, json!([]))), gate);
     }
 }

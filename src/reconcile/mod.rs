@@ -10,16 +10,21 @@
 pub mod apply;
 pub mod artifact;
 pub mod build;
+pub mod cel;
+pub mod conflict;
+pub mod depends;
 pub mod error;
 pub mod health;
 pub mod inventory;
 pub mod outbound;
+pub mod prune;
 pub mod source;
 pub mod status;
 pub mod teardown;
 pub mod verify;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, Patch, PatchParams};
@@ -28,7 +33,9 @@ use serde_json::json;
 
 use crate::api::reasons::{EventReason, StageOp, StageSetReason};
 use crate::api::{StagePhase, StageSet, StageSetStatus, StageStatus, keys};
+use crate::config::InventoryMode;
 use crate::kube_client::ClientFactory;
+use crate::metrics::Metrics;
 use error::{Requeue, StageFailure, describe};
 use status::Ready;
 
@@ -45,6 +52,10 @@ pub struct Settings {
     pub runbook_base: Option<String>,
     /// How long staged batches (CRDs, Namespaces, `*Class`) may take.
     pub staging_timeout: Duration,
+    /// `--inventory-mode`.
+    pub inventory_mode: InventoryMode,
+    /// `--max-teardown-wait`.
+    pub max_teardown_wait: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +66,8 @@ impl Default for Settings {
             no_cross_namespace_refs: false,
             runbook_base: Some("https://stageset.projects.metio.wtf/runbooks".into()),
             staging_timeout: Duration::from_secs(60),
+            inventory_mode: InventoryMode::Hybrid,
+            max_teardown_wait: Duration::from_secs(3600),
         }
     }
 }
@@ -66,6 +79,8 @@ pub struct Env {
     pub settings: Settings,
     /// Identifies this controller replica in events.
     pub instance: String,
+    /// The controller's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The result of one pass.
@@ -258,13 +273,33 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         }
         pass.status.last_handled_reconcile_at = Some(token);
     }
+    // R6: dependsOn.
+    if let Err(blocked) = depends::check(
+        &env.clients.controller(),
+        &pass.ss,
+        env.settings.no_cross_namespace_refs,
+    )
+    .await
+    {
+        if blocked.transient {
+            tracing::warn!(stageset = %pass.key(), error = %blocked.message, "reading dependsOn StageSets failed; backing off");
+            return Outcome::quiet(Requeue::Backoff);
+        }
+        let (_, retry, _) = intervals(&pass.ss, &env.settings);
+        let requeue = blocked.requeue(retry);
+        return pass
+            .finish(Ready::new(blocked.reason, blocked.message), requeue)
+            .await;
+    }
     run_stages(&mut pass).await
 }
 
-/// R7 onwards: resolve and pin every source, then the stage loop.
+/// R7 onwards: resolve and pin every source, then the stage loop, prune and
+/// success bookkeeping.
 async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     let env = pass.env;
     let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
     let (_, retry, steady) = intervals(&pass.ss, &env.settings);
     // R7: resolve and pin every stage's source before touching the cluster.
     let mut pinned = Vec::with_capacity(pass.ss.spec.stages.len());
@@ -291,9 +326,34 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     }
     pass.status.last_attempted_revisions = attempted.clone();
 
+    // R17: what every stage recorded before this pass.
+    let previous = match inventory::read(&env.clients.controller(), &namespace, &ss_name).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(stageset = %pass.key(), error = %e, "reading the inventory failed; retrying");
+            return Outcome::quiet(Requeue::Backoff);
+        }
+    };
+    for record in previous.values() {
+        let malformed = record.malformed();
+        if malformed > 0 {
+            tracing::debug!(stageset = %pass.key(), stage = %record.stage, malformed, "skipping malformed inventory entries");
+            env.metrics
+                .inventory_skipped
+                .get_or_create(&crate::metrics::StageSetStageLabels {
+                    namespace: namespace.clone(),
+                    stageset: ss_name.clone(),
+                    stage: record.stage.clone(),
+                })
+                .inc_by(malformed as u64);
+        }
+    }
+
     // R18: the stage loop.
     let spec_names: Vec<String> = pass.ss.spec.stages.iter().map(|s| s.name.clone()).collect();
     let mut produced: Vec<StageStatus> = Vec::new();
+    let mut done: Vec<StageDone> = Vec::new();
+    let mut claimed: BTreeMap<String, String> = BTreeMap::new();
     let stages = pass.ss.spec.stages.clone();
     for (position, (stage, source)) in stages.iter().zip(pinned.iter()).enumerate() {
         let prior = pass
@@ -302,8 +362,30 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
             .iter()
             .find(|s| s.name == stage.name)
             .cloned();
-        match run_stage(pass, position, stage, source, prior.as_ref()).await {
-            StageResult::Ready(entry) => produced.push(entry),
+        let record = previous.get(&stage.name);
+        // A stage that was applied before but has no inventory lost it.
+        let reconstruct = record.is_none()
+            && prior
+                .as_ref()
+                .and_then(|p| p.applied_revision.as_deref())
+                .is_some_and(|r| !r.is_empty());
+        let ctx = StageContext {
+            position,
+            stage,
+            source,
+            prior: prior.as_ref(),
+            record,
+            reconstruct,
+            claimed: &claimed,
+        };
+        match run_stage(pass, ctx).await {
+            StageResult::Ready(stage_done) => {
+                for r in &stage_done.rendered {
+                    claimed.insert(inventory::entry_id(r), stage.name.clone());
+                }
+                produced.push(stage_done.entry.clone());
+                done.push(*stage_done);
+            }
             StageResult::Failed(failure, entry) => {
                 produced.push(entry);
                 pass.status.stages =
@@ -330,8 +412,37 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
             StageResult::Deleted => return Outcome::quiet(Requeue::Now),
         }
     }
-    // R22: success.
     pass.status.stages = status::merge_stages(&spec_names, &pass.previous.stages, &produced);
+
+    // R21: prune, unless an inventory was rebuilt this pass.
+    let reconstructed: Vec<&StageDone> =
+        done.iter().filter(|d| d.reconstructed.is_some()).collect();
+    if !reconstructed.is_empty() {
+        let partial = reconstructed.iter().any(|d| d.reconstructed == Some(true));
+        let names: Vec<String> = reconstructed
+            .iter()
+            .map(|d| format!("\"{}\"", d.entry.name))
+            .collect();
+        let note = format!(
+            "rebuilt the lost inventory of stage(s) {} from labelled live objects{}; pruning is skipped this pass and resumes on the next",
+            names.join(", "),
+            if partial {
+                " (partial: some kinds could not be listed)"
+            } else {
+                ""
+            }
+        );
+        tracing::warn!(stageset = %pass.key(), "{note}");
+        pass.event(true, EventReason::InventoryReconstructed.as_str(), &note)
+            .await;
+    } else if let Err(failure) = prune_pass(pass, &previous, &done).await {
+        let requeue = failure.requeue();
+        return pass
+            .finish(Ready::new(failure.reason, failure.ready_message()), requeue)
+            .await;
+    }
+
+    // R22: success.
     pass.status.last_applied_revisions = attempted;
     pass.status.action_failure_count = Some(0);
     let n = stages.len();
@@ -345,11 +456,212 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     .await
 }
 
+/// The effective ServiceAccount of a stage (stage overrides StageSet).
+fn effective_sa<'a>(ss: &'a StageSet, stage: Option<&'a crate::api::Stage>) -> Option<&'a str> {
+    stage
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .or(ss.spec.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+}
+
+/// R21: deletes what left the StageSet, then trims every inventory to what the
+/// stages render now.
+async fn prune_pass(
+    pass: &mut Pass<'_>,
+    previous: &BTreeMap<String, inventory::StageRecord>,
+    done: &[StageDone],
+) -> Result<(), StageFailure> {
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    let mode = env.settings.inventory_mode;
+    let desired: Vec<(String, Vec<apply::ObjectRef>)> = done
+        .iter()
+        .map(|d| (d.entry.name.clone(), d.rendered.clone()))
+        .collect();
+    // In `applyset` mode the live ApplySet membership counts as recorded too.
+    let mut records = previous.clone();
+    if mode == InventoryMode::ApplySet {
+        for d in done {
+            let members = applyset_members(pass, d)
+                .await
+                .map_err(|e| StageFailure::new(&d.entry.name, StageOp::Prune, e))?;
+            let rec =
+                records
+                    .entry(d.entry.name.clone())
+                    .or_insert_with(|| inventory::StageRecord {
+                        stage: d.entry.name.clone(),
+                        position: d.position as i32,
+                        ..Default::default()
+                    });
+            for m in members {
+                rec.entries
+                    .entry(inventory::entry_id(&m))
+                    .or_insert_with(|| m.version().to_string());
+            }
+        }
+    }
+    let plan = prune::plan(&records, &desired);
+    for (stage_name, objects) in &plan.prune {
+        let stage = pass.ss.spec.stages.iter().find(|s| &s.name == stage_name);
+        if stage.and_then(|s| s.prune) == Some(false) {
+            tracing::info!(stageset = %pass.key(), stage = %stage_name, count = objects.len(), "prune: false, leaving objects that left the stage in place");
+            continue;
+        }
+        let client = env
+            .clients
+            .for_service_account(&namespace, effective_sa(&pass.ss, stage))
+            .await
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
+        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+            .await
+            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+        let subjects: Vec<String> = objects.iter().map(apply::ObjectRef::subject).collect();
+        tracing::info!(stageset = %pass.key(), stage = %stage_name, objects = %subjects.join(", "), "pruned");
+    }
+    // Trim the write-ahead inventories (they kept what was pending prune).
+    for d in done.iter().filter(|d| d.recorded_extra) {
+        inventory::write(
+            &env.clients.controller(),
+            &pass.ss,
+            &d.entry.name,
+            d.position,
+            &d.rendered,
+            env.settings.inventory_shard_cap,
+            mode,
+        )
+        .await
+        .map_err(|e| StageFailure::new(&d.entry.name, StageOp::RecordInventory, e))?;
+    }
+    // Stages removed from the spec: torn down as the StageSet, last first.
+    for (stage_name, objects) in &plan.removed {
+        let client = env
+            .clients
+            .for_service_account(&namespace, effective_sa(&pass.ss, None))
+            .await
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
+        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+            .await
+            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+        inventory::delete_stage(&env.clients.controller(), &namespace, &ss_name, stage_name)
+            .await
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        env.metrics.forget_stage(&namespace, &ss_name, stage_name);
+        tracing::info!(stageset = %pass.key(), stage = %stage_name, "removed stage torn down");
+    }
+    Ok(())
+}
+
+/// The live members of a stage's ApplySet (`applyset` mode): objects of the
+/// recorded or rendered group-kinds labelled with the stage's ApplySet id.
+async fn applyset_members(pass: &Pass<'_>, d: &StageDone) -> Result<Vec<apply::ObjectRef>, String> {
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let id = inventory::stage_applyset_id(&pass.ss.name_any(), &namespace, &d.entry.name);
+    let stage = pass.ss.spec.stages.iter().find(|s| s.name == d.entry.name);
+    let client = env
+        .clients
+        .for_service_account(&namespace, effective_sa(&pass.ss, stage))
+        .await
+        .map_err(|e| e.to_string())?;
+    let selector = format!("{}={id}", keys::APPLYSET_PART_OF_LABEL);
+    let (found, errors) = list_labelled(&env.clients, &client, &d.rendered, &selector).await;
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(format!("listing ApplySet members: {}", errors.join("; ")))
+    }
+}
+
+/// Lists, for every kind among `objects`, the live objects matching
+/// `selector`: cluster-wide when allowed, else in each namespace the objects of
+/// that kind live in. Returns what was found and the errors met.
+async fn list_labelled(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    objects: &[apply::ObjectRef],
+    selector: &str,
+) -> (Vec<apply::ObjectRef>, Vec<String>) {
+    use kube::api::{DynamicObject, ListParams};
+    let mut kinds: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for r in objects {
+        kinds
+            .entry((r.api_version.clone(), r.kind.clone()))
+            .or_default()
+            .insert(r.namespace.clone());
+    }
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let params = ListParams::default().labels(selector);
+    for ((api_version, kind), namespaces) in kinds {
+        let resource = match clients.resource(&api_version, &kind).await {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut push = |list: kube::api::ObjectList<DynamicObject>| {
+            for o in list.items {
+                found.push(apply::ObjectRef {
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
+                    namespace: o.namespace().unwrap_or_default(),
+                    name: o.name_any(),
+                });
+            }
+        };
+        let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource.api);
+        match all.list(&params).await {
+            Ok(list) => push(list),
+            Err(e) if resource.namespaced && error::is_forbidden(&e) => {
+                for ns in namespaces.iter().filter(|n| !n.is_empty()) {
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), ns, &resource.api);
+                    match api.list(&params).await {
+                        Ok(list) => push(list),
+                        Err(e) => errors.push(format!("list {kind} in {ns}: {}", describe(&e))),
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("list {kind}: {}", describe(&e))),
+        }
+    }
+    (found, errors)
+}
+
+/// What a stage that finished Ready hands back to the pass.
+struct StageDone {
+    entry: StageStatus,
+    position: usize,
+    /// What the stage renders now.
+    rendered: Vec<apply::ObjectRef>,
+    /// The write-ahead inventory also kept objects pending prune.
+    recorded_extra: bool,
+    /// `Some(partial)` when the inventory was rebuilt from live objects.
+    reconstructed: Option<bool>,
+}
+
 enum StageResult {
-    Ready(StageStatus),
+    Ready(Box<StageDone>),
     Failed(StageFailure, StageStatus),
     Progressing(String, StageStatus),
     Deleted,
+}
+
+/// The inputs of one stage's run.
+struct StageContext<'a> {
+    position: usize,
+    stage: &'a crate::api::Stage,
+    source: &'a source::ResolvedSource,
+    prior: Option<&'a StageStatus>,
+    /// The inventory recorded before this pass.
+    record: Option<&'a inventory::StageRecord>,
+    /// The inventory is lost and must be rebuilt from live objects.
+    reconstruct: bool,
+    /// Objects earlier stages of this pass render (entry id → stage).
+    claimed: &'a BTreeMap<String, String>,
 }
 
 fn failed_entry(
@@ -382,13 +694,16 @@ fn carry_ledgers(prior: StageStatus) -> StageStatus {
     }
 }
 
-async fn run_stage(
-    pass: &mut Pass<'_>,
-    position: usize,
-    stage: &crate::api::Stage,
-    source: &source::ResolvedSource,
-    prior: Option<&StageStatus>,
-) -> StageResult {
+async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
+    let StageContext {
+        position,
+        stage,
+        source,
+        prior,
+        record,
+        reconstruct,
+        claimed,
+    } = ctx;
     let env = pass.env;
     let namespace = pass.namespace();
     let ss_name = pass.ss.name_any();
@@ -397,12 +712,11 @@ async fn run_stage(
         StageResult::Failed(f, entry)
     };
     // S4: the stage identity.
-    let sa = stage
-        .service_account_name
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .or(pass.ss.spec.service_account_name.as_deref());
-    let client = match env.clients.for_service_account(&namespace, sa).await {
+    let client = match env
+        .clients
+        .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
+        .await
+    {
         Ok(c) => c,
         Err(e) => {
             return fail(StageFailure::new(
@@ -441,12 +755,43 @@ async fn run_stage(
     if stage.apply_helm_hook_resources == Some(false) {
         objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());
     }
-    // S12: stage and owner labels.
-    apply::label(&mut objects, &ss_name, &namespace, &stage.name);
+    // S12: stage, owner and ApplySet labels.
+    let applyset = (env.settings.inventory_mode != InventoryMode::Entries)
+        .then(|| inventory::stage_applyset_id(&ss_name, &namespace, &stage.name));
+    apply::label(
+        &mut objects,
+        &ss_name,
+        &namespace,
+        &stage.name,
+        applyset.as_deref(),
+    );
+    let mut rendered: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
+    rendered.sort_by_key(inventory::entry_id);
+    rendered.dedup_by_key(|r| inventory::entry_id(r));
+    // R20, checked before anything of this stage is applied: an object may
+    // belong to one stage only.
+    let duplicates = prune::duplicates(claimed, &rendered);
+    if !duplicates.is_empty() {
+        return fail(StageFailure::invalid_spec(
+            &stage.name,
+            StageOp::Build,
+            format!(
+                "{} object(s) are claimed by more than one stage: {}",
+                duplicates.len(),
+                duplicates.join(", ")
+            ),
+        ));
+    }
     let entries_count = objects.len() as i64;
+    // S14: conflict policies.
+    let token = conflict::fresh_token();
+    if let Err(e) = conflict::resolve(&mut objects, stage, &token) {
+        return fail(StageFailure::new(&stage.name, StageOp::ConflictPolicy, e));
+    }
     // S15: apply.
     let options = apply::ApplyOptions {
         staging_timeout: env.settings.staging_timeout,
+        force_token: Some(token),
     };
     let changes = match apply::apply(&env.clients, &client, objects, &options).await {
         Ok(c) => c,
@@ -472,10 +817,23 @@ async fn run_stage(
     if same_revision {
         let drifted: Vec<String> = changes
             .iter()
-            .filter(|c| c.action != apply::ChangeAction::Unchanged)
+            .filter(|c| {
+                matches!(
+                    c.action,
+                    apply::ChangeAction::Created | apply::ChangeAction::Configured
+                )
+            })
             .map(|c| format!("{} {}", c.object.subject(), c.action.as_str()))
             .collect();
         if !drifted.is_empty() {
+            env.metrics
+                .drift_corrected
+                .get_or_create(&crate::metrics::StageLabels {
+                    namespace: namespace.clone(),
+                    name: ss_name.clone(),
+                    stage: stage.name.clone(),
+                })
+                .inc_by(drifted.len() as u64);
             pass.event(
                 true,
                 EventReason::DriftCorrected.as_str(),
@@ -484,15 +842,48 @@ async fn run_stage(
             .await;
         }
     }
-    // S18: write-ahead inventory.
-    let refs: Vec<apply::ObjectRef> = changes.iter().map(|c| c.object.clone()).collect();
+    // S18: write-ahead inventory: what the stage renders now, plus what it
+    // recorded before and has not been pruned yet (so a pass that stops
+    // before the prune never forgets an object), plus, when the inventory was
+    // lost, the labelled live objects found.
+    let mut recorded: BTreeMap<String, apply::ObjectRef> = rendered
+        .iter()
+        .map(|r| (inventory::entry_id(r), r.clone()))
+        .collect();
+    for r in record
+        .map(inventory::StageRecord::objects)
+        .unwrap_or_default()
+    {
+        recorded.entry(inventory::entry_id(&r)).or_insert(r);
+    }
+    let mut reconstructed = None;
+    if reconstruct {
+        let selector = format!(
+            "{}={ss_name},{}={namespace},{}={}",
+            keys::LABEL_OWNER_NAME,
+            keys::LABEL_OWNER_NAMESPACE,
+            keys::LABEL_STAGE,
+            stage.name
+        );
+        let (found, errors) = list_labelled(&env.clients, &client, &rendered, &selector).await;
+        if !errors.is_empty() {
+            tracing::warn!(stageset = %pass.key(), stage = %stage.name, errors = %errors.join("; "), "inventory reconstruction is partial");
+        }
+        for r in found {
+            recorded.entry(inventory::entry_id(&r)).or_insert(r);
+        }
+        reconstructed = Some(!errors.is_empty());
+    }
+    let recorded_extra = recorded.len() > rendered.len();
+    let recorded: Vec<apply::ObjectRef> = recorded.into_values().collect();
     let shards = match inventory::write(
         &env.clients.controller(),
         &pass.ss,
         &stage.name,
         position,
-        &refs,
+        &recorded,
         env.settings.inventory_shard_cap,
+        env.settings.inventory_mode,
     )
     .await
     {
@@ -506,11 +897,12 @@ async fn run_stage(
         stage.timeout.as_ref(),
         pass.ss.spec.timeout.as_ref(),
     );
+    let applied: Vec<apply::ObjectRef> = changes.iter().map(|c| c.object.clone()).collect();
     let mut wait_set: Vec<apply::ObjectRef> =
         if ready_checks.and_then(|r| r.disable_wait) == Some(true) {
             Vec::new()
         } else {
-            refs.clone()
+            applied.clone()
         };
     for check in ready_checks
         .and_then(|r| r.checks.as_ref())
@@ -574,16 +966,27 @@ async fn run_stage(
         .await;
     }
     let verdict = verify::wait_ready(&env.clients, &client, &wait_set, timeout, deleting).await;
+    let done = StageDone {
+        entry: ready_entry.clone(),
+        position,
+        rendered,
+        recorded_extra,
+        reconstructed,
+    };
     match verdict {
         verify::Verdict::Ready => {
-            pass.progress(ready_entry.clone()).await;
-            StageResult::Ready(ready_entry)
+            pass.progress(ready_entry).await;
+            StageResult::Ready(Box::new(done))
         }
         verify::Verdict::Deleted => StageResult::Deleted,
         verify::Verdict::Progressing(message) => {
             let on_timeout = stage.on_timeout.or(pass.ss.spec.on_timeout);
             if on_timeout == Some(crate::api::OnTimeout::Rollback) {
-                fail(StageFailure::new(&stage.name, StageOp::Verify, message))
+                fail(StageFailure::new(
+                    &stage.name,
+                    StageOp::Verify,
+                    rollback_note(&pass.ss, message),
+                ))
             } else {
                 let entry = StageStatus {
                     phase: Some(StagePhase::Verifying),
@@ -593,8 +996,22 @@ async fn run_stage(
                 StageResult::Progressing(message, entry)
             }
         }
-        verify::Verdict::Failed(message) => {
-            fail(StageFailure::new(&stage.name, StageOp::Verify, message))
-        }
+        verify::Verdict::Failed(message) => fail(StageFailure::new(
+            &stage.name,
+            StageOp::Verify,
+            rollback_note(&pass.ss, message),
+        )),
+    }
+}
+
+/// Whole-run rollback needs the rollback store, which is not built yet: say
+/// so instead of pretending a rollback happened.
+fn rollback_note(ss: &StageSet, message: String) -> String {
+    if ss.spec.rollback_on_failure == Some(true) {
+        format!(
+            "{message} (rollbackOnFailure is set, but whole-run rollback is not supported yet: the stage stays failed and nothing was rolled back)"
+        )
+    } else {
+        message
     }
 }
