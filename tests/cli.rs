@@ -92,6 +92,8 @@ const SUPPORTED: &[&str] = &[
     "default-interval",
     "runbook-base-url",
     "allow-loopback-artifacts",
+    "inventory-mode",
+    "max-teardown-wait",
     "log-level",
     "log-format",
     "zap-log-level",
@@ -708,7 +710,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "--health-probe-bind-address=:9081",
     ),
     ("leader-elect", "--leader-elect"),
-    ("inventory-mode", "--inventory-mode=entries"),
     ("allowed-action-hosts", "--allowed-action-hosts=*.svc"),
     ("object-level-kms", "--object-level-kms=true"),
     (
@@ -728,7 +729,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "image-verification-insecure-registry",
         "--image-verification-insecure-registry=reg:5000",
     ),
-    ("max-teardown-wait", "--max-teardown-wait=2h"),
     (
         "rollback-store-path",
         "--rollback-store-path=/var/lib/rollback",
@@ -838,8 +838,8 @@ fn not_supported_yet_in_the_binary() {
         &["--allowed-action-hosts is not supported yet"],
     );
     assert_one_line_error(
-        &["--inventory-mode=entries"],
-        &["--inventory-mode is not supported yet"],
+        &["--rollback-store-path=/data"],
+        &["--rollback-store-path is not supported yet"],
     );
 
     // The same flags at values whose effective meaning is the default are fine.

@@ -1425,3 +1425,115 @@ async fn stage_service_accounts_prune_their_own_objects() {
             .is_some()
     );
 }
+
+/// CEL `readyChecks.exprs`: a stage waits until `current` holds for every
+/// applied object of the kind, fails at once when `failed` holds, and a
+/// StageSet whose expression does not compile applies nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cel_ready_expressions() {
+    let h = Harness::start().await;
+    h.sim
+        .load(json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"kind": "Widget", "listKind": "WidgetList", "plural": "widgets", "singular": "widget"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}))
+        .unwrap();
+    h.wait_exists(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        "widgets.example.com",
+    )
+    .await;
+    let widget = |name: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  size: 1\n"
+        )
+    };
+    let art = h.artifact(
+        "w.tar.gz",
+        &[("a.yaml", &widget("good")), ("b.yaml", &widget("bad"))],
+    );
+    h.external_artifact(NS, "w", &art, "r1").await;
+    let exprs = json!([{"apiVersion": "example.com/v1", "kind": "Widget",
+        "current": "has(status.phase) && status.phase == 'Ready'",
+        "inProgress": "has(status.phase) && status.phase == 'Starting'",
+        "failed": "has(status.phase) && status.phase == 'Broken'"}]);
+    h.stageset(NS, "celled", json!({"stages": [{"name": "app", "sourceRef": {"name": "w"}, "readyChecks": {"exprs": exprs}}]}))
+        .await;
+    h.wait_stageset(NS, "celled", "verifying", |s| {
+        stage_phase(s, "app").as_deref() == Some("Verifying")
+    })
+    .await;
+    let widgets = h.dynamic("example.com/v1", "Widget", Some(NS)).await;
+    widgets
+        .patch(
+            "good",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    // Still waiting for "bad"; then it breaks, which fails the stage at once.
+    h.wait_stageset(NS, "celled", "still verifying", |s| {
+        stage_phase(s, "app").as_deref() == Some("Verifying")
+    })
+    .await;
+    widgets
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Broken"}})),
+        )
+        .await
+        .unwrap();
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "celled",
+            "StageFailed",
+            "readyCheck failed for Widget/default/bad",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    // Fixed: the next attempt (back-off) sees both Ready.
+    widgets
+        .patch(
+            "bad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
+        )
+        .await
+        .unwrap();
+    h.wait_ready_reason(NS, "celled", "Succeeded", "").await;
+
+    // An expression that does not compile: InvalidSpec, nothing applied.
+    let other = h.artifact(
+        "o.tar.gz",
+        &[("c.yaml", &configmap(NS, "not-applied", "x"))],
+    );
+    h.external_artifact(NS, "o", &other, "r1").await;
+    h.stageset(
+        NS,
+        "broken-cel",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "o"}, "readyChecks": {"exprs": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "current": "data.value =="}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "broken-cel",
+            "InvalidSpec",
+            "readyChecks.exprs for v1 ConfigMap: current:",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "not-applied")
+            .await
+            .is_none()
+    );
+}

@@ -54,19 +54,25 @@
 //!   field names, literal keys and comprehension variables stays exact, so
 //!   `status.conditions` is exactly that list and `c` in
 //!   `status.conditions.all(c, …)` is one of its elements; or
-//! * bounds: total size (string/bytes length + 1 per value), the largest
-//!   element count of any list/map in it, the longest string in it. Values
-//!   built by operators and functions get bounds derived from their inputs'
-//!   (e.g. `a + b` sums them, `s.replace(x, y)` is at most
-//!   `(|s| + 1)·(|y| + 1) + |s|` long).
+//! * bounds: total size (string/bytes length + 1 per value), the size of any
+//!   value inside it, the largest element count of any list/map in it, the
+//!   longest string in it. Values built by operators and functions get
+//!   bounds derived from their inputs' (e.g. `a + b` sums them,
+//!   `s.replace(x, y)` is at most `(|s| + 1)·(|y| + 1) + |s|` long).
 //!
 //! Costs: 1 per AST node evaluated, plus the size of the data an operation
 //! touches: equality and ordering (smaller operand), `+` (the allocation),
 //! `in`, `size()`, `contains()` & co., conversions, string-extension
-//! functions (products for `indexOf()` and `replace()`), `matches()` (a
-//! compile charge plus text × pattern), map keys hashed, and the copies the
-//! interpreter makes (loop variables, list elements, optionals, comprehension
-//! results, the final result). A comprehension costs
+//! functions (products for `indexOf()` and `replace()`), map keys hashed, and
+//! the copies the interpreter makes (loop variables, list elements,
+//! optionals, comprehension results, the final result). `matches()` compiles
+//! its pattern on every call: a literal pattern is charged from its structure
+//! (counted repetitions multiply, `\w`/`\p{…}` weigh ~20,000, `\d` 1,000,
+//! classes and `.` 300, literals 20, calibrated on the regex crate's compile
+//! times at roughly 20 ns per unit) plus text × estimated NFA size for
+//! matching; a pattern that is not a literal is charged 5,000,000, about
+//! what the crate spends before its compiled-size limit stops it. A
+//! comprehension costs
 //! `range + init + n · (condition + step + accumulator copy) + result`, where
 //! `n` is the element count of the concrete collection (the largest one when
 //! the range is a set of nodes, else the bound), so nested comprehensions
@@ -85,10 +91,12 @@
 //!   expression over a very large object can be refused although the actual
 //!   run would be cheap. The units are not Kubernetes' exactly (which charge
 //!   e.g. 0.1 per string byte): this estimate is the more conservative one.
-//! * `matches()` is estimated from the pattern's length, as Kubernetes does;
-//!   counted repetitions (`a{1000}`) compile to more than their text. The
-//!   regex crate's compiled-size limit and linear-time matching still bound
-//!   the work, with a larger constant.
+//! * `matches()` relies on a structural estimate of the regex crate's work,
+//!   not on the crate itself (it is no direct dependency); a construct the
+//!   estimate does not know counts as a literal. The crate's compiled-size
+//!   limit still caps any one compile (~0.1 s). A pattern taken from the
+//!   object is charged as that worst case, so an expression can make at most
+//!   one such call per evaluation.
 //! * The rules mirror cel 0.15's interpreter (in-place `map`/`filter`, deep
 //!   copies of loop variables); a crate upgrade must re-check them.
 //! * Converting the object to CEL values and the estimate itself cost
@@ -238,7 +246,7 @@ fn compile_rule(which: Which, source: &str) -> Result<Rule, String> {
         .map_err(|e| format!("{which}: invalid CEL expression: {e}"))?;
     if let Ty::Not(t) = analysis.abs.ty {
         return Err(format!(
-            "{which}: the expression must evaluate to bool, but its result is {t}"
+            "{which}: the expression must evaluate to bool, but it evaluates to {t}"
         ));
     }
     Ok(Rule {
@@ -391,19 +399,26 @@ fn to_cel(v: &Value) -> CelValue {
 /// The most nodes an abstract value tracks individually before it falls back
 /// to bounds.
 const SET_CAP: usize = 1024;
-/// The charge for compiling a regular expression, on top of its length.
+/// The charge for compiling any regular expression.
 const REGEX_COMPILE: u64 = 1_000;
+/// The charge for compiling a pattern that is not a literal: about what the
+/// regex crate spends before its compiled-size limit stops it.
+const REGEX_DYNAMIC: u64 = 5_000_000;
+/// NFA states a character class may stand for, for matching.
+const CLASS_STATES: u64 = 16;
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Upper bounds of a value: total size (string/bytes length, plus 1 per
-/// value), the largest element count of any list/map in it (itself included)
-/// and the longest string/bytes in it.
+/// Upper bounds of a value: its total size (string/bytes length, plus 1 per
+/// value), the size of any value inside it (element, key or field, at any
+/// depth), the largest element count of any list/map in it (itself
+/// included) and the longest string/bytes in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Bounds {
     size: u64,
+    item: u64,
     len: u64,
     str_len: u64,
 }
@@ -411,11 +426,13 @@ struct Bounds {
 impl Bounds {
     const SCALAR: Bounds = Bounds {
         size: 1,
+        item: 0,
         len: 0,
         str_len: 0,
     };
     const UNKNOWN: Bounds = Bounds {
         size: u64::MAX,
+        item: u64::MAX,
         len: u64::MAX,
         str_len: u64::MAX,
     };
@@ -423,30 +440,51 @@ impl Bounds {
     fn string(len: u64) -> Bounds {
         Bounds {
             size: len.saturating_add(1),
+            item: 0,
             len: 0,
             str_len: len,
+        }
+    }
+
+    /// An empty list or map that will hold `len` values.
+    fn container(len: u64) -> Bounds {
+        Bounds {
+            size: 1,
+            item: 0,
+            len,
+            str_len: 0,
         }
     }
 
     fn join(self, o: Bounds) -> Bounds {
         Bounds {
             size: self.size.max(o.size),
+            item: self.item.max(o.item),
             len: self.len.max(o.len),
             str_len: self.str_len.max(o.str_len),
         }
     }
 
-    /// `self` followed by `o` in one container (sizes add).
+    /// This container with `o` added to it.
     fn append(self, o: Bounds) -> Bounds {
         Bounds {
             size: self.size.saturating_add(o.size),
+            item: self.item.max(o.size),
             len: self.len.max(o.len),
             str_len: self.str_len.max(o.str_len),
+        }
+    }
+
+    /// Any value inside: an element, key or field, or one inside those.
+    fn inner(self) -> Bounds {
+        Bounds {
+            size: self.item,
+            ..self
         }
     }
 
     fn within(self, o: Bounds) -> bool {
-        self.size <= o.size && self.len <= o.len && self.str_len <= o.str_len
+        self.size <= o.size && self.item <= o.item && self.len <= o.len && self.str_len <= o.str_len
     }
 }
 
@@ -469,19 +507,11 @@ impl Facts {
             Value::Null | Value::Bool(_) | Value::Number(_) => Bounds::SCALAR,
             Value::String(s) => Bounds::string(count(s.len())),
             Value::Array(items) => {
-                let own = Bounds {
-                    size: 1,
-                    len: count(items.len()),
-                    str_len: 0,
-                };
+                let own = Bounds::container(count(items.len()));
                 items.iter().fold(own, |b, i| b.append(self.summarize(i)))
             }
             Value::Object(map) => {
-                let own = Bounds {
-                    size: 1,
-                    len: count(map.len()),
-                    str_len: 0,
-                };
+                let own = Bounds::container(count(map.len()));
                 map.iter().fold(own, |b, (k, v)| {
                     b.append(Bounds::string(count(k.len())))
                         .append(self.summarize(v))
@@ -502,7 +532,7 @@ enum Ty {
     Not(&'static str),
 }
 
-const ARITHMETIC: &str = "the result of an arithmetic operator";
+const ARITHMETIC: &str = "the result of an arithmetic operator, never a bool";
 const NON_BOOL: &str = "a non-bool value";
 
 impl Ty {
@@ -626,11 +656,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
         for name in MAP_VARIABLES {
             let shape = match map_variable(object, name) {
                 Some(v) => Shape::Nodes(Rc::new(vec![v])),
-                None => Shape::Bounds(Bounds {
-                    size: 1,
-                    len: 0,
-                    str_len: 0,
-                }),
+                None => Shape::Bounds(Bounds::container(0)),
             };
             scopes.push((name.to_string(), Abs { ty: Ty::Dyn, shape }));
         }
@@ -697,7 +723,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
     /// `shape.field`: the field of every node that has it (the others fail).
     fn select(&self, shape: &Shape<'o>, field: &str) -> Shape<'o> {
         match shape {
-            Shape::Bounds(b) => Shape::Bounds(*b),
+            Shape::Bounds(b) => Shape::Bounds(b.inner()),
             Shape::Nodes(nodes) => self.nodes(nodes.iter().filter_map(|v| v.get(field))),
         }
     }
@@ -705,7 +731,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
     /// `shape[key]`: exact for a string literal key, else any child.
     fn index(&self, shape: &Shape<'o>, key: Option<&IdedExpr>) -> Shape<'o> {
         match (shape, key.map(|k| &k.expr)) {
-            (Shape::Bounds(b), _) => Shape::Bounds(*b),
+            (Shape::Bounds(b), _) => Shape::Bounds(b.inner()),
             (Shape::Nodes(_), Some(Expr::Literal(LiteralValue::String(s)))) => {
                 self.select(shape, s.inner())
             }
@@ -717,7 +743,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
     /// variables.
     fn iterate(&self, range: &Shape<'o>, two_vars: bool) -> (u64, Shape<'o>) {
         match range {
-            Shape::Bounds(b) => (b.len, Shape::Bounds(*b)),
+            Shape::Bounds(b) => (b.len, Shape::Bounds(b.inner())),
             Shape::Nodes(nodes) => {
                 let n = nodes
                     .iter()
@@ -792,11 +818,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 Ok(Out { abs, cost })
             }
             Expr::List(list) => {
-                let mut b = Bounds {
-                    size: 1,
-                    len: count(list.elements.len()),
-                    str_len: 0,
-                };
+                let mut b = Bounds::container(count(list.elements.len()));
                 let mut cost: u64 = 1;
                 for element in &list.elements {
                     let out = self.expr(element)?;
@@ -811,11 +833,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 })
             }
             Expr::Map(map) => {
-                let mut b = Bounds {
-                    size: 1,
-                    len: count(map.entries.len()),
-                    str_len: 0,
-                };
+                let mut b = Bounds::container(count(map.entries.len()));
                 let mut cost: u64 = 1;
                 for entry in &map.entries {
                     let EntryExpr::MapEntry(entry) = &entry.expr else {
@@ -928,6 +946,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                     let (l, r) = (arg(0), arg(1));
                     let sum = Bounds {
                         size: l.size.saturating_add(r.size),
+                        item: l.item.max(r.item),
                         len: l.len.saturating_add(r.len),
                         str_len: l.str_len.saturating_add(r.str_len),
                     };
@@ -956,13 +975,25 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 (Ty::Bool, scalar(), arg(0).size.saturating_add(arg(1).size))
             }
             "matches" => {
-                let (text, pattern) = (arg(0).size, arg(1).size);
-                let extra = REGEX_COMPILE
-                    .saturating_add(pattern.saturating_mul(100))
-                    .saturating_add(
-                        text.saturating_add(1)
-                            .saturating_mul(pattern.saturating_add(1)),
-                    );
+                // the pattern: `s.matches(p)` or `matches(s, p)`
+                let pattern = if receiver.is_some() {
+                    call.args.first()
+                } else {
+                    call.args.get(1)
+                };
+                let regex = match pattern.map(|p| &p.expr) {
+                    Some(Expr::Literal(LiteralValue::String(p))) => regex_weight(p.inner()),
+                    _ => RegexWeight {
+                        compile: REGEX_DYNAMIC,
+                        states: arg(1).size.saturating_mul(CLASS_STATES),
+                    },
+                };
+                let extra = REGEX_COMPILE.saturating_add(regex.compile).saturating_add(
+                    arg(0)
+                        .size
+                        .saturating_add(1)
+                        .saturating_mul(regex.states.saturating_add(1)),
+                );
                 (Ty::Bool, scalar(), extra)
             }
             "bool" => (Ty::Bool, scalar(), arg(0).size),
@@ -977,8 +1008,8 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 (Ty::Not(t), scalar(), arg(0).size)
             }
             "string" | "bytes" => {
-                // scalars print in well under 64 bytes
-                let len = arg(0).str_len.max(64);
+                // scalars print in at most ~330 bytes (a double in full)
+                let len = arg(0).str_len.max(400);
                 let t = if name == "string" { "string" } else { "bytes" };
                 (Ty::Not(t), string(len), len.saturating_add(arg(0).size))
             }
@@ -1036,6 +1067,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 let s = arg(0).str_len;
                 let list = Bounds {
                     size: s.saturating_add(1).saturating_mul(2).saturating_add(1),
+                    item: s.saturating_add(1),
                     len: s.saturating_add(1),
                     str_len: s,
                 };
@@ -1046,10 +1078,11 @@ impl<'f, 'o> Analyzer<'f, 'o> {
                 (Ty::Not("list"), Shape::Bounds(list), extra)
             }
             "format" => {
-                // each clause prints one argument: at most ~24 bytes per unit
-                // of its size, or a float with 100 digits of precision
+                // each clause prints one argument, every value in it in at
+                // most 512 bytes (a double in full, or with 100 digits of
+                // precision)
                 let f = arg(0).str_len;
-                let per_clause = arg(1).size.saturating_mul(24).saturating_add(512);
+                let per_clause = arg(1).size.saturating_add(1).saturating_mul(512);
                 let len = f.saturating_add(f.saturating_mul(per_clause));
                 (
                     Ty::Not("string"),
@@ -1133,6 +1166,7 @@ impl<'f, 'o> Analyzer<'f, 'o> {
         };
         let result = Bounds {
             size: n.saturating_mul(ib.size).saturating_add(1),
+            item: ib.item,
             len: n.saturating_mul(appended).max(ib.len),
             str_len: ib.str_len,
         };
@@ -1265,6 +1299,223 @@ fn appended_list<'e>(e: &'e IdedExpr, accu: &str) -> Option<&'e IdedExpr> {
 
 fn is_ident(e: &IdedExpr, name: &str) -> bool {
     matches!(&e.expr, Expr::Ident(n) if n == name)
+}
+
+/// The estimated work of a regular expression: compiling it (cel compiles
+/// the pattern on every call) and the NFA size matching scales with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RegexWeight {
+    compile: u64,
+    states: u64,
+}
+
+impl RegexWeight {
+    const LITERAL: RegexWeight = RegexWeight {
+        compile: 20,
+        states: 1,
+    };
+    /// `.`, `\s`, a bracket class: a few hundred bytes of UTF-8 automaton.
+    const CLASS: RegexWeight = RegexWeight {
+        compile: 300,
+        states: CLASS_STATES,
+    };
+    /// `\d`: the Unicode digits.
+    const DIGIT: RegexWeight = RegexWeight {
+        compile: 1_000,
+        states: CLASS_STATES,
+    };
+    /// `\w`, `\pL`, …: large Unicode tables (about 0.3 ms each to compile).
+    const UNICODE: RegexWeight = RegexWeight {
+        compile: 20_000,
+        states: CLASS_STATES,
+    };
+
+    fn add(self, o: RegexWeight) -> RegexWeight {
+        RegexWeight {
+            compile: self.compile.saturating_add(o.compile),
+            states: self.states.saturating_add(o.states),
+        }
+    }
+
+    fn times(self, n: u64) -> RegexWeight {
+        RegexWeight {
+            compile: self.compile.saturating_mul(n),
+            states: self.states.saturating_mul(n),
+        }
+    }
+}
+
+/// Estimates a literal pattern's [`RegexWeight`] from its structure:
+/// concatenation and alternation add, a group weighs its contents, counted
+/// repetitions (`{n}`, `{n,}`, `{n,m}`) multiply what they repeat by their
+/// largest count, `*`/`+`/`?` double it, classes and Unicode escapes weigh
+/// what the regex crate compiles them to, and case-insensitivity makes every
+/// literal a class. Anything unrecognised counts as a literal character
+/// (patterns the crate rejects fail fast anyway).
+fn regex_weight(pattern: &str) -> RegexWeight {
+    #[derive(Default)]
+    struct Frame {
+        alternatives: RegexWeight,
+        current: RegexWeight,
+        last: RegexWeight,
+    }
+    let literal = if case_insensitive(pattern) {
+        RegexWeight::CLASS
+    } else {
+        RegexWeight::LITERAL
+    };
+    let mut stack = vec![Frame::default()];
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        let atom = match c {
+            '\\' => regex_escape(&mut chars),
+            '[' => regex_class(&mut chars),
+            '.' => RegexWeight::CLASS,
+            '(' => {
+                if chars.peek() == Some(&'?') {
+                    // flags `(?i)`, `(?i:…)`, names `(?P<n>…)`, `(?<n>…)`
+                    let mut rest = chars.clone();
+                    let flags_only = loop {
+                        match rest.next() {
+                            Some(')') => break true,
+                            Some(':' | '>') | None => break false,
+                            Some(_) => {}
+                        }
+                    };
+                    if flags_only {
+                        chars = rest;
+                        continue;
+                    }
+                }
+                stack.push(Frame::default());
+                continue;
+            }
+            ')' if stack.len() > 1 => {
+                let group = stack.pop().unwrap_or_default();
+                group.alternatives.add(group.current)
+            }
+            '|' => {
+                if let Some(top) = stack.last_mut() {
+                    top.alternatives = top.alternatives.add(top.current);
+                    top.current = RegexWeight::default();
+                    top.last = RegexWeight::default();
+                }
+                continue;
+            }
+            '*' | '+' | '?' => {
+                if let Some(top) = stack.last_mut() {
+                    top.current = top.current.add(top.last);
+                    top.last = top.last.times(2);
+                }
+                continue;
+            }
+            '{' => match regex_repetition(&chars) {
+                Some((count, rest)) => {
+                    chars = rest;
+                    if let Some(top) = stack.last_mut() {
+                        top.current = top.current.add(top.last.times(count.saturating_sub(1)));
+                        top.last = top.last.times(count);
+                    }
+                    continue;
+                }
+                None => literal,
+            },
+            _ => literal,
+        };
+        if let Some(top) = stack.last_mut() {
+            top.current = top.current.add(atom);
+            top.last = atom;
+        }
+    }
+    stack.into_iter().fold(RegexWeight::default(), |w, f| {
+        w.add(f.alternatives).add(f.current)
+    })
+}
+
+/// Whether any flag group of the pattern turns on `i`.
+fn case_insensitive(pattern: &str) -> bool {
+    pattern.match_indices("(?").any(|(at, _)| {
+        pattern[at + 2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .any(|c| c == 'i')
+    })
+}
+
+type PatternChars<'p> = std::iter::Peekable<std::str::Chars<'p>>;
+
+/// The weight of the escape after a `\`, consuming it.
+fn regex_escape(chars: &mut PatternChars<'_>) -> RegexWeight {
+    match chars.next() {
+        Some('w' | 'W') => RegexWeight::UNICODE,
+        Some('p' | 'P') => {
+            // `\pL` or `\p{Greek}`
+            if chars.next() == Some('{') {
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                }
+            }
+            RegexWeight::UNICODE
+        }
+        Some('d' | 'D') => RegexWeight::DIGIT,
+        Some('s' | 'S') => RegexWeight::CLASS,
+        _ => RegexWeight::LITERAL,
+    }
+}
+
+/// The weight of a bracket class after its `[`, consuming it: a class, plus
+/// the Unicode classes it contains.
+fn regex_class(chars: &mut PatternChars<'_>) -> RegexWeight {
+    let mut weight = RegexWeight::CLASS;
+    chars.next_if_eq(&'^');
+    chars.next_if_eq(&']');
+    let mut depth = 1u32;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                let inner = regex_escape(chars);
+                if inner != RegexWeight::LITERAL {
+                    weight = weight.add(inner);
+                }
+            }
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    weight
+}
+
+/// `{n}`, `{n,}` or `{n,m}` after a `{`: the largest count and the
+/// characters after it; `None` when it is a literal brace.
+fn regex_repetition<'p>(chars: &PatternChars<'p>) -> Option<(u64, PatternChars<'p>)> {
+    let mut rest = chars.clone();
+    let mut body = String::new();
+    loop {
+        match rest.next()? {
+            '}' => break,
+            c if c.is_ascii_digit() || c == ',' || c == ' ' => body.push(c),
+            _ => return None,
+        }
+    }
+    let (min, max) = match body.split_once(',') {
+        Some((min, max)) => (min.trim(), Some(max.trim())),
+        None => (body.trim(), None),
+    };
+    let min: u64 = min.parse().ok()?;
+    let count = match max {
+        None => min,
+        Some("") => min.saturating_add(1),
+        Some(max) => max.parse::<u64>().ok()?.max(min),
+    };
+    Some((count.max(1), rest))
 }
 
 // ---------------------------------------------------------------------------
@@ -1500,7 +1751,7 @@ mod tests {
             let err = compile_error(expr);
             assert_eq!(
                 err,
-                format!("current: the expression must evaluate to bool, but its result is {got}"),
+                format!("current: the expression must evaluate to bool, but it evaluates to {got}"),
                 "{expr}"
             );
         }
@@ -1779,6 +2030,42 @@ mod tests {
         assert!(grown > COST_LIMIT, "{grown}");
     }
 
+    #[test]
+    fn regex_cost_follows_the_compiled_size() {
+        let w = regex_weight("^v[0-9]+\\.[0-9]+$");
+        assert!(w.compile < 2_000 && w.states < 100, "{w:?}");
+        // counted repetitions multiply, nested ones multiply again
+        assert_eq!(regex_weight("a{100}").compile, 20 * 100);
+        assert_eq!(regex_weight("(ab){10}{3}").compile, 40 * 30);
+        assert_eq!(regex_weight("a{2,5}b{3,}").compile, 20 * 5 + 20 * 4);
+        assert!(regex_weight(r"(\w{50}){50}").compile >= 20_000 * 2_500);
+        // Unicode classes are heavy, also inside brackets and with flags
+        assert!(regex_weight(r"[\w-]").compile > 20_000);
+        assert!(regex_weight(r"\p{Greek}").compile >= 20_000);
+        assert!(regex_weight("(?i)abc").compile > regex_weight("abc").compile);
+        // braces that are no repetition are literals
+        assert_eq!(regex_weight("a{b}").compile, 20 * 4);
+
+        let obj = json!({
+            "spec": {"items": (0..10).collect::<Vec<u32>>(), "pattern": "^we"},
+            "metadata": {"name": "web"},
+        });
+        let heavy = r"spec.items.all(i, 'x'.matches('(\\w{50}){50}|b'))";
+        assert!(estimate(heavy, &obj) > COST_LIMIT);
+        assert!(matches!(holds(heavy, &obj), ExprOutcome::NotReady(m) if m.contains("cost limit")));
+        assert_eq!(
+            holds("metadata.name.matches('^w[a-z]+$')", &obj),
+            ExprOutcome::Current
+        );
+        // a pattern from the object is charged as the worst the crate compiles
+        assert_eq!(
+            holds("metadata.name.matches(spec.pattern)", &obj),
+            ExprOutcome::Current
+        );
+        let dynamic = "spec.items.all(i, metadata.name.matches(spec.pattern))";
+        assert!(estimate(dynamic, &obj) > COST_LIMIT);
+    }
+
     async fn sim() -> (kube_sim::KubeSim, ClientFactory, kube::Client) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let sim = kube_sim::KubeSim::start(kube_sim::Options::default()).expect("kube-sim starts");
@@ -1913,28 +2200,5 @@ mod tests {
         assert_eq!(v, Verdict::Ready);
         let v = wait_exprs(&clients, &client, &[], &[plain], soon(), never).await;
         assert_eq!(v, Verdict::Ready);
-    }
-}
-#[cfg(test)]
-mod tmp_numbers {
-    use super::*;
-    #[test]
-    fn print_numbers() {
-        let items: Vec<u64> = (0..700).collect();
-        let strs: Vec<String> = (0..700).map(|i| format!("item-{i}-{}", "x".repeat(40))).collect();
-        let big = serde_json::json!({"spec": {"items": items, "strs": strs}});
-        for (e, o) in [
-            ("spec.items.all(x, spec.items.all(y, x != y || x == y))", &big),
-            ("spec.strs.all(x, spec.strs.exists(y, x == y))", &big),
-            ("spec.strs.map(x, x + x).all(x, x.contains('zz') || true)", &big),
-            ("spec.strs.all(x, spec.strs.all(y, (x + y).size() > 0))", &big),
-        ] {
-            let program = ENV.compile(e).unwrap();
-            let facts = Facts::new(o);
-            let c = Analyzer::bound(&facts, o).run(program.expression()).unwrap().cost;
-            let t = std::time::Instant::now();
-            let r = if c <= COST_LIMIT { format!("{:?}", evaluate(&compile(&CustomHealthCheck{api_version:"v1".into(),kind:"X".into(),current:Some(e.into()),in_progress:None,failed:None}).unwrap(), o)) } else { "refused".into() };
-            println!("{c:>14}  {:?}  {r}  {e}", t.elapsed());
-        }
     }
 }

@@ -726,6 +726,30 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
             ));
         }
     };
+    // CEL ready expressions are compiled before anything is applied (the
+    // webhook rejects bad ones; this catches StageSets that bypassed it).
+    let mut exprs = Vec::new();
+    for check in stage
+        .ready_checks
+        .as_ref()
+        .and_then(|r| r.exprs.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match cel::compile(check) {
+            Ok(c) => exprs.push(c),
+            Err(e) => {
+                return fail(StageFailure::invalid_spec(
+                    &stage.name,
+                    StageOp::Verify,
+                    format!(
+                        "readyChecks.exprs for {} {}: {e}",
+                        check.api_version, check.kind
+                    ),
+                ));
+            }
+        }
+    }
     // S8: fetch the pinned artifact.
     let artifact = match env.fetcher.fetch(&source.url, &source.digest).await {
         Ok(a) => a,
@@ -965,7 +989,15 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
         })
         .await;
     }
-    let verdict = verify::wait_ready(&env.clients, &client, &wait_set, timeout, deleting).await;
+    // One deadline bounds the whole verify phase: the kstatus wait, then the
+    // CEL expressions (upstream gives each a full timeout).
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut verdict =
+        verify::wait_ready(&env.clients, &client, &wait_set, timeout, &deleting).await;
+    if verdict == verify::Verdict::Ready && !exprs.is_empty() {
+        verdict =
+            cel::wait_exprs(&env.clients, &client, &applied, &exprs, deadline, &deleting).await;
+    }
     let done = StageDone {
         entry: ready_entry.clone(),
         position,
