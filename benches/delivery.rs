@@ -59,6 +59,10 @@ fn controller(env: &Env, concurrent: usize) -> Child {
             "--log-level=error",
             &format!("--concurrent={concurrent}"),
             "--default-interval=1h",
+            "--metrics-bind-address=0",
+            "--health-probe-bind-address=0",
+            "--gate-bind-address=",
+            "--enable-webhook=false",
         ])
         .env("KUBECONFIG", env.dir.path().join("kubeconfig"))
         .stdout(Stdio::null())

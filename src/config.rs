@@ -64,7 +64,6 @@ pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 /// name from this table when its feature lands; nothing else has to change.
 pub const NOT_SUPPORTED_YET: &[&str] = &[
     // Manager and leader election
-    "health-probe-bind-address",
     "leader-elect",
     // Watch scope
     // Reconciliation
@@ -90,22 +89,17 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "rollback-store-s3-sse",
     "rollback-store-s3-sse-kms-key",
     // Metrics, events and tracing
-    "metrics-bind-address",
     "events-addr",
     "tracing-endpoint",
     "tracing-insecure",
     "tracing-sample-ratio",
     // Webhook
-    "enable-webhook",
     "webhook-cert-mode",
-    "webhook-cert-dir",
-    "webhook-port",
     "webhook-cert-validity",
     "webhook-service-name",
     "webhook-service-namespace",
     "webhook-validating-config-name",
     // Gate and MCP
-    "gate-bind-address",
     "enable-mcp",
     "mcp-bind-address",
     "mcp-allow-mutations",

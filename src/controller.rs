@@ -3,9 +3,12 @@
 //! command and the integration tests, so all three run the same code.
 
 use crate::actors::{self, ControllerHandle, ControllerOptions};
+use crate::config::CertMode;
 use crate::config::Config;
 use crate::kube_client::ClientFactory;
 use crate::reconcile::{Env, Settings, artifact::Fetcher};
+use crate::servers::tls::CertSlot;
+use crate::servers::{ServerOptions, WebhookOptions};
 
 /// The pipeline settings a configuration implies.
 pub fn settings(config: &Config) -> Settings {
@@ -44,6 +47,16 @@ pub fn instance_name() -> String {
 
 /// Starts the controller against the cluster `kube_config` points at.
 pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHandle, String> {
+    let servers = server_options(config)?;
+    start_with(config, kube_config, servers)
+}
+
+/// [`start`] with the HTTP listeners given explicitly (tests bind port 0).
+pub fn start_with(
+    config: &Config,
+    kube_config: kube::Config,
+    servers: ServerOptions,
+) -> Result<ControllerHandle, String> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
@@ -57,6 +70,11 @@ pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHan
     // a reactor), so the environment is assembled on the controller thread.
     let allow_loopback = config.allow_loopback_artifacts;
     let settings = settings(config);
+    let leadership = if config.leader_elect {
+        crate::leader::Leadership::candidate()
+    } else {
+        crate::leader::Leadership::always()
+    };
     let make_env = move || -> Result<Env, String> {
         let clients = ClientFactory::new(kube_config)
             .map_err(|e| format!("building the Kubernetes client: {e}"))?;
@@ -66,6 +84,7 @@ pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHan
             settings,
             instance: instance_name(),
             metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+            leadership,
         })
     };
     actors::spawn(
@@ -73,8 +92,47 @@ pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHan
         ControllerOptions {
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),
+            servers,
             ..ControllerOptions::default()
         },
     )
     .map_err(|e| format!("starting the controller: {e}"))
+    .inspect(|handle| {
+        let b = handle.bound();
+        let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(
+            logger = "setup",
+            metrics = %show(b.metrics),
+            health = %show(b.health),
+            gate = %show(b.gate),
+            webhook = %show(b.webhook),
+            "listening"
+        );
+    })
+}
+
+/// The HTTP listeners a configuration asks for. In `cert-manager` mode the
+/// mounted certificate must be readable at start.
+pub fn server_options(config: &Config) -> Result<ServerOptions, String> {
+    let webhook = if config.enable_webhook {
+        let certs = CertSlot::new();
+        if config.webhook_cert_mode == CertMode::CertManager {
+            certs.load_dir(&config.webhook_cert_dir).map_err(|e| {
+                format!("loading the webhook certificate from --webhook-cert-dir: {e}")
+            })?;
+        }
+        Some(WebhookOptions {
+            addr: format!(":{}", config.webhook_port),
+            certs,
+        })
+    } else {
+        None
+    };
+    Ok(ServerOptions {
+        metrics: config.metrics_bind_address.clone(),
+        health: config.health_probe_bind_address.clone(),
+        gate: config.gate_bind_address.clone(),
+        webhook,
+        workers: 2,
+    })
 }

@@ -94,6 +94,12 @@ const SUPPORTED: &[&str] = &[
     "allow-loopback-artifacts",
     "inventory-mode",
     "max-teardown-wait",
+    "health-probe-bind-address",
+    "metrics-bind-address",
+    "gate-bind-address",
+    "enable-webhook",
+    "webhook-port",
+    "webhook-cert-dir",
     "log-level",
     "log-format",
     "zap-log-level",
@@ -705,10 +711,6 @@ fn watch_namespaces_env_fallback() {
 
 /// A non-default value for every flag whose feature is not built yet.
 const NON_DEFAULT: &[(&str, &str)] = &[
-    (
-        "health-probe-bind-address",
-        "--health-probe-bind-address=:9081",
-    ),
     ("leader-elect", "--leader-elect"),
     ("allowed-action-hosts", "--allowed-action-hosts=*.svc"),
     ("object-level-kms", "--object-level-kms=true"),
@@ -772,7 +774,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "rollback-store-s3-sse-kms-key",
         "--rollback-store-s3-sse-kms-key=k",
     ),
-    ("metrics-bind-address", "--metrics-bind-address=0"),
     (
         "events-addr",
         "--events-addr=http://notification-controller.flux-system",
@@ -780,10 +781,7 @@ const NON_DEFAULT: &[(&str, &str)] = &[
     ("tracing-endpoint", "--tracing-endpoint=otel:4317"),
     ("tracing-insecure", "--tracing-insecure"),
     ("tracing-sample-ratio", "--tracing-sample-ratio=0.5"),
-    ("enable-webhook", "--enable-webhook=false"),
     ("webhook-cert-mode", "--webhook-cert-mode=self-signed"),
-    ("webhook-cert-dir", "--webhook-cert-dir=/certs"),
-    ("webhook-port", "--webhook-port=8443"),
     ("webhook-cert-validity", "--webhook-cert-validity=720h"),
     ("webhook-service-name", "--webhook-service-name=hook"),
     (
@@ -794,7 +792,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "webhook-validating-config-name",
         "--webhook-validating-config-name=vwc",
     ),
-    ("gate-bind-address", "--gate-bind-address="),
     ("enable-mcp", "--enable-mcp"),
     ("mcp-bind-address", "--mcp-bind-address=:9999"),
     ("mcp-allow-mutations", "--mcp-allow-mutations"),

@@ -24,6 +24,8 @@ pub struct ControllerOptions {
     pub watch_namespaces: Vec<String>,
     /// Worker threads of the runtime.
     pub worker_threads: usize,
+    /// The HTTP listeners.
+    pub servers: crate::servers::ServerOptions,
 }
 
 impl Default for ControllerOptions {
@@ -32,6 +34,7 @@ impl Default for ControllerOptions {
             concurrent: 4,
             watch_namespaces: Vec::new(),
             worker_threads: 2,
+            servers: crate::servers::ServerOptions::default(),
         }
     }
 }
@@ -41,6 +44,7 @@ pub struct ControllerHandle {
     system: actix::System,
     store: StageSetCache,
     metrics: Arc<Metrics>,
+    bound: crate::servers::Bound,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -48,6 +52,11 @@ impl ControllerHandle {
     /// The controller's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The addresses the HTTP listeners bound.
+    pub fn bound(&self) -> &crate::servers::Bound {
+        &self.bound
     }
 
     /// The StageSet cache (reflector stores), for the HTTP servers.
@@ -88,7 +97,12 @@ pub fn spawn<F>(make_env: F, options: ControllerOptions) -> std::io::Result<Cont
 where
     F: FnOnce() -> Result<Env, String> + Send + 'static,
 {
-    type Started = (actix::System, StageSetCache, Arc<Metrics>);
+    type Started = (
+        actix::System,
+        StageSetCache,
+        Arc<Metrics>,
+        crate::servers::Bound,
+    );
     let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
     let threads = options.worker_threads.max(1);
     let thread = std::thread::Builder::new()
@@ -120,14 +134,28 @@ where
                 let store = supervisor.cache();
                 let addr = supervisor.start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
-                let _ = tx.send(Ok((actix::System::current(), store, metrics)));
+                let servers = match crate::servers::start(
+                    &options.servers,
+                    crate::servers::State {
+                        cache: store.clone(),
+                        metrics: metrics.clone(),
+                    },
+                ) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return false;
+                    }
+                };
+                let bound = servers.bound.clone();
+                let _ = tx.send(Ok((actix::System::current(), store, metrics, bound)));
                 true
             });
             if started {
                 let _ = system.run();
             }
         })?;
-    let (system, store, metrics) = rx
+    let (system, store, metrics, bound) = rx
         .recv()
         .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?
         .map_err(std::io::Error::other)?;
@@ -135,6 +163,7 @@ where
         system,
         store,
         metrics,
+        bound,
         thread: Some(thread),
     })
 }

@@ -70,6 +70,13 @@ impl StageSetActor {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
+        if !self.env.leadership.is_leader() {
+            // Followers only keep caches; the Supervisor wakes every StageSet
+            // when this replica acquires the lease.
+            self.pending = false;
+            tracing::debug!(stageset = %self.key(), trigger = why, "not the leader; reconcile deferred");
+            return;
+        }
         self.running = true;
         self.pending = false;
         let env = self.env.clone();

@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
 use futures::StreamExt;
@@ -164,7 +165,10 @@ impl Supervisor {
             namespaces,
             actors: HashMap::new(),
             dependents: HashMap::new(),
-            cache: StageSetCache { stores },
+            cache: StageSetCache {
+                synced: Arc::new((0..stores.len()).map(|_| AtomicBool::new(false)).collect()),
+                stores,
+            },
             writers,
             init_seen: HashMap::new(),
             fresh: HashSet::new(),
@@ -303,7 +307,35 @@ impl Actor for Supervisor {
             })
             .collect();
         ctx.add_stream(futures::stream::select_all(streams));
+        let changes =
+            futures::stream::unfold(self.env.leadership.subscribe(), |mut rx| async move {
+                rx.changed().await.ok()?;
+                let leader = *rx.borrow_and_update();
+                Some((LeadershipChanged(leader), rx))
+            });
+        ctx.add_stream(changes);
     }
+}
+
+/// This replica acquired (or lost) the lease.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LeadershipChanged(bool);
+
+impl StreamHandler<LeadershipChanged> for Supervisor {
+    fn handle(&mut self, msg: LeadershipChanged, _ctx: &mut Context<Self>) {
+        if msg.0 {
+            tracing::info!(
+                stagesets = self.actors.len(),
+                "leadership acquired; reconciling every StageSet"
+            );
+            for (addr, _) in self.actors.values() {
+                addr.do_send(Reconcile("leadership acquired"));
+            }
+        }
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
 }
 
 impl StreamHandler<ScopedItem> for Supervisor {
@@ -325,6 +357,9 @@ impl StreamHandler<ScopedItem> for Supervisor {
                 self.init_seen.insert(scope, Vec::new());
             }
             Ok(watcher::Event::InitDone) => {
+                if let Some(flag) = self.cache.synced.get(scope) {
+                    flag.store(true, Ordering::SeqCst);
+                }
                 // After a re-list, this scope's StageSets not seen any more are
                 // gone; other scopes are untouched.
                 let seen: HashSet<String> = self
@@ -365,9 +400,15 @@ impl StreamHandler<ScopedItem> for Supervisor {
 #[derive(Clone)]
 pub struct StageSetCache {
     stores: Vec<Store<StageSet>>,
+    synced: Arc<Vec<AtomicBool>>,
 }
 
 impl StageSetCache {
+    /// Whether every watch scope finished its first list (`/readyz`).
+    pub fn is_synced(&self) -> bool {
+        self.synced.iter().all(|f| f.load(Ordering::SeqCst))
+    }
+
     /// Every cached StageSet.
     pub fn state(&self) -> Vec<Arc<StageSet>> {
         self.stores.iter().flat_map(Store::state).collect()

@@ -181,6 +181,10 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
             "stageset-controller",
             "--allow-loopback-artifacts",
             "--log-level=warn",
+            "--metrics-bind-address=127.0.0.1:0",
+            "--health-probe-bind-address=127.0.0.1:0",
+            "--gate-bind-address=127.0.0.1:0",
+            "--enable-webhook=false",
         ],
         &env,
     )
@@ -193,6 +197,22 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
     println!("kube-sim: {}", sim.url());
     println!("artifacts: {}", server.url_for(""));
     println!("kubeconfig: {}", kubeconfig_path.display());
+    let bound = controller.bound().clone();
+    if let Some(a) = bound.gate {
+        println!(
+            "gate: http://{a}/gate/{DEMO_NAMESPACE}/{DEMO_STAGESET}/{}",
+            RELEASE.last().map(|(s, _)| *s).unwrap_or_default()
+        );
+    }
+    if let Some(a) = bound.metrics {
+        println!("metrics: http://{a}/metrics");
+    }
+    if let Some(a) = bound.health {
+        println!("health: http://{a}/readyz");
+    }
+    if let Some(a) = bound.webhook {
+        println!("webhook: https://{a}/validate-stages-metio-wtf-v1-stageset");
+    }
     println!(
         "inspect: kubectl --kubeconfig {} get stagesets,stageinventories -A",
         kubeconfig_path.display()

@@ -81,6 +81,8 @@ pub struct Env {
     pub instance: String,
     /// The controller's metrics.
     pub metrics: Arc<Metrics>,
+    /// Whether this replica may reconcile (leader election).
+    pub leadership: Arc<crate::leader::Leadership>,
 }
 
 /// The result of one pass.

@@ -24,6 +24,8 @@ pub struct Harness {
     pub artifacts: ArtifactServer,
     pub controller: Option<ControllerHandle>,
     pub flags: Vec<String>,
+    pub listeners: bool,
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 pub struct HarnessOptions {
@@ -34,6 +36,11 @@ pub struct HarnessOptions {
     pub flags: Vec<String>,
     /// Start the controller right away.
     pub start_controller: bool,
+    /// Serve metrics, health and gate on loopback ports chosen by the OS.
+    pub listeners: bool,
+    /// Serve the webhook on a loopback port with `tls.crt`/`tls.key` from
+    /// this directory (cert-manager mode).
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for HarnessOptions {
@@ -42,6 +49,8 @@ impl Default for HarnessOptions {
             auto_ready: None,
             flags: Vec::new(),
             start_controller: true,
+            listeners: false,
+            webhook_cert_dir: None,
         }
     }
 }
@@ -75,7 +84,18 @@ impl Harness {
         }
         let client = kube::Client::try_from(kube_config(&sim).await).unwrap();
         let artifacts = ArtifactServer::start().await.expect("artifact server");
-        let mut flags = vec!["--allow-loopback-artifacts".to_string()];
+        // Listeners are off unless a test asks for them (on port 0), so tests
+        // running in parallel never fight over ports.
+        let mut flags: Vec<String> = [
+            "--allow-loopback-artifacts",
+            "--metrics-bind-address=0",
+            "--health-probe-bind-address=0",
+            "--gate-bind-address=",
+            "--enable-webhook=false",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         flags.extend(options.flags);
         let mut h = Harness {
             sim,
@@ -83,6 +103,8 @@ impl Harness {
             artifacts,
             controller: None,
             flags,
+            listeners: options.listeners,
+            webhook_cert_dir: options.webhook_cert_dir,
         };
         if options.start_controller {
             h.start_controller().await;
@@ -101,8 +123,27 @@ impl Harness {
             panic!("not a controller run");
         };
         let kc = kube_config(&self.sim).await;
-        self.controller =
-            Some(stageset_controller::controller::start(&config, kc).expect("controller starts"));
+        let mut servers = stageset_controller::servers::ServerOptions {
+            workers: 1,
+            ..Default::default()
+        };
+        if self.listeners {
+            servers.metrics = Some("127.0.0.1:0".into());
+            servers.health = Some("127.0.0.1:0".into());
+            servers.gate = Some("127.0.0.1:0".into());
+        }
+        if let Some(dir) = &self.webhook_cert_dir {
+            let certs = stageset_controller::servers::tls::CertSlot::new();
+            certs.load_dir(dir).expect("webhook certificate");
+            servers.webhook = Some(stageset_controller::servers::WebhookOptions {
+                addr: "127.0.0.1:0".into(),
+                certs,
+            });
+        }
+        self.controller = Some(
+            stageset_controller::controller::start_with(&config, kc, servers)
+                .expect("controller starts"),
+        );
     }
 
     /// Stops the controller (e.g. to simulate a restart).

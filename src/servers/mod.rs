@@ -1,0 +1,245 @@
+//! The HTTP surfaces (operations.md §3): metrics, health, gate and the
+//! admission webhook. Every replica serves all of them, leader or not, and
+//! they answer from in-memory state only (the StageSet cache, the metrics
+//! registry), never by asking a StageSetActor.
+//!
+//! Each listener is its own actix-web server with request spans from
+//! tracing-actix-web. A gate that cannot bind is logged and skipped (the
+//! controller keeps reconciling); the others are required.
+
+pub mod gate;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::actors::StageSetCache;
+use crate::metrics::Metrics;
+
+/// Which listeners to start (addresses in Go's `host:port` form; `:8080`
+/// means every interface).
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    pub metrics: Option<String>,
+    pub health: Option<String>,
+    pub gate: Option<String>,
+    pub webhook: Option<WebhookOptions>,
+    /// Worker threads per listener.
+    pub workers: usize,
+}
+
+/// The webhook listener and the certificate it serves.
+#[derive(Clone, Debug)]
+pub struct WebhookOptions {
+    pub addr: String,
+    pub certs: Arc<tls::CertSlot>,
+}
+
+/// The addresses the listeners actually bound (port 0 picks one).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Bound {
+    pub metrics: Option<SocketAddr>,
+    pub health: Option<SocketAddr>,
+    pub gate: Option<SocketAddr>,
+    pub webhook: Option<SocketAddr>,
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct State {
+    pub cache: StageSetCache,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Go's `:port` means all interfaces.
+pub fn socket_addr(addr: &str) -> String {
+    if let Some(port) = addr.strip_prefix(':') {
+        format!("0.0.0.0:{port}")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// The running servers.
+pub struct Servers {
+    pub bound: Bound,
+    handles: Vec<ServerHandle>,
+}
+
+impl Servers {
+    /// Stops every listener, giving in-flight requests up to 5 s.
+    pub async fn stop(&self) {
+        for h in &self.handles {
+            h.stop(true).await;
+        }
+    }
+}
+
+/// Starts the listeners on the current actix System.
+pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
+    let workers = options.workers.max(1);
+    let mut bound = Bound::default();
+    let mut handles = Vec::new();
+    if let Some(addr) = &options.metrics {
+        let st = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(st.clone()))
+                .wrap(TracingLogger::default())
+                .route("/metrics", web::get().to(metrics))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(socket_addr(addr))
+        .map_err(|e| format!("binding the metrics listener {addr}: {e}"))?;
+        bound.metrics = server.addrs().first().copied();
+        let server = server.run();
+        handles.push(server.handle());
+        actix_rt::spawn(server);
+    }
+    if let Some(addr) = &options.health {
+        let st = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(st.clone()))
+                .route("/healthz", web::get().to(healthz))
+                .route("/healthz/{check}", web::get().to(healthz))
+                .route("/readyz", web::get().to(readyz))
+                .route("/readyz/{check}", web::get().to(readyz))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind(socket_addr(addr))
+        .map_err(|e| format!("binding the health probe listener {addr}: {e}"))?;
+        bound.health = server.addrs().first().copied();
+        let server = server.run();
+        handles.push(server.handle());
+        actix_rt::spawn(server);
+    }
+    if let Some(addr) = &options.gate {
+        let st = state.clone();
+        match HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(st.clone()))
+                .wrap(TracingLogger::default())
+                .route("/gate/{tail:.*}", web::route().to(gate_handler))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .client_request_timeout(std::time::Duration::from_secs(5))
+        .bind(socket_addr(addr))
+        {
+            Ok(server) => {
+                bound.gate = server.addrs().first().copied();
+                let server = server.run();
+                handles.push(server.handle());
+                actix_rt::spawn(server);
+            }
+            Err(e) => tracing::error!(
+                logger = "gate",
+                addr = %addr,
+                error = %e,
+                "stage-gate server stopped; the gate endpoint is unavailable but reconciliation continues"
+            ),
+        }
+    }
+    if let Some(hook) = &options.webhook {
+        let st = state.clone();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(st.clone()))
+                .app_data(web::PayloadConfig::new(crate::webhook::MAX_BODY))
+                .wrap(TracingLogger::default())
+                .default_service(web::to(webhook_handler))
+        })
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(5)
+        .bind_rustls_0_23(
+            socket_addr(&hook.addr),
+            tls::server_config(hook.certs.clone()),
+        )
+        .map_err(|e| format!("binding the webhook listener {}: {e}", hook.addr))?;
+        bound.webhook = server.addrs().first().copied();
+        let server = server.run();
+        handles.push(server.handle());
+        actix_rt::spawn(server);
+    }
+    Ok(Servers { bound, handles })
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.encode())
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("ok")
+}
+
+async fn readyz(state: web::Data<State>) -> HttpResponse {
+    if state.cache.is_synced() {
+        HttpResponse::Ok().content_type("text/plain").body("ok")
+    } else {
+        HttpResponse::InternalServerError()
+            .content_type("text/plain")
+            .body("controller caches have not synced")
+    }
+}
+
+async fn gate_handler(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let tail = req.match_info().query("tail").to_string();
+    let method = req.method().as_str().to_string();
+    let json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let cache = state.cache.clone();
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gate::render(&gate::decide(&method, &tail, &cache), json)
+    }));
+    match decided {
+        Ok(r) => {
+            let mut resp = HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(r.status)
+                    .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            resp.insert_header((header::CONTENT_TYPE, r.content_type));
+            if r.status == 405 {
+                resp.insert_header((header::ALLOW, "GET, HEAD, POST"));
+            }
+            resp.body(r.body)
+        }
+        Err(_) => {
+            tracing::error!(logger = "gate", path = %tail, "gate handler panicked");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("internal error\n")
+        }
+    }
+}
+
+async fn webhook_handler(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+    if req.method() != actix_web::http::Method::POST {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "POST"))
+            .finish();
+    }
+    let answer = crate::webhook::handle(req.path(), &body);
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(answer.status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type(answer.content_type)
+    .body(answer.body)
+}
