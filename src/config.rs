@@ -64,7 +64,6 @@ pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 /// name from this table when its feature lands; nothing else has to change.
 pub const NOT_SUPPORTED_YET: &[&str] = &[
     // Manager and leader election
-    "leader-elect",
     // Watch scope
     // Reconciliation
     "allowed-action-hosts",
@@ -89,16 +88,10 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "rollback-store-s3-sse",
     "rollback-store-s3-sse-kms-key",
     // Metrics, events and tracing
-    "events-addr",
     "tracing-endpoint",
     "tracing-insecure",
     "tracing-sample-ratio",
     // Webhook
-    "webhook-cert-mode",
-    "webhook-cert-validity",
-    "webhook-service-name",
-    "webhook-service-namespace",
-    "webhook-validating-config-name",
     // Gate and MCP
     "enable-mcp",
     "mcp-bind-address",
@@ -190,7 +183,8 @@ struct Flags {
     )]
     health_probe_bind_address: String,
 
-    /// Enable Lease-based leader election.
+    /// Enable Lease-based leader election. The Lease lives in the pod's namespace (the
+    /// service-account namespace file; $POD_NAMESPACE outside a cluster).
     #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true", value_parser = go_bool,
           help_heading = "Manager and leader election")]

@@ -69,12 +69,27 @@ pub fn start_with(
     // The clients must be built inside the controller's runtime (hyper needs
     // a reactor), so the environment is assembled on the controller thread.
     let allow_loopback = config.allow_loopback_artifacts;
+    let concurrent = config.concurrent;
     let settings = settings(config);
     let leadership = if config.leader_elect {
         crate::leader::Leadership::candidate()
     } else {
         crate::leader::Leadership::always()
     };
+    // Leader election (operations.md §4): resolved now so a missing namespace
+    // is a start-up error; the LeaseActor starts from the start hook below.
+    let election = if config.leader_elect {
+        Some(actors::lease::LeaderElection::from_environment()?)
+    } else {
+        if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+            tracing::warn!(
+                logger = "setup",
+                "leader election is disabled (--leader-elect=false) in a cluster: running more than one replica this way is unsupported, every replica would reconcile"
+            );
+        }
+        None
+    };
+    let events_addr = config.events_addr.clone();
     let make_env = move || -> Result<Env, String> {
         let clients = ClientFactory::new(kube_config)
             .map_err(|e| format!("building the Kubernetes client: {e}"))?;
@@ -83,9 +98,18 @@ pub fn start_with(
             fetcher: Fetcher::new(allow_loopback),
             settings,
             instance: instance_name(),
-            metrics: std::sync::Arc::new(crate::metrics::Metrics::new()),
+            metrics: std::sync::Arc::new(crate::metrics::Metrics::new(concurrent)),
             leadership,
+            notifier: events_addr.as_deref().map(crate::notify::Notifier::new),
         })
+    };
+    // Webhook certificates (operations.md §5): checked now, provisioned on
+    // the controller thread before the listener answers.
+    let on_start =
+        actors::cert::start_hook(config, servers.webhook.as_ref().map(|w| w.certs.clone()))?;
+    let on_start = match election {
+        Some(election) => Some(election.after(on_start)),
+        None => on_start,
     };
     actors::spawn(
         make_env,
@@ -93,6 +117,7 @@ pub fn start_with(
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),
             servers,
+            on_start,
             ..ControllerOptions::default()
         },
     )
@@ -112,7 +137,9 @@ pub fn start_with(
 }
 
 /// The HTTP listeners a configuration asks for. In `cert-manager` mode the
-/// mounted certificate must be readable at start.
+/// mounted certificate must be readable at start (it is reloaded when the
+/// files change); in `self-signed` mode the slot starts empty and
+/// [`start_with`] provisions it before the listener starts.
 pub fn server_options(config: &Config) -> Result<ServerOptions, String> {
     let webhook = if config.enable_webhook {
         let certs = CertSlot::new();

@@ -13,6 +13,7 @@ pub mod kube_client;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod reconcile;
 pub mod servers;
 pub mod webhook;

@@ -1,13 +1,118 @@
-//! Prometheus metrics (operations.md §7.1): one registry per controller,
-//! recorded by the pipeline. Names, types and label names are the upstream
-//! ones, so existing dashboards and alerts keep working. Note the label split
-//! upstream uses: `name` on most families, `stageset` on the per-stage gauges
-//! and the skipped-entries counter.
+//! Prometheus metrics (operations.md §7.1, §7.2; delivery.md §5.11): one
+//! registry per controller, recorded by the pipeline and the actors, served in
+//! the OpenMetrics text format at `/metrics` ([`Metrics::encode`],
+//! [`CONTENT_TYPE`]).
+//!
+//! # Custom families (§7.1)
+//!
+//! Names, types and label names are the upstream ones, so existing dashboards
+//! and the bundled alerts keep working. Counters are registered without the
+//! `_total` suffix: the encoder appends it to the sample names (the OpenMetrics
+//! `# TYPE` line names the family without it). Note the label split upstream
+//! uses: `name` on most families, `stageset` on the per-stage gauges and the
+//! skipped-entries counter.
+//!
+//! `stageset_reconcile_total` only counts the outcomes of §7.1.2 (the pipeline
+//! calls [`Metrics::reconcile_counted`] from those paths only). Families whose
+//! features are not built yet (actions, update windows, error budgets,
+//! promotion, the lifetime ledger, dynamic watches, certificate renewal, metric
+//! sources) are registered and exported so dashboards and alerts resolve; the
+//! typed helpers below are what those features call.
+//!
+//! Series lifecycle: [`Metrics::forget_stageset`] drops every series of a
+//! deleted StageSet except `stageset_teardown_force_drop_total` (families 3, 17
+//! and 18 included: ◆ Decision, D-23); [`Metrics::forget_stage`] drops the
+//! per-stage gauges (10, 11, 12, 16) of a stage that left a live StageSet's
+//! spec. The stage names a StageSet ever recorded are remembered, so a deletion
+//! also evicts stages the caller no longer knows about.
+//!
+//! # controller-runtime families (§7.2)
+//!
+//! Emulated for the StageSet controller (`controller="stageset"`, and
+//! `name="stageset"` on the workqueue families), mapped onto the actor model
+//! (src/actors/stageset.rs) like this:
+//!
+//! - **add** (`workqueue_adds_total`, `workqueue_depth` +1): a StageSet actor
+//!   is asked to run (a trigger arrives, its requeue timer fires, it starts or
+//!   restarts) and is not already queued. A trigger arriving while its reconcile
+//!   runs queues one coalesced follow-up run (client-go's "dirty" item); further
+//!   triggers fold into it and are not counted again. Followers queue nothing.
+//! - **queued**: from the add until the run holds one of the `--concurrent`
+//!   permits (`workqueue_depth` counts these StageSets; the wait is observed in
+//!   `workqueue_queue_duration_seconds`). A queued StageSet whose actor stops
+//!   (StageSet gone) leaves the depth without being worked.
+//! - **work**: the reconcile itself, while it holds the permit
+//!   (`controller_runtime_active_workers`, `workqueue_work_duration_seconds`,
+//!   `controller_runtime_reconcile_time_seconds`;
+//!   `workqueue_unfinished_work_seconds` and
+//!   `workqueue_longest_running_processor_seconds` are computed from the runs in
+//!   progress at every scrape, so a worker parked in a verify wait shows up).
+//! - **result** (`controller_runtime_reconcile_total{result}`): the pass's
+//!   [`Requeue`]: `After` → `requeue_after`, `Now` → `requeue`, `Backoff` →
+//!   `error` (plus `controller_runtime_reconcile_errors_total`), `Never` →
+//!   `success`. A panicking reconcile counts `error` and
+//!   `controller_runtime_reconcile_panics_total`. Terminal failures end with
+//!   `Never` (status written, no error, as upstream), so
+//!   `controller_runtime_terminal_reconcile_errors_total` stays 0.
+//! - **retry** (`workqueue_retries_total`): every requeue the pass asks for
+//!   (`Now`, `After`, `Backoff`) and the restart after a panic, as client-go
+//!   counts every `AddAfter`/`AddRateLimited`.
+//! - `controller_runtime_max_concurrent_reconciles` is `--concurrent`.
+//!
+//! The leader-election and webhook families are recorded through
+//! [`Metrics::set_leader`], [`Metrics::webhook_request`] and
+//! [`Metrics::webhook_in_flight`].
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::api::reasons::StageSetReason;
+use crate::api::{StagePhase, StageStatus};
+use crate::reconcile::error::Requeue;
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The `controller` (and workqueue `name`) label value of the StageSet controller.
+pub const CONTROLLER: &str = "stageset";
+
+/// `controller_runtime_reconcile_time_seconds` buckets (controller-runtime's).
+pub const RECONCILE_TIME_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9,
+    1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0, 20.0,
+    25.0, 30.0, 40.0, 50.0, 60.0,
+];
+
+/// The workqueue duration buckets of controller-runtime:
+/// `prometheus.ExponentialBuckets(10e-9, 10, 12)`, i.e. 1e-8 s … 1000 s.
+pub fn workqueue_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(1e-8, 10.0, 12)
+}
+
+/// The webhook latency buckets (client_golang's `DefBuckets`).
+pub const WEBHOOK_LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `scope` values of `stageset_action_runs_total`.
+pub const ACTION_SCOPES: &[&str] = &["Revision", "Version", "Lifetime"];
+
+/// `namespace`, `name`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabels {
+    pub namespace: String,
+    pub name: String,
+}
 
 /// `namespace`, `name`, `stage`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -33,6 +138,59 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// `namespace`, `name`, `scope`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub namespace: String,
+    pub name: String,
+    pub scope: String,
+}
+
+/// `gvk`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GvkLabels {
+    pub gvk: String,
+}
+
+/// `controller`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+/// `controller`, `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub controller: String,
+    pub result: String,
+}
+
+/// `controller`, `name` (workqueue families).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub controller: String,
+    pub name: String,
+}
+
+/// `name` (the lease name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LeaseLabels {
+    pub name: String,
+}
+
+/// `webhook`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub webhook: String,
+}
+
+/// `webhook`, `code`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookCodeLabels {
+    pub webhook: String,
+    pub code: String,
+}
+
 /// Why a finalizer was force-dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForceDropReason {
@@ -51,79 +209,945 @@ impl ForceDropReason {
     }
 }
 
+/// The `result` label of `controller_runtime_reconcile_total` for an outcome.
+pub fn result_label(requeue: Requeue) -> &'static str {
+    match requeue {
+        Requeue::After(_) => "requeue_after",
+        Requeue::Now => "requeue",
+        Requeue::Backoff => "error",
+        Requeue::Never => "success",
+    }
+}
+
+/// A family that is always exported: its `# HELP`/`# TYPE` lines appear even
+/// before the first series is recorded (prometheus-client skips empty
+/// families), so every family of §7.1/§7.2 is visible from the start.
+#[derive(Debug)]
+struct Declared<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Declared<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+fn declare<M>(registry: &mut Registry, name: &str, help: &str, metric: M)
+where
+    M: EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    registry.register(name, help, Declared(metric));
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+fn reconcile_time_histogram() -> Histogram {
+    Histogram::new(RECONCILE_TIME_BUCKETS.iter().copied())
+}
+
+fn workqueue_histogram() -> Histogram {
+    Histogram::new(workqueue_buckets())
+}
+
+fn webhook_histogram() -> Histogram {
+    Histogram::new(WEBHOOK_LATENCY_BUCKETS.iter().copied())
+}
+
+/// Every family of §7.1, in table order.
+struct Custom {
+    /// 1. `stageset_reconcile_total{namespace,name,reason}`.
+    reconcile: Family<ReasonLabels, Counter>,
+    /// 2. `stageset_stage_applied_total{namespace,name,stage}`.
+    stage_applied: Family<StageLabels, Counter>,
+    /// 3. `stageset_action_runs_total{namespace,name,scope}`.
+    action_runs: Family<ScopeLabels, Counter>,
+    /// 4. `stageset_drift_corrected_total{namespace,name,stage}`.
+    drift_corrected: Family<StageLabels, Counter>,
+    /// 5. `stageset_update_deferred_total{namespace,name}`.
+    update_deferred: Family<NameLabels, Counter>,
+    /// 6. `stageset_webhook_cert_renewal_failures_total`.
+    cert_renewal_failures: Counter,
+    /// 7. `stageset_watch_engagement_failures_total{gvk}`.
+    watch_engagement_failures: Family<GvkLabels, Counter>,
+    /// 8. `stageset_teardown_force_drop_total{namespace,name,reason}`, kept
+    ///    after deletion.
+    teardown_force_drop: Family<ReasonLabels, Counter>,
+    /// 9. `stageset_inventory_skipped_entries_total{namespace,stageset,stage}`.
+    inventory_skipped: Family<StageSetStageLabels, Counter>,
+    /// 10. `stageset_stage_ready{namespace,stageset,stage}`.
+    stage_ready: Family<StageSetStageLabels, Gauge>,
+    /// 11. `stageset_stage_promotion_pending{namespace,stageset,stage}`.
+    promotion_pending: Family<StageSetStageLabels, Gauge>,
+    /// 12. `stageset_stage_promotion_blocked{namespace,stageset,stage}`.
+    promotion_blocked: Family<StageSetStageLabels, Gauge>,
+    /// 13. `stageset_budget_remaining{namespace,name}`.
+    budget_remaining: Family<NameLabels, FloatGauge>,
+    /// 14. `stageset_budget_frozen{namespace,name}`.
+    budget_frozen: Family<NameLabels, Gauge>,
+    /// 15. `stageset_metric_source_errors_total{namespace,name}`.
+    metric_source_errors: Family<NameLabels, Counter>,
+    /// 16. `stageset_stage_budget_frozen{namespace,stageset,stage}`.
+    stage_budget_frozen: Family<StageSetStageLabels, Gauge>,
+    /// 17. `stageset_ledger_anchor_errors_total{namespace,name}`.
+    ledger_anchor_errors: Family<NameLabels, Counter>,
+    /// 18. `stageset_ledger_adoptions_total{namespace,name}`.
+    ledger_adoptions: Family<NameLabels, Counter>,
+}
+
+/// The controller-runtime / client-go compatible families of §7.2.
+struct Runtime {
+    reconcile_total: Family<ResultLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    terminal_reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_panics: Family<ControllerLabels, Counter>,
+    reconcile_time: HistogramFamily<ControllerLabels>,
+    max_concurrent: Family<ControllerLabels, Gauge>,
+    active_workers: Family<ControllerLabels, Gauge>,
+    depth: Family<QueueLabels, Gauge>,
+    adds: Family<QueueLabels, Counter>,
+    retries: Family<QueueLabels, Counter>,
+    queue_duration: HistogramFamily<QueueLabels>,
+    work_duration: HistogramFamily<QueueLabels>,
+    unfinished_work: Family<QueueLabels, FloatGauge>,
+    longest_running: Family<QueueLabels, FloatGauge>,
+    leader: Family<LeaseLabels, Gauge>,
+    webhook_requests: Family<WebhookCodeLabels, Counter>,
+    webhook_latency: HistogramFamily<WebhookLabels>,
+    webhook_in_flight: Family<WebhookLabels, Gauge>,
+}
+
 /// The controller's metrics.
 pub struct Metrics {
     registry: Registry,
-    /// `stageset_teardown_force_drop_total` (kept after deletion).
-    pub teardown_force_drop: Family<ReasonLabels, Counter>,
-    /// `stageset_drift_corrected_total`.
-    pub drift_corrected: Family<StageLabels, Counter>,
-    /// `stageset_inventory_skipped_entries_total`.
-    pub inventory_skipped: Family<StageSetStageLabels, Counter>,
+    custom: Custom,
+    runtime: Runtime,
+    /// Stage names each StageSet (namespace, name) recorded a series for, so a
+    /// deletion evicts them all.
+    stages: Mutex<HashMap<(String, String), BTreeSet<String>>>,
+    /// Reconciles in progress (token → start), for the unfinished-work gauges.
+    in_flight: Mutex<HashMap<u64, Instant>>,
+    next_token: AtomicU64,
 }
 
 impl Default for Metrics {
+    /// Metrics for the default `--concurrent` (4).
     fn default() -> Self {
-        Metrics::new()
+        Metrics::new(4)
     }
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
-        let mut registry = Registry::default();
-        let teardown_force_drop = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "stageset_teardown_force_drop",
-            "Number of StageSets whose finalizer was force-dropped without a complete teardown",
-            teardown_force_drop.clone(),
+    /// The registry with every family; `concurrent` is `--concurrent`
+    /// (`controller_runtime_max_concurrent_reconciles`).
+    pub fn new(concurrent: usize) -> Metrics {
+        let mut r = Registry::default();
+        let custom = Custom {
+            reconcile: Family::default(),
+            stage_applied: Family::default(),
+            action_runs: Family::default(),
+            drift_corrected: Family::default(),
+            update_deferred: Family::default(),
+            cert_renewal_failures: Counter::default(),
+            watch_engagement_failures: Family::default(),
+            teardown_force_drop: Family::default(),
+            inventory_skipped: Family::default(),
+            stage_ready: Family::default(),
+            promotion_pending: Family::default(),
+            promotion_blocked: Family::default(),
+            budget_remaining: Family::default(),
+            budget_frozen: Family::default(),
+            metric_source_errors: Family::default(),
+            stage_budget_frozen: Family::default(),
+            ledger_anchor_errors: Family::default(),
+            ledger_adoptions: Family::default(),
+        };
+        let c = &custom;
+        declare(
+            &mut r,
+            "stageset_reconcile",
+            "Number of StageSet reconciles that ended in a counted outcome, by Ready reason",
+            c.reconcile.clone(),
         );
-        let drift_corrected = Family::<StageLabels, Counter>::default();
-        registry.register(
+        declare(
+            &mut r,
+            "stageset_stage_applied",
+            "Number of times a stage was applied and verified",
+            c.stage_applied.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_action_runs",
+            "Number of pre/post actions executed, by scope",
+            c.action_runs.clone(),
+        );
+        declare(
+            &mut r,
             "stageset_drift_corrected",
             "Number of objects whose out-of-band drift was corrected on a same-revision reconcile",
-            drift_corrected.clone(),
+            c.drift_corrected.clone(),
         );
-        let inventory_skipped = Family::<StageSetStageLabels, Counter>::default();
-        registry.register(
+        declare(
+            &mut r,
+            "stageset_update_deferred",
+            "Number of reconciles that held a rollout because an update window was closed",
+            c.update_deferred.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_webhook_cert_renewal_failures",
+            "Number of failed self-signed webhook certificate renewals (including recovered panics)",
+            c.cert_renewal_failures.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_watch_engagement_failures",
+            "Number of failures to engage a dynamic source/producer watch, by GroupVersionKind",
+            c.watch_engagement_failures.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_teardown_force_drop",
+            "Number of StageSets whose finalizer was force-dropped without a complete teardown",
+            c.teardown_force_drop.clone(),
+        );
+        declare(
+            &mut r,
             "stageset_inventory_skipped_entries",
             "Number of malformed StageInventory entries skipped while reading (they escape pruning)",
-            inventory_skipped.clone(),
+            c.inventory_skipped.clone(),
         );
+        declare(
+            &mut r,
+            "stageset_stage_ready",
+            "Whether the stage's phase is Ready (1) or not (0)",
+            c.stage_ready.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_stage_promotion_pending",
+            "Whether the stage is applied but not yet promoted (1) or not (0)",
+            c.promotion_pending.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_stage_promotion_blocked",
+            "Whether the stage's promotion is Blocked (1) or not (0)",
+            c.promotion_blocked.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_budget_remaining",
+            "Last error-budget value observed for the StageSet (typically 0..1)",
+            c.budget_remaining.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_budget_frozen",
+            "Whether a rollout-wide error-budget freeze holds new revisions (1) or not (0)",
+            c.budget_frozen.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_metric_source_errors",
+            "Number of metric-source query failures (error budgets and promotion analysis)",
+            c.metric_source_errors.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_stage_budget_frozen",
+            "Whether a per-stage error-budget freeze holds the stage (1) or not (0)",
+            c.stage_budget_frozen.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_ledger_anchor_errors",
+            "Number of Lifetime action completions whose completionAnchor was unreadable (kept, fail-open)",
+            c.ledger_anchor_errors.clone(),
+        );
+        declare(
+            &mut r,
+            "stageset_ledger_adoptions",
+            "Number of first reconciles that adopted a non-empty StageLedger",
+            c.ledger_adoptions.clone(),
+        );
+
+        let runtime = Runtime {
+            reconcile_total: Family::default(),
+            reconcile_errors: Family::default(),
+            terminal_reconcile_errors: Family::default(),
+            reconcile_panics: Family::default(),
+            reconcile_time: Family::new_with_constructor(reconcile_time_histogram),
+            max_concurrent: Family::default(),
+            active_workers: Family::default(),
+            depth: Family::default(),
+            adds: Family::default(),
+            retries: Family::default(),
+            queue_duration: Family::new_with_constructor(workqueue_histogram),
+            work_duration: Family::new_with_constructor(workqueue_histogram),
+            unfinished_work: Family::default(),
+            longest_running: Family::default(),
+            leader: Family::default(),
+            webhook_requests: Family::default(),
+            webhook_latency: Family::new_with_constructor(webhook_histogram),
+            webhook_in_flight: Family::default(),
+        };
+        let t = &runtime;
+        declare(
+            &mut r,
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            t.reconcile_total.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            t.reconcile_errors.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_terminal_reconcile_errors",
+            "Total number of terminal reconciliation errors per controller",
+            t.terminal_reconcile_errors.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_reconcile_panics",
+            "Total number of reconciliation panics per controller",
+            t.reconcile_panics.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            t.reconcile_time.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller",
+            t.max_concurrent.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            t.active_workers.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_depth",
+            "Current depth of workqueue",
+            t.depth.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_adds",
+            "Total number of adds handled by workqueue",
+            t.adds.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_retries",
+            "Total number of retries handled by workqueue",
+            t.retries.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_queue_duration_seconds",
+            "How long in seconds an item stays in workqueue before being requested",
+            t.queue_duration.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_work_duration_seconds",
+            "How long in seconds processing an item from workqueue takes",
+            t.work_duration.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_unfinished_work_seconds",
+            "How many seconds of work has been done that is in progress and hasn't been observed by work_duration. Large values indicate stuck threads. One can deduce the number of stuck threads by observing the rate at which this increases",
+            t.unfinished_work.clone(),
+        );
+        declare(
+            &mut r,
+            "workqueue_longest_running_processor_seconds",
+            "How many seconds has the longest running processor for workqueue been running",
+            t.longest_running.clone(),
+        );
+        declare(
+            &mut r,
+            "leader_election_master_status",
+            "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease. Please make sure to group by name",
+            t.leader.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_webhook_requests",
+            "Total number of admission requests by HTTP status code",
+            t.webhook_requests.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            t.webhook_latency.clone(),
+        );
+        declare(
+            &mut r,
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served",
+            t.webhook_in_flight.clone(),
+        );
+
+        // Like controller-runtime's initMetrics: every controller series exists
+        // (at zero) from the start, so rates and alerts resolve at once.
+        let controller = ControllerLabels {
+            controller: CONTROLLER.into(),
+        };
+        for result in ["success", "error", "requeue", "requeue_after"] {
+            t.reconcile_total
+                .get_or_create(&ResultLabels {
+                    controller: CONTROLLER.into(),
+                    result: result.into(),
+                })
+                .inc_by(0);
+        }
+        t.reconcile_errors.get_or_create(&controller).inc_by(0);
+        t.terminal_reconcile_errors
+            .get_or_create(&controller)
+            .inc_by(0);
+        t.reconcile_panics.get_or_create(&controller).inc_by(0);
+        t.max_concurrent
+            .get_or_create(&controller)
+            .set(concurrent.max(1) as i64);
+        t.active_workers.get_or_create(&controller).set(0);
+        let queue = queue_labels();
+        t.depth.get_or_create(&queue).set(0);
+        t.adds.get_or_create(&queue).inc_by(0);
+        t.retries.get_or_create(&queue).inc_by(0);
+        t.unfinished_work.get_or_create(&queue).set(0.0);
+        t.longest_running.get_or_create(&queue).set(0.0);
+        // Empty histograms, so the bucket series exist before the first run.
+        let _ = t.reconcile_time.get_or_create(&controller);
+        let _ = t.queue_duration.get_or_create(&queue);
+        let _ = t.work_duration.get_or_create(&queue);
+
         Metrics {
-            registry,
-            teardown_force_drop,
-            drift_corrected,
-            inventory_skipped,
+            registry: r,
+            custom,
+            runtime,
+            stages: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(0),
         }
     }
 
-    /// The registry in the Prometheus text format.
+    /// The registry in the OpenMetrics text format ([`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
+        self.update_unfinished_work();
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
     }
 
-    /// Drops the series of a stage that left a live StageSet's spec.
-    pub fn forget_stage(&self, namespace: &str, name: &str, stage: &str) {
-        self.inventory_skipped.remove(&StageSetStageLabels {
-            namespace: namespace.into(),
-            stageset: name.into(),
-            stage: stage.into(),
-        });
+    // ---- §7.1: recorded by the pipeline ----------------------------------
+
+    /// `stageset_reconcile_total`: one of the counted outcomes of §7.1.2 was
+    /// written to the status. Call only from those paths.
+    pub fn reconcile_counted(&self, namespace: &str, name: &str, reason: StageSetReason) {
+        self.custom
+            .reconcile
+            .get_or_create(&reason_labels(namespace, name, reason.as_str()))
+            .inc();
     }
 
-    /// Drops every series of a deleted StageSet (the force-drop counter stays).
-    pub fn forget_stageset(&self, namespace: &str, name: &str, stages: &[String]) {
-        for stage in stages {
-            self.drift_corrected.remove(&StageLabels {
+    /// `stageset_stage_applied_total`: a stage was applied and verified.
+    pub fn stage_applied(&self, namespace: &str, name: &str, stage: &str) {
+        self.remember(namespace, name, stage);
+        self.custom
+            .stage_applied
+            .get_or_create(&stage_labels(namespace, name, stage))
+            .inc();
+    }
+
+    /// `stageset_drift_corrected_total`: `objects` drifted objects corrected.
+    pub fn drift_corrected(&self, namespace: &str, name: &str, stage: &str, objects: u64) {
+        self.remember(namespace, name, stage);
+        self.custom
+            .drift_corrected
+            .get_or_create(&stage_labels(namespace, name, stage))
+            .inc_by(objects);
+    }
+
+    /// `stageset_inventory_skipped_entries_total`: malformed entries skipped.
+    pub fn inventory_skipped(&self, namespace: &str, stageset: &str, stage: &str, entries: u64) {
+        self.remember(namespace, stageset, stage);
+        self.custom
+            .inventory_skipped
+            .get_or_create(&stageset_stage_labels(namespace, stageset, stage))
+            .inc_by(entries);
+    }
+
+    /// `stageset_teardown_force_drop_total`: a finalizer was force-dropped.
+    pub fn teardown_force_dropped(&self, namespace: &str, name: &str, reason: ForceDropReason) {
+        self.custom
+            .teardown_force_drop
+            .get_or_create(&reason_labels(namespace, name, reason.as_str()))
+            .inc();
+    }
+
+    /// `stageset_stage_ready`, from the stage entries just written to the
+    /// status (1 when the phase is Ready, else 0). Stages that left the spec
+    /// lose their per-stage gauges.
+    pub fn stage_statuses(
+        &self,
+        namespace: &str,
+        stageset: &str,
+        spec_stages: &[String],
+        stages: &[StageStatus],
+    ) {
+        for s in stages.iter().filter(|s| spec_stages.contains(&s.name)) {
+            self.remember(namespace, stageset, &s.name);
+            let ready = i64::from(s.phase == Some(StagePhase::Ready));
+            self.custom
+                .stage_ready
+                .get_or_create(&stageset_stage_labels(namespace, stageset, &s.name))
+                .set(ready);
+        }
+        let known = self.known_stages(namespace, stageset);
+        for stage in known.iter().filter(|s| !spec_stages.contains(s)) {
+            self.forget_stage(namespace, stageset, stage);
+        }
+    }
+
+    // ---- §7.1: for features not built yet --------------------------------
+
+    /// `stageset_action_runs_total`: a pre/post action was executed; `scope`
+    /// is `Revision`, `Version` or `Lifetime` (never the action's name).
+    pub fn action_run(&self, namespace: &str, name: &str, scope: &str) {
+        debug_assert!(ACTION_SCOPES.contains(&scope), "unknown scope {scope}");
+        self.custom
+            .action_runs
+            .get_or_create(&ScopeLabels {
                 namespace: namespace.into(),
                 name: name.into(),
-                stage: stage.clone(),
+                scope: scope.into(),
+            })
+            .inc();
+    }
+
+    /// `stageset_update_deferred_total`: an update window held a rollout.
+    pub fn update_deferred(&self, namespace: &str, name: &str) {
+        self.custom
+            .update_deferred
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
+    /// `stageset_webhook_cert_renewal_failures_total`: a self-signed renewal
+    /// failed (or panicked).
+    pub fn cert_renewal_failed(&self) {
+        self.custom.cert_renewal_failures.inc();
+    }
+
+    /// `stageset_watch_engagement_failures_total`: engaging a dynamic watch
+    /// failed; `gvk` in Go's form, see [`gvk_label`].
+    pub fn watch_engagement_failed(&self, gvk: &str) {
+        self.custom
+            .watch_engagement_failures
+            .get_or_create(&GvkLabels { gvk: gvk.into() })
+            .inc();
+    }
+
+    /// `stageset_stage_promotion_pending`.
+    pub fn set_promotion_pending(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
+        self.set_stage_gauge(
+            &self.custom.promotion_pending,
+            namespace,
+            stageset,
+            stage,
+            on,
+        );
+    }
+
+    /// `stageset_stage_promotion_blocked`.
+    pub fn set_promotion_blocked(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
+        self.set_stage_gauge(
+            &self.custom.promotion_blocked,
+            namespace,
+            stageset,
+            stage,
+            on,
+        );
+    }
+
+    /// `stageset_stage_budget_frozen`.
+    pub fn set_stage_budget_frozen(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
+        self.set_stage_gauge(
+            &self.custom.stage_budget_frozen,
+            namespace,
+            stageset,
+            stage,
+            on,
+        );
+    }
+
+    /// `stageset_budget_remaining`: the last error-budget value observed.
+    pub fn set_budget_remaining(&self, namespace: &str, name: &str, value: f64) {
+        self.custom
+            .budget_remaining
+            .get_or_create(&name_labels(namespace, name))
+            .set(value);
+    }
+
+    /// `stageset_budget_frozen`: a non-dryRun rollout-wide freeze holds.
+    pub fn set_budget_frozen(&self, namespace: &str, name: &str, frozen: bool) {
+        self.custom
+            .budget_frozen
+            .get_or_create(&name_labels(namespace, name))
+            .set(i64::from(frozen));
+    }
+
+    /// `stageset_metric_source_errors_total`: a metric-source query failed.
+    pub fn metric_source_error(&self, namespace: &str, name: &str) {
+        self.custom
+            .metric_source_errors
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
+    /// `stageset_ledger_anchor_errors_total`.
+    pub fn ledger_anchor_error(&self, namespace: &str, name: &str) {
+        self.custom
+            .ledger_anchor_errors
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
+    /// `stageset_ledger_adoptions_total`.
+    pub fn ledger_adopted(&self, namespace: &str, name: &str) {
+        self.custom
+            .ledger_adoptions
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
+    // ---- series lifecycle --------------------------------------------------
+
+    /// Drops the series of a stage that left a live StageSet's spec: the
+    /// per-stage gauges (families 10, 11, 12, 16). Its counters stay until the
+    /// StageSet is deleted.
+    pub fn forget_stage(&self, namespace: &str, stageset: &str, stage: &str) {
+        let labels = stageset_stage_labels(namespace, stageset, stage);
+        self.custom.stage_ready.remove(&labels);
+        self.custom.promotion_pending.remove(&labels);
+        self.custom.promotion_blocked.remove(&labels);
+        self.custom.stage_budget_frozen.remove(&labels);
+    }
+
+    /// Drops every series of a deleted StageSet (families 1–5, 9–18 for that
+    /// identity; `stageset_teardown_force_drop_total` stays). `stages` are the
+    /// spec's stage names; stages recorded earlier are evicted too.
+    pub fn forget_stageset(&self, namespace: &str, name: &str, stages: &[String]) {
+        let mut all: BTreeSet<String> = stages.iter().cloned().collect();
+        if let Some(known) = self
+            .stages
+            .lock()
+            .expect("metrics index")
+            .remove(&(namespace.to_string(), name.to_string()))
+        {
+            all.extend(known);
+        }
+        let c = &self.custom;
+        for reason in StageSetReason::ALL {
+            c.reconcile
+                .remove(&reason_labels(namespace, name, reason.as_str()));
+        }
+        for scope in ACTION_SCOPES {
+            c.action_runs.remove(&ScopeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                scope: (*scope).into(),
             });
+        }
+        let id = name_labels(namespace, name);
+        c.update_deferred.remove(&id);
+        c.budget_remaining.remove(&id);
+        c.budget_frozen.remove(&id);
+        c.metric_source_errors.remove(&id);
+        c.ledger_anchor_errors.remove(&id);
+        c.ledger_adoptions.remove(&id);
+        for stage in &all {
+            let labels = stage_labels(namespace, name, stage);
+            c.stage_applied.remove(&labels);
+            c.drift_corrected.remove(&labels);
+            c.inventory_skipped
+                .remove(&stageset_stage_labels(namespace, name, stage));
             self.forget_stage(namespace, name, stage);
         }
+    }
+
+    /// [`Metrics::forget_stageset`] by key (`namespace/name`), for the
+    /// Supervisor when a StageSet is gone.
+    pub fn forget_stageset_key(&self, key: &str) {
+        if let Some((namespace, name)) = key.split_once('/') {
+            self.forget_stageset(namespace, name, &[]);
+        }
+    }
+
+    // ---- §7.2: the StageSet controller's work queue ------------------------
+
+    /// A StageSet was queued for a reconcile (see the module doc).
+    pub fn workqueue_add(&self) {
+        let queue = queue_labels();
+        self.runtime.adds.get_or_create(&queue).inc();
+        self.runtime.depth.get_or_create(&queue).inc();
+    }
+
+    /// A queued StageSet was given up without being worked (its actor stopped).
+    pub fn workqueue_drop(&self) {
+        self.runtime.depth.get_or_create(&queue_labels()).dec();
+    }
+
+    /// A requeue was scheduled (`AddAfter` / `AddRateLimited`).
+    pub fn workqueue_retry(&self) {
+        self.runtime.retries.get_or_create(&queue_labels()).inc();
+    }
+
+    /// A queued StageSet got a worker (`--concurrent` permit): leaves the queue
+    /// and starts its work; the returned guard ends the work when dropped
+    /// (also when the reconcile panics).
+    pub fn work_started(self: &Arc<Self>, queued_at: Instant) -> WorkGuard {
+        let queue = queue_labels();
+        let rt = &self.runtime;
+        rt.depth.get_or_create(&queue).dec();
+        rt.queue_duration
+            .get_or_create(&queue)
+            .observe(queued_at.elapsed().as_secs_f64());
+        rt.active_workers.get_or_create(&controller_labels()).inc();
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        self.in_flight
+            .lock()
+            .expect("metrics in-flight")
+            .insert(token, started);
+        WorkGuard {
+            metrics: self.clone(),
+            token,
+            started,
+        }
+    }
+
+    /// `controller_runtime_reconcile_total{result}` (and the error counter)
+    /// for a finished reconcile.
+    pub fn reconcile_result(&self, requeue: Requeue) {
+        let rt = &self.runtime;
+        let result = result_label(requeue);
+        rt.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: CONTROLLER.into(),
+                result: result.into(),
+            })
+            .inc();
+        if requeue == Requeue::Backoff {
+            rt.reconcile_errors
+                .get_or_create(&controller_labels())
+                .inc();
+        }
+    }
+
+    /// A reconcile panicked (counted as an error, as controller-runtime does
+    /// when it recovers the panic).
+    pub fn reconcile_panicked(&self) {
+        self.runtime
+            .reconcile_panics
+            .get_or_create(&controller_labels())
+            .inc();
+        self.reconcile_result(Requeue::Backoff);
+    }
+
+    fn update_unfinished_work(&self) {
+        let now = Instant::now();
+        let (total, longest) = self
+            .in_flight
+            .lock()
+            .expect("metrics in-flight")
+            .values()
+            .map(|s| now.saturating_duration_since(*s))
+            .fold((Duration::ZERO, Duration::ZERO), |(t, l), d| {
+                (t + d, l.max(d))
+            });
+        let queue = queue_labels();
+        self.runtime
+            .unfinished_work
+            .get_or_create(&queue)
+            .set(total.as_secs_f64());
+        self.runtime
+            .longest_running
+            .get_or_create(&queue)
+            .set(longest.as_secs_f64());
+    }
+
+    // ---- §7.2: leader election and webhook ---------------------------------
+
+    /// `leader_election_master_status{name="<lease>"}`: 1 while this replica
+    /// holds the lease, 0 once it lost (or released) it.
+    pub fn set_leader(&self, leader: bool) {
+        self.runtime
+            .leader
+            .get_or_create(&LeaseLabels {
+                name: crate::api::keys::LEASE_NAME.into(),
+            })
+            .set(i64::from(leader));
+    }
+
+    /// One admission request served: `webhook` is the webhook's path (as
+    /// controller-runtime labels it), `code` the HTTP status code.
+    pub fn webhook_request(&self, webhook: &str, code: u16, seconds: f64) {
+        self.runtime
+            .webhook_requests
+            .get_or_create(&WebhookCodeLabels {
+                webhook: webhook.into(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.runtime
+            .webhook_latency
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.into(),
+            })
+            .observe(seconds);
+    }
+
+    /// `controller_runtime_webhook_requests_in_flight`: +1 when a request
+    /// starts, -1 when it ends.
+    pub fn webhook_in_flight(&self, webhook: &str, delta: i64) {
+        self.runtime
+            .webhook_in_flight
+            .get_or_create(&WebhookLabels {
+                webhook: webhook.into(),
+            })
+            .inc_by(delta);
+    }
+
+    // ---- helpers -----------------------------------------------------------
+
+    fn set_stage_gauge(
+        &self,
+        family: &Family<StageSetStageLabels, Gauge>,
+        namespace: &str,
+        stageset: &str,
+        stage: &str,
+        on: bool,
+    ) {
+        self.remember(namespace, stageset, stage);
+        family
+            .get_or_create(&stageset_stage_labels(namespace, stageset, stage))
+            .set(i64::from(on));
+    }
+
+    fn remember(&self, namespace: &str, name: &str, stage: &str) {
+        let mut index = self.stages.lock().expect("metrics index");
+        let set = index
+            .entry((namespace.to_string(), name.to_string()))
+            .or_default();
+        if !set.contains(stage) {
+            set.insert(stage.to_string());
+        }
+    }
+
+    fn known_stages(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.stages
+            .lock()
+            .expect("metrics index")
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A reconcile holding a worker; dropping it ends the work
+/// (`controller_runtime_active_workers`, the work and reconcile durations).
+pub struct WorkGuard {
+    metrics: Arc<Metrics>,
+    token: u64,
+    started: Instant,
+}
+
+impl Drop for WorkGuard {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let rt = &self.metrics.runtime;
+        if let Ok(mut m) = self.metrics.in_flight.lock() {
+            m.remove(&self.token);
+        }
+        rt.active_workers.get_or_create(&controller_labels()).dec();
+        rt.work_duration
+            .get_or_create(&queue_labels())
+            .observe(elapsed);
+        rt.reconcile_time
+            .get_or_create(&controller_labels())
+            .observe(elapsed);
+    }
+}
+
+/// Go's `GroupVersionKind.String()`: `<group>/<version>, Kind=<kind>`.
+pub fn gvk_label(group: &str, version: &str, kind: &str) -> String {
+    format!("{group}/{version}, Kind={kind}")
+}
+
+fn name_labels(namespace: &str, name: &str) -> NameLabels {
+    NameLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+    }
+}
+
+fn stage_labels(namespace: &str, name: &str, stage: &str) -> StageLabels {
+    StageLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+        stage: stage.into(),
+    }
+}
+
+fn stageset_stage_labels(namespace: &str, stageset: &str, stage: &str) -> StageSetStageLabels {
+    StageSetStageLabels {
+        namespace: namespace.into(),
+        stageset: stageset.into(),
+        stage: stage.into(),
+    }
+}
+
+fn reason_labels(namespace: &str, name: &str, reason: &str) -> ReasonLabels {
+    ReasonLabels {
+        namespace: namespace.into(),
+        name: name.into(),
+        reason: reason.into(),
+    }
+}
+
+fn controller_labels() -> ControllerLabels {
+    ControllerLabels {
+        controller: CONTROLLER.into(),
+    }
+}
+
+fn queue_labels() -> QueueLabels {
+    QueueLabels {
+        controller: CONTROLLER.into(),
+        name: CONTROLLER.into(),
     }
 }
 
@@ -131,32 +1155,341 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every family with its exposed (sample) name and type.
+    const FAMILIES: &[(&str, &str)] = &[
+        ("stageset_reconcile_total", "counter"),
+        ("stageset_stage_applied_total", "counter"),
+        ("stageset_action_runs_total", "counter"),
+        ("stageset_drift_corrected_total", "counter"),
+        ("stageset_update_deferred_total", "counter"),
+        ("stageset_webhook_cert_renewal_failures_total", "counter"),
+        ("stageset_watch_engagement_failures_total", "counter"),
+        ("stageset_teardown_force_drop_total", "counter"),
+        ("stageset_inventory_skipped_entries_total", "counter"),
+        ("stageset_stage_ready", "gauge"),
+        ("stageset_stage_promotion_pending", "gauge"),
+        ("stageset_stage_promotion_blocked", "gauge"),
+        ("stageset_budget_remaining", "gauge"),
+        ("stageset_budget_frozen", "gauge"),
+        ("stageset_metric_source_errors_total", "counter"),
+        ("stageset_stage_budget_frozen", "gauge"),
+        ("stageset_ledger_anchor_errors_total", "counter"),
+        ("stageset_ledger_adoptions_total", "counter"),
+        ("controller_runtime_reconcile_total", "counter"),
+        ("controller_runtime_reconcile_errors_total", "counter"),
+        (
+            "controller_runtime_terminal_reconcile_errors_total",
+            "counter",
+        ),
+        ("controller_runtime_reconcile_panics_total", "counter"),
+        ("controller_runtime_reconcile_time_seconds", "histogram"),
+        ("controller_runtime_max_concurrent_reconciles", "gauge"),
+        ("controller_runtime_active_workers", "gauge"),
+        ("workqueue_depth", "gauge"),
+        ("workqueue_adds_total", "counter"),
+        ("workqueue_retries_total", "counter"),
+        ("workqueue_queue_duration_seconds", "histogram"),
+        ("workqueue_work_duration_seconds", "histogram"),
+        ("workqueue_unfinished_work_seconds", "gauge"),
+        ("workqueue_longest_running_processor_seconds", "gauge"),
+        ("leader_election_master_status", "gauge"),
+        ("controller_runtime_webhook_requests_total", "counter"),
+        ("controller_runtime_webhook_latency_seconds", "histogram"),
+        ("controller_runtime_webhook_requests_in_flight", "gauge"),
+    ];
+
     #[test]
-    fn names_and_eviction() {
-        let m = Metrics::new();
-        m.drift_corrected
-            .get_or_create(&StageLabels {
-                namespace: "n".into(),
-                name: "s".into(),
-                stage: "a".into(),
+    fn exactly_the_expected_families() {
+        let m = Metrics::new(3);
+        let text = m.encode();
+        let types: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("# TYPE "))
+            .map(str::to_string)
+            .collect();
+        let expected: Vec<String> = FAMILIES
+            .iter()
+            .map(|(name, kind)| {
+                let family = if *kind == "counter" {
+                    name.strip_suffix("_total").expect("counters end in _total")
+                } else {
+                    name
+                };
+                format!("# TYPE {family} {kind}")
             })
-            .inc_by(3);
-        m.teardown_force_drop
-            .get_or_create(&ReasonLabels {
-                namespace: "n".into(),
-                name: "s".into(),
-                reason: ForceDropReason::TimedOut.as_str().into(),
+            .collect();
+        assert_eq!(types, expected, "{text}");
+        assert_eq!(
+            FAMILIES
+                .iter()
+                .filter(|(n, _)| n.starts_with("stageset_"))
+                .count(),
+            18
+        );
+        // Counters carry the suffix exactly once.
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+        // The unlabelled counter exists from the start.
+        assert!(
+            text.contains("\nstageset_webhook_cert_renewal_failures_total 0\n"),
+            "{text}"
+        );
+        m.cert_renewal_failed();
+        assert!(
+            m.encode()
+                .contains("\nstageset_webhook_cert_renewal_failures_total 1\n")
+        );
+        // controller-runtime series exist at zero, like initMetrics.
+        for line in [
+            r#"controller_runtime_max_concurrent_reconciles{controller="stageset"} 3"#,
+            r#"controller_runtime_active_workers{controller="stageset"} 0"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="success"} 0"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="requeue_after"} 0"#,
+            r#"controller_runtime_reconcile_errors_total{controller="stageset"} 0"#,
+            r#"controller_runtime_terminal_reconcile_errors_total{controller="stageset"} 0"#,
+            r#"controller_runtime_reconcile_panics_total{controller="stageset"} 0"#,
+            r#"workqueue_depth{controller="stageset",name="stageset"} 0"#,
+            r#"workqueue_adds_total{controller="stageset",name="stageset"} 0"#,
+            r#"workqueue_retries_total{controller="stageset",name="stageset"} 0"#,
+        ] {
+            assert!(text.contains(&format!("\n{line}\n")), "{line}\n{text}");
+        }
+    }
+
+    fn buckets(text: &str, family: &str) -> Vec<String> {
+        let prefix = format!("{family}_bucket{{");
+        text.lines()
+            .filter(|l| l.starts_with(&prefix))
+            .filter_map(|l| l.split("le=\"").nth(1))
+            .filter_map(|l| l.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn histogram_buckets_are_controller_runtimes() {
+        let m = Metrics::new(4);
+        m.webhook_request("/validate", 200, 0.01);
+        let text = m.encode();
+        let reconcile: Vec<f64> = buckets(&text, "controller_runtime_reconcile_time_seconds")
+            .iter()
+            .filter(|b| *b != "+Inf")
+            .map(|b| b.parse().unwrap())
+            .collect();
+        assert_eq!(reconcile, RECONCILE_TIME_BUCKETS);
+        assert_eq!(reconcile.len(), 40);
+        for family in [
+            "workqueue_queue_duration_seconds",
+            "workqueue_work_duration_seconds",
+        ] {
+            let b = buckets(&text, family);
+            let values: Vec<f64> = b[..b.len() - 1]
+                .iter()
+                .map(|b| b.parse().unwrap())
+                .collect();
+            let expected = [
+                1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0,
+            ];
+            assert_eq!(values.len(), expected.len(), "{family}: {b:?}");
+            for (v, e) in values.iter().zip(expected) {
+                assert!((v / e - 1.0).abs() < 1e-9, "{family}: {v} vs {e}");
+            }
+            assert_eq!(b.last().map(String::as_str), Some("+Inf"));
+        }
+        let webhook: Vec<f64> = buckets(&text, "controller_runtime_webhook_latency_seconds")
+            .iter()
+            .filter(|b| *b != "+Inf")
+            .map(|b| b.parse().unwrap())
+            .collect();
+        assert_eq!(webhook, WEBHOOK_LATENCY_BUCKETS);
+    }
+
+    #[test]
+    fn workqueue_mapping() {
+        let m = Arc::new(Metrics::new(2));
+        m.workqueue_add();
+        m.workqueue_add();
+        let text = m.encode();
+        assert!(text.contains(r#"workqueue_depth{controller="stageset",name="stageset"} 2"#));
+        let guard = m.work_started(Instant::now());
+        let text = m.encode();
+        assert!(text.contains(r#"workqueue_depth{controller="stageset",name="stageset"} 1"#));
+        assert!(text.contains(r#"controller_runtime_active_workers{controller="stageset"} 1"#));
+        std::thread::sleep(Duration::from_millis(20));
+        let text = m.encode();
+        let longest = text
+            .lines()
+            .find(|l| l.starts_with("workqueue_longest_running_processor_seconds{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap();
+        assert!(longest >= 0.02, "{text}");
+        drop(guard);
+        m.reconcile_result(Requeue::Backoff);
+        m.workqueue_retry();
+        m.workqueue_drop();
+        m.reconcile_result(Requeue::After(Duration::from_secs(1)));
+        m.reconcile_result(Requeue::Now);
+        m.reconcile_result(Requeue::Never);
+        m.reconcile_panicked();
+        let text = m.encode();
+        for line in [
+            r#"workqueue_depth{controller="stageset",name="stageset"} 0"#,
+            r#"workqueue_adds_total{controller="stageset",name="stageset"} 2"#,
+            r#"workqueue_retries_total{controller="stageset",name="stageset"} 1"#,
+            r#"workqueue_longest_running_processor_seconds{controller="stageset",name="stageset"} 0.0"#,
+            r#"controller_runtime_active_workers{controller="stageset"} 0"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="error"} 2"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="requeue"} 1"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="requeue_after"} 1"#,
+            r#"controller_runtime_reconcile_total{controller="stageset",result="success"} 1"#,
+            r#"controller_runtime_reconcile_errors_total{controller="stageset"} 2"#,
+            r#"controller_runtime_reconcile_panics_total{controller="stageset"} 1"#,
+            r#"controller_runtime_reconcile_time_seconds_count{controller="stageset"} 1"#,
+            r#"workqueue_work_duration_seconds_count{controller="stageset",name="stageset"} 1"#,
+            r#"workqueue_queue_duration_seconds_count{controller="stageset",name="stageset"} 1"#,
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn leader_and_webhook() {
+        let m = Metrics::new(4);
+        m.set_leader(true);
+        m.webhook_in_flight("/validate", 1);
+        m.webhook_request("/validate", 200, 0.02);
+        let text = m.encode();
+        assert!(text.contains(
+            r#"leader_election_master_status{name="stageset-controller.stages.metio.wtf"} 1"#
+        ));
+        assert!(text.contains(
+            r#"controller_runtime_webhook_requests_total{webhook="/validate",code="200"} 1"#
+        ));
+        assert!(
+            text.contains(
+                r#"controller_runtime_webhook_requests_in_flight{webhook="/validate"} 1"#
+            )
+        );
+        assert!(text.contains(
+            r#"controller_runtime_webhook_latency_seconds_count{webhook="/validate"} 1"#
+        ));
+        m.webhook_in_flight("/validate", -1);
+        m.set_leader(false);
+        let text = m.encode();
+        assert!(
+            text.contains(
+                r#"controller_runtime_webhook_requests_in_flight{webhook="/validate"} 0"#
+            )
+        );
+        assert!(text.contains(
+            r#"leader_election_master_status{name="stageset-controller.stages.metio.wtf"} 0"#
+        ));
+    }
+
+    fn record_everything(m: &Metrics, ns: &str, name: &str, stages: &[&str]) {
+        m.reconcile_counted(ns, name, StageSetReason::Succeeded);
+        m.reconcile_counted(ns, name, StageSetReason::StageFailed);
+        m.action_run(ns, name, "Lifetime");
+        m.update_deferred(ns, name);
+        m.set_budget_remaining(ns, name, 0.5);
+        m.set_budget_frozen(ns, name, true);
+        m.metric_source_error(ns, name);
+        m.ledger_anchor_error(ns, name);
+        m.ledger_adopted(ns, name);
+        m.teardown_force_dropped(ns, name, ForceDropReason::TimedOut);
+        for stage in stages {
+            m.stage_applied(ns, name, stage);
+            m.drift_corrected(ns, name, stage, 3);
+            m.inventory_skipped(ns, name, stage, 1);
+            m.set_promotion_pending(ns, name, stage, true);
+            m.set_promotion_blocked(ns, name, stage, false);
+            m.set_stage_budget_frozen(ns, name, stage, true);
+        }
+        let spec: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
+        let statuses: Vec<StageStatus> = stages
+            .iter()
+            .map(|s| StageStatus {
+                name: s.to_string(),
+                phase: Some(StagePhase::Ready),
+                ..Default::default()
             })
-            .inc();
+            .collect();
+        m.stage_statuses(ns, name, &spec, &statuses);
+    }
+
+    fn series_of(text: &str, ns: &str, name: &str) -> Vec<String> {
+        let a = format!(r#"namespace="{ns}",name="{name}""#);
+        let b = format!(r#"namespace="{ns}",stageset="{name}""#);
+        text.lines()
+            .filter(|l| !l.starts_with('#') && (l.contains(&a) || l.contains(&b)))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn deletion_evicts_everything_but_the_force_drop_counter() {
+        let m = Metrics::new(4);
+        record_everything(&m, "n", "s", &["a", "b"]);
+        record_everything(&m, "n", "other", &["a"]);
         let text = m.encode();
         assert!(
             text.contains(r#"stageset_drift_corrected_total{namespace="n",name="s",stage="a"} 3"#),
             "{text}"
         );
-        assert!(text.contains("# TYPE stageset_teardown_force_drop counter"));
+        assert!(text.contains(r#"stageset_stage_ready{namespace="n",stageset="s",stage="b"} 1"#));
+        // Every family but the unlabelled and gvk ones has a series for n/s.
+        let before = series_of(&text, "n", "s");
+        // 2 reasons, 1 scope, 6 per-StageSet families, 1 force drop, 7 per stage.
+        assert_eq!(before.len(), 2 + 1 + 6 + 1 + 7 * 2, "{before:#?}");
+        // A deletion that no longer knows stage "b" still evicts it.
         m.forget_stageset("n", "s", &["a".to_string()]);
         let text = m.encode();
-        assert!(!text.contains(r#"stage="a""#), "{text}");
-        assert!(text.contains(r#"reason="timed_out"} 1"#), "kept: {text}");
+        assert_eq!(
+            series_of(&text, "n", "s"),
+            [r#"stageset_teardown_force_drop_total{namespace="n",name="s",reason="timed_out"} 1"#],
+            "{text}"
+        );
+        // Other StageSets are untouched.
+        assert_eq!(series_of(&text, "n", "other").len(), 2 + 1 + 6 + 1 + 7);
+    }
+
+    #[test]
+    fn removed_stages_lose_their_gauges() {
+        let m = Metrics::new(4);
+        record_everything(&m, "n", "s", &["a", "b"]);
+        m.forget_stage("n", "s", "b");
+        let text = m.encode();
+        let b: Vec<String> = series_of(&text, "n", "s")
+            .into_iter()
+            .filter(|l| l.contains(r#"stage="b""#))
+            .collect();
+        // Counters (applied, drift, skipped) stay; the four gauges go.
+        assert_eq!(b.len(), 3, "{b:#?}");
+        assert!(b.iter().all(|l| l.contains("_total{")), "{b:#?}");
+        // Writing a status of a spec without "a" drops its gauges too.
+        m.stage_statuses("n", "s", &[], &[]);
+        let text = m.encode();
+        assert!(!text.contains(r#"stageset_stage_ready{namespace="n",stageset="s""#));
+        // And the deletion still evicts the counters of both.
+        m.forget_stageset("n", "s", &[]);
+        assert_eq!(series_of(&m.encode(), "n", "s").len(), 1);
+    }
+
+    #[test]
+    fn gvk_is_gos_string_form() {
+        assert_eq!(
+            gvk_label("jaas.metio.wtf", "v1", "JsonnetSnippet"),
+            "jaas.metio.wtf/v1, Kind=JsonnetSnippet"
+        );
+        let m = Metrics::new(4);
+        m.watch_engagement_failed(&gvk_label(
+            "source.toolkit.fluxcd.io",
+            "v1",
+            "GitRepository",
+        ));
+        assert!(m.encode().contains(
+            r#"stageset_watch_engagement_failures_total{gvk="source.toolkit.fluxcd.io/v1, Kind=GitRepository"} 1"#
+        ));
     }
 }

@@ -85,6 +85,7 @@ const ADDED_FLAGS: &[(&str, &str)] = &[
 
 /// Flags that work today; every other flag is "not supported yet".
 const SUPPORTED: &[&str] = &[
+    "leader-elect",
     "concurrent",
     "watch-namespaces",
     "inventory-shard-cap",
@@ -100,6 +101,12 @@ const SUPPORTED: &[&str] = &[
     "enable-webhook",
     "webhook-port",
     "webhook-cert-dir",
+    "webhook-cert-mode",
+    "webhook-cert-validity",
+    "webhook-service-name",
+    "webhook-service-namespace",
+    "webhook-validating-config-name",
+    "events-addr",
     "log-level",
     "log-format",
     "zap-log-level",
@@ -410,7 +417,10 @@ fn the_first_failing_rule_wins() {
         &["--webhook-port"],
     );
     // Validation runs before the not-supported-yet check.
-    assert_one_line_error(&["--leader-elect", "--concurrent=0"], &["--concurrent"]);
+    assert_one_line_error(
+        &["--rollback-store-path=/data", "--concurrent=0"],
+        &["--concurrent"],
+    );
 }
 
 #[test]
@@ -711,7 +721,6 @@ fn watch_namespaces_env_fallback() {
 
 /// A non-default value for every flag whose feature is not built yet.
 const NON_DEFAULT: &[(&str, &str)] = &[
-    ("leader-elect", "--leader-elect"),
     ("allowed-action-hosts", "--allowed-action-hosts=*.svc"),
     ("object-level-kms", "--object-level-kms=true"),
     (
@@ -774,24 +783,9 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "rollback-store-s3-sse-kms-key",
         "--rollback-store-s3-sse-kms-key=k",
     ),
-    (
-        "events-addr",
-        "--events-addr=http://notification-controller.flux-system",
-    ),
     ("tracing-endpoint", "--tracing-endpoint=otel:4317"),
     ("tracing-insecure", "--tracing-insecure"),
     ("tracing-sample-ratio", "--tracing-sample-ratio=0.5"),
-    ("webhook-cert-mode", "--webhook-cert-mode=self-signed"),
-    ("webhook-cert-validity", "--webhook-cert-validity=720h"),
-    ("webhook-service-name", "--webhook-service-name=hook"),
-    (
-        "webhook-service-namespace",
-        "--webhook-service-namespace=ops",
-    ),
-    (
-        "webhook-validating-config-name",
-        "--webhook-validating-config-name=vwc",
-    ),
     ("enable-mcp", "--enable-mcp"),
     ("mcp-bind-address", "--mcp-bind-address=:9999"),
     ("mcp-allow-mutations", "--mcp-allow-mutations"),
@@ -824,11 +818,12 @@ fn every_unsupported_flag_is_refused_at_a_non_default_value() {
 
 #[test]
 fn not_supported_yet_in_the_binary() {
-    let out = run(&["--leader-elect"]);
+    let (name, arg) = NON_DEFAULT[0];
+    let out = run(&[arg]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         stderr(&out),
-        "stageset-controller: --leader-elect is not supported yet\n"
+        format!("stageset-controller: --{name} is not supported yet\n")
     );
     assert_one_line_error(
         &["--allowed-action-hosts=*.svc"],
@@ -842,6 +837,7 @@ fn not_supported_yet_in_the_binary() {
     // The same flags at values whose effective meaning is the default are fine.
     for args in [
         &["--leader-elect=false"][..],
+        &["--leader-elect"],
         &["--webhook-port=9443"],
         &["--webhook-port=0x24E3"],
         &["--default-interval=600s"],

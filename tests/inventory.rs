@@ -1527,10 +1527,12 @@ async fn cel_ready_expressions() {
             NS,
             "broken-cel",
             "InvalidSpec",
-            "readyChecks.exprs for v1 ConfigMap: current:",
+            // The admission rules run at reconcile time too (R5), before any
+            // stage starts.
+            "stage \"app\" readyChecks.exprs[0] current \"data.value ==\": compile CEL:",
         )
         .await;
-    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    assert_eq!(stage_phase(&ss, "app"), None, "no stage was started");
     assert!(
         h.get_opt("v1", "ConfigMap", Some(NS), "not-applied")
             .await

@@ -3,6 +3,8 @@
 //! the Flux source kinds. [`spawn`] runs it on its own thread with an actix
 //! System on a multi-threaded Tokio runtime, so reconciles run in parallel.
 
+pub mod cert;
+pub mod lease;
 pub mod sources;
 pub mod stageset;
 pub mod supervisor;
@@ -26,6 +28,36 @@ pub struct ControllerOptions {
     pub worker_threads: usize,
     /// The HTTP listeners.
     pub servers: crate::servers::ServerOptions,
+    /// Runs on the controller thread right after `make_env`, before the
+    /// actors and listeners start; an error aborts the start.
+    pub on_start: Option<StartHook>,
+}
+
+/// Start-up work that needs the environment (e.g. provisioning the webhook
+/// certificate before the listener answers), see [`ControllerOptions::on_start`].
+#[derive(Clone)]
+pub struct StartHook(pub Arc<StartFn>);
+
+/// The function behind a [`StartHook`].
+pub type StartFn =
+    dyn Fn(Arc<Env>) -> futures::future::LocalBoxFuture<'static, Result<(), String>> + Send + Sync;
+
+impl StartHook {
+    pub fn new<F>(f: F) -> StartHook
+    where
+        F: Fn(Arc<Env>) -> futures::future::LocalBoxFuture<'static, Result<(), String>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        StartHook(Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for StartHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StartHook")
+    }
 }
 
 impl Default for ControllerOptions {
@@ -35,6 +67,7 @@ impl Default for ControllerOptions {
             watch_namespaces: Vec::new(),
             worker_threads: 2,
             servers: crate::servers::ServerOptions::default(),
+            on_start: None,
         }
     }
 }
@@ -124,6 +157,12 @@ where
                         return false;
                     }
                 };
+                if let Some(hook) = &options.on_start
+                    && let Err(e) = (hook.0)(env.clone()).await
+                {
+                    let _ = tx.send(Err(e));
+                    return false;
+                }
                 let client = env.clients.controller();
                 let metrics = env.metrics.clone();
                 let supervisor = supervisor::Supervisor::new(

@@ -6,6 +6,10 @@
 //! The reconcile itself runs as a Tokio task on the multi-threaded runtime, so
 //! reconciles of different StageSets run in parallel, bounded by `--concurrent`
 //! (a semaphore shared by all actors).
+//!
+//! The actor records the controller-runtime workqueue and reconcile metrics
+//! (src/metrics.rs explains the mapping): a run is queued from the trigger (or
+//! timer) until it holds a permit, and worked while it holds one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +48,8 @@ pub struct StageSetActor {
     panics: u32,
     timer: Option<SpawnHandle>,
     stopping: bool,
+    /// When the queued run (not yet holding a permit) was asked for.
+    queued_at: Option<std::time::Instant>,
 }
 
 impl StageSetActor {
@@ -59,11 +65,27 @@ impl StageSetActor {
             panics: 0,
             timer: None,
             stopping: false,
+            queued_at: None,
         }
     }
 
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Queues a run (workqueue add) unless one is queued already.
+    fn enqueue(&mut self) {
+        if self.queued_at.is_none() {
+            self.queued_at = Some(std::time::Instant::now());
+            self.env.metrics.workqueue_add();
+        }
+    }
+
+    /// Gives up a queued run that will not be worked.
+    fn dequeue(&mut self) {
+        if self.queued_at.take().is_some() {
+            self.env.metrics.workqueue_drop();
+        }
     }
 
     fn start_run(&mut self, ctx: &mut Context<Self>, why: &str) {
@@ -74,11 +96,17 @@ impl StageSetActor {
             // Followers only keep caches; the Supervisor wakes every StageSet
             // when this replica acquires the lease.
             self.pending = false;
+            self.dequeue();
             tracing::debug!(stageset = %self.key(), trigger = why, "not the leader; reconcile deferred");
             return;
         }
         self.running = true;
         self.pending = false;
+        self.enqueue();
+        let queued_at = self
+            .queued_at
+            .take()
+            .unwrap_or_else(std::time::Instant::now);
         let env = self.env.clone();
         let limiter = self.limiter.clone();
         let (namespace, name) = (self.namespace.clone(), self.name.clone());
@@ -89,6 +117,7 @@ impl StageSetActor {
                 .acquire_owned()
                 .await
                 .expect("the limiter is never closed");
+            let _work = env.metrics.work_started(queued_at);
             let started = std::time::Instant::now();
             let outcome = reconcile(&env, &namespace, &name).await;
             tracing::debug!(
@@ -113,6 +142,12 @@ impl StageSetActor {
     ) {
         self.running = false;
         if self.stopping {
+            match &result {
+                Ok(outcome) => self.env.metrics.reconcile_result(outcome.requeue),
+                Err(e) if e.is_panic() => self.env.metrics.reconcile_panicked(),
+                Err(_) => {}
+            }
+            self.dequeue();
             ctx.stop();
             return;
         }
@@ -122,6 +157,8 @@ impl StageSetActor {
                 // A panic in this StageSet's work: log it with the key and restart
                 // this actor only (its supervisor calls `restarting`).
                 let detail = if e.is_panic() {
+                    self.env.metrics.reconcile_panicked();
+                    self.env.metrics.workqueue_retry();
                     let payload = e.into_panic();
                     payload
                         .downcast_ref::<String>()
@@ -137,6 +174,7 @@ impl StageSetActor {
                 return;
             }
         };
+        self.env.metrics.reconcile_result(outcome.requeue);
         let delay = match outcome.requeue {
             Requeue::Now => Some(Duration::ZERO),
             Requeue::After(d) => {
@@ -153,6 +191,9 @@ impl StageSetActor {
                 None
             }
         };
+        if delay.is_some() {
+            self.env.metrics.workqueue_retry();
+        }
         if self.pending {
             self.start_run(ctx, "coalesced");
             return;
@@ -190,6 +231,7 @@ impl Supervised for StageSetActor {
         self.running = false;
         self.pending = false;
         self.timer = None;
+        self.dequeue();
     }
 }
 
@@ -199,6 +241,9 @@ impl Handler<Reconcile> for StageSetActor {
     fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
         if self.running {
             self.pending = true;
+            if self.env.leadership.is_leader() {
+                self.enqueue();
+            }
         } else {
             self.start_run(ctx, msg.0);
         }

@@ -276,6 +276,7 @@ impl Supervisor {
     fn forget(&mut self, key: &str) {
         if let Some((addr, seen)) = self.actors.remove(key) {
             addr.do_send(Stop);
+            self.env.metrics.forget_stageset_key(key);
             self.unindex(key, &seen.depends);
             self.wake_dependents(key);
         }

@@ -83,6 +83,8 @@ pub struct Env {
     pub metrics: Arc<Metrics>,
     /// Whether this replica may reconcile (leader election).
     pub leadership: Arc<crate::leader::Leadership>,
+    /// Forwards events to Flux's notification-controller (`--events-addr`).
+    pub notifier: Option<crate::notify::Notifier>,
 }
 
 /// The result of one pass.
@@ -143,6 +145,17 @@ impl Pass<'_> {
 
     /// Sets Ready, writes the status, records an event on a transition.
     async fn finish(&mut self, ready: Ready, requeue: Requeue) -> Outcome {
+        self.finish_with(ready, requeue, false).await
+    }
+
+    /// [`Pass::finish`] for the outcomes `stageset_reconcile_total` counts
+    /// (operations.md §7.1.2: success, progressing, stage-level failures),
+    /// once the status is written.
+    async fn finish_counted(&mut self, ready: Ready, requeue: Requeue) -> Outcome {
+        self.finish_with(ready, requeue, true).await
+    }
+
+    async fn finish_with(&mut self, ready: Ready, requeue: Requeue, counted: bool) -> Outcome {
         let generation = self.generation();
         self.status.observed_generation = Some(generation);
         let changed = status::set_ready(
@@ -158,6 +171,14 @@ impl Pass<'_> {
                 requeue: Requeue::Backoff,
                 ready: Some(ready),
             };
+        }
+        self.record_stages();
+        if counted {
+            self.env.metrics.reconcile_counted(
+                &self.namespace(),
+                &self.ss.name_any(),
+                ready.reason,
+            );
         }
         if changed {
             let message = status::decorate(
@@ -186,15 +207,50 @@ impl Pass<'_> {
         self.status.stages =
             status::merge_stages(&spec_names, &current, std::slice::from_ref(&entry));
         let client = self.env.clients.controller();
-        if let Err(e) = status::write(&client, &self.ss, &self.status).await {
-            tracing::debug!(stageset = %self.key(), error = %e, "progress status write failed");
+        match status::write(&client, &self.ss, &self.status).await {
+            Ok(()) => self.record_stages(),
+            Err(e) => {
+                tracing::debug!(stageset = %self.key(), error = %e, "progress status write failed")
+            }
         }
+    }
+
+    /// `stageset_stage_ready` from the stage entries just written.
+    fn record_stages(&self) {
+        let spec: Vec<String> = self.ss.spec.stages.iter().map(|s| s.name.clone()).collect();
+        self.env.metrics.stage_statuses(
+            &self.namespace(),
+            &self.ss.name_any(),
+            &spec,
+            &self.status.stages,
+        );
     }
 
     async fn event(&self, warning: bool, reason: &str, note: &str) {
         let client = self.env.clients.controller();
-        if let Err(e) =
-            status::event(&client, &self.ss, &self.env.instance, warning, reason, note).await
+        let notifier = self.env.notifier.as_ref();
+        // The forwarded event's revision comes from this pass's status, not
+        // from the one read when the pass started.
+        let fresh;
+        let ss = if notifier.is_some() {
+            fresh = StageSet {
+                status: Some(self.status.clone()),
+                ..self.ss.clone()
+            };
+            &fresh
+        } else {
+            &self.ss
+        };
+        if let Err(e) = status::event(
+            &client,
+            notifier,
+            ss,
+            &self.env.instance,
+            warning,
+            reason,
+            note,
+        )
+        .await
         {
             tracing::warn!(stageset = %self.key(), error = %e, "event not recorded");
         }
@@ -275,6 +331,16 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         }
         pass.status.last_handled_reconcile_at = Some(token);
     }
+    // R5: the admission rules, for StageSets that bypassed the webhook (it
+    // was disabled, or the rules were tightened after the object was admitted).
+    if let Err(message) = crate::webhook::validate_stageset(&pass.ss) {
+        return pass
+            .finish(
+                Ready::new(StageSetReason::InvalidSpec, message),
+                Requeue::After(error::PERMANENT_RETRY),
+            )
+            .await;
+    }
     // R6: dependsOn.
     if let Err(blocked) = depends::check(
         &env.clients.controller(),
@@ -341,13 +407,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         if malformed > 0 {
             tracing::debug!(stageset = %pass.key(), stage = %record.stage, malformed, "skipping malformed inventory entries");
             env.metrics
-                .inventory_skipped
-                .get_or_create(&crate::metrics::StageSetStageLabels {
-                    namespace: namespace.clone(),
-                    stageset: ss_name.clone(),
-                    stage: record.stage.clone(),
-                })
-                .inc_by(malformed as u64);
+                .inventory_skipped(&namespace, &ss_name, &record.stage, malformed as u64);
         }
     }
 
@@ -382,6 +442,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         };
         match run_stage(pass, ctx).await {
             StageResult::Ready(stage_done) => {
+                env.metrics.stage_applied(&namespace, &ss_name, &stage.name);
                 for r in &stage_done.rendered {
                     claimed.insert(inventory::entry_id(r), stage.name.clone());
                 }
@@ -394,7 +455,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
                 let requeue = failure.requeue();
                 return pass
-                    .finish(Ready::new(failure.reason, failure.ready_message()), requeue)
+                    .finish_counted(Ready::new(failure.reason, failure.ready_message()), requeue)
                     .await;
             }
             StageResult::Progressing(message, entry) => {
@@ -402,7 +463,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
                 return pass
-                    .finish(
+                    .finish_counted(
                         Ready::new(
                             StageSetReason::StageProgressing,
                             format!("stage \"{}\" verify: {message}", stage.name),
@@ -440,7 +501,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     } else if let Err(failure) = prune_pass(pass, &previous, &done).await {
         let requeue = failure.requeue();
         return pass
-            .finish(Ready::new(failure.reason, failure.ready_message()), requeue)
+            .finish_counted(Ready::new(failure.reason, failure.ready_message()), requeue)
             .await;
     }
 
@@ -448,7 +509,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     pass.status.last_applied_revisions = attempted;
     pass.status.action_failure_count = Some(0);
     let n = stages.len();
-    pass.finish(
+    pass.finish_counted(
         Ready::new(
             StageSetReason::Succeeded,
             format!("Applied and verified {n} stage(s)"),
@@ -853,13 +914,7 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
             .collect();
         if !drifted.is_empty() {
             env.metrics
-                .drift_corrected
-                .get_or_create(&crate::metrics::StageLabels {
-                    namespace: namespace.clone(),
-                    name: ss_name.clone(),
-                    stage: stage.name.clone(),
-                })
-                .inc_by(drifted.len() as u64);
+                .drift_corrected(&namespace, &ss_name, &stage.name, drifted.len() as u64);
             pass.event(
                 true,
                 EventReason::DriftCorrected.as_str(),

@@ -141,17 +141,38 @@ pub async fn write(
     })
 }
 
-/// Records a Kubernetes Event (events.k8s.io/v1) about a StageSet.
+/// Records a Kubernetes Event (events.k8s.io/v1) about a StageSet and, when
+/// `--events-addr` is set, forwards it to Flux's notification-controller
+/// (DECISIONS.md 10). The Kubernetes Event is the primary record; forwarding
+/// is queued (never blocks) and happens even when the Kubernetes write failed.
+/// The forwarded message is not cut to the Event API's 1 KiB.
 pub async fn event(
     client: &kube::Client,
+    notifier: Option<&crate::notify::Notifier>,
     ss: &StageSet,
     instance: &str,
     warning: bool,
     reason: &str,
     note: &str,
 ) -> Result<(), String> {
-    let namespace = ss.namespace().unwrap_or_default();
     let now = Timestamp::now();
+    let recorded = record(client, ss, instance, warning, reason, note, now).await;
+    if let Some(notifier) = notifier {
+        notifier.forward(ss, instance, warning, reason, note, now);
+    }
+    recorded
+}
+
+async fn record(
+    client: &kube::Client,
+    ss: &StageSet,
+    instance: &str,
+    warning: bool,
+    reason: &str,
+    note: &str,
+    now: Timestamp,
+) -> Result<(), String> {
+    let namespace = ss.namespace().unwrap_or_default();
     let name = format!(
         "{}.{:016x}",
         ss.name_any(),

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use crate::api::reasons::{EventReason, StageOp};
 use crate::api::{StageSet, keys};
 use crate::kube_client::{ClientFactory, DiscoveryError};
-use crate::metrics::{ForceDropReason, ReasonLabels};
+use crate::metrics::ForceDropReason;
 use crate::reconcile::apply::{ObjectRef, sort_for_apply};
 use crate::reconcile::error::{Requeue, StageFailure, describe};
 use crate::reconcile::{Env, Outcome, inventory, status};
@@ -115,15 +115,10 @@ pub async fn run(env: &Env, ss: &StageSet) -> Outcome {
             );
             tracing::warn!(stageset = %key, reason = reason.as_str(), error = %e, "{note}");
             env.metrics
-                .teardown_force_drop
-                .get_or_create(&ReasonLabels {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    reason: reason.as_str().into(),
-                })
-                .inc();
+                .teardown_force_dropped(&namespace, &name, reason);
             if let Err(err) = status::event(
                 &env.clients.controller(),
+                env.notifier.as_ref(),
                 ss,
                 &env.instance,
                 true,

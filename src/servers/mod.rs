@@ -178,7 +178,10 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        // prometheus-client writes OpenMetrics text (counter families are
+        // declared without `_total`, `# EOF` at the end); say so, and
+        // Prometheus parses it as such.
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.metrics.encode())
 }
 
@@ -229,13 +232,31 @@ async fn gate_handler(req: HttpRequest, state: web::Data<State>) -> HttpResponse
     }
 }
 
-async fn webhook_handler(req: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn webhook_handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
     if req.method() != actix_web::http::Method::POST {
         return HttpResponse::MethodNotAllowed()
             .insert_header((header::ALLOW, "POST"))
             .finish();
     }
-    let answer = crate::webhook::handle(req.path(), &body);
+    let path = req.path().to_string();
+    // Only the two webhook paths get series: anyone who can reach the port
+    // must not be able to create unbounded label values.
+    let known = path == crate::webhook::STAGESET_PATH || path == crate::webhook::IMAGE_POLICY_PATH;
+    if known {
+        state.metrics.webhook_in_flight(&path, 1);
+    }
+    let started = std::time::Instant::now();
+    let answer = crate::webhook::handle(&path, &body);
+    if known {
+        state
+            .metrics
+            .webhook_request(&path, answer.status, started.elapsed().as_secs_f64());
+        state.metrics.webhook_in_flight(&path, -1);
+    }
     HttpResponse::build(
         actix_web::http::StatusCode::from_u16(answer.status)
             .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),

@@ -36,6 +36,11 @@ impl CertSlot {
         Ok(())
     }
 
+    /// Replaces the certificate with one already parsed (see [`certified_key`]).
+    pub fn set(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(key));
+    }
+
     /// Loads `tls.crt` and `tls.key` from a directory.
     pub fn load_dir(&self, dir: &Path) -> Result<(), String> {
         let cert = std::fs::read(dir.join(CERT_FILE))

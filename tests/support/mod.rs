@@ -96,6 +96,10 @@ impl Harness {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if let Some(dir) = &options.webhook_cert_dir {
+            // The certificate watcher follows the same directory.
+            flags.push(format!("--webhook-cert-dir={}", dir.display()));
+        }
         flags.extend(options.flags);
         let mut h = Harness {
             sim,

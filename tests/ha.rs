@@ -1,0 +1,528 @@
+//! Leader election and HA (operations.md §4): two controller processes against
+//! one kube-sim elect one leader through the Lease; only the leader
+//! reconciles; when it is killed mid-rollout the other takes over once the
+//! lease expires and finishes the rollout, while its gate answers throughout.
+//! The LeaseActor's loss paths run in-process with short timings.
+
+#![recursion_limit = "256"]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Event;
+use kube::api::{Api, PostParams};
+use kube_sim::{KubeSim, Options};
+use serde_json::{Value, json};
+use stageset_controller::actors::lease::{LEASE_NAME, LeaderElection, Timings};
+use stageset_controller::leader::Leadership;
+use support::*;
+
+const NS: &str = "default";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// One controller process and the JSON lines it logged.
+struct Replica {
+    pod: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Replica {
+    fn spawn(kubeconfig: &std::path::Path, pod: &str) -> Replica {
+        // Bind addresses must name a port (operations.md §1.5 rule 1): take
+        // free ones from the OS; the `listening` line confirms what was bound.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
+            .args([
+                "--leader-elect",
+                "--log-format=json",
+                "--log-level=debug",
+                "--allow-loopback-artifacts",
+                &format!("--gate-bind-address=127.0.0.1:{}", free_port()),
+                &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+                &format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
+                "--enable-webhook=false",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", NS)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the controller binary starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let value = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        Replica {
+            pod: pod.to_string(),
+            child,
+            lines,
+        }
+    }
+
+    fn find(&self, msg: &str) -> Option<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l["msg"] == msg)
+            .cloned()
+    }
+
+    async fn wait_line(&mut self, msg: &str) -> Value {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(l) = self.find(msg) {
+                return l;
+            }
+            if msg != "leader election lost"
+                && let Ok(Some(status)) = self.child.try_wait()
+            {
+                panic!("{} exited ({status}): {:#?}", self.pod, self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never logged {msg:?}: {:#?}",
+                self.pod,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Lines with this message about the StageSet `shop`.
+    fn about_shop(&self, msg: &str) -> Vec<Value> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["msg"] == msg && l["stageset"] == format!("{NS}/shop"))
+            .cloned()
+            .collect()
+    }
+
+    fn logs(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The identity from the "attempting to acquire" line.
+    async fn identity(&mut self) -> String {
+        let l = self
+            .wait_line("attempting to acquire the leader lease")
+            .await;
+        l["identity"].as_str().unwrap().to_string()
+    }
+
+    async fn gate(&mut self) -> SocketAddr {
+        let l = self.wait_line("listening").await;
+        l["gate"].as_str().unwrap().parse().expect("gate address")
+    }
+
+    /// Whether `leader_election_master_status` says this replica leads.
+    async fn reports_leading(&mut self, http: &reqwest::Client) -> bool {
+        let l = self.wait_line("listening").await;
+        let addr: SocketAddr = l["metrics"].as_str().unwrap().parse().unwrap();
+        let text = http
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.contains(&format!(
+            "leader_election_master_status{{name=\"{LEASE_NAME}\"}} 1"
+        ))
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Asks a gate about a stage; any HTTP answer is fine, a connection error is not.
+async fn gate(http: &reqwest::Client, addr: SocketAddr, stage: &str) -> (u16, String) {
+    let resp = http
+        .get(format!("http://{addr}/gate/{NS}/shop/{stage}"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("the gate at {addr} does not answer: {e}"));
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert!(matches!(status, 200 | 403), "{status} {body}");
+    (status, body)
+}
+
+async fn lease(client: &kube::Client) -> Option<Lease> {
+    Api::<Lease>::namespaced(client.clone(), NS)
+        .get_opt(LEASE_NAME)
+        .await
+        .unwrap()
+}
+
+fn holder(lease: &Option<Lease>) -> Option<String> {
+    lease
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .holder_identity
+        .clone()
+        .filter(|h| !h.is_empty())
+}
+
+async fn events(client: &kube::Client) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), NS)
+        .list(
+            &kube::api::ListParams::default()
+                .fields("involvedObject.kind=StageSet,involvedObject.name=shop"),
+        )
+        .await
+        .unwrap()
+        .items
+}
+
+fn reporter(e: &Event) -> String {
+    e.reporting_instance.clone().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_reconciles_and_a_follower_takes_over_after_the_lease_expires() {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    h.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let one = h.artifact("one.tar.gz", &[("d.yaml", &deployment(NS, "one"))]);
+    let two = h.artifact("two.tar.gz", &[("d.yaml", &deployment(NS, "two"))]);
+    h.external_artifact(NS, "one", &one, "v1@sha1:111").await;
+    h.external_artifact(NS, "two", &two, "v1@sha1:222").await;
+
+    let mut a = Replica::spawn(&kubeconfig, "replica-a");
+    let mut b = Replica::spawn(&kubeconfig, "replica-b");
+    let (id_a, id_b) = (a.identity().await, b.identity().await);
+    let (gate_a, gate_b) = (a.gate().await, b.gate().await);
+    for (id, pod) in [(&id_a, "replica-a"), (&id_b, "replica-b")] {
+        let uuid = id
+            .strip_prefix(&format!("{pod}_"))
+            .unwrap_or_else(|| panic!("{id} is not <hostname>_<uuid>"));
+        assert_eq!(uuid.len(), 36, "{id}");
+    }
+    assert_ne!(id_a[10..], id_b[10..], "distinct uuids");
+
+    // Exactly one holds the Lease, and it says so.
+    let deadline = Instant::now() + DEADLINE;
+    let first = loop {
+        if let Some(holder) = holder(&lease(&h.client).await) {
+            break holder;
+        }
+        assert!(Instant::now() < deadline, "nobody acquired the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (mut leader, mut follower, follower_id, follower_gate) = if first == id_a {
+        (a, b, id_b, gate_b)
+    } else {
+        assert_eq!(first, id_b, "the holder is one of the two replicas");
+        (b, a, id_a, gate_a)
+    };
+    let acquired = leader.wait_line("leader lease acquired").await;
+    assert_eq!(acquired["identity"], first.as_str());
+    assert_eq!(acquired["lease"], format!("{NS}/{LEASE_NAME}"));
+    let spec = lease(&h.client).await.unwrap().spec.unwrap();
+    assert_eq!(spec.lease_duration_seconds, Some(15));
+    assert_eq!(spec.lease_transitions, Some(0));
+    assert!(spec.acquire_time.is_some() && spec.renew_time.is_some());
+
+    // A two-stage rollout; stage "one" waits for its Deployment.
+    h.stageset(
+        NS,
+        "shop",
+        json!({"stages": [
+            {"name": "one", "sourceRef": {"name": "one"}},
+            {"name": "two", "sourceRef": {"name": "two"}}
+        ]}),
+    )
+    .await;
+    h.wait_stageset(NS, "shop", "stage one verifying", |ss| {
+        stage_phase(ss, "one").as_deref() == Some("Verifying")
+    })
+    .await;
+    h.wait_exists("apps/v1", "Deployment", Some(NS), "one")
+        .await;
+    assert!(follower.find("leader lease acquired").is_none());
+    // Both gates answer from their caches; the follower's cache follows the
+    // leader's status writes.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = gate(&http, follower_gate, "one").await;
+        if status == 403 && body.contains("phase=Verifying") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "follower gate: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader_gate = leader.gate().await;
+    assert_eq!(gate(&http, leader_gate, "one").await.0, 403);
+    assert!(leader.reports_leading(&http).await);
+    assert!(!follower.reports_leading(&http).await);
+    let before: Vec<Event> = events(&h.client).await;
+    // Only the leader reconciles; the follower's StageSet actor defers.
+    assert!(!leader.about_shop("reconcile finished").is_empty());
+    assert!(follower.about_shop("reconcile queued").is_empty());
+    assert!(follower.about_shop("reconcile finished").is_empty());
+    assert!(
+        !follower
+            .about_shop("not the leader; reconcile deferred")
+            .is_empty()
+    );
+    for e in &before {
+        assert_eq!(reporter(e), leader.pod, "only the leader reconciles: {e:?}");
+    }
+
+    // Kill the leader (SIGKILL: no shutdown, the Lease is left to expire)
+    // and let stage one become healthy: nothing may move until the survivor
+    // holds the lease.
+    leader.child.kill().unwrap();
+    leader.child.wait().unwrap();
+    let killed = Instant::now();
+    h.set_ready("apps/v1", "Deployment", NS, "one");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let current = holder(&lease(&h.client).await);
+        if current.as_deref() == Some(follower_id.as_str()) {
+            break;
+        }
+        assert_eq!(current.as_deref(), Some(first.as_str()));
+        let ss = h.get_stageset(NS, "shop").await;
+        assert_eq!(
+            stage_phase(&ss, "one").as_deref(),
+            Some("Verifying"),
+            "no progress without a leader"
+        );
+        assert!(
+            h.get_opt("apps/v1", "Deployment", Some(NS), "two")
+                .await
+                .is_none(),
+            "stage two must not start without a leader"
+        );
+        let (status, body) = gate(&http, follower_gate, "one").await;
+        assert_eq!(status, 403, "{body}");
+        assert!(Instant::now() < deadline, "the follower never took over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = killed.elapsed();
+    eprintln!("took over {took:?} after the kill");
+    // The last renewal happened at most a retry period before the kill and the
+    // follower waits a full lease duration after seeing it.
+    assert!(
+        took >= Duration::from_secs(10),
+        "took over after {took:?}, before the lease expired"
+    );
+    let acquired = follower.wait_line("leader lease acquired").await;
+    assert_eq!(acquired["identity"], follower_id.as_str());
+    let spec = lease(&h.client).await.unwrap().spec.unwrap();
+    assert_eq!(spec.lease_transitions, Some(1));
+    assert!(follower.reports_leading(&http).await);
+    let woken = follower.about_shop("reconcile queued");
+    assert_eq!(woken[0]["trigger"], "leadership acquired", "{woken:?}");
+
+    // The new leader finishes the rollout; its gate kept answering.
+    h.wait_exists("apps/v1", "Deployment", Some(NS), "two")
+        .await;
+    assert_eq!(gate(&http, follower_gate, "two").await.0, 403);
+    h.set_ready("apps/v1", "Deployment", NS, "two");
+    h.wait_ready_reason(NS, "shop", "Succeeded", "").await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = gate(&http, follower_gate, "two").await;
+        if status == 200 {
+            assert!(body.contains("is Ready"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "gate: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after: Vec<Event> = events(&h.client).await;
+    let new: Vec<&Event> = after
+        .iter()
+        .filter(|e| !before.iter().any(|b| b.metadata.name == e.metadata.name))
+        .collect();
+    eprintln!(
+        "events: {} before the kill, {} after",
+        before.len(),
+        new.len()
+    );
+    assert!(!new.is_empty(), "the new leader records events");
+    for e in new {
+        assert_eq!(reporter(e), follower.pod, "{e:?}");
+    }
+    assert!(
+        follower.child.try_wait().unwrap().is_none(),
+        "still running"
+    );
+}
+
+/// The binary exits with code 1, at once, when another holder takes the Lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_1_when_the_lease_is_lost() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    h.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let mut a = Replica::spawn(&kubeconfig, "replica-a");
+    a.wait_line("leader lease acquired").await;
+    let api = Api::<Lease>::namespaced(h.client.clone(), NS);
+    let mut l = api.get(LEASE_NAME).await.unwrap();
+    l.spec.as_mut().unwrap().holder_identity = Some("intruder_1".into());
+    api.replace(LEASE_NAME, &PostParams::default(), &l)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = a.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(1));
+    // The reader thread may lag behind the exit.
+    let lost = a.wait_line("leader election lost").await;
+    assert_eq!(lost["level"], "error");
+    assert!(
+        lost["error"].as_str().unwrap().contains("intruder_1"),
+        "{lost}"
+    );
+}
+
+// --- the LeaseActor in-process ----------------------------------------------
+
+const FAST: Timings = Timings {
+    lease_duration: Duration::from_secs(3),
+    renew_deadline: Duration::from_secs(2),
+    retry_period: Duration::from_millis(200),
+};
+
+struct Candidate {
+    leadership: Arc<Leadership>,
+    lost: Arc<AtomicBool>,
+}
+
+fn candidate(client: kube::Client, identity: &str) -> Candidate {
+    let leadership = Leadership::candidate();
+    let lost = Arc::new(AtomicBool::new(false));
+    let flag = lost.clone();
+    LeaderElection {
+        namespace: NS.into(),
+        identity: identity.into(),
+        timings: FAST,
+        on_lost: Arc::new(move || flag.store(true, Ordering::SeqCst)),
+    }
+    .start(client, leadership.clone(), None);
+    Candidate { leadership, lost }
+}
+
+async fn until(what: &str, limit: Duration, f: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+async fn sim_client(sim: &KubeSim) -> kube::Client {
+    kube::Client::try_from(kube_config(sim).await).unwrap()
+}
+
+/// A leader that finds another holder in the Lease stops leading at once.
+#[actix_rt::test]
+async fn a_leader_seeing_another_holder_gives_up() {
+    let sim = KubeSim::start(Options::default()).expect("kube-sim");
+    let client = sim_client(&sim).await;
+    let a = candidate(client.clone(), "a_1");
+    until("a leads", DEADLINE, || a.leadership.is_leader()).await;
+    let b = candidate(client.clone(), "b_2");
+    // The follower keeps following while the leader renews.
+    tokio::time::sleep(FAST.lease_duration * 2).await;
+    assert!(a.leadership.is_leader() && !b.leadership.is_leader());
+    assert!(!a.lost.load(Ordering::SeqCst));
+    let spec = lease(&client).await.unwrap().spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("a_1"));
+    assert_eq!(spec.lease_duration_seconds, Some(3));
+
+    // Someone else writes the Lease.
+    let api = Api::<Lease>::namespaced(client.clone(), NS);
+    let mut l = api.get(LEASE_NAME).await.unwrap();
+    l.spec.as_mut().unwrap().holder_identity = Some("intruder_3".into());
+    l.spec.as_mut().unwrap().lease_duration_seconds = Some(3600);
+    api.replace(LEASE_NAME, &PostParams::default(), &l)
+        .await
+        .unwrap();
+    until("a gives up", Duration::from_secs(5), || {
+        a.lost.load(Ordering::SeqCst)
+    })
+    .await;
+    assert!(!a.leadership.is_leader());
+    assert!(!b.leadership.is_leader() && !b.lost.load(Ordering::SeqCst));
+}
+
+/// Without a successful renewal within the renew deadline the leader gives up,
+/// before another replica could consider the lease expired.
+#[actix_rt::test]
+async fn a_leader_that_cannot_renew_gives_up_at_the_renew_deadline() {
+    let sim = KubeSim::start(Options::default()).expect("kube-sim");
+    let client = sim_client(&sim).await;
+    let a = candidate(client, "a_1");
+    until("a leads", DEADLINE, || a.leadership.is_leader()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let dropped = Instant::now();
+    drop(sim);
+    until("a gives up", Duration::from_secs(10), || {
+        a.lost.load(Ordering::SeqCst)
+    })
+    .await;
+    let took = dropped.elapsed();
+    assert!(!a.leadership.is_leader());
+    let earliest = FAST.renew_deadline - FAST.retry_period - Duration::from_millis(300);
+    assert!(
+        took >= earliest && took <= FAST.renew_deadline + Duration::from_millis(500),
+        "gave up {took:?} after the API went away"
+    );
+}
