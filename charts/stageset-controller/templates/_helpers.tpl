@@ -1,0 +1,82 @@
+{{/*
+Base name of every object: the chart name, never the release name (operations
+spec §2.1), so the Lease, webhook Service and certificate names are stable.
+*/}}
+{{- define "stageset.name" -}}
+stageset-controller
+{{- end -}}
+
+{{/*
+Cluster-scoped objects carry the release namespace so two installs (one per
+tenant group) never collide (DECISIONS.md 8).
+*/}}
+{{- define "stageset.clusterName" -}}
+{{ include "stageset.name" . }}-{{ .Release.Namespace }}
+{{- end -}}
+
+{{- define "stageset.chart" -}}
+{{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* Immutable selector labels: never version or managed-by. */}}
+{{- define "stageset.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "stageset.name" . }}
+app.kubernetes.io/component: controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/part-of: stageset-controller
+{{- end -}}
+
+{{- define "stageset.labels" -}}
+{{ include "stageset.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ include "stageset.chart" . }}
+{{- end -}}
+
+{{- define "stageset.image" -}}
+{{ .Values.image.registry }}/{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "stageset.webhookService" -}}
+{{ include "stageset.name" . }}-webhook
+{{- end -}}
+
+{{- define "stageset.webhookCertName" -}}
+{{ include "stageset.name" . }}-webhook-cert
+{{- end -}}
+
+{{/* Fails rendering on value combinations the controller cannot run with. */}}
+{{- define "stageset.validate" -}}
+{{- if not (has .Values.webhook.certMode (list "cert-manager" "self-signed")) -}}
+{{- fail (printf "webhook.certMode must be cert-manager or self-signed, got %q" .Values.webhook.certMode) -}}
+{{- end -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certMode "cert-manager") (not .Values.webhook.certManager.issuerRef.name) -}}
+{{- fail "webhook.certManager.issuerRef.name is required when webhook.certMode is cert-manager" -}}
+{{- end -}}
+{{- if not (has .Values.rollbackStore.backend (list "none" "pvc" "s3")) -}}
+{{- fail (printf "rollbackStore.backend must be none, pvc or s3, got %q" .Values.rollbackStore.backend) -}}
+{{- end -}}
+{{- if eq .Values.rollbackStore.backend "s3" -}}
+{{- if not .Values.rollbackStore.s3.endpoint -}}
+{{- fail "rollbackStore.s3.endpoint is required when rollbackStore.backend is s3" -}}
+{{- end -}}
+{{- if not .Values.rollbackStore.s3.bucket -}}
+{{- fail "rollbackStore.s3.bucket is required when rollbackStore.backend is s3" -}}
+{{- end -}}
+{{- if and (eq .Values.rollbackStore.s3.sse "kms") (not .Values.rollbackStore.s3.sseKmsKeyId) -}}
+{{- fail "rollbackStore.s3.sseKmsKeyId is required when rollbackStore.s3.sse is kms" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (ne .Values.rollbackStore.backend "s3") (or .Values.rollbackStore.s3.endpoint .Values.rollbackStore.s3.bucket .Values.rollbackStore.s3.existingSecret) -}}
+{{- fail (printf "rollbackStore.s3 settings are set but rollbackStore.backend is %q: the PVC and S3 rollback stores are mutually exclusive, set backend: s3 to use S3" .Values.rollbackStore.backend) -}}
+{{- end -}}
+{{- if lt (int .Values.replicas.max) (int .Values.replicas.min) -}}
+{{- fail (printf "replicas.max (%d) must not be below replicas.min (%d)" (int .Values.replicas.max) (int .Values.replicas.min)) -}}
+{{- end -}}
+{{- if and (gt (int .Values.replicas.max) 1) (not .Values.controller.leaderElect) -}}
+{{- fail "controller.leaderElect must be true when more than one replica can run (replicas.max > 1)" -}}
+{{- end -}}
+{{- if and .Values.mcp.allowMutations (not .Values.mcp.enabled) -}}
+{{- fail "mcp.allowMutations needs mcp.enabled" -}}
+{{- end -}}
+{{- end -}}
