@@ -80,3 +80,16 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{- fail "mcp.allowMutations needs mcp.enabled" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* One built-in alert of the bundled PrometheusRule (operations spec §7.3). */}}
+{{- define "stageset.alert" -}}
+- alert: {{ .alert }}
+  expr: {{ .expr | quote }}
+  for: {{ .for }}
+  labels:
+    {{- toYaml (merge (dict "severity" .severity) .extra) | nindent 4 }}
+  annotations:
+    summary: {{ .summary | quote }}
+    description: {{ .description | quote }}
+    {{ .runbookKey }}: {{ .runbook | quote }}
+{{- end -}}
