@@ -161,7 +161,7 @@ struct CrdsArgs {
     #[arg(
         long,
         value_name = "DIR",
-        default_value = "charts/stageset-controller/crds"
+        default_value = "charts/stageset-controller/files/crds"
     )]
     output_dir: PathBuf,
     /// Print every CRD to stdout instead of writing files.

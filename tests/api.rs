@@ -471,7 +471,7 @@ fn upstream_property_paths_exist_in_ours() {
 
 #[test]
 fn committed_crds_match_the_types() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/stageset-controller/crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/stageset-controller/files/crds");
     let rendered = crd::render_all();
     let mut stale = Vec::new();
     for (name, yaml) in &rendered {
@@ -490,7 +490,7 @@ fn committed_crds_match_the_types() {
     }
     assert!(
         stale.is_empty(),
-        "charts/stageset-controller/crds is out of date ({}); run `cargo run -- crds`",
+        "charts/stageset-controller/files/crds is out of date ({}); run `cargo run -- crds`",
         stale.join(", ")
     );
 }

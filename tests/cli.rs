@@ -897,7 +897,7 @@ fn crds_subcommand_writes_five_files() {
     assert_eq!(
         parse(&["crds"]),
         Ok(Invocation::Crds(CrdsOutput::Dir(PathBuf::from(
-            "charts/stageset-controller/crds"
+            "charts/stageset-controller/files/crds"
         ))))
     );
     assert_usage_error(&["crds", "--stdout", "--output-dir=/tmp/x"], &[]);

@@ -11,7 +11,8 @@ Cluster-scoped objects carry the release namespace so two installs (one per
 tenant group) never collide (DECISIONS.md 8).
 */}}
 {{- define "stageset.clusterName" -}}
-{{ include "stageset.name" . }}-{{ .Release.Namespace }}
+{{- /* trimSuffix: `helm lint` renders without a namespace. */ -}}
+{{ printf "%s-%s" (include "stageset.name" .) .Release.Namespace | trimSuffix "-" }}
 {{- end -}}
 
 {{- define "stageset.chart" -}}

@@ -3634,8 +3634,14 @@ mod tests {
             .collect()
     }
 
-    const CRD: &str = "/work/main/charts/stageset-controller/crds/stages.metio.wtf_stagesets.yaml";
-    const CORPUS: &str = "/work/shared/reference/corpus/examples";
+    const CRD: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../charts/stageset-controller/files/crds/stages.metio.wtf_stagesets.yaml"
+    );
+    const CORPUS: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/reference/corpus/examples"
+    );
 
     fn corpus(name: &str) -> Value {
         load_yaml(&format!("{CORPUS}/{name}")).remove(0)
