@@ -20,6 +20,7 @@ pub mod outbound;
 pub mod prune;
 pub mod source;
 pub mod status;
+pub mod substitute;
 pub mod teardown;
 pub mod verify;
 
