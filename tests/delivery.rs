@@ -643,3 +643,107 @@ async fn hostile_artifacts_fail_closed_and_apply_nothing() {
         "nothing was applied"
     );
 }
+
+/// Post-build substitution (delivery.md §2.3 step 7, §2.3.4): inline values
+/// override `substituteFrom` ConfigMaps read as the tenant; bash operators and
+/// `$$` work; a Secret the tenant may not read fails with RBACDenied even when
+/// `optional` (optional skips NotFound only); an unset variable fails strictly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_build_substitution_reads_variables_as_the_tenant() {
+    let h = Harness::start().await;
+    h.namespace("team").await;
+    for obj in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "team"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "deployer", "namespace": "team"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer", "namespace": "team"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}]}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "vars", "namespace": "team"},
+               "data": {"ENV": "prod", "REGION": "overridden-inline", "REPLICAS": "3"}}),
+    ] {
+        h.sim.load(obj).unwrap();
+    }
+    let template = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: team\ndata:\n  env: ${ENV}\n  upper: ${ENV^^}\n  region: ${REGION}\n  greeting: ${GREETING:-hello}\n  price: $$5\n  untouched: $ENV\n";
+    let app = h.artifact("app.tar.gz", &[("cm.yaml", template)]);
+    h.external_artifact("team", "app", &app, "r1").await;
+    h.stageset(
+        "team",
+        "subst",
+        json!({"serviceAccountName": "deployer", "stages": [{
+            "name": "app", "sourceRef": {"name": "app"},
+            "postBuild": {
+                "substitute": {"REGION": "eu-west-1"},
+                "substituteFrom": [
+                    {"kind": "ConfigMap", "name": "vars"},
+                    {"kind": "ConfigMap", "name": "absent", "optional": true}
+                ]
+            }
+        }]}),
+    )
+    .await;
+    h.wait_ready_reason("team", "subst", "Succeeded", "").await;
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("team"), "settings")
+        .await
+        .expect("substituted ConfigMap applied");
+    let data = &cm.data["data"];
+    assert_eq!(data["env"], "prod");
+    assert_eq!(data["upper"], "PROD");
+    assert_eq!(
+        data["region"], "eu-west-1",
+        "inline overrides substituteFrom"
+    );
+    assert_eq!(data["greeting"], "hello");
+    assert_eq!(data["price"], "$5");
+    assert_eq!(
+        data["untouched"], "$ENV",
+        "only ${{…}} forms are substituted"
+    );
+
+    // optional skips NotFound only: a Secret the tenant may not read is a denial.
+    let other = h.artifact(
+        "other.tar.gz",
+        &[("cm.yaml", &configmap("team", "other", "${ENV}"))],
+    );
+    h.external_artifact("team", "other", &other, "r1").await;
+    h.stageset(
+        "team",
+        "denied",
+        json!({"serviceAccountName": "deployer", "stages": [{
+            "name": "app", "sourceRef": {"name": "other"},
+            "postBuild": {"substituteFrom": [{"kind": "Secret", "name": "creds", "optional": true}]}
+        }]}),
+    )
+    .await;
+    h.wait_ready_reason("team", "denied", "RBACDenied", "get Secret team/creds")
+        .await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("team"), "other")
+            .await
+            .is_none()
+    );
+
+    // Strict: a variable that is not set fails the stage and applies nothing.
+    let strict = h.artifact(
+        "strict.tar.gz",
+        &[("cm.yaml", &configmap("team", "strict", "${NOT_SET}"))],
+    );
+    h.external_artifact("team", "strict", &strict, "r1").await;
+    h.stageset(
+        "team",
+        "strict",
+        json!({"serviceAccountName": "deployer", "stages": [{
+            "name": "app", "sourceRef": {"name": "strict"},
+            "postBuild": {"substitute": {"ENV": "prod"}}
+        }]}),
+    )
+    .await;
+    h.wait_ready_reason("team", "strict", "StageFailed", "NOT_SET")
+        .await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("team"), "strict")
+            .await
+            .is_none()
+    );
+}

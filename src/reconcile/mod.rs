@@ -521,6 +521,105 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
 }
 
 /// The effective ServiceAccount of a stage (stage overrides StageSet).
+/// delivery.md §2.3.4: the variables of a stage's `postBuild`. `substituteFrom`
+/// objects are read as the StageSet-level ServiceAccount (never the controller
+/// when one is named) in the StageSet's namespace; `optional` skips NotFound
+/// only. Only inline values: no API access at all.
+async fn post_build_vars(
+    env: &Env,
+    ss: &StageSet,
+    namespace: &str,
+    stage: &crate::api::Stage,
+) -> Result<Option<substitute::Vars>, StageFailure> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let op = StageOp::ResolvePostBuildVariables;
+    let Some(post_build) = stage.post_build.as_ref() else {
+        return Ok(None);
+    };
+    let refs = post_build.substitute_from.as_deref().unwrap_or_default();
+    let mut sources = Vec::with_capacity(refs.len());
+    if !refs.is_empty() {
+        let client = env
+            .clients
+            .for_service_account(namespace, effective_sa(ss, None))
+            .await
+            .map_err(|e| {
+                StageFailure::new(&stage.name, StageOp::ConnectTargetCluster, e.to_string())
+            })?;
+        for r in refs {
+            let kind = match r.kind {
+                crate::api::SubstituteKind::ConfigMap => "ConfigMap",
+                crate::api::SubstituteKind::Secret => "Secret",
+            };
+            let got = match r.kind {
+                crate::api::SubstituteKind::ConfigMap => {
+                    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                        .get(&r.name)
+                        .await
+                        .map(|cm| cm.data.unwrap_or_default())
+                }
+                crate::api::SubstituteKind::Secret => {
+                    Api::<Secret>::namespaced(client.clone(), namespace)
+                        .get(&r.name)
+                        .await
+                        .map(|s| {
+                            use base64::Engine as _;
+                            s.data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| {
+                                    (k, base64::engine::general_purpose::STANDARD.encode(v.0))
+                                })
+                                .collect()
+                        })
+                }
+            };
+            match got {
+                Ok(data) => sources.push(substitute::VarSource {
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    data,
+                }),
+                Err(kube::Error::Api(s)) if s.code == 404 && r.optional == Some(true) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(StageFailure::new(
+                        &stage.name,
+                        op,
+                        format!(
+                            "{kind} {namespace}/{} not found (set optional: true to skip it)",
+                            r.name
+                        ),
+                    ));
+                }
+                Err(e) if error::is_forbidden(&e) => {
+                    let detail = match &e {
+                        kube::Error::Api(s) => s.message.clone(),
+                        other => other.to_string(),
+                    };
+                    return Err(StageFailure::rbac(
+                        &stage.name,
+                        op,
+                        error::rbac_denied_message(
+                            &format!("get {kind} {namespace}/{}", r.name),
+                            &detail,
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(StageFailure::new(
+                        &stage.name,
+                        op,
+                        format!("reading {kind} {namespace}/{}: {e}", r.name),
+                    ));
+                }
+            }
+        }
+    }
+    substitute::resolve_vars(&sources, post_build.substitute.as_ref())
+        .map(Some)
+        .map_err(|e| StageFailure::new(&stage.name, op, e.to_string()))
+}
+
 fn effective_sa<'a>(ss: &'a StageSet, stage: Option<&'a crate::api::Stage>) -> Option<&'a str> {
     stage
         .and_then(|s| s.service_account_name.as_deref())
@@ -814,6 +913,12 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
             }
         }
     }
+    // Post-build variables are resolved before the download: a missing or
+    // forbidden ConfigMap/Secret fails the stage without fetching anything.
+    let vars = match post_build_vars(env, &pass.ss, &namespace, stage).await {
+        Ok(v) => v,
+        Err(f) => return fail(f),
+    };
     // S8: fetch the pinned artifact.
     let artifact = match env.fetcher.fetch(&source.url, &source.digest).await {
         Ok(a) => a,
@@ -839,6 +944,20 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
         }
     };
     drop(artifact);
+    // S11, step 7: post-build substitution (only with a non-empty variable map;
+    // always strict, delivery.md §2.3).
+    if let Some(vars) = vars.filter(|v| !v.is_empty()) {
+        objects = match substitute::substitute_objects(objects, &vars, true) {
+            Ok(o) => o,
+            Err(e) => {
+                return fail(StageFailure::new(
+                    &stage.name,
+                    StageOp::Build,
+                    e.to_string(),
+                ));
+            }
+        };
+    }
     // Helm hook resources: dropped when the stage says so (api.md D2).
     if stage.apply_helm_hook_resources == Some(false) {
         objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());

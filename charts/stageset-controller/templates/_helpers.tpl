@@ -71,6 +71,11 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{- if and (ne .Values.rollbackStore.backend "s3") (or .Values.rollbackStore.s3.endpoint .Values.rollbackStore.s3.bucket .Values.rollbackStore.s3.existingSecret) -}}
 {{- fail (printf "rollbackStore.s3 settings are set but rollbackStore.backend is %q: the PVC and S3 rollback stores are mutually exclusive, set backend: s3 to use S3" .Values.rollbackStore.backend) -}}
 {{- end -}}
+{{- $eph := include "stageset.bytes" .Values.resources.ephemeralStorage | float64 -}}
+{{- $tmp := include "stageset.bytes" .Values.tmpSizeLimit | float64 -}}
+{{- if le $eph $tmp -}}
+{{- fail (printf "resources.ephemeralStorage (%v) must exceed tmpSizeLimit (%v): /tmp alone may grow to tmpSizeLimit, and the pod is evicted when its ephemeral storage limit is reached first; raise resources.ephemeralStorage or lower tmpSizeLimit" .Values.resources.ephemeralStorage .Values.tmpSizeLimit) -}}
+{{- end -}}
 {{- if lt (int .Values.replicas.max) (int .Values.replicas.min) -}}
 {{- fail (printf "replicas.max (%d) must not be below replicas.min (%d)" (int .Values.replicas.max) (int .Values.replicas.min)) -}}
 {{- end -}}
@@ -93,4 +98,23 @@ helm.sh/chart: {{ include "stageset.chart" . }}
     summary: {{ .summary | quote }}
     description: {{ .description | quote }}
     {{ .runbookKey }}: {{ .runbook | quote }}
+{{- end -}}
+
+{{/* A Kubernetes quantity (e.g. 256Mi, 1G, 500) in bytes, for comparisons. */}}
+{{- define "stageset.bytes" -}}
+{{- $q := toString . -}}
+{{- $units := list (list "Ki" 1024.0) (list "Mi" 1048576.0) (list "Gi" 1073741824.0) (list "Ti" 1099511627776.0) (list "k" 1000.0) (list "M" 1000000.0) (list "G" 1000000000.0) (list "T" 1000000000000.0) -}}
+{{- $factor := 1.0 -}}
+{{- $done := false -}}
+{{- range $units -}}
+{{- if and (not $done) (hasSuffix (index . 0) $q) -}}
+{{- $q = trimSuffix (index . 0) $q -}}
+{{- $factor = index . 1 -}}
+{{- $done = true -}}
+{{- end -}}
+{{- end -}}
+{{- if not (regexMatch "^[0-9]+(\\.[0-9]+)?$" $q) -}}
+{{- fail (printf "%q is not a Kubernetes quantity this chart understands (use Ki, Mi, Gi, Ti, k, M, G, T or plain bytes)" (toString .)) -}}
+{{- end -}}
+{{- mulf (float64 $q) $factor -}}
 {{- end -}}
