@@ -135,6 +135,32 @@ enum Cmd {
     /// Run a complete local demo: an in-process API server (kube-sim), an artifact
     /// server with a sample three-stage release, and the controller rolling it out.
     Dev(DevArgs),
+    /// Print the objects a stage would apply from an unpacked artifact directory,
+    /// as multi-document YAML, through the controller's own build code (plain
+    /// manifests or kustomize, then post-build substitution).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The unpacked artifact (the root the stage's path is resolved against).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// The stage's `path` inside the artifact.
+    #[arg(long, value_name = "PATH", default_value = "./")]
+    path: String,
+    /// A post-build variable, as `postBuild.substitute` would give it (repeatable).
+    #[arg(long, value_name = "NAME=VALUE", action = ArgAction::Append)]
+    substitute: Vec<String>,
+}
+
+/// Options of the `build` subcommand.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuildOptions {
+    pub dir: PathBuf,
+    pub path: String,
+    /// Inline variables; empty means no substitution at all.
+    pub substitute: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Args)]
@@ -1043,6 +1069,8 @@ pub enum Invocation {
     Crds(CrdsOutput),
     /// `dev`: the local demo.
     Dev(DevOptions),
+    /// `build`: render a stage locally.
+    Build(BuildOptions),
 }
 
 /// A command line that does not lead to a controller run.
@@ -1142,6 +1170,22 @@ where
             listen_sim: args.listen_sim,
             kubeconfig: args.kubeconfig,
         })),
+        Some(Cmd::Build(args)) => {
+            let mut substitute = std::collections::BTreeMap::new();
+            for pair in args.substitute {
+                let Some((name, value)) = pair.split_once('=') else {
+                    return Err(ConfigError::Invalid(format!(
+                        "--substitute {pair:?} must be NAME=VALUE"
+                    )));
+                };
+                substitute.insert(name.to_string(), value.to_string());
+            }
+            Ok(Invocation::Build(BuildOptions {
+                dir: args.dir,
+                path: args.path,
+                substitute,
+            }))
+        }
         None => Ok(Invocation::Run(Box::new(Config::from_flags(
             cli.flags, &matches, env,
         )?))),

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use stageset_controller::config::{self, Config, CrdsOutput, Invocation};
+use stageset_controller::config::{self, BuildOptions, Config, CrdsOutput, Invocation};
 use stageset_controller::{api, controller, logging};
 
 fn main() -> ExitCode {
@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         Ok(Invocation::Run(config)) => run(&config),
         Ok(Invocation::Crds(output)) => crds(&output),
         Ok(Invocation::Dev(options)) => dev(&options),
+        Ok(Invocation::Build(options)) => build(&options),
         Err(err) if err.is_display() => {
             println!("{err}");
             ExitCode::from(err.exit_code())
@@ -137,4 +138,50 @@ fn crds(output: &CrdsOutput) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `stageset-controller build DIR [--path P] [--substitute NAME=VALUE]...`:
+/// prints what a stage would apply, as multi-document YAML, through the same
+/// build and substitution code as the controller.
+fn build(options: &BuildOptions) -> ExitCode {
+    use stageset_controller::reconcile::{build, substitute};
+    let files = match build::read_dir(&options.dir) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{}: {e}", config::PROGRAM);
+            return ExitCode::from(1);
+        }
+    };
+    let vars = if options.substitute.is_empty() {
+        None
+    } else {
+        match substitute::resolve_vars(&[], Some(&options.substitute)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("{}: --substitute: {e}", config::PROGRAM);
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let objects = match build::render(&files, &options.path, &[], vars.as_ref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{}: {e}", config::PROGRAM);
+            return ExitCode::from(1);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for object in &objects {
+        let text = match serde_yaml_ng::to_string(object) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: encoding YAML: {e}", config::PROGRAM);
+                return ExitCode::from(1);
+            }
+        };
+        if writeln!(out, "---\n{}", text.trim_end()).is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
 }

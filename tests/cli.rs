@@ -983,3 +983,53 @@ fn readme_lists_the_not_supported_flags() {
         .collect();
     assert_eq!(listed, expected, "update the list in README.md");
 }
+
+/// `stageset-controller build DIR --path P --substitute K=V` prints what a stage
+/// would apply (kustomize + strict substitution), the same objects `kubectl
+/// kustomize` builds before substitution; errors go to stderr with exit 1.
+#[test]
+fn build_prints_what_a_stage_would_apply() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "base/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  env: ${ENV}\n  literal: $${ENV}\n",
+    );
+    write("base/kustomization.yaml", "resources: [cm.yaml]\n");
+    write(
+        "app/kustomization.yaml",
+        "namespace: team\nnamePrefix: prod-\nresources: [../base]\n",
+    );
+    let root = dir.path().to_str().unwrap();
+    let out = run(&["build", root, "--path", "app", "--substitute", "ENV=prod"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let docs: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&stdout(&out))
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    assert_eq!(docs.len(), 1, "{}", stdout(&out));
+    assert_eq!(docs[0]["metadata"]["name"], "prod-settings");
+    assert_eq!(docs[0]["metadata"]["namespace"], "team");
+    assert_eq!(docs[0]["data"]["env"], "prod");
+    assert_eq!(docs[0]["data"]["literal"], "${ENV}");
+
+    // Strict substitution: an unset variable fails with the variable's name.
+    let out = run(&["build", root, "--path", "app", "--substitute", "OTHER=x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("ENV"), "{}", stderr(&out));
+    // A path outside the artifact is refused.
+    let out = run(&["build", root, "--path", "../x"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("escapes the artifact root"),
+        "{}",
+        stderr(&out)
+    );
+    // A malformed --substitute is a usage error.
+    let out = run(&["build", root, "--substitute", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("NAME=VALUE"), "{}", stderr(&out));
+}

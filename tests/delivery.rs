@@ -747,3 +747,60 @@ async fn post_build_substitution_reads_variables_as_the_tenant() {
             .is_none()
     );
 }
+
+/// An artifact with a kustomization (base + overlay with a generator, a name
+/// prefix and a patch), plus a stage patch on top, rolls out on kube-sim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kustomization_with_stage_patches_rolls_out() {
+    let h = Harness::start_with(HarnessOptions {
+        auto_ready: Some(Duration::from_millis(50)),
+        ..HarnessOptions::default()
+    })
+    .await;
+    h.namespace("shop").await;
+    let base_deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: registry.example/web:1.0\n        envFrom:\n        - configMapRef: {name: web-config}\n";
+    let art = h.artifact(
+        "kustomized.tar.gz",
+        &[
+            ("base/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            ("base/deploy.yaml", base_deploy),
+            (
+                "overlays/prod/kustomization.yaml",
+                "namespace: shop\nnamePrefix: prod-\nresources: [../../base]\nconfigMapGenerator:\n- name: web-config\n  literals: [MODE=prod]\nimages:\n- name: registry.example/web\n  newTag: \"1.1\"\npatches:\n- patch: |\n    apiVersion: apps/v1\n    kind: Deployment\n    metadata: {name: web}\n    spec: {replicas: 2}\n",
+            ),
+        ],
+    );
+    h.external_artifact("shop", "web", &art, "r1").await;
+    h.stageset(
+        "shop",
+        "web",
+        json!({"stages": [{
+            "name": "prod", "sourceRef": {"name": "web"}, "path": "./overlays/prod",
+            "patches": [{
+                "patch": "- op: add\n  path: /metadata/annotations\n  value: {stage: prod}\n",
+                "target": {"kind": "Deployment"}
+            }]
+        }]}),
+    )
+    .await;
+    h.wait_ready_reason("shop", "web", "Succeeded", "").await;
+    let d = h
+        .get_opt("apps/v1", "Deployment", Some("shop"), "prod-web")
+        .await
+        .expect("prefixed Deployment applied");
+    assert_eq!(d.data["spec"]["replicas"], 2);
+    let container = &d.data["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/web:1.1");
+    assert_eq!(d.metadata.annotations.as_ref().unwrap()["stage"], "prod");
+    // The generated ConfigMap got a hash suffix and the reference follows it.
+    let cm_name = container["envFrom"][0]["configMapRef"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(cm_name.starts_with("prod-web-config-"), "{cm_name}");
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("shop"), &cm_name)
+        .await
+        .expect("generated ConfigMap applied");
+    assert_eq!(cm.data["data"]["MODE"], "prod");
+}

@@ -933,7 +933,8 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
     };
     // S11: build.
     let path = stage.path.as_deref().unwrap_or("./");
-    let mut objects = match build::build(&artifact.files, path) {
+    let patches = stage.patches.as_deref().unwrap_or_default();
+    let mut objects = match build::render(&artifact.files, path, patches, vars.as_ref()) {
         Ok(o) => o,
         Err(e) => {
             return fail(StageFailure::new(
@@ -944,20 +945,6 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
         }
     };
     drop(artifact);
-    // S11, step 7: post-build substitution (only with a non-empty variable map;
-    // always strict, delivery.md §2.3).
-    if let Some(vars) = vars.filter(|v| !v.is_empty()) {
-        objects = match substitute::substitute_objects(objects, &vars, true) {
-            Ok(o) => o,
-            Err(e) => {
-                return fail(StageFailure::new(
-                    &stage.name,
-                    StageOp::Build,
-                    e.to_string(),
-                ));
-            }
-        };
-    }
     // Helm hook resources: dropped when the stage says so (api.md D2).
     if stage.apply_helm_hook_resources == Some(false) {
         objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());

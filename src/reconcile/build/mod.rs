@@ -1,20 +1,23 @@
-//! Plain-manifest build of a stage (delivery.md §2.3 steps 1–3 and 8).
+//! A stage's build (delivery.md §2.3 steps 1–8).
 //!
-//! Kustomize (steps 4–7: kustomization generation, kustomize build, stage
-//! patches, post-build substitution) is not implemented yet. Until it lands a
-//! stage renders the plain `.yaml`/`.yml` manifests under its build path, plus
-//! the `.json` files directly in it, exactly the set of files Flux's
-//! kustomization generator would list. A kustomization file anywhere under the
-//! build path is refused with [`BuildError::KustomizeNotSupported`] instead of
-//! being silently ignored, because ignoring it would apply something different
-//! from what the author wrote.
-//!
-//! The build works on the in-memory file map of an extracted artifact; nothing
-//! is written to disk.
+//! Plain manifests (no kustomization under the build path, no stage patches)
+//! are decoded straight from the artifact's in-memory file map: the
+//! `.yaml`/`.yml` manifests under the build path plus the `.json` files
+//! directly in it, exactly the set Flux's kustomization generator would list.
+//! Everything else goes through kustomize ([`kustomization`]): an existing or
+//! generated kustomization, the stage patches layered on top, built by our
+//! confined kustomize engine (`crates/kustomize`) in a private temporary copy.
+//! Post-build substitution ([`crate::reconcile::substitute`]) runs last
+//! ([`render`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
+
+use crate::api::Patch;
+use crate::reconcile::substitute::{self, Vars};
+
+mod kustomization;
 
 /// File names kustomize recognises as a kustomization, in kustomize's order.
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -52,15 +55,16 @@ pub enum BuildError {
     )]
     NoManifests { path: String },
 
-    /// A kustomization file was found: in the build directory itself or in a
-    /// sub-directory (which Flux's generator would treat as a kustomize
-    /// resource). `file` is its path in the artifact.
-    #[error(
-        "kustomize build is not supported yet: {file}; stages currently render plain manifests only \
-         (kustomization files are not processed until kustomize support lands), so remove the \
-         kustomization file or point the stage path at a directory of plain manifests"
-    )]
-    KustomizeNotSupported { file: String },
+    /// kustomize refused the build (a bad kustomization, a missing resource, a
+    /// patch that does not apply, a reference outside the artifact, an
+    /// unsupported field). `path` is the build path or the file concerned.
+    #[error("kustomize build of {path} failed: {message}")]
+    Kustomize { path: String, message: String },
+
+    /// Post-build substitution failed (a variable not set in strict mode, a
+    /// bad expression, an object that no longer parses).
+    #[error("post-build substitution failed: {0}")]
+    Substitution(String),
 
     /// A manifest file is not valid YAML (or JSON). `message` carries the
     /// parser's description including line and column when known.
@@ -99,7 +103,8 @@ pub enum BuildError {
 ///    `.json` extension (case-insensitive), else [`BuildError::NoManifests`].
 /// 3. A kustomization file (`kustomization.yaml`, `kustomization.yml`,
 ///    `Kustomization`) in the build directory, or in any of its
-///    sub-directories, fails the build (kustomize is not supported yet).
+///    sub-directories, or stage patches, hand the build to kustomize
+///    ([`kustomization`]); the steps below are the plain-manifest path.
 /// 4. The files rendered are, in directory-walk order (path components
 ///    compared byte-wise, like Go's `filepath.Walk`): every `*.yaml` and
 ///    `*.yml` file at any depth, and every `*.json` file directly in the
@@ -129,6 +134,34 @@ pub enum BuildError {
 /// The objects are returned in file order, then document order. Rendering
 /// zero objects from existing manifest files is not an error.
 pub fn build(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Value>, BuildError> {
+    build_with_patches(files, path, &[])
+}
+
+/// Everything between a fetched artifact and the apply: [`build_with_patches`]
+/// then, with a non-empty variable map, strict post-build substitution
+/// (delivery.md §2.3 step 7). The controller and `stageset-controller build`
+/// both render through this.
+pub fn render(
+    files: &BTreeMap<String, Vec<u8>>,
+    path: &str,
+    patches: &[Patch],
+    vars: Option<&Vars>,
+) -> Result<Vec<Value>, BuildError> {
+    let objects = build_with_patches(files, path, patches)?;
+    match vars.filter(|v| !v.is_empty()) {
+        Some(vars) => substitute::substitute_objects(objects, vars, true)
+            .map_err(|e| BuildError::Substitution(e.to_string())),
+        None => Ok(objects),
+    }
+}
+
+/// [`build`] with the stage's kustomize `patches` (which always mean a
+/// kustomize build, with a generated kustomization when the artifact has none).
+pub fn build_with_patches(
+    files: &BTreeMap<String, Vec<u8>>,
+    path: &str,
+    patches: &[Patch],
+) -> Result<Vec<Value>, BuildError> {
     let dir = resolve_build_dir(files, path)?;
     let display_dir = if dir.is_empty() { "." } else { dir.as_str() };
 
@@ -160,11 +193,10 @@ pub fn build(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Value>
         });
     }
 
-    // Step 3: kustomization files (the build dir's own first, then sub-dirs in walk order).
-    if let Some(file) = find_kustomization(&entries) {
-        return Err(BuildError::KustomizeNotSupported {
-            file: file.to_owned(),
-        });
+    // Steps 3-6: a kustomization (the build dir's own or a sub-directory's)
+    // or stage patches mean a kustomize build.
+    if !patches.is_empty() || find_kustomization(&entries).is_some() {
+        return kustomization::build(files, &dir, patches);
     }
 
     // Step 4: the files to render, in walk order of their effective names.
@@ -238,6 +270,52 @@ pub fn build(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<Vec<Value>
     }
 
     Ok(objects)
+}
+
+/// Reads an unpacked artifact directory into the file map [`build`] takes
+/// (for `stageset-controller build`). Symbolic links are followed only when
+/// they stay inside `dir`; anything else is refused with the link's path.
+pub fn read_dir(dir: &std::path::Path) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.clone()];
+    while let Some(current) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&current).map_err(|e| format!("{}: {e}", current.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", current.display()))?;
+            let path = entry.path();
+            let rel = path
+                .strip_prefix(&root)
+                .map_err(|_| format!("{} is outside {}", path.display(), root.display()))?;
+            let key = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            let target = path.canonicalize().map_err(|e| format!("{key}: {e}"))?;
+            if !target.starts_with(&root) {
+                return Err(format!("{key} links outside {}", dir.display()));
+            }
+            if target.is_dir() {
+                if entry.file_type().map(|t| t.is_symlink()).unwrap_or(false) {
+                    return Err(format!(
+                        "{key} is a link to a directory, which artifacts cannot hold"
+                    ));
+                }
+                pending.push(path);
+            } else if target.is_file() {
+                let bytes = std::fs::read(&target).map_err(|e| format!("{key}: {e}"))?;
+                files.insert(key, bytes);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// A manifest file chosen for rendering.
@@ -734,57 +812,146 @@ mod tests {
     }
 
     #[test]
-    fn kustomization_in_build_dir_is_refused() {
+    fn kustomization_in_build_dir_is_built_with_kustomize() {
         for name in ["kustomization.yaml", "kustomization.yml", "Kustomization"] {
             let file = format!("app/{name}");
             let files = artifact(&[
                 ("app/deploy.yaml", &cm("x")),
-                (&file, "resources: [deploy.yaml]\n"),
+                ("app/ignored.yaml", &cm("not-listed")),
+                (&file, "namePrefix: p-\nresources: [deploy.yaml]\n"),
             ]);
-            let err = build(&files, "./app").unwrap_err();
             assert_eq!(
-                err,
-                BuildError::KustomizeNotSupported { file: file.clone() }
+                names(&build(&files, "./app").unwrap()),
+                ["ConfigMap/p-x"],
+                "{name}"
             );
-            let message = err.to_string();
-            assert!(
-                message.starts_with(&format!("kustomize build is not supported yet: {file}; ")),
-                "{message}"
-            );
-            assert!(message.contains("plain manifests"), "{message}");
         }
+        // A broken kustomization names the build path and kustomize's reason.
         let files = artifact(&[
-            ("kustomization.yaml", "resources: []\n"),
+            ("kustomization.yaml", "resources: [missing.yaml]\n"),
             ("a.yaml", &cm("a")),
         ]);
-        assert_eq!(
-            build(&files, "").unwrap_err(),
-            BuildError::KustomizeNotSupported {
-                file: "kustomization.yaml".into()
-            }
-        );
+        let err = build(&files, "").unwrap_err();
+        assert!(matches!(err, BuildError::Kustomize { .. }), "{err}");
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
     }
 
     #[test]
-    fn kustomization_in_sub_directory_is_refused() {
+    fn sub_directory_kustomizations_are_single_resources_of_a_generated_one() {
         let files = artifact(&[
             ("app/a.yaml", &cm("a")),
-            ("app/overlay/deep/Kustomization", "resources: []\n"),
-            ("app/z/kustomization.yml", "resources: []\n"),
+            ("app/values.yaml", "replicas: 3\n"),
+            (
+                "app/overlay/kustomization.yaml",
+                "nameSuffix: -o\nresources: [b.yaml]\n",
+            ),
+            ("app/overlay/b.yaml", &cm("b")),
+            ("app/overlay/unlisted.yaml", &cm("unlisted")),
         ]);
-        let err = build(&files, "app").unwrap_err();
-        assert_eq!(
-            err,
-            BuildError::KustomizeNotSupported {
-                file: "app/overlay/deep/Kustomization".into()
-            }
-        );
+        let mut got = names(&build(&files, "app").unwrap());
+        got.sort();
+        assert_eq!(got, ["ConfigMap/a", "ConfigMap/b-o"]);
         // Outside the build dir it does not matter.
         let files = artifact(&[("app/a.yaml", &cm("a")), ("other/kustomization.yaml", "")]);
         assert_eq!(names(&build(&files, "app").unwrap()), ["ConfigMap/a"]);
         // A file merely named like a kustomization with another suffix is fine.
         let files = artifact(&[("app/kustomization.yaml.bak", ""), ("app/a.yaml", &cm("a"))]);
         assert_eq!(names(&build(&files, "app").unwrap()), ["ConfigMap/a"]);
+    }
+
+    #[test]
+    fn stage_patches_apply_to_plain_manifests_and_kustomizations() {
+        let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: web:1\n";
+        let patches = vec![
+            Patch {
+                patch: "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n".into(),
+                target: None,
+            },
+            Patch {
+                patch: "- op: replace\n  path: /spec/template/spec/containers/0/image\n  value: web:2\n".into(),
+                target: Some(crate::api::PatchSelector {
+                    kind: Some("Deployment".into()),
+                    name: Some("w.*".into()),
+                    ..Default::default()
+                }),
+            },
+        ];
+        let plain = artifact(&[
+            ("app/deploy.yaml", deploy),
+            (
+                "app/cm.json",
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"j"}}"#,
+            ),
+        ]);
+        let with_kustomization = artifact(&[
+            ("app/deploy.yaml", deploy),
+            ("app/cm.yaml", &cm("j")),
+            (
+                "app/kustomization.yaml",
+                "resources: [deploy.yaml, cm.yaml]\n",
+            ),
+        ]);
+        for files in [plain, with_kustomization] {
+            let objects = build_with_patches(&files, "app", &patches).unwrap();
+            let mut got = names(&objects);
+            got.sort();
+            assert_eq!(got, ["ConfigMap/j", "Deployment/web"]);
+            let d = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+            assert_eq!(d["spec"]["replicas"], 3);
+            assert_eq!(
+                d["spec"]["template"]["spec"]["containers"][0]["image"],
+                "web:2"
+            );
+        }
+        // The artifact itself is never modified.
+        let files = artifact(&[
+            ("app/kustomization.yaml", "resources: [deploy.yaml]\n"),
+            ("app/deploy.yaml", deploy),
+        ]);
+        let before = files.clone();
+        build_with_patches(&files, "app", &patches).unwrap();
+        assert_eq!(files, before);
+    }
+
+    #[test]
+    fn an_empty_generated_kustomization_renders_nothing() {
+        // Only non-Kubernetes YAML next to patches: the placeholder is dropped.
+        let files = artifact(&[("app/values.yaml", "a: 1\n")]);
+        let patches = vec![Patch {
+            patch: "- op: add\n  path: /metadata/labels\n  value: {}\n".into(),
+            target: Some(crate::api::PatchSelector {
+                kind: Some("ConfigMap".into()),
+                ..Default::default()
+            }),
+        }];
+        assert_eq!(
+            build_with_patches(&files, "app", &patches).unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
+    fn render_substitutes_after_the_build() {
+        let files = artifact(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${NAME}\ndata:\n  k: $${NOT}\n",
+        )]);
+        let vars =
+            substitute::resolve_vars(&[], Some(&[("NAME".to_owned(), "x".to_owned())].into()))
+                .unwrap();
+        let objects = render(&files, "", &[], Some(&vars)).unwrap();
+        assert_eq!(names(&objects), ["ConfigMap/x"]);
+        assert_eq!(objects[0]["data"]["k"], "${NOT}");
+        // Strict: an unset variable fails the render.
+        let files = artifact(&[(
+            "a.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${UNSET}\n",
+        )]);
+        let err = render(&files, "", &[], Some(&vars)).unwrap_err();
+        assert!(err.to_string().contains("UNSET"), "{err}");
+        // No variables: `${...}` stays as written.
+        let objects = render(&files, "", &[], None).unwrap();
+        assert_eq!(names(&objects), ["ConfigMap/${UNSET}"]);
     }
 
     #[test]

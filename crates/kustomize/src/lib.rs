@@ -1,0 +1,495 @@
+//! A confined, local-only kustomize build.
+//!
+//! [`build`] renders the kustomization in a directory the way
+//! `kustomize build` (and `kubectl kustomize`) does, for the commonly used
+//! fields, with the filesystem confined to a root directory: no path may
+//! leave it, through `..` or symlinks, there are no remote bases and no
+//! plugins, and fields it does not implement are refused by name rather
+//! than ignored.
+
+mod fieldspec;
+mod generate;
+mod hash;
+mod nameref;
+mod patch;
+mod resource;
+mod transform;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use resource::Resource;
+
+/// Why a build failed. Every message names the file it is about, relative
+/// to the root.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A kustomization field this engine does not implement.
+    #[error("{file}: field \"{field}\" is not supported")]
+    Unsupported { file: String, field: String },
+    /// A path that resolves outside the root (or outside the kustomization
+    /// directory, for plain files).
+    #[error("{file}: path {path:?} is outside {boundary}")]
+    Escape {
+        file: String,
+        path: String,
+        boundary: String,
+    },
+    /// Remote bases and resources (URLs, git addresses) are never fetched.
+    #[error("{file}: remote resource {path:?} is not supported")]
+    Remote { file: String, path: String },
+    /// Anything else wrong with the input.
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+}
+
+/// Builds the kustomization in `dir`, which must be inside `root`; no file
+/// outside `root` is read. Returns the objects in kustomize's order of
+/// accumulation.
+pub fn build(root: &Path, dir: &Path) -> Result<Vec<Value>, Error> {
+    let root = root.canonicalize().map_err(|e| Error::Invalid {
+        file: root.display().to_string(),
+        message: format!("cannot open root: {e}"),
+    })?;
+    let fs = Fs { root: root.clone() };
+    let dir_abs = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| Error::Invalid {
+                file: dir.display().to_string(),
+                message: e.to_string(),
+            })?
+            .join(dir)
+    };
+    let dir = fs.confine(&root, &dir_abs, "", &dir.display().to_string())?;
+    let mut b = Builder {
+        fs,
+        stack: Vec::new(),
+    };
+    let mut resources = Vec::new();
+    b.accumulate(&dir, &mut resources, false)?;
+    let top = b.fs.rel(&dir.join("kustomization.yaml"));
+    for r in &mut resources {
+        if r.needs_hash {
+            let h = hash::hash_suffix(&r.obj);
+            let name = format!("{}-{}", r.name(), h);
+            r.store_previous_id();
+            r.set_name(&name);
+        }
+    }
+    nameref::fix(&mut resources).map_err(|message| Error::Invalid { file: top, message })?;
+    Ok(resources.into_iter().map(|r| r.obj).collect())
+}
+
+pub(crate) struct Fs {
+    root: PathBuf,
+}
+
+impl Fs {
+    pub(crate) fn rel(&self, p: &Path) -> String {
+        match p.strip_prefix(&self.root) {
+            Ok(r) if r.as_os_str().is_empty() => ".".into(),
+            Ok(r) => r.display().to_string(),
+            Err(_) => p.display().to_string(),
+        }
+    }
+
+    /// Resolves `target` (already joined) and checks that it stays under
+    /// `boundary` (the root, or a kustomization directory for plain files).
+    fn confine(
+        &self,
+        boundary: &Path,
+        target: &Path,
+        file: &str,
+        shown: &str,
+    ) -> Result<PathBuf, Error> {
+        let file = if file.is_empty() { shown } else { file };
+        let resolved = target.canonicalize().map_err(|e| {
+            // A dangling or missing path: report whether it would escape
+            // first, so `../../x` is an escape, not a "not found".
+            if !lexically_inside(boundary, target) {
+                Error::Escape {
+                    file: file.to_string(),
+                    path: shown.to_string(),
+                    boundary: self.boundary_name(boundary),
+                }
+            } else {
+                Error::Invalid {
+                    file: file.to_string(),
+                    message: format!("cannot read {shown:?}: {e}"),
+                }
+            }
+        })?;
+        if !resolved.starts_with(&self.root) || !resolved.starts_with(boundary) {
+            return Err(Error::Escape {
+                file: file.to_string(),
+                path: shown.to_string(),
+                boundary: self.boundary_name(boundary),
+            });
+        }
+        Ok(resolved)
+    }
+
+    fn boundary_name(&self, boundary: &Path) -> String {
+        if boundary == self.root {
+            "the root".into()
+        } else {
+            format!("the kustomization directory {:?}", self.rel(boundary))
+        }
+    }
+
+    pub(crate) fn read(&self, dir: &Path, rel: &str, file: &str) -> Result<Vec<u8>, Error> {
+        let path = self.confine(dir, &dir.join(rel), file, rel)?;
+        std::fs::read(&path).map_err(|e| Error::Invalid {
+            file: file.to_string(),
+            message: format!("cannot read {rel:?}: {e}"),
+        })
+    }
+
+    pub(crate) fn read_string(&self, dir: &Path, rel: &str, file: &str) -> Result<String, Error> {
+        String::from_utf8(self.read(dir, rel, file)?).map_err(|_| Error::Invalid {
+            file: file.to_string(),
+            message: format!("{rel:?} is not UTF-8"),
+        })
+    }
+}
+
+fn lexically_inside(boundary: &Path, target: &Path) -> bool {
+    let mut parts: Vec<std::path::Component> = Vec::new();
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => parts.push(other),
+        }
+    }
+    parts.iter().collect::<PathBuf>().starts_with(boundary)
+}
+
+fn is_remote(s: &str) -> bool {
+    s.contains("://")
+        || s.starts_with("git@")
+        || s.starts_with("github.com/")
+        || s.starts_with("gitlab.com/")
+        || s.starts_with("bitbucket.org/")
+        || s.contains("?ref=")
+        || s.contains(".git//")
+}
+
+/// Parses a multi-document YAML (or JSON) text into values, dropping empty
+/// documents.
+pub(crate) fn parse_docs(text: &str, file: &str) -> Result<Vec<Value>, Error> {
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| Error::Invalid {
+            file: file.to_string(),
+            message: format!("invalid YAML: {e}"),
+        })?;
+        if !v.is_null() {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn invalid(file: &str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        file: file.to_string(),
+        message: message.into(),
+    }
+}
+
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Fields this engine implements; every other known kustomization field
+/// fails the build with its name.
+const SUPPORTED: &[&str] = &[
+    "apiVersion",
+    "kind",
+    "metadata",
+    "resources",
+    "bases",
+    "components",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "labels",
+    "commonAnnotations",
+    "images",
+    "replicas",
+    "patches",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+];
+
+pub(crate) struct Kustomization {
+    pub dir: PathBuf,
+    pub file: String,
+    pub fields: serde_json::Map<String, Value>,
+}
+
+impl Kustomization {
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, Error> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.clone()),
+                    _ => Err(invalid(
+                        &self.file,
+                        format!("{key} entries must be strings"),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(invalid(&self.file, format!("{key} must be a list"))),
+        }
+    }
+
+    pub fn string(&self, key: &str) -> Result<String, Error> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(invalid(&self.file, format!("{key} must be a string"))),
+        }
+    }
+
+    pub fn list(&self, key: &str) -> Result<Vec<Value>, Error> {
+        match self.fields.get(key) {
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.clone()),
+            Some(_) => Err(invalid(&self.file, format!("{key} must be a list"))),
+        }
+    }
+
+    /// A map of strings (labels, annotations), scalars turned into strings.
+    pub fn string_map(&self, key: &str) -> Result<serde_json::Map<String, Value>, Error> {
+        string_map(self.fields.get(key), &self.file, key)
+    }
+}
+
+pub(crate) fn string_map(
+    v: Option<&Value>,
+    file: &str,
+    key: &str,
+) -> Result<serde_json::Map<String, Value>, Error> {
+    match v {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    Value::Bool(_) | Value::Number(_) => v.to_string(),
+                    _ => return Err(invalid(file, format!("{key}.{k} must be a string"))),
+                };
+                Ok((k.clone(), Value::String(s)))
+            })
+            .collect(),
+        Some(_) => Err(invalid(file, format!("{key} must be a map"))),
+    }
+}
+
+pub(crate) struct Builder {
+    pub fs: Fs,
+    stack: Vec<PathBuf>,
+}
+
+impl Builder {
+    fn load_kustomization(&self, dir: &Path) -> Result<Kustomization, Error> {
+        let found: Vec<&str> = KUSTOMIZATION_FILES
+            .iter()
+            .copied()
+            .filter(|f| dir.join(f).is_file())
+            .collect();
+        let name = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(invalid(
+                    &self.fs.rel(dir),
+                    "no kustomization.yaml, kustomization.yml or Kustomization in the directory",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    &self.fs.rel(dir),
+                    format!(
+                        "found more than one kustomization file: {}",
+                        found.join(", ")
+                    ),
+                ));
+            }
+        };
+        let file = self.fs.rel(&dir.join(name));
+        let text = self.fs.read_string(dir, name, &file)?;
+        let mut docs = parse_docs(&text, &file)?;
+        let fields = match docs.len() {
+            0 => Default::default(),
+            1 => match docs.pop() {
+                Some(Value::Object(m)) => m,
+                _ => return Err(invalid(&file, "a kustomization must be a map")),
+            },
+            _ => return Err(invalid(&file, "a kustomization must be a single document")),
+        };
+        for key in fields.keys() {
+            if !SUPPORTED.contains(&key.as_str()) {
+                return Err(Error::Unsupported {
+                    file,
+                    field: key.clone(),
+                });
+            }
+        }
+        Ok(Kustomization {
+            dir: dir.to_path_buf(),
+            file,
+            fields,
+        })
+    }
+
+    /// kustomize's accumulateTarget: resources, generators, components,
+    /// then this kustomization's transformers over everything accumulated.
+    fn accumulate(
+        &mut self,
+        dir: &Path,
+        ra: &mut Vec<Resource>,
+        is_component: bool,
+    ) -> Result<(), Error> {
+        if self.stack.iter().any(|d| d == dir) {
+            return Err(invalid(
+                &self.fs.rel(dir),
+                "cycle detected: the kustomization includes itself",
+            ));
+        }
+        let k = self.load_kustomization(dir)?;
+        let kind = k.string("kind")?;
+        match (is_component, kind.as_str()) {
+            (true, "Component") | (false, "" | "Kustomization") => {}
+            (true, _) => {
+                return Err(invalid(&k.file, "a component must have kind: Component"));
+            }
+            (false, "Component") => {
+                return Err(invalid(
+                    &k.file,
+                    "kind Component may only be used in components",
+                ));
+            }
+            (false, other) => return Err(invalid(&k.file, format!("unknown kind {other:?}"))),
+        }
+        self.stack.push(dir.to_path_buf());
+        let result = self.accumulate_inner(&k, ra);
+        self.stack.pop();
+        result
+    }
+
+    fn accumulate_inner(&mut self, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+        let mut entries = k.strings("resources")?;
+        entries.extend(k.strings("bases")?);
+        for entry in entries {
+            if is_remote(&entry) {
+                return Err(Error::Remote {
+                    file: k.file.clone(),
+                    path: entry,
+                });
+            }
+            let path = self
+                .fs
+                .confine(&self.fs.root, &k.dir.join(&entry), &k.file, &entry)?;
+            if path.is_dir() {
+                let mut sub = Vec::new();
+                self.accumulate(&path, &mut sub, false)?;
+                for r in sub {
+                    append(ra, r, &k.file)?;
+                }
+            } else {
+                // Plain files must sit in or below the kustomization directory.
+                let text = self.fs.read_string(&k.dir, &entry, &k.file)?;
+                let shown = self.fs.rel(&path);
+                for r in load_resources(&text, &shown)? {
+                    append(ra, r, &k.file)?;
+                }
+            }
+        }
+        generate::run(self, k, ra)?;
+        for entry in k.strings("components")? {
+            if is_remote(&entry) {
+                return Err(Error::Remote {
+                    file: k.file.clone(),
+                    path: entry,
+                });
+            }
+            let path = self
+                .fs
+                .confine(&self.fs.root, &k.dir.join(&entry), &k.file, &entry)?;
+            if !path.is_dir() {
+                return Err(invalid(
+                    &k.file,
+                    format!("component {entry:?} must be a directory"),
+                ));
+            }
+            self.accumulate(&path, ra, true)?;
+        }
+        transform::run(self, k, ra)
+    }
+}
+
+/// Parses resource documents, expanding `kind: List`.
+pub(crate) fn load_resources(text: &str, file: &str) -> Result<Vec<Resource>, Error> {
+    let mut out = Vec::new();
+    for doc in parse_docs(text, file)? {
+        let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+        if kind == "List" || (kind.ends_with("List") && doc.get("items").is_some()) {
+            for item in doc
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
+                out.push(check_resource(item, file)?);
+            }
+        } else {
+            out.push(check_resource(doc, file)?);
+        }
+    }
+    Ok(out)
+}
+
+fn check_resource(v: Value, file: &str) -> Result<Resource, Error> {
+    if !v.is_object() {
+        return Err(invalid(file, "a resource must be a map"));
+    }
+    let r = Resource::new(v);
+    if r.kind().is_empty() {
+        return Err(invalid(file, "a resource is missing kind"));
+    }
+    if r.str_at(&["apiVersion"]).is_empty() {
+        return Err(invalid(file, "a resource is missing apiVersion"));
+    }
+    if r.name().is_empty() {
+        return Err(invalid(
+            file,
+            format!("a {} is missing metadata.name", r.kind()),
+        ));
+    }
+    Ok(r)
+}
+
+pub(crate) fn append(ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
+    let id = r.cur_id();
+    if ra.iter().any(|x| x.cur_id().equals(&id)) {
+        return Err(invalid(
+            file,
+            format!("may not add resource with an already registered id: {id}"),
+        ));
+    }
+    ra.push(r);
+    Ok(())
+}

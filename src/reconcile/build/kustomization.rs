@@ -1,0 +1,337 @@
+//! The kustomize half of a stage build (delivery.md §2.3 steps 3–6).
+//!
+//! Used when the build directory (or one of its sub-directories) holds a
+//! kustomization, or when the stage has `patches`. The artifact's file map is
+//! written to a private temporary directory (directories 0700, files 0600,
+//! removed afterwards), so the artifact itself is never modified:
+//!
+//! * With a kustomization in the build directory, that file is used; stage
+//!   patches are appended to its `patches` list in the temporary copy only.
+//! * Without one, a kustomization is generated the way Flux's generator does:
+//!   every `.yaml`/`.yml` file that is a Kubernetes manifest (has `apiVersion`
+//!   and `kind`), recursively, and every sub-directory that holds its own
+//!   kustomization as one resource (not descended into). `*.json` files
+//!   directly in the build directory count as `*.yaml` (step 3). An empty list
+//!   gets a placeholder Namespace `_placeholder`, dropped from the output.
+//!
+//! The build itself is `kustomize::build`: confined to the artifact root, no
+//! remote bases, no plugins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::{BuildError, KUSTOMIZATION_FILES, extension};
+use crate::api::Patch;
+
+/// Name of the placeholder object of an empty generated kustomization.
+const PLACEHOLDER: &str = "_placeholder";
+/// The file holding it (written only when the generated list is empty).
+const PLACEHOLDER_FILE: &str = "_placeholder.generated.yaml";
+
+/// Builds `dir` (cleaned, artifact-relative, `""` for the root) with kustomize.
+pub(super) fn build(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+    patches: &[Patch],
+) -> Result<Vec<Value>, BuildError> {
+    let tmp = private_tempdir()?;
+    let root = tmp.path().join("artifact");
+    write_tree(&root, files)?;
+    let build_dir = if dir.is_empty() {
+        root.clone()
+    } else {
+        root.join(dir)
+    };
+    let display_dir = if dir.is_empty() { "." } else { dir };
+
+    let existing = KUSTOMIZATION_FILES
+        .iter()
+        .map(|name| build_dir.join(name))
+        .find(|p| p.is_file());
+    let kustomization_path = match existing {
+        Some(path) => {
+            if !patches.is_empty() {
+                let text = std::fs::read(&path).map_err(|e| io_error(&path, &root, e))?;
+                let mut doc: Value = parse_yaml(&text).map_err(|message| BuildError::Yaml {
+                    file: artifact_path(&path, &root),
+                    message,
+                })?;
+                append_patches(&mut doc, patches).map_err(|message| {
+                    BuildError::InvalidDocument {
+                        file: artifact_path(&path, &root),
+                        message,
+                    }
+                })?;
+                write_private(&path, &serde_json::to_vec(&doc).expect("JSON"))
+                    .map_err(|e| io_error(&path, &root, e))?;
+            }
+            path
+        }
+        None => {
+            let mut doc = generate(files, dir)?;
+            if !patches.is_empty() {
+                append_patches(&mut doc, patches).map_err(|message| {
+                    BuildError::InvalidDocument {
+                        file: format!("{display_dir}/kustomization.yaml (generated)"),
+                        message,
+                    }
+                })?;
+            }
+            // JSON normalisation (step 3) only when no kustomization exists.
+            normalise_json(files, dir, &build_dir)?;
+            if doc["resources"][0] == PLACEHOLDER_FILE {
+                let path = build_dir.join(PLACEHOLDER_FILE);
+                let text =
+                    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {PLACEHOLDER}\n");
+                write_private(&path, text.as_bytes()).map_err(|e| io_error(&path, &root, e))?;
+            }
+            let path = build_dir.join("kustomization.yaml");
+            write_private(&path, &serde_json::to_vec(&doc).expect("JSON"))
+                .map_err(|e| io_error(&path, &root, e))?;
+            path
+        }
+    };
+    tracing::debug!(kustomization = %artifact_path(&kustomization_path, &root), "kustomize build");
+
+    let objects = kustomize::build(&root, &build_dir).map_err(|e| BuildError::Kustomize {
+        path: display_dir.to_owned(),
+        message: e.to_string().replace(&format!("{}/", root.display()), ""),
+    })?;
+    let mut out = Vec::with_capacity(objects.len());
+    for object in objects {
+        let placeholder = object.get("kind").and_then(Value::as_str) == Some("Namespace")
+            && object.pointer("/metadata/name").and_then(Value::as_str) == Some(PLACEHOLDER);
+        if placeholder {
+            continue;
+        }
+        super::add_document("kustomize output", 1, object, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The Flux generator's kustomization for a directory without one.
+fn generate(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Value, BuildError> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let rel: Vec<(&str, &str)> = files
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix.as_str()).map(|r| (k.as_str(), r)))
+        .collect();
+    // Sub-directories (at any depth) with their own kustomization: one resource
+    // each, the shallowest wins, and nothing below it is listed separately.
+    let mut kustomized: BTreeSet<String> = BTreeSet::new();
+    for (_, r) in &rel {
+        if let Some((parent, name)) = r.rsplit_once('/')
+            && KUSTOMIZATION_FILES.contains(&name)
+            && !kustomized
+                .iter()
+                .any(|k| parent == k || parent.starts_with(&format!("{k}/")))
+        {
+            kustomized.retain(|k| !k.starts_with(&format!("{parent}/")));
+            kustomized.insert(parent.to_owned());
+        }
+    }
+    let under_kustomized = |r: &str| kustomized.iter().any(|k| r.starts_with(&format!("{k}/")));
+    let names: BTreeSet<&str> = rel.iter().map(|(_, r)| *r).collect();
+    let mut resources: Vec<String> = Vec::new();
+    for (key, r) in &rel {
+        if under_kustomized(r) {
+            continue;
+        }
+        let direct = !r.contains('/');
+        let listed = match extension(r) {
+            Some("yaml" | "yml") => Some(r.to_string()),
+            Some("json") if direct => {
+                let renamed = format!("{}.yaml", &r[..r.len() - ".json".len()]);
+                (!names.contains(renamed.as_str())).then_some(renamed)
+            }
+            _ => None,
+        };
+        if let Some(listed) = listed
+            && is_kubernetes_manifest(&files[*key])
+        {
+            resources.push(listed);
+        }
+    }
+    resources.extend(kustomized.iter().cloned());
+    resources.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+    if resources.is_empty() {
+        // kustomize refuses an empty build; Flux lists a placeholder instead.
+        resources.push(PLACEHOLDER_FILE.to_owned());
+    }
+    let doc = json!({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": resources,
+    });
+    Ok(doc)
+}
+
+/// Whether a file decodes as YAML whose documents are Kubernetes objects
+/// (Flux's generator skips other YAML, such as Helm values files).
+fn is_kubernetes_manifest(bytes: &[u8]) -> bool {
+    use serde::Deserialize as _;
+    let mut any = false;
+    for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
+        let Ok(value) = serde_yaml_ng::Value::deserialize(document) else {
+            return false;
+        };
+        match value {
+            serde_yaml_ng::Value::Null => {}
+            serde_yaml_ng::Value::Mapping(m) => {
+                let has = |k: &str| {
+                    m.get(k)
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|s| !s.is_empty())
+                };
+                if !(has("apiVersion") && has("kind")) {
+                    return false;
+                }
+                any = true;
+            }
+            _ => return false,
+        }
+    }
+    any
+}
+
+/// Renames `*.json` directly in the build directory to `*.yaml` (unless a
+/// same-named `.yaml` exists) in the temporary copy.
+fn normalise_json(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+    build_dir: &Path,
+) -> Result<(), BuildError> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    for key in files.keys() {
+        let Some(r) = key.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
+        if r.contains('/') || extension(r) != Some("json") {
+            continue;
+        }
+        let yaml = format!("{}.yaml", &r[..r.len() - ".json".len()]);
+        let target = build_dir.join(&yaml);
+        if !target.exists() {
+            std::fs::rename(build_dir.join(r), &target).map_err(|e| BuildError::Kustomize {
+                path: key.clone(),
+                message: format!("renaming to {yaml}: {e}"),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends stage patches (Flux `kustomize.Patch`) to a kustomization's `patches`.
+fn append_patches(doc: &mut Value, patches: &[Patch]) -> Result<(), String> {
+    let Some(map) = doc.as_object_mut() else {
+        return Err("the kustomization is not a mapping".to_owned());
+    };
+    let list = map.entry("patches").or_insert_with(|| json!([]));
+    if list.is_null() {
+        *list = json!([]);
+    }
+    let Some(list) = list.as_array_mut() else {
+        return Err("`patches` is not a list".to_owned());
+    };
+    for p in patches {
+        let mut entry = json!({"patch": p.patch});
+        if let Some(target) = &p.target {
+            entry["target"] = serde_json::to_value(target).expect("selector serializes");
+        }
+        list.push(entry);
+    }
+    Ok(())
+}
+
+fn parse_yaml(bytes: &[u8]) -> Result<Value, String> {
+    let value: serde_yaml_ng::Value =
+        serde_yaml_ng::from_slice(bytes).map_err(|e| super::yaml_error_message(&e))?;
+    super::yaml_to_json(value)
+}
+
+/// A temporary directory only we can read.
+fn private_tempdir() -> Result<tempfile::TempDir, BuildError> {
+    let dir = tempfile::Builder::new()
+        .prefix("stageset-build-")
+        .tempdir()
+        .map_err(|e| BuildError::Kustomize {
+            path: ".".to_owned(),
+            message: format!("creating a temporary directory: {e}"),
+        })?;
+    set_mode(dir.path(), 0o700);
+    Ok(dir)
+}
+
+/// Writes the artifact under `root` (directories 0700, files 0600).
+fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), BuildError> {
+    std::fs::create_dir_all(root).map_err(|e| io_error(root, root, e))?;
+    set_mode(root, 0o700);
+    for (key, bytes) in files {
+        // Keys are cleaned artifact paths (no `..`, no leading `/`): the
+        // extractor refused anything else.
+        let path: PathBuf = root.join(key);
+        if let Some(parent) = path.parent() {
+            create_private_dirs(root, parent)?;
+        }
+        write_private(&path, bytes).map_err(|e| io_error(&path, root, e))?;
+    }
+    Ok(())
+}
+
+fn create_private_dirs(root: &Path, dir: &Path) -> Result<(), BuildError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent()
+        && parent != root
+    {
+        create_private_dirs(root, parent)?;
+    }
+    std::fs::create_dir(dir).map_err(|e| io_error(dir, root, e))?;
+    set_mode(dir, 0o700);
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+}
+
+fn artifact_path(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.display().to_string())
+}
+
+fn io_error(path: &Path, root: &Path, e: std::io::Error) -> BuildError {
+    BuildError::Kustomize {
+        path: artifact_path(path, root),
+        message: e.to_string(),
+    }
+}
