@@ -146,19 +146,29 @@ struct BuildArgs {
     /// The unpacked artifact (the root the stage's path is resolved against).
     #[arg(value_name = "DIR")]
     dir: PathBuf,
-    /// The stage's `path` inside the artifact.
-    #[arg(long, value_name = "PATH", default_value = "./")]
-    path: String,
-    /// A post-build variable, as `postBuild.substitute` would give it (repeatable).
+    /// The stage's `path` inside the artifact (default: the stage's, else `./`).
+    #[arg(long, value_name = "PATH")]
+    path: Option<String>,
+    /// A post-build variable, as `postBuild.substitute` would give it
+    /// (repeatable; overrides the stage's inline values).
     #[arg(long, value_name = "NAME=VALUE", action = ArgAction::Append)]
     substitute: Vec<String>,
+    /// A StageSet manifest to take the stage's path, patches and inline
+    /// substitution from (with --stage).
+    #[arg(long, value_name = "FILE", requires = "stage")]
+    stageset: Option<PathBuf>,
+    /// The stage of --stageset to render.
+    #[arg(long, value_name = "NAME", requires = "stageset")]
+    stage: Option<String>,
 }
 
 /// Options of the `build` subcommand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuildOptions {
     pub dir: PathBuf,
-    pub path: String,
+    pub path: Option<String>,
+    /// `(StageSet manifest, stage name)` to render like the controller would.
+    pub stage: Option<(PathBuf, String)>,
     /// Inline variables; empty means no substitution at all.
     pub substitute: std::collections::BTreeMap<String, String>,
 }
@@ -1183,6 +1193,7 @@ where
             Ok(Invocation::Build(BuildOptions {
                 dir: args.dir,
                 path: args.path,
+                stage: args.stageset.zip(args.stage),
                 substitute,
             }))
         }

@@ -152,10 +152,35 @@ fn build(options: &BuildOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let vars = if options.substitute.is_empty() {
+    // The stage of a StageSet manifest: its path, patches and inline
+    // variables, exactly what the controller would use.
+    let stage = match &options.stage {
+        None => None,
+        Some((file, name)) => match stage_of(file, name) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("{}: {e}", config::PROGRAM);
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let post_build = stage.as_ref().and_then(|s| s.post_build.as_ref());
+    if let Some(refs) = post_build.and_then(|p| p.substitute_from.as_ref())
+        && !refs.is_empty()
+    {
+        eprintln!(
+            "{}: note: postBuild.substituteFrom is read from the cluster and not used here; pass those variables with --substitute",
+            config::PROGRAM
+        );
+    }
+    let mut inline = post_build
+        .and_then(|p| p.substitute.clone())
+        .unwrap_or_default();
+    inline.extend(options.substitute.clone());
+    let vars = if inline.is_empty() {
         None
     } else {
-        match substitute::resolve_vars(&[], Some(&options.substitute)) {
+        match substitute::resolve_vars(&[], Some(&inline)) {
             Ok(v) => Some(v),
             Err(e) => {
                 eprintln!("{}: --substitute: {e}", config::PROGRAM);
@@ -163,7 +188,16 @@ fn build(options: &BuildOptions) -> ExitCode {
             }
         }
     };
-    let objects = match build::render(&files, &options.path, &[], vars.as_ref()) {
+    let path = options
+        .path
+        .clone()
+        .or_else(|| stage.as_ref().and_then(|s| s.path.clone()))
+        .unwrap_or_else(|| "./".to_string());
+    let patches = stage
+        .as_ref()
+        .and_then(|s| s.patches.clone())
+        .unwrap_or_default();
+    let objects = match build::render(&files, &path, &patches, vars.as_ref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: {e}", config::PROGRAM);
@@ -184,4 +218,16 @@ fn build(options: &BuildOptions) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Stage `name` of the StageSet in `file`.
+fn stage_of(file: &std::path::Path, name: &str) -> Result<api::Stage, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let ss: api::StageSet = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("{}: not a StageSet: {e}", file.display()))?;
+    ss.spec
+        .stages
+        .into_iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| format!("{}: StageSet has no stage {name:?}", file.display()))
 }

@@ -1033,3 +1033,52 @@ fn build_prints_what_a_stage_would_apply() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("NAME=VALUE"), "{}", stderr(&out));
 }
+
+/// `build --stageset FILE --stage NAME` takes the stage's path, patches and
+/// inline variables from the StageSet, like the controller; `--substitute`
+/// overrides inline values.
+#[test]
+fn build_renders_a_stage_of_a_stageset_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifact");
+    std::fs::create_dir_all(art.join("deploy")).unwrap();
+    std::fs::write(
+        art.join("deploy/web.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: ${NS}\nspec:\n  replicas: 1\n  template:\n    spec:\n      containers:\n      - name: web\n        image: web:${TAG}\n",
+    )
+    .unwrap();
+    let ss = dir.path().join("stageset.yaml");
+    std::fs::write(
+        &ss,
+        "apiVersion: stages.metio.wtf/v1\nkind: StageSet\nmetadata:\n  name: shop\n  namespace: shop\nspec:\n  stages:\n  - name: prod\n    sourceRef: {kind: ExternalArtifact, name: web}\n    path: ./deploy\n    patches:\n    - patch: |\n        - op: replace\n          path: /spec/replicas\n          value: 3\n      target: {kind: Deployment}\n    postBuild:\n      substitute: {NS: shop, TAG: \"1.0\"}\n",
+    )
+    .unwrap();
+    let (a, s) = (art.to_str().unwrap(), ss.to_str().unwrap());
+    let out = run(&[
+        "build",
+        a,
+        "--stageset",
+        s,
+        "--stage",
+        "prod",
+        "--substitute",
+        "TAG=2.0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value =
+        serde_yaml_ng::from_str(stdout(&out).trim_start_matches("---\n")).unwrap();
+    assert_eq!(doc["metadata"]["namespace"], "shop");
+    assert_eq!(doc["spec"]["replicas"], 3);
+    assert_eq!(
+        doc["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2.0"
+    );
+    // An unknown stage is a usage error naming it.
+    let out = run(&["build", a, "--stageset", s, "--stage", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no stage \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -45,10 +45,20 @@ fn fixture(root: &Path) -> usize {
         write(root, &format!("base/{name}"), &text);
         resources.push(name);
     }
-    let mut k = format!("resources:\n{}", resources.iter().map(|r| format!("- {r}\n")).collect::<String>());
+    let mut k = format!(
+        "resources:\n{}",
+        resources
+            .iter()
+            .map(|r| format!("- {r}\n"))
+            .collect::<String>()
+    );
     k.push_str("configMapGenerator:\n");
     for g in 0..50 {
-        write!(k, "- name: gen-{g}\n  literals: [MODE=prod, SHARD=\"{g}\"]\n").unwrap();
+        write!(
+            k,
+            "- name: gen-{g}\n  literals: [MODE=prod, SHARD=\"{g}\"]\n"
+        )
+        .unwrap();
         objects += 1;
     }
     k.push_str("secretGenerator:\n");
@@ -82,7 +92,11 @@ fn kubectl(dir: &Path) -> Vec<Value> {
         .arg(dir)
         .output()
         .expect("kubectl runs (run scripts/test.sh to install it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     use serde::Deserialize as _;
     serde_yaml_ng::Deserializer::from_slice(&out.stdout)
         .map(|d| Value::deserialize(d).unwrap())
@@ -96,7 +110,10 @@ fn median(mut runs: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let runs: usize = std::env::var("RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(7);
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(7);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let expected = fixture(root);
@@ -105,7 +122,11 @@ fn main() {
     let ours = sorted(kustomize::build(root, &overlay).expect("our build"));
     let theirs = sorted(kubectl(&overlay));
     assert_eq!(ours.len(), expected, "object count");
-    assert_eq!(ours.len(), theirs.len(), "object count vs kubectl kustomize");
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "object count vs kubectl kustomize"
+    );
     assert!(ours == theirs, "our output differs from kubectl kustomize");
 
     let time = |f: &dyn Fn()| -> Duration {

@@ -32,6 +32,7 @@ pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
             suffixes: r.suffixes.clone(),
         })
         .collect();
+    let index = Index::new(&candidates);
     for rule in fieldspec::name_references() {
         for r in ra.iter_mut() {
             let gvk = r.gvk();
@@ -64,7 +65,7 @@ pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
                 // The walk visits every element of a list (e.g. `subjects` or
                 // `rules/resourceNames`) by itself.
                 walk(&mut r.obj, &fs.path, false, &mut |v| {
-                    set(v, &rule.target, &referrer, is_role_ref, &candidates)
+                    set(v, &rule.target, &referrer, is_role_ref, &index)
                 })?;
             }
         }
@@ -72,16 +73,50 @@ pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
     Ok(())
 }
 
+/// The candidates by every name they had (select only keeps name matches, so
+/// looking them up first keeps the pass linear in the number of references),
+/// and the original namespaces present (for the namespace pool rule).
+struct Index<'a> {
+    by_name: std::collections::HashMap<&'a str, Vec<&'a Candidate>>,
+    org_namespaces: std::collections::HashSet<&'a str>,
+}
+
+impl<'a> Index<'a> {
+    fn new(candidates: &'a [Candidate]) -> Self {
+        let mut by_name: std::collections::HashMap<&str, Vec<&Candidate>> =
+            std::collections::HashMap::new();
+        for c in candidates {
+            let mut names: Vec<&str> = c.ids.iter().map(|id| id.name.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            for name in names {
+                by_name.entry(name).or_default().push(c);
+            }
+        }
+        Index {
+            by_name,
+            org_namespaces: candidates
+                .iter()
+                .map(|c| c.org_namespace.as_str())
+                .collect(),
+        }
+    }
+
+    fn named(&self, name: &str) -> Vec<&'a Candidate> {
+        self.by_name.get(name).cloned().unwrap_or_default()
+    }
+}
+
 fn set(
     v: &mut Value,
     target: &Gvk,
     referrer: &Referrer,
     is_role_ref: bool,
-    candidates: &[Candidate],
+    index: &Index<'_>,
 ) -> Result<(), String> {
     match v {
         Value::String(old) => {
-            let all: Vec<&Candidate> = candidates.iter().collect();
+            let all = index.named(old);
             if let Some(c) = select(old, all, target, referrer, is_role_ref, false)? {
                 *old = c.cur.name.clone();
             }
@@ -91,22 +126,19 @@ fn set(
             let Some(old) = m.get("name").and_then(Value::as_str).map(str::to_string) else {
                 return Ok(());
             };
+            let named = index.named(&old);
+            // kustomize narrows the pool to the original namespace when any
+            // candidate came from it, else to the current namespace.
             let pool: Vec<&Candidate> = match m.get("namespace").and_then(Value::as_str) {
-                None => candidates.iter().collect(),
-                Some(ns) => {
-                    let by_org: Vec<&Candidate> = candidates
-                        .iter()
-                        .filter(|c| c.org_namespace == ns)
-                        .collect();
-                    if by_org.is_empty() {
-                        candidates
-                            .iter()
-                            .filter(|c| c.cur.namespace == ns)
-                            .collect()
-                    } else {
-                        by_org
-                    }
-                }
+                None => named,
+                Some(ns) if index.org_namespaces.contains(ns) => named
+                    .into_iter()
+                    .filter(|c| c.org_namespace == ns)
+                    .collect(),
+                Some(ns) => named
+                    .into_iter()
+                    .filter(|c| c.cur.namespace == ns)
+                    .collect(),
             };
             if let Some(c) = select(&old, pool, target, referrer, is_role_ref, true)? {
                 if c.cur.name == old && c.cur.namespace.is_empty() {

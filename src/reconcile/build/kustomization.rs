@@ -70,7 +70,7 @@ pub(super) fn build(
             path
         }
         None => {
-            let mut doc = generate(files, dir)?;
+            let (mut doc, rewrites) = generate(files, dir)?;
             if !patches.is_empty() {
                 append_patches(&mut doc, patches).map_err(|message| {
                     BuildError::InvalidDocument {
@@ -81,6 +81,10 @@ pub(super) fn build(
             }
             // JSON normalisation (step 3) only when no kustomization exists.
             normalise_json(files, dir, &build_dir)?;
+            for (rel, text) in rewrites {
+                let path = build_dir.join(rel);
+                write_private(&path, text.as_bytes()).map_err(|e| io_error(&path, &root, e))?;
+            }
             if doc["resources"][0] == PLACEHOLDER_FILE {
                 let path = build_dir.join(PLACEHOLDER_FILE);
                 let text =
@@ -112,7 +116,13 @@ pub(super) fn build(
 }
 
 /// The Flux generator's kustomization for a directory without one.
-fn generate(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Value, BuildError> {
+/// Returns the kustomization and the listed files whose temporary copy must be
+/// rewritten: a top-level array of objects (e.g. JaaS `rendered.json`) becomes
+/// one YAML document per element, as the plain-manifest path reads it.
+fn generate(
+    files: &BTreeMap<String, Vec<u8>>,
+    dir: &str,
+) -> Result<(Value, Vec<(String, String)>), BuildError> {
     let prefix = if dir.is_empty() {
         String::new()
     } else {
@@ -139,6 +149,7 @@ fn generate(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Value, Build
     let under_kustomized = |r: &str| kustomized.iter().any(|k| r.starts_with(&format!("{k}/")));
     let names: BTreeSet<&str> = rel.iter().map(|(_, r)| *r).collect();
     let mut resources: Vec<String> = Vec::new();
+    let mut rewrites: Vec<(String, String)> = Vec::new();
     for (key, r) in &rel {
         if under_kustomized(r) {
             continue;
@@ -152,10 +163,27 @@ fn generate(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Value, Build
             }
             _ => None,
         };
-        if let Some(listed) = listed
-            && is_kubernetes_manifest(&files[*key])
-        {
-            resources.push(listed);
+        let Some(listed) = listed else { continue };
+        match classify(key, &files[*key])? {
+            Manifest::Objects => resources.push(listed),
+            Manifest::Array(items) => {
+                let mut text = String::new();
+                for item in items {
+                    let doc = serde_yaml_ng::to_string(&item).map_err(|e| {
+                        BuildError::InvalidDocument {
+                            file: (*key).to_owned(),
+                            message: e.to_string(),
+                        }
+                    })?;
+                    text.push_str("---\n");
+                    text.push_str(&doc);
+                }
+                rewrites.push((listed.clone(), text));
+                resources.push(listed);
+            }
+            Manifest::Other => {
+                tracing::debug!(file = key, "not listed: not a Kubernetes manifest");
+            }
         }
     }
     resources.extend(kustomized.iter().cloned());
@@ -169,35 +197,57 @@ fn generate(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<Value, Build
         "kind": "Kustomization",
         "resources": resources,
     });
-    Ok(doc)
+    Ok((doc, rewrites))
 }
 
-/// Whether a file decodes as YAML whose documents are Kubernetes objects
-/// (Flux's generator skips other YAML, such as Helm values files).
-fn is_kubernetes_manifest(bytes: &[u8]) -> bool {
+/// What the generator makes of a YAML/JSON file.
+enum Manifest {
+    /// Documents that are all Kubernetes objects (`apiVersion` and `kind`).
+    Objects,
+    /// One top-level array whose elements are all Kubernetes objects.
+    Array(Vec<Value>),
+    /// Anything else (e.g. a Helm values file): skipped, as Flux does.
+    Other,
+}
+
+/// Invalid YAML fails the build (as on the plain-manifest path) instead of
+/// being left out silently.
+fn classify(file: &str, bytes: &[u8]) -> Result<Manifest, BuildError> {
     use serde::Deserialize as _;
-    let mut any = false;
-    for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
-        let Ok(value) = serde_yaml_ng::Value::deserialize(document) else {
-            return false;
+    let is_object = |v: &Value| {
+        let has = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty())
         };
-        match value {
-            serde_yaml_ng::Value::Null => {}
-            serde_yaml_ng::Value::Mapping(m) => {
-                let has = |k: &str| {
-                    m.get(k)
-                        .and_then(|v| v.as_str())
-                        .is_some_and(|s| !s.is_empty())
-                };
-                if !(has("apiVersion") && has("kind")) {
-                    return false;
-                }
-                any = true;
-            }
-            _ => return false,
+        v.is_object() && has("apiVersion") && has("kind")
+    };
+    let mut docs = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
+        let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| BuildError::Yaml {
+            file: file.to_owned(),
+            message: super::yaml_error_message(&e),
+        })?;
+        let Ok(value) = super::yaml_to_json(value) else {
+            return Ok(Manifest::Other);
+        };
+        if !value.is_null() {
+            docs.push(value);
         }
     }
-    any
+    Ok(match docs.as_slice() {
+        [Value::Array(items)] if !items.is_empty() => {
+            let items: Vec<Value> = items.iter().filter(|v| !v.is_null()).cloned().collect();
+            if items.iter().all(is_object) {
+                Manifest::Array(items)
+            } else {
+                Manifest::Other
+            }
+        }
+        [] => Manifest::Other,
+        docs if docs.iter().all(is_object) => Manifest::Objects,
+        _ => Manifest::Other,
+    })
 }
 
 /// Renames `*.json` directly in the build directory to `*.yaml` (unless a

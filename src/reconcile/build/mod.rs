@@ -914,6 +914,32 @@ mod tests {
     }
 
     #[test]
+    fn a_top_level_json_array_is_kept_when_patches_force_kustomize() {
+        // JaaS publishes rendered.json as a bare array; with stage patches the
+        // generated kustomization must still list its objects.
+        let files = artifact(&[(
+            "rendered.json",
+            r#"[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}},{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"b"}}]"#,
+        )]);
+        let patches = vec![Patch {
+            patch: "- op: add\n  path: /data\n  value: {k: v}\n".into(),
+            target: Some(crate::api::PatchSelector {
+                name: Some("a".into()),
+                ..Default::default()
+            }),
+        }];
+        let objects = build_with_patches(&files, "", &patches).unwrap();
+        let mut got = names(&objects);
+        got.sort();
+        assert_eq!(got, ["ConfigMap/a", "ConfigMap/b"]);
+        let a = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == "a")
+            .unwrap();
+        assert_eq!(a["data"]["k"], "v");
+    }
+
+    #[test]
     fn an_empty_generated_kustomization_renders_nothing() {
         // Only non-Kubernetes YAML next to patches: the placeholder is dropped.
         let files = artifact(&[("app/values.yaml", "a: 1\n")]);
