@@ -44,15 +44,39 @@ pub enum Error {
     Invalid { file: String, message: String },
 }
 
+/// Where plain files (resources, patches, generator inputs) may be loaded
+/// from; kustomize's `--load-restrictor`. Nothing outside the root is ever read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadRestrictions {
+    /// kustomize's default: in or below the kustomization's own directory.
+    #[default]
+    RootOnly,
+    /// Anywhere inside the root (Flux's secure build: `LoadRestrictionsNone`
+    /// on a filesystem confined to the artifact).
+    None,
+}
+
 /// Builds the kustomization in `dir`, which must be inside `root`; no file
 /// outside `root` is read. Returns the objects in kustomize's order of
-/// accumulation.
+/// accumulation. Plain files load with kustomize's default restriction.
 pub fn build(root: &Path, dir: &Path) -> Result<Vec<Value>, Error> {
+    build_with(root, dir, LoadRestrictions::RootOnly)
+}
+
+/// [`build`] with an explicit load restriction.
+pub fn build_with(
+    root: &Path,
+    dir: &Path,
+    restrictions: LoadRestrictions,
+) -> Result<Vec<Value>, Error> {
     let root = root.canonicalize().map_err(|e| Error::Invalid {
         file: root.display().to_string(),
         message: format!("cannot open root: {e}"),
     })?;
-    let fs = Fs { root: root.clone() };
+    let fs = Fs {
+        root: root.clone(),
+        restrictions,
+    };
     let dir_abs = if dir.is_absolute() {
         dir.to_path_buf()
     } else {
@@ -85,6 +109,7 @@ pub fn build(root: &Path, dir: &Path) -> Result<Vec<Value>, Error> {
 
 pub(crate) struct Fs {
     root: PathBuf,
+    restrictions: LoadRestrictions,
 }
 
 impl Fs {
@@ -141,7 +166,11 @@ impl Fs {
     }
 
     pub(crate) fn read(&self, dir: &Path, rel: &str, file: &str) -> Result<Vec<u8>, Error> {
-        let path = self.confine(dir, &dir.join(rel), file, rel)?;
+        let boundary = match self.restrictions {
+            LoadRestrictions::RootOnly => dir,
+            LoadRestrictions::None => self.root.as_path(),
+        };
+        let path = self.confine(boundary, &dir.join(rel), file, rel)?;
         std::fs::read(&path).map_err(|e| Error::Invalid {
             file: file.to_string(),
             message: format!("cannot read {rel:?}: {e}"),

@@ -270,3 +270,41 @@ fn refuses_symlink_out_of_root() {
     expect_error(&root, &outside, "is outside the root");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Flux's secure build loads plain files from anywhere inside the root
+/// (`--load-restrictor LoadRestrictionsNone` on a confined filesystem): the
+/// same objects as kubectl with that flag, and the root stays the limit.
+#[test]
+fn load_restrictions_none_matches_kubectl_and_stays_in_the_root() {
+    require_kubectl();
+    let case = testdata().join("_errors/outside-kustomization-dir");
+    let dir = case.join("overlay");
+    let ours = kustomize::build_with(&case, &dir, kustomize::LoadRestrictions::None)
+        .expect("files outside the kustomization dir but inside the root load");
+    let out = Command::new("kubectl")
+        .args(["kustomize", "--load-restrictor", "LoadRestrictionsNone"])
+        .arg(&dir)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs = parse_yaml(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let mut text = String::new();
+    for o in ours {
+        text.push_str("---\n");
+        text.push_str(&serde_yaml_ng::to_string(&o).unwrap());
+    }
+    let mut ours = parse_yaml(&text).unwrap();
+    let mut theirs = theirs;
+    ours.sort_by_key(sort_key);
+    theirs.sort_by_key(sort_key);
+    assert_eq!(ours, theirs);
+
+    // The root is still the boundary: the overlay as root cannot reach ../base.
+    let err = kustomize::build_with(&dir, &dir, kustomize::LoadRestrictions::None)
+        .expect_err("escaping the root is refused");
+    assert!(err.to_string().contains("outside the root"), "{err}");
+}

@@ -14,8 +14,9 @@
 //!   directly in the build directory count as `*.yaml` (step 3). An empty list
 //!   gets a placeholder Namespace `_placeholder`, dropped from the output.
 //!
-//! The build itself is `kustomize::build`: confined to the artifact root, no
-//! remote bases, no plugins.
+//! The build itself is `kustomize::build_with` with `LoadRestrictions::None`
+//! (delivery.md §2.3 step 5, as Flux): files may load from anywhere inside the
+//! artifact root, never outside it; no remote bases, no plugins.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -99,10 +100,13 @@ pub(super) fn build(
     };
     tracing::debug!(kustomization = %artifact_path(&kustomization_path, &root), "kustomize build");
 
-    let objects = kustomize::build(&root, &build_dir).map_err(|e| BuildError::Kustomize {
-        path: display_dir.to_owned(),
-        message: e.to_string().replace(&format!("{}/", root.display()), ""),
-    })?;
+    // Flux's secure build: files load from anywhere inside the artifact root
+    // (not only below the kustomization), never from outside it.
+    let objects = kustomize::build_with(&root, &build_dir, kustomize::LoadRestrictions::None)
+        .map_err(|e| BuildError::Kustomize {
+            path: display_dir.to_owned(),
+            message: e.to_string().replace(&format!("{}/", root.display()), ""),
+        })?;
     let mut out = Vec::with_capacity(objects.len());
     for object in objects {
         let placeholder = object.get("kind").and_then(Value::as_str) == Some("Namespace")

@@ -940,6 +940,27 @@ mod tests {
     }
 
     #[test]
+    fn kustomize_loads_files_anywhere_inside_the_artifact_only() {
+        let files = artifact(&[
+            ("shared/cm.yaml", &cm("shared")),
+            (
+                "apps/web/kustomization.yaml",
+                "resources: [../../shared/cm.yaml]\n",
+            ),
+        ]);
+        assert_eq!(
+            names(&build(&files, "apps/web").unwrap()),
+            ["ConfigMap/shared"]
+        );
+        let files = artifact(&[(
+            "apps/web/kustomization.yaml",
+            "resources: [../../../etc/passwd]\n",
+        )]);
+        let err = build(&files, "apps/web").unwrap_err();
+        assert!(err.to_string().contains("outside the root"), "{err}");
+    }
+
+    #[test]
     fn an_empty_generated_kustomization_renders_nothing() {
         // Only non-Kubernetes YAML next to patches: the placeholder is dropped.
         let files = artifact(&[("app/values.yaml", "a: 1\n")]);
