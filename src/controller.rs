@@ -101,6 +101,7 @@ pub fn start_with(
             metrics: std::sync::Arc::new(crate::metrics::Metrics::new(concurrent)),
             leadership,
             notifier: events_addr.as_deref().map(crate::notify::Notifier::new),
+            inventory_writes: Default::default(),
         })
     };
     // Webhook certificates (operations.md §5): checked now, provisioned on

@@ -1082,3 +1082,56 @@ fn build_renders_a_stage_of_a_stageset_manifest() {
         stderr(&out)
     );
 }
+
+/// The README's first command: `stageset-controller dev` rolls the sample
+/// release out on the embedded cluster and prints the listeners it serves.
+#[test]
+fn dev_rolls_out_the_sample_release() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(BIN)
+        .arg("dev")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dev starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut seen = Vec::new();
+    let done = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let finished = line.contains("Ready=True Succeeded");
+                seen.push(line);
+                if finished {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(done, "dev did not finish the rollout:\n{}", seen.join("\n"));
+    for prefix in [
+        "kube-sim: https://",
+        "kubeconfig: ",
+        "gate: http://",
+        "metrics: http://",
+        "health: http://",
+    ] {
+        assert!(
+            seen.iter().any(|l| l.starts_with(prefix)),
+            "no {prefix:?} line:\n{}",
+            seen.join("\n")
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! System on a multi-threaded Tokio runtime, so reconciles run in parallel.
 
 pub mod cert;
+pub mod inventories;
 pub mod lease;
 pub mod sources;
 pub mod stageset;
@@ -165,6 +166,7 @@ where
                 }
                 let client = env.clients.controller();
                 let metrics = env.metrics.clone();
+                let inventory_writes = env.inventory_writes.clone();
                 let supervisor = supervisor::Supervisor::new(
                     env,
                     options.concurrent,
@@ -172,6 +174,13 @@ where
                 );
                 let store = supervisor.cache();
                 let addr = supervisor.start();
+                inventories::InventoryWatcher::new(
+                    client.clone(),
+                    inventory_writes,
+                    options.watch_namespaces.clone(),
+                    addr.clone(),
+                )
+                .start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
                 let servers = match crate::servers::start(
                     &options.servers,

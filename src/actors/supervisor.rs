@@ -2,7 +2,8 @@
 //! the HTTP servers read), starts one supervised [`StageSetActor`] per
 //! StageSet, stops it when the StageSet is gone, and routes triggers: creation,
 //! spec changes, the annotations that request work, and source changes reported
-//! by the SourceWatcher. A StageSet's own status writes never wake it; a change
+//! by the SourceWatcher, and StageInventories changed or deleted by someone
+//! else (InventoryWatcher). A StageSet's own status writes never wake it; a change
 //! of what `dependsOn` gates on (Ready status/reason, observedGeneration,
 //! version, a window-held revision), its creation or its deletion wakes the
 //! StageSets in the same namespace that depend on it (delivery.md §1.2).
@@ -19,6 +20,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
+use crate::actors::inventories::InventoryChanged;
 use crate::actors::sources::SourceChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
@@ -473,6 +475,22 @@ impl Handler<SourceChanged> for Supervisor {
             if references && let Some((addr, _)) = self.actors.get(&Self::key_of(&ss)) {
                 addr.do_send(Reconcile("source changed"));
             }
+        }
+    }
+}
+
+impl Handler<InventoryChanged> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InventoryChanged, _ctx: &mut Context<Self>) {
+        let key = format!("{}/{}", msg.namespace, msg.stageset);
+        if let Some((addr, _)) = self.actors.get(&key) {
+            tracing::info!(
+                stageset = %key,
+                "an owned StageInventory was {} outside the controller; reconciling",
+                msg.what
+            );
+            addr.do_send(Reconcile("inventory changed"));
         }
     }
 }

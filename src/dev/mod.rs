@@ -181,9 +181,11 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
             "stageset-controller",
             "--allow-loopback-artifacts",
             "--log-level=warn",
-            "--metrics-bind-address=127.0.0.1:0",
-            "--health-probe-bind-address=127.0.0.1:0",
-            "--gate-bind-address=127.0.0.1:0",
+            // The listeners are given below on loopback ports the OS picks
+            // (the flags only accept fixed ports).
+            "--metrics-bind-address=0",
+            "--health-probe-bind-address=0",
+            "--gate-bind-address=",
             "--enable-webhook=false",
         ],
         &env,
@@ -192,7 +194,14 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
     let crate::config::Invocation::Run(config) = invocation else {
         return Err("unexpected dev configuration".into());
     };
-    let controller = crate::controller::start(&config, kube_config)?;
+    let servers = crate::servers::ServerOptions {
+        metrics: Some("127.0.0.1:0".into()),
+        health: Some("127.0.0.1:0".into()),
+        gate: Some("127.0.0.1:0".into()),
+        webhook: None,
+        workers: 1,
+    };
+    let controller = crate::controller::start_with(&config, kube_config, servers)?;
 
     println!("kube-sim: {}", sim.url());
     println!("artifacts: {}", server.url_for(""));

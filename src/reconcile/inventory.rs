@@ -193,8 +193,81 @@ pub async fn read(
 /// Replaces a stage's recorded inventory with `objects`: writes the shards
 /// (create-or-update with server-side apply) and deletes obsolete ones. Returns
 /// the number of shards.
+/// The shard states this controller wrote or deleted, so the InventoryWatcher
+/// can tell them from changes made by others (api.md §3: those re-queue the
+/// owner). Keyed by `(namespace, name)`: fingerprints of the content we wrote
+/// ([`InventoryWrites::fingerprint`]), recorded *before* each write so a watch
+/// event can never overtake it, or [`InventoryWrites::DELETED`] for a shard we
+/// deleted. The last few states are kept, because one pass may write a shard
+/// twice (write-ahead, then trimmed after prune) and the first write's event
+/// arrives after the second record.
+#[derive(Debug, Default)]
+pub struct InventoryWrites(
+    std::sync::Mutex<
+        std::collections::HashMap<(String, String), std::collections::VecDeque<String>>,
+    >,
+);
+
+impl InventoryWrites {
+    /// Marker for a shard the controller deleted itself.
+    pub const DELETED: &'static str = "";
+
+    /// What the controller owns of a shard: its spec and our labels and
+    /// annotations (another tool's extra labels are not a change).
+    pub fn fingerprint(shard: &StageInventory) -> String {
+        let ours = |m: Option<&BTreeMap<String, String>>| -> BTreeMap<String, String> {
+            m.into_iter()
+                .flatten()
+                .filter(|(k, _)| {
+                    k.starts_with("stages.metio.wtf/") || k.starts_with("applyset.kubernetes.io/")
+                })
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        serde_json::json!({
+            "spec": shard.spec,
+            "labels": ours(shard.metadata.labels.as_ref()),
+            "annotations": ours(shard.metadata.annotations.as_ref()),
+        })
+        .to_string()
+    }
+
+    /// How many recent states of one shard are remembered.
+    const KEPT: usize = 8;
+
+    pub fn record(&self, namespace: &str, name: &str, state: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let states = map
+            .entry((namespace.to_owned(), name.to_owned()))
+            .or_default();
+        states.retain(|s| s != state);
+        states.push_back(state.to_owned());
+        while states.len() > Self::KEPT {
+            states.pop_front();
+        }
+    }
+
+    /// Whether this state of a shard (its fingerprint, or [`Self::DELETED`])
+    /// is one the controller produced.
+    pub fn is_ours(&self, namespace: &str, name: &str, state: &str) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(namespace.to_owned(), name.to_owned()))
+            .is_some_and(|states| states.iter().any(|s| s == state))
+    }
+
+    /// Forgets a shard once its deletion was seen.
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(namespace.to_owned(), name.to_owned()));
+    }
+}
+
+// Every argument is a distinct input of the one write; bundling them would
+// only move the list into a struct built at the two call sites.
+#[allow(clippy::too_many_arguments)]
 pub async fn write(
     client: &kube::Client,
+    writes: &InventoryWrites,
     owner: &StageSet,
     stage: &str,
     position: usize,
@@ -274,6 +347,7 @@ pub async fn write(
             }
             shard.metadata.annotations = Some(annotations);
         }
+        writes.record(&namespace, &name, &InventoryWrites::fingerprint(&shard));
         api.patch(
             &name,
             &PatchParams::apply(keys::FIELD_MANAGER).force(),
@@ -297,6 +371,7 @@ pub async fn write(
         if names.contains(&name) {
             continue;
         }
+        writes.record(&namespace, &name, InventoryWrites::DELETED);
         match api.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -314,11 +389,24 @@ pub async fn write(
 /// Deletes every shard of a stage.
 pub async fn delete_stage(
     client: &kube::Client,
+    writes: &InventoryWrites,
     namespace: &str,
     stageset: &str,
     stage: &str,
 ) -> Result<(), String> {
     let api = shard_api(client, namespace);
+    if let Ok(list) = api
+        .list(&ListParams::default().labels(&format!(
+            "{}={stageset},{}={stage}",
+            keys::LABEL_STAGE_SET,
+            keys::LABEL_STAGE
+        )))
+        .await
+    {
+        for shard in list.items {
+            writes.record(namespace, &shard.name_any(), InventoryWrites::DELETED);
+        }
+    }
     api.delete_collection(
         &DeleteParams::background(),
         &ListParams::default().labels(&format!(
@@ -347,6 +435,57 @@ pub fn is_owned_by(shard: &StageInventory, owner: &StageSet) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inventory_writes_tell_our_states_from_others() {
+        let w = InventoryWrites::default();
+        let mut shard = StageInventory::new(
+            "inv",
+            StageInventorySpec {
+                stage_position: Some(0),
+                entries: Some(Vec::new()),
+            },
+        );
+        shard.metadata.labels = Some(BTreeMap::from([(
+            keys::LABEL_STAGE.to_string(),
+            "app".to_string(),
+        )]));
+        let ours = InventoryWrites::fingerprint(&shard);
+        assert!(!w.is_ours("ns", "inv", &ours));
+        w.record("ns", "inv", &ours);
+        assert!(w.is_ours("ns", "inv", &ours));
+        assert!(!w.is_ours("other", "inv", &ours));
+        // Someone else's label is not a change; an edited spec or label of ours is.
+        let mut other = shard.clone();
+        other
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "x".into());
+        assert!(w.is_ours("ns", "inv", &InventoryWrites::fingerprint(&other)));
+        let mut edited = shard.clone();
+        edited.spec.stage_position = Some(1);
+        assert!(!w.is_ours("ns", "inv", &InventoryWrites::fingerprint(&edited)));
+        let mut relabelled = shard.clone();
+        relabelled
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(keys::LABEL_STAGE.into(), "x".into());
+        assert!(!w.is_ours("ns", "inv", &InventoryWrites::fingerprint(&relabelled)));
+        // An earlier write of the same pass still counts as ours.
+        w.record("ns", "inv", &InventoryWrites::fingerprint(&edited));
+        assert!(w.is_ours("ns", "inv", &ours));
+        assert!(!w.is_ours("ns", "inv", InventoryWrites::DELETED));
+        w.record("ns", "inv", InventoryWrites::DELETED);
+        assert!(w.is_ours("ns", "inv", InventoryWrites::DELETED));
+        w.forget("ns", "inv");
+        assert!(!w.is_ours("ns", "inv", InventoryWrites::DELETED));
+        assert!(!w.is_ours("ns", "inv", &ours));
+    }
+
     use super::*;
 
     #[test]

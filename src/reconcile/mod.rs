@@ -86,6 +86,8 @@ pub struct Env {
     pub leadership: Arc<crate::leader::Leadership>,
     /// Forwards events to Flux's notification-controller (`--events-addr`).
     pub notifier: Option<crate::notify::Notifier>,
+    /// The StageInventory writes this controller made (see the InventoryWatcher).
+    pub inventory_writes: Arc<inventory::InventoryWrites>,
 }
 
 /// The result of one pass.
@@ -687,6 +689,7 @@ async fn prune_pass(
     for d in done.iter().filter(|d| d.recorded_extra) {
         inventory::write(
             &env.clients.controller(),
+            &env.inventory_writes,
             &pass.ss,
             &d.entry.name,
             d.position,
@@ -707,9 +710,15 @@ async fn prune_pass(
         teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
             .await
             .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
-        inventory::delete_stage(&env.clients.controller(), &namespace, &ss_name, stage_name)
-            .await
-            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        inventory::delete_stage(
+            &env.clients.controller(),
+            &env.inventory_writes,
+            &namespace,
+            &ss_name,
+            stage_name,
+        )
+        .await
+        .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         env.metrics.forget_stage(&namespace, &ss_name, stage_name);
         tracing::info!(stageset = %pass.key(), stage = %stage_name, "removed stage torn down");
     }
@@ -1066,6 +1075,7 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
     let recorded: Vec<apply::ObjectRef> = recorded.into_values().collect();
     let shards = match inventory::write(
         &env.clients.controller(),
+        &env.inventory_writes,
         &pass.ss,
         &stage.name,
         position,
