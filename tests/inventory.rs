@@ -1499,15 +1499,14 @@ async fn cel_ready_expressions() {
         )
         .await
         .unwrap();
-    let ss = h
-        .wait_ready_reason(
-            NS,
-            "celled",
-            "StageFailed",
-            "readyCheck failed for Widget/default/bad",
-        )
-        .await;
-    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    // Ready and the stage phase are read together: a back-off retry may
+    // already be verifying again (and fails the same way).
+    h.wait_stageset(NS, "celled", "failed by the expression", |s| {
+        ready(s).is_some_and(|(_, r, m)| {
+            r == "StageFailed" && m.contains("readyCheck failed for Widget/default/bad")
+        }) && stage_phase(s, "app").as_deref() == Some("Failed")
+    })
+    .await;
     // Fixed: the next attempt (back-off) sees both Ready.
     widgets
         .patch(

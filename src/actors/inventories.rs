@@ -102,11 +102,8 @@ impl StreamHandler<Result<watcher::Event<StageInventory>, watcher::Error>> for I
             self.writes.forget(&namespace, &name);
             ours
         } else {
-            self.writes.is_ours(
-                &namespace,
-                &name,
-                &inv.resource_version().unwrap_or_default(),
-            )
+            self.writes
+                .is_ours(&namespace, &name, &InventoryWrites::fingerprint(&inv))
         };
         if ours {
             return;
