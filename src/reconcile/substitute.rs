@@ -65,7 +65,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use crate::api::SubstituteKind;
@@ -317,7 +317,7 @@ fn substitute_object(object: Value, vars: &Vars, strict: bool) -> Result<Value, 
             _ => message,
         })
     })?;
-    match yaml_to_json(yaml).map_err(invalid)? {
+    match crate::reconcile::build::yaml_to_json(yaml).map_err(invalid)? {
         value @ Value::Object(_) => Ok(value),
         other => Err(invalid(format!(
             "the document is no longer a mapping but {}",
@@ -346,53 +346,6 @@ fn object_id(object: &Value) -> String {
         Some(ns) if !ns.is_empty() => format!("{kind}/{ns}/{name}"),
         _ => format!("{kind}/{name}"),
     }
-}
-
-/// YAML to JSON the way `sigs.k8s.io/yaml` converts it: scalar keys become
-/// strings, tags are dropped, null/compound keys and non-finite floats are
-/// refused.
-fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
-    use serde_yaml_ng::Value as Y;
-    Ok(match value {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                serde_json::Number::from_f64(n.as_f64().unwrap_or(f64::NAN))
-                    .map(Value::Number)
-                    .ok_or_else(|| format!("unsupported non-finite number {n}"))?
-            }
-        }
-        Y::String(s) => Value::String(s),
-        Y::Sequence(items) => Value::Array(
-            items
-                .into_iter()
-                .map(yaml_to_json)
-                .collect::<Result<_, _>>()?,
-        ),
-        Y::Mapping(mapping) => {
-            let mut map = Map::new();
-            for (key, value) in mapping {
-                let key = match key {
-                    Y::Tagged(tagged) => tagged.value,
-                    key => key,
-                };
-                let key = match key {
-                    Y::String(s) => s,
-                    Y::Number(n) => n.to_string(),
-                    Y::Bool(b) => b.to_string(),
-                    _ => return Err("unsupported mapping key (not a string or number)".into()),
-                };
-                map.insert(key, yaml_to_json(value)?);
-            }
-            Value::Object(map)
-        }
-        Y::Tagged(tagged) => yaml_to_json(tagged.value)?,
-    })
 }
 
 fn valid_var_name(name: &str) -> bool {

@@ -459,7 +459,7 @@ fn yaml_error_message(err: &serde_yaml_ng::Error) -> String {
 /// Converts a YAML value to JSON the way `sigs.k8s.io/yaml` does: numeric and
 /// boolean keys become strings, tags are dropped, non-finite floats and
 /// null/compound keys are refused.
-fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
+pub(crate) fn yaml_to_json(value: serde_yaml_ng::Value) -> Result<Value, String> {
     use serde_yaml_ng::Value as Y;
     Ok(match value {
         Y::Null => Value::Null,
