@@ -1118,9 +1118,36 @@ fn dev_rolls_out_the_sample_release() {
             Err(_) => break false,
         }
     };
+    // The dev cluster admits StageSets through the controller's webhook (TLS,
+    // self-signed CA published into the webhook configuration): real kubectl
+    // gets an invalid one denied.
+    let denial = seen
+        .iter()
+        .find_map(|l| l.strip_prefix("kubeconfig: "))
+        .map(|kubeconfig| {
+            let dir = tempfile::tempdir().unwrap();
+            let manifest = dir.path().join("bad.yaml");
+            std::fs::write(
+                &manifest,
+                "apiVersion: stages.metio.wtf/v1\nkind: StageSet\nmetadata:\n  name: twice\n  namespace: default\nspec:\n  stages:\n  - name: a\n    sourceRef: {name: first}\n  - name: a\n    sourceRef: {name: second}\n",
+            )
+            .unwrap();
+            std::process::Command::new("kubectl")
+                .args(["--kubeconfig", kubeconfig, "apply", "-f"])
+                .arg(&manifest)
+                .output()
+                .expect("kubectl runs (scripts/test.sh installs it)")
+        });
     let _ = child.kill();
     let _ = child.wait();
     assert!(done, "dev did not finish the rollout:\n{}", seen.join("\n"));
+    let denial = denial.expect("dev printed its kubeconfig");
+    let stderr_text = String::from_utf8_lossy(&denial.stderr);
+    assert!(!denial.status.success(), "an invalid StageSet was admitted");
+    assert!(
+        stderr_text.contains("denied the request"),
+        "not denied by the webhook: {stderr_text}"
+    );
     for prefix in [
         "kube-sim: https://",
         "kubeconfig: ",

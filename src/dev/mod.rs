@@ -1,8 +1,11 @@
 //! `stageset-controller dev`: a complete local demo. It starts kube-sim
 //! in-process (workloads become ready on their own), installs our CRDs and the
 //! Flux source CRDs, serves the sample release in `examples/dev-release` as
-//! tar.gz artifacts over HTTP, creates one ExternalArtifact per stage and a
-//! StageSet, runs the controller, and prints each stage's progress until Ctrl-C.
+//! tar.gz artifacts over HTTP, creates one ExternalArtifact per stage, runs the
+//! controller with its listeners on loopback (the admission webhook in
+//! self-signed mode behind a ValidatingWebhookConfiguration, as the chart
+//! installs it), creates the StageSet through that webhook, and prints each
+//! stage's progress until Ctrl-C.
 
 pub mod artifacts;
 pub mod flux;
@@ -62,6 +65,35 @@ pub const DEMO_NAMESPACE: &str = "default";
 /// Name of the demo StageSet.
 pub const DEMO_STAGESET: &str = "hello";
 
+/// The webhook Service and configuration names of the dev cluster.
+const DEV_WEBHOOK_SERVICE: &str = "stageset-controller-webhook";
+const DEV_WEBHOOK_CONFIG: &str = "stageset-controller-dev";
+
+/// The ValidatingWebhookConfiguration the chart would install, without a
+/// caBundle (the controller's self-signed mode publishes it).
+fn dev_webhook_configuration() -> serde_json::Value {
+    let entry = |name: &str, path: &str, resource: &str| {
+        json!({
+            "name": name,
+            "admissionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"name": DEV_WEBHOOK_SERVICE, "namespace": DEMO_NAMESPACE, "path": path, "port": 443}},
+            "rules": [{"apiGroups": ["stages.metio.wtf"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": [resource]}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "timeoutSeconds": 10
+        })
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": DEV_WEBHOOK_CONFIG},
+        "webhooks": [
+            entry("vstageset.stages.metio.wtf", crate::webhook::STAGESET_PATH, "stagesets"),
+            entry("vimageverificationpolicy.stages.metio.wtf", crate::webhook::IMAGE_POLICY_PATH, "imageverificationpolicies"),
+        ]
+    })
+}
+
 /// The `ApiResource` of Flux's ExternalArtifact.
 pub fn external_artifact_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -105,11 +137,22 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
+    // The admission webhook listens on a loopback port chosen now, so the API
+    // server can be told where the webhook Service lives.
+    let webhook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("choosing a webhook port: {e}"))?
+        .port();
     let sim = kube_sim::KubeSim::start(kube_sim::Options {
         listen: options.listen_sim,
         config: kube_sim::SimConfig {
             auto_ready: Some(Duration::from_millis(500)),
             bookmark_interval: Duration::from_secs(5),
+            service_map: [(
+                format!("{DEMO_NAMESPACE}/{DEV_WEBHOOK_SERVICE}"),
+                format!("127.0.0.1:{webhook_port}"),
+            )]
+            .into(),
             ..kube_sim::SimConfig::default()
         },
         ..kube_sim::Options::default()
@@ -154,6 +197,48 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
         .map_err(|e| format!("creating ExternalArtifact hello-{stage}: {e}"))?;
     }
 
+    // The validating webhook configuration, as the chart installs it; the
+    // controller publishes its self-signed CA into it.
+    sim.load(dev_webhook_configuration())?;
+    let cert_dir = kubeconfig_path
+        .parent()
+        .map(|d| d.join("webhook-certs"))
+        .unwrap_or_else(|| std::env::temp_dir().join("stageset-dev-webhook-certs"));
+
+    // The controller.
+    let env = |_: &str| None;
+    let flags = vec![
+        "stageset-controller".to_string(),
+        "--allow-loopback-artifacts".into(),
+        "--log-level=warn".into(),
+        // The listeners are given below on loopback ports the OS picks
+        // (the flags only accept fixed ports).
+        "--metrics-bind-address=0".into(),
+        "--health-probe-bind-address=0".into(),
+        "--gate-bind-address=".into(),
+        "--enable-webhook=true".into(),
+        "--webhook-cert-mode=self-signed".into(),
+        format!("--webhook-cert-dir={}", cert_dir.display()),
+        format!("--webhook-port={webhook_port}"),
+        format!("--webhook-service-name={DEV_WEBHOOK_SERVICE}"),
+        format!("--webhook-service-namespace={DEMO_NAMESPACE}"),
+        format!("--webhook-validating-config-name={DEV_WEBHOOK_CONFIG}"),
+    ];
+    let invocation =
+        crate::config::parse_from_ignoring_unsupported(flags, &env).map_err(|e| e.to_string())?;
+    let crate::config::Invocation::Run(config) = invocation else {
+        return Err("unexpected dev configuration".into());
+    };
+    let mut servers = crate::controller::server_options(&config)?;
+    servers.metrics = Some("127.0.0.1:0".into());
+    servers.health = Some("127.0.0.1:0".into());
+    servers.gate = Some("127.0.0.1:0".into());
+    if let Some(w) = servers.webhook.as_mut() {
+        w.addr = format!("127.0.0.1:{webhook_port}");
+    }
+    servers.workers = 1;
+    let controller = crate::controller::start_with(&config, kube_config, servers)?;
+
     // The StageSet.
     let stages: Vec<serde_json::Value> = RELEASE
         .iter()
@@ -173,35 +258,6 @@ pub async fn run(options: &DevOptions) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("creating the StageSet: {e}"))?;
-
-    // The controller.
-    let env = |_: &str| None;
-    let invocation = crate::config::parse_from_ignoring_unsupported(
-        [
-            "stageset-controller",
-            "--allow-loopback-artifacts",
-            "--log-level=warn",
-            // The listeners are given below on loopback ports the OS picks
-            // (the flags only accept fixed ports).
-            "--metrics-bind-address=0",
-            "--health-probe-bind-address=0",
-            "--gate-bind-address=",
-            "--enable-webhook=false",
-        ],
-        &env,
-    )
-    .map_err(|e| e.to_string())?;
-    let crate::config::Invocation::Run(config) = invocation else {
-        return Err("unexpected dev configuration".into());
-    };
-    let servers = crate::servers::ServerOptions {
-        metrics: Some("127.0.0.1:0".into()),
-        health: Some("127.0.0.1:0".into()),
-        gate: Some("127.0.0.1:0".into()),
-        webhook: None,
-        workers: 1,
-    };
-    let controller = crate::controller::start_with(&config, kube_config, servers)?;
 
     println!("kube-sim: {}", sim.url());
     println!("artifacts: {}", server.url_for(""));
