@@ -168,6 +168,21 @@ async fn install(
     }
 }
 
+/// A fresh kube-sim with the chart installed by real Helm, every rendered
+/// object checked as accepted (see `check_rendered`).
+async fn fresh_install(
+    dir: &Path,
+    ns: &str,
+    files: &[PathBuf],
+    set_json: &[String],
+) -> (KubeSim, kube::Client, Vec<Value>) {
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let client = admin(&sim).await;
+    let release = install(&sim, dir, ns, files, set_json).await;
+    check_rendered(&client, ns, &release).await.unwrap();
+    (sim, client, release)
+}
+
 fn objects(v: Value) -> Vec<Value> {
     match v {
         Value::Array(items) => items,
@@ -617,12 +632,7 @@ async fn default_install() {
     let ns = "stageset-system";
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
-    let started = Instant::now();
-    let release = install(&sim, dir.path(), ns, &[], &[]).await;
-    eprintln!("helm install took {:?}", started.elapsed());
-    check_rendered(&client, ns, &release).await.unwrap();
+    let (_sim, client, release) = fresh_install(dir.path(), ns, &[], &[]).await;
 
     let d = must_get(
         &client,
@@ -830,12 +840,10 @@ async fn values_onprem_install() {
     let ns = "stageset-system";
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
     // 027-helm-values-onprem.yaml plus the issuer layer (see layers_for).
     let onprem = Path::new(CORPUS).join("027-helm-values-onprem.yaml");
-    let release = install(&sim, dir.path(), ns, &layers_for(&onprem, dir.path()), &[]).await;
-    check_rendered(&client, ns, &release).await.unwrap();
+    let (_sim, client, release) =
+        fresh_install(dir.path(), ns, &layers_for(&onprem, dir.path()), &[]).await;
 
     let hpa = must_get(
         &client,
@@ -984,12 +992,10 @@ async fn values_onprem_install() {
 async fn values_eks_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
     // 028-helm-values-eks.yaml plus the issuer layer (see layers_for).
     let eks = Path::new(CORPUS).join("028-helm-values-eks.yaml");
-    let release = install(&sim, dir.path(), ns, &layers_for(&eks, dir.path()), &[]).await;
-    check_rendered(&client, ns, &release).await.unwrap();
+    let (_sim, client, _release) =
+        fresh_install(dir.path(), ns, &layers_for(&eks, dir.path()), &[]).await;
 
     let sa = must_get(
         &client,
@@ -1036,17 +1042,13 @@ async fn watch_namespaces_install() {
     let ns = "stageset-system";
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
-    let release = install(
-        &sim,
+    let (_sim, client, _release) = fresh_install(
         dir.path(),
         ns,
         &[],
         &[r#"controller.watchNamespaces=["team-a","team-b"]"#.into()],
     )
     .await;
-    check_rendered(&client, ns, &release).await.unwrap();
 
     for tenant_ns in ["team-a", "team-b"] {
         let rb = must_get(
@@ -1096,17 +1098,8 @@ async fn watch_namespaces_install() {
 async fn cluster_admin_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
-    let release = install(
-        &sim,
-        dir.path(),
-        ns,
-        &[],
-        &["rbac.clusterAdmin=true".into()],
-    )
-    .await;
-    check_rendered(&client, ns, &release).await.unwrap();
+    let (_sim, client, _release) =
+        fresh_install(dir.path(), ns, &[], &["rbac.clusterAdmin=true".into()]).await;
     let bindings = list(
         &client,
         "rbac.authorization.k8s.io/v1",
@@ -1132,17 +1125,8 @@ async fn cluster_admin_install() {
 async fn network_policy_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
-    let sim = scratch_sim(Vec::new(), HashMap::new());
-    let client = admin(&sim).await;
-    let release = install(
-        &sim,
-        dir.path(),
-        ns,
-        &[],
-        &["networkPolicy.enabled=true".into()],
-    )
-    .await;
-    check_rendered(&client, ns, &release).await.unwrap();
+    let (_sim, client, _release) =
+        fresh_install(dir.path(), ns, &[], &["networkPolicy.enabled=true".into()]).await;
     let np = must_get(
         &client,
         "networking.k8s.io/v1",

@@ -24,65 +24,12 @@ use support::*;
 
 // --- The corpus ---------------------------------------------------------------
 
-/// Invalid corpus files the CRD schema itself rejects (the same list as
-/// `tests/api.rs`, which checks our schema against it); every other invalid
-/// file must be rejected by the webhook.
-const SCHEMA_LEVEL_INVALID: &[&str] = &[
-    "001-fleet-member-fromobject-missing-kind-name.yaml",
-    "004-fleet-rollback-without-previous-version.yaml",
-    "005-dependson-empty-name.yaml",
-    "020-decryption-provider-vault.yaml",
-    "021-decryption-provider-empty.yaml",
-    "022-decryption-secretref-without-name.yaml",
-    "023-errorbudget-missing-source.yaml",
-    "024-errorbudget-missing-address.yaml",
-    "025-errorbudget-missing-query.yaml",
-    "029-errorbudget-onsourceerror-unknown.yaml",
-    "030-errorbudget-secretref-without-name.yaml",
-    "031-ontimeout-spec-unknown.yaml",
-    "032-ontimeout-stage-lowercase.yaml",
-    "033-analysis-no-checks.yaml",
-    "036-analysis-check-missing-source.yaml",
-    "038-analysis-onfailure-unknown.yaml",
-    "039-analysis-onsourceerror-unknown.yaml",
-    "042-metric-source-webhook-missing-url.yaml",
-    "043-metric-source-webhook-missing-jsonpath.yaml",
-    "044-metric-source-webhook-secretref-without-name.yaml",
-    "050-restartgate-duplicate-check.yaml",
-    "052-restartgate-onfailure-unknown.yaml",
-    "053-restartgate-check-onfailure-unknown.yaml",
-    "056-eventgate-check-no-reasons.yaml",
-    "057-eventgate-duplicate-check.yaml",
-    "059-eventgate-onfailure-unknown.yaml",
-    "060-eventgate-check-onfailure-unknown.yaml",
-    "062-kubeconfig-configmapref-without-name.yaml",
-    "063-kubeconfig-secretref-without-name.yaml",
-    "064-kubeconfig-both-refs.yaml",
-    "065-kubeconfig-neither-ref.yaml",
-    "082-scope-unknown-value.yaml",
-    "084-completion-anchor-missing-name.yaml",
-    "090-readychecks-check-missing-kind.yaml",
-    "091-readychecks-check-missing-name.yaml",
-    "115-patch-type-strategic.yaml",
-    "116-patch-type-uppercase.yaml",
-    "117-substitutefrom-kind-lowercase.yaml",
-    "118-substitutefrom-kind-pod.yaml",
-    "119-windowscope-lowercase.yaml",
-    "120-window-type-lowercase.yaml",
-    "121-window-type-block.yaml",
-    "122-conflictpolicy-default-delete.yaml",
-    "123-conflictpolicy-rule-action-lowercase.yaml",
-    "124-decryption-provider-uppercase.yaml",
-    "125-http-method-lowercase.yaml",
-    "126-http-method-options.yaml",
-    "127-http-expected-status-below-range.yaml",
-    "128-http-expected-status-above-range.yaml",
-    "129-action-retries-negative.yaml",
-    "130-stages-empty.yaml",
-    "131-stages-missing.yaml",
-    "132-stage-name-uppercase.yaml",
-    "133-ivp-no-images.yaml",
-];
+// Invalid corpus files the CRD schema itself rejects (tests/api.rs checks our
+// schema against the same list); every other invalid file must be rejected by
+// the webhook.
+#[path = "support/corpus.rs"]
+mod corpus;
+use corpus::SCHEMA_LEVEL_INVALID;
 
 /// What the webhook answers for every other invalid file: the rule its
 /// `expect-reject` line names, word for word as a user sees it. A trailing
