@@ -746,6 +746,43 @@ async fn post_build_substitution_reads_variables_as_the_tenant() {
             .await
             .is_none()
     );
+
+    // A Secret the StageSet's ServiceAccount may read provides decoded values.
+    for obj in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader", "namespace": "team"}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "reader", "namespace": "team"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]},
+                         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader", "namespace": "team"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+               "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": "team"}]}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "team"},
+               "data": {"TOKEN": "czNjcjN0"}}),
+    ] {
+        h.sim.load(obj).unwrap();
+    }
+    let secret_art = h.artifact(
+        "secret.tar.gz",
+        &[("cm.yaml", &configmap("team", "from-secret", "${TOKEN}"))],
+    );
+    h.external_artifact("team", "from-secret", &secret_art, "r1")
+        .await;
+    h.stageset(
+        "team",
+        "from-secret",
+        json!({"serviceAccountName": "reader", "stages": [{
+            "name": "app", "sourceRef": {"name": "from-secret"},
+            "postBuild": {"substituteFrom": [{"kind": "Secret", "name": "creds"}]}
+        }]}),
+    )
+    .await;
+    h.wait_ready_reason("team", "from-secret", "Succeeded", "")
+        .await;
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("team"), "from-secret")
+        .await
+        .expect("ConfigMap from the Secret's value");
+    assert_eq!(cm.data["data"]["value"], "s3cr3t");
 }
 
 /// An artifact with a kustomization (base + overlay with a generator, a name

@@ -561,19 +561,25 @@ async fn post_build_vars(
                         .map(|cm| cm.data.unwrap_or_default())
                 }
                 crate::api::SubstituteKind::Secret => {
-                    Api::<Secret>::namespaced(client.clone(), namespace)
-                        .get(&r.name)
-                        .await
-                        .map(|s| {
-                            use base64::Engine as _;
-                            s.data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| {
-                                    (k, base64::engine::general_purpose::STANDARD.encode(v.0))
-                                })
-                                .collect()
-                        })
+                    // Read untyped: `.data` stays the API's base64 text, which
+                    // the substitution decodes (and checks) once.
+                    let secrets = kube::api::ApiResource::erase::<Secret>(&());
+                    Api::<kube::api::DynamicObject>::namespaced_with(
+                        client.clone(),
+                        namespace,
+                        &secrets,
+                    )
+                    .get(&r.name)
+                    .await
+                    .map(|s| {
+                        s.data
+                            .get("data")
+                            .and_then(serde_json::Value::as_object)
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
                 }
             };
             match got {
