@@ -5,6 +5,7 @@
 
 pub mod actors;
 pub mod api;
+pub mod cache;
 pub mod config;
 pub mod controller;
 pub mod dev;

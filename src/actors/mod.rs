@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use crate::cache::StageSetCache;
 use crate::metrics::Metrics;
 use crate::reconcile::Env;
-pub use supervisor::StageSetCache;
 
 /// How to run the controller's actors.
 #[derive(Clone, Debug)]

@@ -10,12 +10,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix::prelude::*;
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
@@ -25,6 +24,7 @@ use crate::actors::sources::SourceChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
 use crate::api::{StageSet, keys};
+use crate::cache::StageSetCache;
 use crate::reconcile::Env;
 use crate::reconcile::source::{DEFAULT_SOURCE_KIND, FLUX_SOURCE_GROUP, is_producer};
 
@@ -159,18 +159,14 @@ impl Supervisor {
     /// A supervisor watching `namespaces` (empty: the whole cluster) and running
     /// at most `concurrent` reconciles at once.
     pub fn new(env: Arc<Env>, concurrent: usize, namespaces: Vec<String>) -> Supervisor {
-        let scopes = namespaces.len().max(1);
-        let (stores, writers): (Vec<_>, Vec<_>) = (0..scopes).map(|_| reflector::store()).unzip();
+        let (cache, writers) = StageSetCache::new(namespaces.len());
         Supervisor {
             env,
             limiter: Arc::new(Semaphore::new(concurrent.max(1))),
             namespaces,
             actors: HashMap::new(),
             dependents: HashMap::new(),
-            cache: StageSetCache {
-                synced: Arc::new((0..stores.len()).map(|_| AtomicBool::new(false)).collect()),
-                stores,
-            },
+            cache,
             writers,
             init_seen: HashMap::new(),
             fresh: HashSet::new(),
@@ -360,9 +356,7 @@ impl StreamHandler<ScopedItem> for Supervisor {
                 self.init_seen.insert(scope, Vec::new());
             }
             Ok(watcher::Event::InitDone) => {
-                if let Some(flag) = self.cache.synced.get(scope) {
-                    flag.store(true, Ordering::SeqCst);
-                }
+                self.cache.mark_synced(scope);
                 // After a re-list, this scope's StageSets not seen any more are
                 // gone; other scopes are untouched.
                 let seen: HashSet<String> = self
@@ -396,31 +390,6 @@ impl StreamHandler<ScopedItem> for Supervisor {
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {
         tracing::error!("the StageSet watch ended");
-    }
-}
-
-/// The controller's StageSet cache: the reflector stores of every watch scope.
-#[derive(Clone)]
-pub struct StageSetCache {
-    stores: Vec<Store<StageSet>>,
-    synced: Arc<Vec<AtomicBool>>,
-}
-
-impl StageSetCache {
-    /// Whether every watch scope finished its first list (`/readyz`).
-    pub fn is_synced(&self) -> bool {
-        self.synced.iter().all(|f| f.load(Ordering::SeqCst))
-    }
-
-    /// Every cached StageSet.
-    pub fn state(&self) -> Vec<Arc<StageSet>> {
-        self.stores.iter().flat_map(Store::state).collect()
-    }
-
-    /// One cached StageSet.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<StageSet>> {
-        let key = reflector::ObjectRef::new(name).within(namespace);
-        self.stores.iter().find_map(|s| s.get(&key))
     }
 }
 
@@ -492,19 +461,6 @@ impl Handler<InventoryChanged> for Supervisor {
             );
             addr.do_send(Reconcile("inventory changed"));
         }
-    }
-}
-
-/// Asks for the StageSet cache (used by the controller handle).
-#[derive(Message)]
-#[rtype(result = "StageSetCache")]
-pub struct GetStore;
-
-impl Handler<GetStore> for Supervisor {
-    type Result = MessageResult<GetStore>;
-
-    fn handle(&mut self, _: GetStore, _ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.cache.clone())
     }
 }
 

@@ -8,8 +8,8 @@
 
 use serde::Serialize;
 
-use crate::actors::StageSetCache;
 use crate::api::StagePhase;
+use crate::cache::StageSetCache;
 
 /// What the caller asked for, after method and path checks.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use actix_web::http::header;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
-use crate::actors::StageSetCache;
+use crate::cache::StageSetCache;
 use crate::metrics::Metrics;
 
 /// Which listeners to start (addresses in Go's `host:port` form; `:8080`
