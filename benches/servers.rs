@@ -14,7 +14,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{KubeSim, Options};
 use serde_json::json;
 use stageset_controller::config::{Invocation, parse_from_ignoring_unsupported};
-use stageset_controller::servers::ServerOptions;
+use stageset_controller::http::ServerOptions;
 
 const STAGESETS: usize = 1000;
 const NS: &str = "bench";
@@ -76,7 +76,7 @@ fn main() {
         }
     });
     let certs = kube_sim::tls::generate(&[]).expect("certificates");
-    let slot = stageset_controller::servers::tls::CertSlot::new();
+    let slot = stageset_controller::http::tls::CertSlot::new();
     slot.set_pem(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +84,7 @@ fn main() {
     std::fs::write(dir.path().join("tls.key"), &certs.key_pem).unwrap();
     let servers = ServerOptions {
         gate: Some("127.0.0.1:0".into()),
-        webhook: Some(stageset_controller::servers::WebhookOptions {
+        webhook: Some(stageset_controller::http::WebhookOptions {
             addr: "127.0.0.1:0".into(),
             certs: slot,
         }),
@@ -198,7 +198,7 @@ async fn webhook_bench(addr: std::net::SocketAddr, ca_pem: &str) {
     let url = format!(
         "https://localhost:{}{}",
         addr.port(),
-        stageset_controller::webhook::STAGESET_PATH
+        stageset_controller::http::webhook::STAGESET_PATH
     );
     // Warm-up (connections, TLS sessions).
     for i in 0..50 {

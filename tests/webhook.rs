@@ -19,7 +19,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use stageset_controller::api::{ImageVerificationPolicy, StageSet};
-use stageset_controller::webhook;
+use stageset_controller::http::webhook;
+use stageset_controller::validate;
 use support::*;
 
 // --- The corpus ---------------------------------------------------------------
@@ -433,12 +434,12 @@ fn message_matches(got: &str, want: &str) -> bool {
 fn validate(object: &Value) -> Option<Result<(), String>> {
     match object["kind"].as_str()? {
         "StageSet" => Some(match serde_json::from_value::<StageSet>(object.clone()) {
-            Ok(ss) => webhook::validate_stageset(&ss),
+            Ok(ss) => validate::validate_stageset(&ss),
             Err(e) => Err(format!("does not decode: {e}")),
         }),
         "ImageVerificationPolicy" => Some(
             match serde_json::from_value::<ImageVerificationPolicy>(object.clone()) {
-                Ok(p) => webhook::validate_image_verification_policy(&p),
+                Ok(p) => validate::validate_image_verification_policy(&p),
                 Err(e) => Err(format!("does not decode: {e}")),
             },
         ),

@@ -28,7 +28,7 @@ pub struct ControllerOptions {
     /// Worker threads of the runtime.
     pub worker_threads: usize,
     /// The HTTP listeners.
-    pub servers: crate::servers::ServerOptions,
+    pub servers: crate::http::ServerOptions,
     /// Runs on the controller thread right after `make_env`, before the
     /// actors and listeners start; an error aborts the start.
     pub on_start: Option<StartHook>,
@@ -67,7 +67,7 @@ impl Default for ControllerOptions {
             concurrent: 4,
             watch_namespaces: Vec::new(),
             worker_threads: 2,
-            servers: crate::servers::ServerOptions::default(),
+            servers: crate::http::ServerOptions::default(),
             on_start: None,
         }
     }
@@ -78,7 +78,7 @@ pub struct ControllerHandle {
     system: actix::System,
     store: StageSetCache,
     metrics: Arc<Metrics>,
-    bound: crate::servers::Bound,
+    bound: crate::http::Bound,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -89,7 +89,7 @@ impl ControllerHandle {
     }
 
     /// The addresses the HTTP listeners bound.
-    pub fn bound(&self) -> &crate::servers::Bound {
+    pub fn bound(&self) -> &crate::http::Bound {
         &self.bound
     }
 
@@ -135,7 +135,7 @@ where
         actix::System,
         StageSetCache,
         Arc<Metrics>,
-        crate::servers::Bound,
+        crate::http::Bound,
     );
     let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
     let threads = options.worker_threads.max(1);
@@ -182,9 +182,9 @@ where
                 )
                 .start();
                 sources::SourceWatcher::new(client, options.watch_namespaces, addr).start();
-                let servers = match crate::servers::start(
+                let servers = match crate::http::start(
                     &options.servers,
-                    crate::servers::State {
+                    crate::http::State {
                         cache: store.clone(),
                         metrics: metrics.clone(),
                     },

@@ -23,10 +23,10 @@ use crate::actors::inventories::InventoryChanged;
 use crate::actors::sources::SourceChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
+use crate::api::{DEFAULT_SOURCE_KIND, FLUX_SOURCE_GROUP};
 use crate::api::{StageSet, keys};
 use crate::cache::StageSetCache;
 use crate::reconcile::Env;
-use crate::reconcile::source::{DEFAULT_SOURCE_KIND, FLUX_SOURCE_GROUP, is_producer};
 
 /// Annotations whose change requests a reconcile by itself (api.md §9.1).
 const TRIGGER_ANNOTATIONS: &[&str] = &[
@@ -418,7 +418,7 @@ impl Handler<SourceChanged> for Supervisor {
                     .as_deref()
                     .filter(|k| !k.is_empty())
                     .unwrap_or(DEFAULT_SOURCE_KIND);
-                if is_producer(r) {
+                if r.is_producer() {
                     // Through the ExternalArtifact back-pointer.
                     msg.kind == DEFAULT_SOURCE_KIND
                         && msg

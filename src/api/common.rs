@@ -85,6 +85,46 @@ pub struct SourceReference {
     pub namespace: Option<String>,
 }
 
+/// The Flux source API group.
+pub const FLUX_SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
+/// `apiVersion` of a source reference without one.
+pub const DEFAULT_SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
+/// Kind of a source reference without one.
+pub const DEFAULT_SOURCE_KIND: &str = "ExternalArtifact";
+/// Kinds read directly (besides ExternalArtifact) when in the Flux group.
+pub const DIRECT_KINDS: [&str; 3] = ["GitRepository", "OCIRepository", "Bucket"];
+
+/// The API group of an apiVersion (`apps/v1` → `apps`, `v1` → ``).
+pub fn group_of(api_version: &str) -> &str {
+    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
+}
+
+impl SourceReference {
+    /// Whether the reference names a producer (resolved through the
+    /// ExternalArtifact back-pointer) rather than an object holding the
+    /// artifact itself.
+    pub fn is_producer(&self) -> bool {
+        let kind = self.kind.as_deref().unwrap_or(DEFAULT_SOURCE_KIND);
+        if kind.is_empty() || kind == DEFAULT_SOURCE_KIND {
+            return false;
+        }
+        let group = self
+            .api_version
+            .as_deref()
+            .map(group_of)
+            .unwrap_or(FLUX_SOURCE_GROUP);
+        !(DIRECT_KINDS.contains(&kind) && (group.is_empty() || group == FLUX_SOURCE_GROUP))
+    }
+
+    /// The kind, `ExternalArtifact` when unset or empty.
+    pub fn kind_or_default(&self) -> &str {
+        self.kind
+            .as_deref()
+            .filter(|k| !k.is_empty())
+            .unwrap_or(DEFAULT_SOURCE_KIND)
+    }
+}
+
 /// A Secret in the StageSet's namespace, optionally narrowed to one key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretKeyReference {

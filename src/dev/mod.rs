@@ -88,8 +88,8 @@ fn dev_webhook_configuration() -> serde_json::Value {
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": DEV_WEBHOOK_CONFIG},
         "webhooks": [
-            entry("vstageset.stages.metio.wtf", crate::webhook::STAGESET_PATH, "stagesets"),
-            entry("vimageverificationpolicy.stages.metio.wtf", crate::webhook::IMAGE_POLICY_PATH, "imageverificationpolicies"),
+            entry("vstageset.stages.metio.wtf", crate::http::webhook::STAGESET_PATH, "stagesets"),
+            entry("vimageverificationpolicy.stages.metio.wtf", crate::http::webhook::IMAGE_POLICY_PATH, "imageverificationpolicies"),
         ]
     })
 }

@@ -19,6 +19,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::reasons::{CONDITION_READY, StageSetReason};
 use crate::api::{ConditionStatus, Dependency, StageSet};
 use crate::reconcile::error::{PERMANENT_RETRY, Requeue, describe, is_forbidden};
+use crate::validate::semver::parse_lenient as parse_version;
 
 /// How many StageSets the cycle walk reads at most.
 pub const WALK_LIMIT: usize = 1000;
@@ -171,39 +172,6 @@ async fn find_cycle(
         }
     }
     Ok(false)
-}
-
-/// Parses a version leniently (§5.4.1): surrounding space and a leading `v`
-/// are ignored, and a missing minor or patch counts as 0 (`1.2` = `1.2.0`).
-pub fn parse_version(raw: &str) -> Option<semver::Version> {
-    let s = raw.trim();
-    let s = s
-        .strip_prefix('v')
-        .or_else(|| s.strip_prefix('V'))
-        .unwrap_or(s);
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(v) = semver::Version::parse(s) {
-        return Some(v);
-    }
-    let split = s.find(['-', '+']).unwrap_or(s.len());
-    let (core, rest) = s.split_at(split);
-    let parts: Vec<&str> = core.split('.').collect();
-    if parts.is_empty()
-        || parts.len() > 2
-        || parts
-            .iter()
-            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return None;
-    }
-    let mut padded = parts.join(".");
-    for _ in parts.len()..3 {
-        padded.push_str(".0");
-    }
-    padded.push_str(rest);
-    semver::Version::parse(&padded).ok()
 }
 
 /// Checks a dependency's `status.version` against `minVersion`; `Err` carries

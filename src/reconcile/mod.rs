@@ -336,7 +336,7 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
     }
     // R5: the admission rules, for StageSets that bypassed the webhook (it
     // was disabled, or the rules were tightened after the object was admitted).
-    if let Err(message) = crate::webhook::validate_stageset(&pass.ss) {
+    if let Err(message) = crate::validate::validate_stageset(&pass.ss) {
         return pass
             .finish(
                 Ready::new(StageSetReason::InvalidSpec, message),
@@ -914,7 +914,7 @@ async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
         .into_iter()
         .flatten()
     {
-        match cel::compile(check) {
+        match crate::validate::cel::compile(check) {
             Ok(c) => exprs.push(c),
             Err(e) => {
                 return fail(StageFailure::invalid_spec(

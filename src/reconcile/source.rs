@@ -17,14 +17,9 @@ use crate::reconcile::error::{
     PERMANENT_RETRY, Requeue, describe, kind_missing_message, rbac_denied_message,
 };
 
-/// The Flux source API group.
-pub const FLUX_SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
-/// `apiVersion` of a source reference without one.
-pub const DEFAULT_SOURCE_API_VERSION: &str = "source.toolkit.fluxcd.io/v1";
-/// Kind of a source reference without one.
-pub const DEFAULT_SOURCE_KIND: &str = "ExternalArtifact";
-/// Kinds read directly (besides ExternalArtifact) when in the Flux group.
-pub const DIRECT_KINDS: [&str; 3] = ["GitRepository", "OCIRepository", "Bucket"];
+pub use crate::api::{
+    DEFAULT_SOURCE_API_VERSION, DEFAULT_SOURCE_KIND, DIRECT_KINDS, FLUX_SOURCE_GROUP, group_of,
+};
 
 /// A resolved, pinned source.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,25 +64,6 @@ impl ResolveRequeue {
             ResolveRequeue::Backoff => Requeue::Backoff,
         }
     }
-}
-
-fn group_of(api_version: &str) -> &str {
-    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
-}
-
-/// Whether a reference names a producer (resolved through the ExternalArtifact
-/// back-pointer) rather than an object holding the artifact itself.
-pub fn is_producer(r: &SourceReference) -> bool {
-    let kind = r.kind.as_deref().unwrap_or(DEFAULT_SOURCE_KIND);
-    if kind.is_empty() || kind == DEFAULT_SOURCE_KIND {
-        return false;
-    }
-    let group = r
-        .api_version
-        .as_deref()
-        .map(group_of)
-        .unwrap_or(FLUX_SOURCE_GROUP);
-    !(DIRECT_KINDS.contains(&kind) && (group.is_empty() || group == FLUX_SOURCE_GROUP))
 }
 
 fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
@@ -146,7 +122,7 @@ pub async fn resolve(
             requeue: ResolveRequeue::Permanent,
         });
     }
-    let producer = is_producer(r);
+    let producer = r.is_producer();
     if producer && r.api_version.as_deref().is_none_or(str::is_empty) {
         return Err(ResolveError {
             reason: StageSetReason::InvalidSpec,
@@ -349,6 +325,10 @@ mod tests {
             name: "x".into(),
             namespace: None,
         }
+    }
+
+    fn is_producer(r: &SourceReference) -> bool {
+        r.is_producer()
     }
 
     #[test]

@@ -127,7 +127,7 @@ impl Harness {
             panic!("not a controller run");
         };
         let kc = kube_config(&self.sim).await;
-        let mut servers = stageset_controller::servers::ServerOptions {
+        let mut servers = stageset_controller::http::ServerOptions {
             workers: 1,
             ..Default::default()
         };
@@ -137,9 +137,9 @@ impl Harness {
             servers.gate = Some("127.0.0.1:0".into());
         }
         if let Some(dir) = &self.webhook_cert_dir {
-            let certs = stageset_controller::servers::tls::CertSlot::new();
+            let certs = stageset_controller::http::tls::CertSlot::new();
             certs.load_dir(dir).expect("webhook certificate");
-            servers.webhook = Some(stageset_controller::servers::WebhookOptions {
+            servers.webhook = Some(stageset_controller::http::WebhookOptions {
                 addr: "127.0.0.1:0".into(),
                 certs,
             });

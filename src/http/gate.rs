@@ -6,10 +6,14 @@
 //! free-form message or an error: a StageSet that is missing, outside the
 //! watched namespaces or unreadable looks the same to the caller.
 
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 
 use crate::api::StagePhase;
 use crate::cache::StageSetCache;
+
+use super::State;
 
 /// What the caller asked for, after method and path checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +174,40 @@ pub fn render(answer: &Answer, json: bool) -> Rendered {
                 verdict.stage, verdict.namespace, verdict.stageset
             ),
         ),
+    }
+}
+
+/// The actix handler of `/gate/...`.
+pub(super) async fn handler(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
+    let tail = req.match_info().query("tail").to_string();
+    let method = req.method().as_str().to_string();
+    let json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    let cache = state.cache.clone();
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        render(&decide(&method, &tail, &cache), json)
+    }));
+    match decided {
+        Ok(r) => {
+            let mut resp = HttpResponse::build(
+                actix_web::http::StatusCode::from_u16(r.status)
+                    .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+            );
+            resp.insert_header((header::CONTENT_TYPE, r.content_type));
+            if r.status == 405 {
+                resp.insert_header((header::ALLOW, "GET, HEAD, POST"));
+            }
+            resp.body(r.body)
+        }
+        Err(_) => {
+            tracing::error!(logger = "gate", path = %tail, "gate handler panicked");
+            HttpResponse::InternalServerError()
+                .content_type("text/plain; charset=utf-8")
+                .body("internal error\n")
+        }
     }
 }
 

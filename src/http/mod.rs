@@ -8,14 +8,16 @@
 //! controller keeps reconciling); the others are required.
 
 pub mod gate;
+mod health;
+mod metrics;
 pub mod tls;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
-use actix_web::http::header;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::cache::StageSetCache;
@@ -91,7 +93,7 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
             App::new()
                 .app_data(web::Data::new(st.clone()))
                 .wrap(TracingLogger::default())
-                .route("/metrics", web::get().to(metrics))
+                .route("/metrics", web::get().to(metrics::handler))
         })
         .workers(1)
         .disable_signals()
@@ -108,10 +110,10 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(st.clone()))
-                .route("/healthz", web::get().to(healthz))
-                .route("/healthz/{check}", web::get().to(healthz))
-                .route("/readyz", web::get().to(readyz))
-                .route("/readyz/{check}", web::get().to(readyz))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/healthz/{check}", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .route("/readyz/{check}", web::get().to(health::readyz))
         })
         .workers(1)
         .disable_signals()
@@ -129,7 +131,7 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
             App::new()
                 .app_data(web::Data::new(st.clone()))
                 .wrap(TracingLogger::default())
-                .route("/gate/{tail:.*}", web::route().to(gate_handler))
+                .route("/gate/{tail:.*}", web::route().to(gate::handler))
         })
         .workers(workers)
         .disable_signals()
@@ -156,9 +158,9 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(st.clone()))
-                .app_data(web::PayloadConfig::new(crate::webhook::MAX_BODY))
+                .app_data(web::PayloadConfig::new(webhook::MAX_BODY))
                 .wrap(TracingLogger::default())
-                .default_service(web::to(webhook_handler))
+                .default_service(web::to(webhook::handler))
         })
         .workers(workers)
         .disable_signals()
@@ -174,93 +176,4 @@ pub fn start(options: &ServerOptions, state: State) -> Result<Servers, String> {
         actix_rt::spawn(server);
     }
     Ok(Servers { bound, handles })
-}
-
-async fn metrics(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok()
-        // prometheus-client writes OpenMetrics text (counter families are
-        // declared without `_total`, `# EOF` at the end); say so, and
-        // Prometheus parses it as such.
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.metrics.encode())
-}
-
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok")
-}
-
-async fn readyz(state: web::Data<State>) -> HttpResponse {
-    if state.cache.is_synced() {
-        HttpResponse::Ok().content_type("text/plain").body("ok")
-    } else {
-        HttpResponse::InternalServerError()
-            .content_type("text/plain")
-            .body("controller caches have not synced")
-    }
-}
-
-async fn gate_handler(req: HttpRequest, state: web::Data<State>) -> HttpResponse {
-    let tail = req.match_info().query("tail").to_string();
-    let method = req.method().as_str().to_string();
-    let json = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
-    let cache = state.cache.clone();
-    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        gate::render(&gate::decide(&method, &tail, &cache), json)
-    }));
-    match decided {
-        Ok(r) => {
-            let mut resp = HttpResponse::build(
-                actix_web::http::StatusCode::from_u16(r.status)
-                    .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
-            );
-            resp.insert_header((header::CONTENT_TYPE, r.content_type));
-            if r.status == 405 {
-                resp.insert_header((header::ALLOW, "GET, HEAD, POST"));
-            }
-            resp.body(r.body)
-        }
-        Err(_) => {
-            tracing::error!(logger = "gate", path = %tail, "gate handler panicked");
-            HttpResponse::InternalServerError()
-                .content_type("text/plain; charset=utf-8")
-                .body("internal error\n")
-        }
-    }
-}
-
-async fn webhook_handler(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<State>,
-) -> HttpResponse {
-    if req.method() != actix_web::http::Method::POST {
-        return HttpResponse::MethodNotAllowed()
-            .insert_header((header::ALLOW, "POST"))
-            .finish();
-    }
-    let path = req.path().to_string();
-    // Only the two webhook paths get series: anyone who can reach the port
-    // must not be able to create unbounded label values.
-    let known = path == crate::webhook::STAGESET_PATH || path == crate::webhook::IMAGE_POLICY_PATH;
-    if known {
-        state.metrics.webhook_in_flight(&path, 1);
-    }
-    let started = std::time::Instant::now();
-    let answer = crate::webhook::handle(&path, &body);
-    if known {
-        state
-            .metrics
-            .webhook_request(&path, answer.status, started.elapsed().as_secs_f64());
-        state.metrics.webhook_in_flight(&path, -1);
-    }
-    HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(answer.status)
-            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
-    )
-    .content_type(answer.content_type)
-    .body(answer.body)
 }

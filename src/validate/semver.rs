@@ -20,7 +20,40 @@ pub const INVALID_SEMVER: &str = "Invalid Semantic Version";
 /// patch), exactly as the reconciler does (`dependsOn.minVersion`,
 /// migration `to`, resolved versions), with Masterminds' error text.
 pub fn parse_version(s: &str) -> Result<Version, String> {
-    crate::reconcile::depends::parse_version(s).ok_or_else(|| INVALID_SEMVER.to_string())
+    parse_lenient(s).ok_or_else(|| INVALID_SEMVER.to_string())
+}
+
+/// Parses a version leniently (§5.4.1): surrounding space and a leading `v`
+/// are ignored, and a missing minor or patch counts as 0 (`1.2` = `1.2.0`).
+pub fn parse_lenient(raw: &str) -> Option<Version> {
+    let s = raw.trim();
+    let s = s
+        .strip_prefix('v')
+        .or_else(|| s.strip_prefix('V'))
+        .unwrap_or(s);
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(v) = Version::parse(s) {
+        return Some(v);
+    }
+    let split = s.find(['-', '+']).unwrap_or(s.len());
+    let (core, rest) = s.split_at(split);
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.is_empty()
+        || parts.len() > 2
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let mut padded = parts.join(".");
+    for _ in parts.len()..3 {
+        padded.push_str(".0");
+    }
+    padded.push_str(rest);
+    Version::parse(&padded).ok()
 }
 
 /// Whether `from` is a plain `X.Y.Z` version (optionally `v`-prefixed) with

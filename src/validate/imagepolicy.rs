@@ -6,7 +6,7 @@ use base64::Engine;
 
 use crate::api::{ImageVerificationPolicy, KeyAuthority, VerificationAuthority};
 
-use super::stageset::Invalid;
+use super::Invalid;
 
 /// Validates an ImageVerificationPolicy; the error is the user-facing
 /// message.

@@ -22,25 +22,16 @@
 //! suspend/resume never trip over a rule tightened later); an
 //! ImageVerificationPolicy UPDATE only when it is being deleted.
 //!
-//! The rules themselves are [`validate_stageset`] (also the reconciler's R5
-//! fallback) and [`validate_image_verification_policy`].
+//! This module only reads and writes AdmissionReviews; the rules themselves
+//! are `crate::validate` (shared with the reconciler's R5 fallback).
 
-pub mod cron;
-mod gofmt;
-mod imagepolicy;
-pub mod selector;
-pub mod semver;
-mod stageset;
-
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 
-pub use imagepolicy::validate_image_verification_policy;
-pub use stageset::{
-    MAX_ACTIONS_PER_MIGRATION, MAX_MIGRATION_ACTION_RETRIES, MAX_MIGRATIONS_PER_LADDER,
-    load_location, validate_ladder, validate_migration, validate_stageset,
-};
+use crate::validate::{self, Invalid, gofmt};
 
-use stageset::Invalid;
+use super::State;
 
 /// The largest AdmissionReview body accepted (the API server sends at most 3 MiB objects).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -262,37 +253,51 @@ fn review_request(target: Target, request: &Value) -> Verdict {
             {
                 return Verdict::Allowed;
             }
-            match stageset::decode(object) {
-                Ok((mut ss, bad)) => {
-                    if ss.metadata.namespace.as_deref().is_none_or(str::is_empty) {
-                        ss.metadata.namespace = request
-                            .get("namespace")
-                            .and_then(Value::as_str)
-                            .map(str::to_string);
-                    }
-                    stageset::check(&ss, &bad)
-                }
-                Err(e) => Err(Invalid::Decode(e)),
-            }
+            let namespace = request.get("namespace").and_then(Value::as_str);
+            validate::stageset_object(object, namespace)
         }
-        Target::ImagePolicy => {
-            let mut object = object.clone();
-            if let Some(o) = object.as_object_mut() {
-                o.remove("status");
-            }
-            match serde_json::from_value::<crate::api::ImageVerificationPolicy>(object) {
-                Ok(p) => imagepolicy::check(&p),
-                Err(e) => Err(Invalid::Decode(format!(
-                    "decoding the ImageVerificationPolicy: {e}"
-                ))),
-            }
-        }
+        Target::ImagePolicy => validate::image_policy_object(object),
     };
     match result {
         Ok(()) => Verdict::Allowed,
         Err(Invalid::Rule(m)) => Verdict::Denied(m),
         Err(Invalid::Decode(m)) => Verdict::Errored(m),
     }
+}
+
+/// The actix handler of the webhook listener: POST only, metrics for the two
+/// known paths.
+pub(super) async fn handler(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<State>,
+) -> HttpResponse {
+    if req.method() != actix_web::http::Method::POST {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "POST"))
+            .finish();
+    }
+    let path = req.path().to_string();
+    // Only the two webhook paths get series: anyone who can reach the port
+    // must not be able to create unbounded label values.
+    let known = path == STAGESET_PATH || path == IMAGE_POLICY_PATH;
+    if known {
+        state.metrics.webhook_in_flight(&path, 1);
+    }
+    let started = std::time::Instant::now();
+    let answer = handle(&path, &body);
+    if known {
+        state
+            .metrics
+            .webhook_request(&path, answer.status, started.elapsed().as_secs_f64());
+        state.metrics.webhook_in_flight(&path, -1);
+    }
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(answer.status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .content_type(answer.content_type)
+    .body(answer.body)
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@ use crate::api::{
     StageSet, StageSetSpec,
 };
 
+use super::Invalid;
 use super::gofmt::{parse_float, quote as q};
 use super::{cron, selector, semver};
 
@@ -33,22 +34,6 @@ pub const MAX_ACTIONS_PER_MIGRATION: usize = 100;
 /// The most retries a migration action may ask for.
 pub const MAX_MIGRATION_ACTION_RETRIES: i32 = 10;
 
-/// Why an object is refused: a value that does not even decode (upstream
-/// answers these with HTTP 400), or a failed rule (403 Forbidden).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Invalid {
-    Decode(String),
-    Rule(String),
-}
-
-impl Invalid {
-    pub(crate) fn message(self) -> String {
-        match self {
-            Invalid::Decode(m) | Invalid::Rule(m) => m,
-        }
-    }
-}
-
 type Res = Result<(), Invalid>;
 
 fn rule(msg: String) -> Invalid {
@@ -58,10 +43,10 @@ fn rule(msg: String) -> Invalid {
 /// Enum values the typed API could not hold, by JSON pointer, as written.
 pub(crate) type BadEnums = BTreeMap<String, String>;
 
-/// Validates a StageSet with the admission rule set. The error is the
-/// user-facing message (the admission denial, or the `InvalidSpec` message
-/// of the reconciler's fallback).
-pub fn validate_stageset(ss: &StageSet) -> Result<(), String> {
+/// Validates a StageSet with the admission rule set alone (without the
+/// not-supported-yet table, see [`super::validate_stageset`]). The error is
+/// the user-facing message.
+pub fn stageset_rules(ss: &StageSet) -> Result<(), String> {
     check(ss, &BadEnums::new()).map_err(Invalid::message)
 }
 
@@ -318,7 +303,7 @@ impl Validator<'_> {
         }
         for st in &self.spec.stages {
             let r = &st.source_ref;
-            if crate::reconcile::source::is_producer(r) && empty(&r.api_version) {
+            if r.is_producer() && empty(&r.api_version) {
                 return Err(rule(format!(
                     "stage {} sourceRef: kind {} is a producer reference and requires apiVersion (the API group identifies the producer's ExternalArtifact back-pointer)",
                     q(&st.name),
@@ -935,7 +920,7 @@ fn ready_expr(stage: &str, i: usize, hc: &CustomHealthCheck) -> Res {
             "inProgress" => one.in_progress = Some(src.clone()),
             _ => one.failed = Some(src.clone()),
         }
-        let Err(e) = crate::reconcile::cel::compile(&one) else {
+        let Err(e) = super::cel::compile(&one) else {
             continue;
         };
         let detail = e
