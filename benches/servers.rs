@@ -76,7 +76,7 @@ fn main() {
         }
     });
     let certs = kube_sim::tls::generate(&[]).expect("certificates");
-    let slot = stageset_controller::http::tls::CertSlot::new();
+    let slot = stageset_controller::tls::CertSlot::new();
     slot.set_pem(certs.cert_pem.as_bytes(), certs.key_pem.as_bytes())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();

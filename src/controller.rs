@@ -5,10 +5,10 @@
 use crate::actors::{self, ControllerHandle, ControllerOptions};
 use crate::config::CertMode;
 use crate::config::Config;
-use crate::http::tls::CertSlot;
 use crate::http::{ServerOptions, WebhookOptions};
 use crate::kube_client::ClientFactory;
 use crate::reconcile::{Env, Settings, artifact::Fetcher};
+use crate::tls::CertSlot;
 
 /// The pipeline settings a configuration implies.
 pub fn settings(config: &Config) -> Settings {

@@ -17,4 +17,5 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod reconcile;
+pub mod tls;
 pub mod validate;

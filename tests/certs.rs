@@ -24,8 +24,8 @@ use stageset_controller::actors::cert::{
 };
 use stageset_controller::api::StageSet;
 use stageset_controller::config::{Config, Invocation, parse_from_ignoring_unsupported};
-use stageset_controller::http::tls::CertSlot;
 use stageset_controller::http::{ServerOptions, WebhookOptions};
+use stageset_controller::tls::CertSlot;
 
 const SERVICE: &str = "stageset-webhook";
 const SERVICE_NS: &str = "stageset-system";
@@ -151,7 +151,7 @@ fn self_signed_material_has_the_specified_properties() {
         PrivateKeyDer::from_pem_slice(m.key_pem.as_bytes()),
         Ok(PrivateKeyDer::Sec1(_))
     ));
-    stageset_controller::http::tls::certified_key(m.cert_pem.as_bytes(), m.key_pem.as_bytes())
+    stageset_controller::tls::certified_key(m.cert_pem.as_bytes(), m.key_pem.as_bytes())
         .expect("key matches the certificate");
 
     // The leaf chains to its CA for both names, and only to its CA.
@@ -798,7 +798,7 @@ async fn self_signed_replicas_renew_without_breaking_the_webhook() {
     for dir in [&dir_a, &dir_b] {
         let written = std::fs::read_to_string(dir.join("tls.crt")).unwrap();
         let key = std::fs::read_to_string(dir.join("tls.key")).unwrap();
-        stageset_controller::http::tls::certified_key(written.as_bytes(), key.as_bytes())
+        stageset_controller::tls::certified_key(written.as_bytes(), key.as_bytes())
             .expect("the files on disk are a matching pair");
     }
     a.stop();

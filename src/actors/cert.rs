@@ -30,8 +30,8 @@ use kube::api::{Api, PostParams};
 
 use crate::actors::StartHook;
 use crate::config::{CertMode, Config};
-use crate::http::tls::{CERT_FILE, CertSlot, KEY_FILE, certified_key};
 use crate::metrics::Metrics;
+use crate::tls::{CERT_FILE, CertSlot, KEY_FILE, certified_key};
 
 /// Subject CN of every self-signed CA.
 pub const CA_COMMON_NAME: &str = "stageset-controller-webhook-ca";

@@ -39,7 +39,7 @@ pub struct ServerOptions {
 #[derive(Clone, Debug)]
 pub struct WebhookOptions {
     pub addr: String,
-    pub certs: Arc<tls::CertSlot>,
+    pub certs: Arc<crate::tls::CertSlot>,
 }
 
 /// The addresses the listeners actually bound (port 0 picks one).

@@ -137,7 +137,7 @@ impl Harness {
             servers.gate = Some("127.0.0.1:0".into());
         }
         if let Some(dir) = &self.webhook_cert_dir {
-            let certs = stageset_controller::http::tls::CertSlot::new();
+            let certs = stageset_controller::tls::CertSlot::new();
             certs.load_dir(dir).expect("webhook certificate");
             servers.webhook = Some(stageset_controller::http::WebhookOptions {
                 addr: "127.0.0.1:0".into(),
