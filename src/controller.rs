@@ -1,14 +1,25 @@
-//! Starting the controller from a validated [`Config`]: clients, the delivery
-//! pipeline's environment, and the actors. Shared by the binary, the `dev`
+//! The wiring (ARCHITECTURE.md "Layout"): from a validated [`Config`] to a
+//! running controller. Clients, the pipeline's environment, the certificate
+//! and lease actors, the delivery actors and the HTTP listeners are started
+//! here, in one place, on one actix System. Shared by the binary, the `dev`
 //! command and the integration tests, so all three run the same code.
 
-use crate::actors::{self, ControllerHandle, ControllerOptions};
-use crate::config::CertMode;
-use crate::config::Config;
-use crate::http::{ServerOptions, WebhookOptions};
+use std::sync::Arc;
+
+use crate::actors::cert::CertPlan;
+use crate::actors::lease::LeaderElection;
+use crate::actors::{self, ActorOptions};
+use crate::cache::StageSetCache;
+use crate::config::{CertMode, Config};
+use crate::http::{Bound, ServerOptions, WebhookOptions};
 use crate::kube_client::ClientFactory;
+use crate::leader::{Leadership, instance_name};
+use crate::metrics::Metrics;
 use crate::reconcile::{Env, Settings, artifact::Fetcher};
 use crate::tls::CertSlot;
+
+/// Worker threads of the controller's runtime (reconciles run on it).
+const WORKER_THREADS: usize = 2;
 
 /// The pipeline settings a configuration implies.
 pub fn settings(config: &Config) -> Settings {
@@ -29,26 +40,77 @@ pub fn settings(config: &Config) -> Settings {
     }
 }
 
-/// This replica's identity in events: the pod name when running in a cluster,
-/// else the host name.
-pub fn instance_name() -> String {
-    std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| {
-            std::fs::read_to_string("/etc/hostname")
-                .ok()
-                .map(|s| s.trim().to_string())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "stageset-controller".to_string())
+/// A running controller; dropping it stops everything.
+pub struct ControllerHandle {
+    system: actix::System,
+    cache: StageSetCache,
+    metrics: Arc<Metrics>,
+    bound: Bound,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControllerHandle {
+    /// The controller's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The addresses the HTTP listeners bound.
+    pub fn bound(&self) -> &Bound {
+        &self.bound
+    }
+
+    /// The StageSet cache the HTTP listeners read.
+    pub fn store(&self) -> StageSetCache {
+        self.cache.clone()
+    }
+
+    /// Stops the actors and listeners and waits for the controller thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Waits until the controller stops (it only stops when asked to).
+    pub fn join(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ControllerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
 }
 
 /// Starts the controller against the cluster `kube_config` points at.
 pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHandle, String> {
     let servers = server_options(config)?;
     start_with(config, kube_config, servers)
+}
+
+/// Everything the controller thread needs, resolved from the configuration
+/// before the thread starts (so flag and environment errors are start-up
+/// errors).
+struct Plan {
+    kube_config: kube::Config,
+    allow_loopback: bool,
+    concurrent: usize,
+    settings: Settings,
+    events_addr: Option<String>,
+    leadership: Arc<Leadership>,
+    election: Option<LeaderElection>,
+    certs: Option<(CertPlan, Arc<CertSlot>)>,
+    actors: ActorOptions,
+    servers: ServerOptions,
 }
 
 /// [`start`] with the HTTP listeners given explicitly (tests bind port 0).
@@ -66,20 +128,10 @@ pub fn start_with(
             "--allow-loopback-artifacts is set: artifacts may be fetched from loopback addresses; never use this in production"
         );
     }
-    // The clients must be built inside the controller's runtime (hyper needs
-    // a reactor), so the environment is assembled on the controller thread.
-    let allow_loopback = config.allow_loopback_artifacts;
-    let concurrent = config.concurrent;
-    let settings = settings(config);
-    let leadership = if config.leader_elect {
-        crate::leader::Leadership::candidate()
-    } else {
-        crate::leader::Leadership::always()
-    };
     // Leader election (operations.md §4): resolved now so a missing namespace
-    // is a start-up error; the LeaseActor starts from the start hook below.
+    // is a start-up error.
     let election = if config.leader_elect {
-        Some(actors::lease::LeaderElection::from_environment()?)
+        Some(LeaderElection::from_environment()?)
     } else {
         if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             tracing::warn!(
@@ -89,52 +141,118 @@ pub fn start_with(
         }
         None
     };
-    let events_addr = config.events_addr.clone();
-    let make_env = move || -> Result<Env, String> {
-        let clients = ClientFactory::new(kube_config)
-            .map_err(|e| format!("building the Kubernetes client: {e}"))?;
-        Ok(Env {
-            clients,
-            fetcher: Fetcher::new(allow_loopback),
-            settings,
-            instance: instance_name(),
-            metrics: std::sync::Arc::new(crate::metrics::Metrics::new(concurrent)),
-            leadership,
-            notifier: events_addr.as_deref().map(crate::notify::Notifier::new),
-            inventory_writes: Default::default(),
-        })
-    };
     // Webhook certificates (operations.md §5): checked now, provisioned on
     // the controller thread before the listener answers.
-    let on_start =
-        actors::cert::start_hook(config, servers.webhook.as_ref().map(|w| w.certs.clone()))?;
-    let on_start = match election {
-        Some(election) => Some(election.after(on_start)),
-        None => on_start,
+    let certs = match (CertPlan::from_config(config)?, servers.webhook.as_ref()) {
+        (Some(plan), Some(webhook)) => Some((plan, webhook.certs.clone())),
+        _ => None,
     };
-    actors::spawn(
-        make_env,
-        ControllerOptions {
+    let plan = Plan {
+        kube_config,
+        allow_loopback: config.allow_loopback_artifacts,
+        concurrent: config.concurrent,
+        settings: settings(config),
+        events_addr: config.events_addr.clone(),
+        leadership: if config.leader_elect {
+            Leadership::candidate()
+        } else {
+            Leadership::always()
+        },
+        election,
+        certs,
+        actors: ActorOptions {
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),
-            servers,
-            on_start,
-            ..ControllerOptions::default()
         },
-    )
-    .map_err(|e| format!("starting the controller: {e}"))
-    .inspect(|handle| {
-        let b = handle.bound();
-        let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(
-            logger = "setup",
-            metrics = %show(b.metrics),
-            health = %show(b.health),
-            gate = %show(b.gate),
-            webhook = %show(b.webhook),
-            "listening"
-        );
+        servers,
+    };
+    let handle = spawn(plan).map_err(|e| format!("starting the controller: {e}"))?;
+    let b = handle.bound();
+    let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    tracing::info!(
+        logger = "setup",
+        metrics = %show(b.metrics),
+        health = %show(b.health),
+        gate = %show(b.gate),
+        webhook = %show(b.webhook),
+        "listening"
+    );
+    Ok(handle)
+}
+
+type Started = (actix::System, StageSetCache, Arc<Metrics>, Bound);
+
+/// Runs the controller on a dedicated thread: an actix System on a
+/// multi-threaded Tokio runtime, so reconciles run in parallel. The clients
+/// are built on that thread's runtime, which drives them.
+fn spawn(plan: Plan) -> std::io::Result<ControllerHandle> {
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Started, String>>();
+    let thread = std::thread::Builder::new()
+        .name("stageset-controller".into())
+        .spawn(move || {
+            let system = actix::System::with_tokio_rt(move || {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(WORKER_THREADS)
+                    .thread_name("reconcile")
+                    .enable_all()
+                    .build()
+                    .expect("the controller runtime starts")
+            });
+            let started = system.block_on(run(plan));
+            let ok = started.is_ok();
+            let _ = tx.send(started);
+            if ok {
+                let _ = system.run();
+            }
+        })?;
+    let (system, cache, metrics, bound) = rx
+        .recv()
+        .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?
+        .map_err(std::io::Error::other)?;
+    Ok(ControllerHandle {
+        system,
+        cache,
+        metrics,
+        bound,
+        thread: Some(thread),
     })
+}
+
+/// Starts everything on the current actix System, in order: certificates
+/// (a replica whose certificate provisioning fails never takes the lease),
+/// the lease, the delivery actors, the listeners.
+async fn run(plan: Plan) -> Result<Started, String> {
+    let clients = ClientFactory::new(plan.kube_config)
+        .map_err(|e| format!("building the Kubernetes client: {e}"))?;
+    let metrics = Arc::new(Metrics::new(plan.concurrent));
+    let env = Arc::new(Env {
+        clients,
+        fetcher: Fetcher::new(plan.allow_loopback),
+        settings: plan.settings,
+        instance: instance_name(),
+        metrics: metrics.clone(),
+        notifier: plan
+            .events_addr
+            .as_deref()
+            .map(crate::reconcile::notify::Notifier::new),
+        inventory_writes: Default::default(),
+    });
+    let client = env.clients.controller();
+    if let Some((certs, slot)) = plan.certs {
+        certs.start(client.clone(), metrics.clone(), slot).await?;
+    }
+    if let Some(election) = plan.election {
+        election.start(client, plan.leadership.clone(), Some(metrics.clone()));
+    }
+    let cache = actors::start(env, plan.leadership, plan.actors);
+    let servers = crate::http::start(
+        &plan.servers,
+        crate::http::State {
+            cache: cache.clone(),
+            metrics: metrics.clone(),
+        },
+    )?;
+    Ok((actix::System::current(), cache, metrics, servers.bound))
 }
 
 /// The HTTP listeners a configuration asks for. In `cert-manager` mode the

@@ -51,3 +51,19 @@ impl Leadership {
         self.tx.subscribe()
     }
 }
+
+/// This replica's identity in events and in its lease identity: the pod name
+/// when running in a cluster, else the host name.
+pub fn instance_name() -> String {
+    std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "stageset-controller".to_string())
+}

@@ -15,7 +15,6 @@ pub mod kube_client;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
-pub mod notify;
 pub mod reconcile;
 pub mod tls;
 pub mod validate;

@@ -17,13 +17,13 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde_json::json;
-use stageset_controller::actors::ControllerHandle;
 use stageset_controller::actors::cert::{
     self, CA_COMMON_NAME, CURVE_P256, EKU_SERVER_AUTH, KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN,
     KU_KEY_ENCIPHERMENT, Material,
 };
 use stageset_controller::api::StageSet;
 use stageset_controller::config::{Config, Invocation, parse_from_ignoring_unsupported};
+use stageset_controller::controller::ControllerHandle;
 use stageset_controller::http::{ServerOptions, WebhookOptions};
 use stageset_controller::tls::CertSlot;
 

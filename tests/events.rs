@@ -228,7 +228,7 @@ fn assert_flux_event(
     assert_eq!(ev["reportingController"], "stageset-controller");
     assert_eq!(
         ev["reportingInstance"].as_str(),
-        Some(stageset_controller::controller::instance_name().as_str())
+        Some(stageset_controller::leader::instance_name().as_str())
     );
     // metav1.Time: RFC 3339, seconds, UTC.
     let ts = ev["timestamp"].as_str().expect("timestamp is a string");
@@ -415,7 +415,7 @@ fn bare_stageset(name: &str) -> StageSet {
 /// refusal: neither is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_refusals_are_not_retried() {
-    use stageset_controller::notify::Notifier;
+    use stageset_controller::reconcile::notify::Notifier;
     for code in [429, 400] {
         let receiver = Receiver::start(Mode::Status(code)).await;
         let notifier = Notifier::new(&receiver.url());
@@ -437,7 +437,7 @@ async fn duplicates_and_refusals_are_not_retried() {
 /// Events beyond the bounded queue are dropped, never waited for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_events_without_blocking() {
-    use stageset_controller::notify::{Notifier, NotifierOptions};
+    use stageset_controller::reconcile::notify::{Notifier, NotifierOptions};
     let receiver = Receiver::start(Mode::Hang).await;
     let notifier = Notifier::with_options(
         &receiver.url(),

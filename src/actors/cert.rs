@@ -28,7 +28,6 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 
-use crate::actors::StartHook;
 use crate::config::{CertMode, Config};
 use crate::metrics::Metrics;
 use crate::tls::{CERT_FILE, CertSlot, KEY_FILE, certified_key};
@@ -836,43 +835,55 @@ impl Actor for CertFileWatcher {
 // Wiring
 // ---------------------------------------------------------------------------
 
-/// The certificate work a configuration asks for, as a start hook for
-/// [`crate::actors::spawn`]: nothing without a webhook listener; the file
-/// watcher in `cert-manager` mode; bootstrap plus the renewer in
-/// `self-signed` mode. The `self-signed` settings are checked and the cert
-/// dir created here, before the cluster is touched.
-pub fn start_hook(
-    config: &Config,
-    certs: Option<Arc<CertSlot>>,
-) -> Result<Option<StartHook>, String> {
-    let Some(slot) = certs.filter(|_| config.enable_webhook) else {
-        return Ok(None);
-    };
-    match config.webhook_cert_mode {
-        CertMode::CertManager => {
-            let dir = config.webhook_cert_dir.clone();
-            Ok(Some(StartHook::new(move |_env| {
-                CertFileWatcher::new(dir.clone(), slot.clone()).start();
-                async { Ok(()) }.boxed_local()
-            })))
+/// The certificate work a configuration asks for: the file watcher in
+/// `cert-manager` mode; bootstrap plus the renewer in `self-signed` mode.
+#[derive(Clone, Debug)]
+pub enum CertPlan {
+    /// `cert-manager`: follow the mounted files in this directory.
+    Files(PathBuf),
+    /// `self-signed`: provision and renew.
+    SelfSigned(SelfSigned),
+}
+
+impl CertPlan {
+    /// The plan for a configuration: none without a webhook listener. The
+    /// `self-signed` settings are checked and the cert dir created here,
+    /// before the cluster is touched.
+    pub fn from_config(config: &Config) -> Result<Option<CertPlan>, String> {
+        if !config.enable_webhook {
+            return Ok(None);
         }
-        CertMode::SelfSigned => {
-            let settings = SelfSigned::from_config(config)?;
-            ensure_dir(&settings.cert_dir)?;
-            Ok(Some(StartHook::new(move |env| {
-                let settings = settings.clone();
-                let slot = slot.clone();
-                async move {
-                    let client = env.clients.controller();
-                    let ca = bootstrap(&settings, &client, &slot).await.map_err(|e| {
-                        format!("provisioning the self-signed webhook certificate: {e}")
-                    })?;
-                    CertRenewalActor::new(settings, client, slot, env.metrics.clone(), ca).start();
-                    Ok(())
-                }
-                .boxed_local()
-            })))
+        match config.webhook_cert_mode {
+            CertMode::CertManager => Ok(Some(CertPlan::Files(config.webhook_cert_dir.clone()))),
+            CertMode::SelfSigned => {
+                let settings = SelfSigned::from_config(config)?;
+                ensure_dir(&settings.cert_dir)?;
+                Ok(Some(CertPlan::SelfSigned(settings)))
+            }
         }
+    }
+
+    /// Starts the plan on the current actix System. In `self-signed` mode the
+    /// first certificate is provisioned (files, slot, caBundle) before this
+    /// returns, so the webhook listener never answers without one.
+    pub async fn start(
+        self,
+        client: kube::Client,
+        metrics: Arc<Metrics>,
+        slot: Arc<CertSlot>,
+    ) -> Result<(), String> {
+        match self {
+            CertPlan::Files(dir) => {
+                CertFileWatcher::new(dir, slot).start();
+            }
+            CertPlan::SelfSigned(settings) => {
+                let ca = bootstrap(&settings, &client, &slot).await.map_err(|e| {
+                    format!("provisioning the self-signed webhook certificate: {e}")
+                })?;
+                CertRenewalActor::new(settings, client, slot, metrics, ca).start();
+            }
+        }
+        Ok(())
     }
 }
 

@@ -10,28 +10,17 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use crate::actors::supervisor::Supervisor;
 use std::sync::Arc;
 
+use crate::actors::supervisor::InventoryChanged;
 use crate::api::{StageInventory, keys};
 use crate::reconcile::inventory::InventoryWrites;
-
-/// An owned StageInventory changed under the controller.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct InventoryChanged {
-    pub namespace: String,
-    /// The owning StageSet.
-    pub stageset: String,
-    /// `changed` or `deleted`, for the log line.
-    pub what: &'static str,
-}
 
 pub struct InventoryWatcher {
     client: kube::Client,
     writes: Arc<InventoryWrites>,
     namespaces: Vec<String>,
-    supervisor: Addr<Supervisor>,
+    supervisor: Recipient<InventoryChanged>,
 }
 
 impl InventoryWatcher {
@@ -39,7 +28,7 @@ impl InventoryWatcher {
         client: kube::Client,
         writes: Arc<InventoryWrites>,
         namespaces: Vec<String>,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<InventoryChanged>,
     ) -> Self {
         InventoryWatcher {
             client,

@@ -25,7 +25,7 @@
 //! The namespace comes from the in-cluster service-account namespace file, else
 //! from `$POD_NAMESPACE` (our addition, for runs outside a cluster and tests);
 //! without either, `--leader-elect` is a start-up error. The holder identity is
-//! `<hostname>_<uuid>` with the hostname of [`crate::controller::instance_name`].
+//! `<hostname>_<uuid>` with the hostname of [`crate::leader::instance_name`].
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
-use crate::actors::StartHook;
 pub use crate::api::keys::LEASE_NAME;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -107,7 +106,7 @@ pub fn namespace_from(
 
 /// A fresh holder identity: `<hostname>_<uuid>`.
 pub fn new_identity() -> String {
-    format!("{}_{}", crate::controller::instance_name(), uuid_v4())
+    format!("{}_{}", crate::leader::instance_name(), uuid_v4())
 }
 
 /// A random (version 4) UUID. The bits come from the per-process random keys
@@ -317,31 +316,6 @@ impl LeaderElection {
         metrics: Option<Arc<Metrics>>,
     ) -> Addr<LeaseActor> {
         LeaseActor::new(client, self, leadership, metrics).start()
-    }
-
-    /// A start hook that runs `first` (if any), then starts the election with
-    /// the environment's client, leadership flag and metrics, so a replica
-    /// whose earlier start-up work (e.g. webhook certificate provisioning)
-    /// fails never takes the lease.
-    pub fn after(self, first: Option<StartHook>) -> StartHook {
-        let election = Mutex::new(Some(self));
-        StartHook::new(move |env| {
-            let first = first.clone();
-            let election = election.lock().ok().and_then(|mut e| e.take());
-            Box::pin(async move {
-                if let Some(first) = first {
-                    (first.0)(env.clone()).await?;
-                }
-                if let Some(election) = election {
-                    election.start(
-                        env.clients.controller(),
-                        env.leadership.clone(),
-                        Some(env.metrics.clone()),
-                    );
-                }
-                Ok(())
-            })
-        })
     }
 }
 
@@ -719,7 +693,7 @@ mod tests {
         let b = new_identity();
         assert_ne!(a, b);
         let (host, uuid) = a.rsplit_once('_').unwrap();
-        assert_eq!(host, crate::controller::instance_name());
+        assert_eq!(host, crate::leader::instance_name());
         assert_eq!(uuid.len(), 36);
         assert_eq!(&uuid[14..15], "4");
         assert!("89ab".contains(&uuid[19..20]), "{uuid}");

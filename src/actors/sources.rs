@@ -14,20 +14,9 @@ use kube::core::GroupVersionKind;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
-use crate::actors::supervisor::Supervisor;
-use crate::reconcile::source::FLUX_SOURCE_GROUP;
-
-/// A source's artifact or readiness changed.
-#[derive(Message, Clone, Debug, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct SourceChanged {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    /// For ExternalArtifacts: `spec.sourceRef` (apiVersion, kind, name) of the
-    /// producer that published it.
-    pub back_pointer: Option<(String, String, String)>,
-}
+use crate::actors::supervisor::SourceChanged;
+use crate::api::FLUX_SOURCE_GROUP;
+use crate::reconcile::source::SourceId;
 
 /// The watched kinds and their plural names (all `source.toolkit.fluxcd.io/v1`).
 pub const SOURCE_KINDS: [(&str, &str); 4] = [
@@ -45,7 +34,7 @@ type Item = (
 pub struct SourceWatcher {
     client: kube::Client,
     namespaces: Vec<String>,
-    supervisor: Addr<Supervisor>,
+    supervisor: Recipient<SourceChanged>,
     /// (kind, namespace, name) → what was last seen of its artifact.
     seen: HashMap<(String, String, String), String>,
 }
@@ -54,7 +43,7 @@ impl SourceWatcher {
     pub fn new(
         client: kube::Client,
         namespaces: Vec<String>,
-        supervisor: Addr<Supervisor>,
+        supervisor: Recipient<SourceChanged>,
     ) -> Self {
         SourceWatcher {
             client,
@@ -146,12 +135,12 @@ impl StreamHandler<Item> for SourceWatcher {
             let s = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             (s("apiVersion"), s("kind"), s("name"))
         });
-        self.supervisor.do_send(SourceChanged {
+        self.supervisor.do_send(SourceChanged(SourceId {
             kind,
             namespace: key.1,
             name: key.2,
             back_pointer,
-        });
+        }));
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}

@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 
+use crate::leader::Leadership;
 use crate::reconcile::error::Requeue;
 use crate::reconcile::{Env, Outcome, reconcile};
 
@@ -41,6 +42,7 @@ pub struct StageSetActor {
     namespace: String,
     name: String,
     env: Arc<Env>,
+    leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
     running: bool,
     pending: bool,
@@ -53,11 +55,18 @@ pub struct StageSetActor {
 }
 
 impl StageSetActor {
-    pub fn new(namespace: &str, name: &str, env: Arc<Env>, limiter: Arc<Semaphore>) -> Self {
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        env: Arc<Env>,
+        leadership: Arc<Leadership>,
+        limiter: Arc<Semaphore>,
+    ) -> Self {
         StageSetActor {
             namespace: namespace.to_string(),
             name: name.to_string(),
             env,
+            leadership,
             limiter,
             running: false,
             pending: false,
@@ -92,7 +101,7 @@ impl StageSetActor {
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
         }
-        if !self.env.leadership.is_leader() {
+        if !self.leadership.is_leader() {
             // Followers only keep caches; the Supervisor wakes every StageSet
             // when this replica acquires the lease.
             self.pending = false;
@@ -241,7 +250,7 @@ impl Handler<Reconcile> for StageSetActor {
     fn handle(&mut self, msg: Reconcile, ctx: &mut Context<Self>) {
         if self.running {
             self.pending = true;
-            if self.env.leadership.is_leader() {
+            if self.leadership.is_leader() {
                 self.enqueue();
             }
         } else {

@@ -19,14 +19,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
-use crate::actors::inventories::InventoryChanged;
-use crate::actors::sources::SourceChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
-use crate::api::{DEFAULT_SOURCE_KIND, FLUX_SOURCE_GROUP};
 use crate::api::{StageSet, keys};
 use crate::cache::StageSetCache;
+use crate::leader::Leadership;
 use crate::reconcile::Env;
+use crate::reconcile::source::{self, SourceId};
 
 /// Annotations whose change requests a reconcile by itself (api.md §9.1).
 const TRIGGER_ANNOTATIONS: &[&str] = &[
@@ -136,6 +135,8 @@ type ScopedItem = (usize, WatchItem);
 
 pub struct Supervisor {
     env: Arc<Env>,
+    /// Whether this replica may reconcile (leader election).
+    leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
     namespaces: Vec<String>,
     actors: HashMap<String, (Addr<StageSetActor>, Seen)>,
@@ -158,10 +159,16 @@ pub struct Supervisor {
 impl Supervisor {
     /// A supervisor watching `namespaces` (empty: the whole cluster) and running
     /// at most `concurrent` reconciles at once.
-    pub fn new(env: Arc<Env>, concurrent: usize, namespaces: Vec<String>) -> Supervisor {
+    pub fn new(
+        env: Arc<Env>,
+        leadership: Arc<Leadership>,
+        concurrent: usize,
+        namespaces: Vec<String>,
+    ) -> Supervisor {
         let (cache, writers) = StageSetCache::new(namespaces.len());
         Supervisor {
             env,
+            leadership,
             limiter: Arc::new(Semaphore::new(concurrent.max(1))),
             namespaces,
             actors: HashMap::new(),
@@ -217,11 +224,12 @@ impl Supervisor {
             }
             None => {
                 let env = self.env.clone();
+                let leadership = self.leadership.clone();
                 let limiter = self.limiter.clone();
                 let namespace = ss.namespace().unwrap_or_default();
                 let name = ss.name_any();
                 let addr = actix::Supervisor::start(move |_| {
-                    StageSetActor::new(&namespace, &name, env, limiter)
+                    StageSetActor::new(&namespace, &name, env, leadership, limiter)
                 });
                 self.actors.insert(key.clone(), (addr, seen.clone()));
                 if listed {
@@ -306,12 +314,11 @@ impl Actor for Supervisor {
             })
             .collect();
         ctx.add_stream(futures::stream::select_all(streams));
-        let changes =
-            futures::stream::unfold(self.env.leadership.subscribe(), |mut rx| async move {
-                rx.changed().await.ok()?;
-                let leader = *rx.borrow_and_update();
-                Some((LeadershipChanged(leader), rx))
-            });
+        let changes = futures::stream::unfold(self.leadership.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            let leader = *rx.borrow_and_update();
+            Some((LeadershipChanged(leader), rx))
+        });
         ctx.add_stream(changes);
     }
 }
@@ -393,59 +400,35 @@ impl StreamHandler<ScopedItem> for Supervisor {
     }
 }
 
-fn group_of(api_version: &str) -> &str {
-    api_version.split_once('/').map(|(g, _)| g).unwrap_or("")
-}
+/// A source's artifact or readiness changed (from the SourceWatcher).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct SourceChanged(pub SourceId);
 
 impl Handler<SourceChanged> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: SourceChanged, _ctx: &mut Context<Self>) {
         for ss in self.cache.state() {
-            let ss_ns = ss.namespace().unwrap_or_default();
-            let references = ss.spec.stages.iter().any(|stage| {
-                let r = &stage.source_ref;
-                let ns = r
-                    .namespace
-                    .as_deref()
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or(&ss_ns);
-                if ns != msg.namespace {
-                    return false;
-                }
-                let kind = r
-                    .kind
-                    .as_deref()
-                    .filter(|k| !k.is_empty())
-                    .unwrap_or(DEFAULT_SOURCE_KIND);
-                if r.is_producer() {
-                    // Through the ExternalArtifact back-pointer.
-                    msg.kind == DEFAULT_SOURCE_KIND
-                        && msg
-                            .back_pointer
-                            .as_ref()
-                            .is_some_and(|(api_version, k, n)| {
-                                k == kind
-                                    && n == &r.name
-                                    && group_of(api_version)
-                                        == group_of(r.api_version.as_deref().unwrap_or(""))
-                            })
-                } else {
-                    let group = r
-                        .api_version
-                        .as_deref()
-                        .map(group_of)
-                        .unwrap_or(FLUX_SOURCE_GROUP);
-                    kind == msg.kind
-                        && r.name == msg.name
-                        && (group.is_empty() || group == FLUX_SOURCE_GROUP)
-                }
-            });
-            if references && let Some((addr, _)) = self.actors.get(&Self::key_of(&ss)) {
+            if source::references(&ss, &msg.0)
+                && let Some((addr, _)) = self.actors.get(&Self::key_of(&ss))
+            {
                 addr.do_send(Reconcile("source changed"));
             }
         }
     }
+}
+
+/// An owned StageInventory changed under the controller (from the
+/// InventoryWatcher).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct InventoryChanged {
+    pub namespace: String,
+    /// The owning StageSet.
+    pub stageset: String,
+    /// `changed` or `deleted`, for the log line.
+    pub what: &'static str,
 }
 
 impl Handler<InventoryChanged> for Supervisor {

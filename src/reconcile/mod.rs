@@ -16,6 +16,7 @@ pub mod depends;
 pub mod error;
 pub mod health;
 pub mod inventory;
+pub mod notify;
 pub mod outbound;
 pub mod prune;
 pub mod source;
@@ -82,10 +83,8 @@ pub struct Env {
     pub instance: String,
     /// The controller's metrics.
     pub metrics: Arc<Metrics>,
-    /// Whether this replica may reconcile (leader election).
-    pub leadership: Arc<crate::leader::Leadership>,
     /// Forwards events to Flux's notification-controller (`--events-addr`).
-    pub notifier: Option<crate::notify::Notifier>,
+    pub notifier: Option<notify::Notifier>,
     /// The StageInventory writes this controller made (see the InventoryWatcher).
     pub inventory_writes: Arc<inventory::InventoryWrites>,
 }

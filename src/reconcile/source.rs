@@ -10,8 +10,8 @@
 use kube::api::{Api, DynamicObject, ListParams};
 use serde_json::Value;
 
-use crate::api::SourceReference;
 use crate::api::reasons::StageSetReason;
+use crate::api::{SourceReference, StageSet};
 use crate::kube_client::{ClientFactory, DiscoveryError};
 use crate::reconcile::error::{
     PERMANENT_RETRY, Requeue, describe, kind_missing_message, rbac_denied_message,
@@ -64,6 +64,59 @@ impl ResolveRequeue {
             ResolveRequeue::Backoff => Requeue::Backoff,
         }
     }
+}
+
+/// A source object whose artifact or readiness changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceId {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// For ExternalArtifacts: `spec.sourceRef` (apiVersion, kind, name) of the
+    /// producer that published it.
+    pub back_pointer: Option<(String, String, String)>,
+}
+
+/// Whether any stage of `ss` reads its artifact from `source` (delivery.md
+/// §1.2): directly (same namespace, kind and name; a Flux source kind in the
+/// Flux group) or, for a producer reference, through the ExternalArtifact
+/// whose back-pointer names the producer (same kind, name and API group).
+/// Sources used only by actions or migrations are not considered.
+pub fn references(ss: &StageSet, source: &SourceId) -> bool {
+    let own = ss.metadata.namespace.as_deref().unwrap_or_default();
+    ss.spec.stages.iter().any(|stage| {
+        let r = &stage.source_ref;
+        let ns = r
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(own);
+        if ns != source.namespace {
+            return false;
+        }
+        let kind = r.kind_or_default();
+        if r.is_producer() {
+            source.kind == DEFAULT_SOURCE_KIND
+                && source
+                    .back_pointer
+                    .as_ref()
+                    .is_some_and(|(api_version, k, n)| {
+                        k == kind
+                            && n == &r.name
+                            && group_of(api_version)
+                                == group_of(r.api_version.as_deref().unwrap_or(""))
+                    })
+        } else {
+            let group = r
+                .api_version
+                .as_deref()
+                .map(group_of)
+                .unwrap_or(FLUX_SOURCE_GROUP);
+            kind == source.kind
+                && r.name == source.name
+                && (group.is_empty() || group == FLUX_SOURCE_GROUP)
+        }
+    })
 }
 
 fn condition<'a>(obj: &'a Value, ty: &str) -> Option<&'a Value> {
@@ -325,6 +378,94 @@ mod tests {
             name: "x".into(),
             namespace: None,
         }
+    }
+
+    fn stageset(stages: serde_json::Value) -> StageSet {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "stages.metio.wtf/v1",
+            "kind": "StageSet",
+            "metadata": {"name": "shop", "namespace": "team"},
+            "spec": {"stages": stages}
+        }))
+        .unwrap()
+    }
+
+    fn changed(kind: &str, namespace: &str, name: &str) -> SourceId {
+        SourceId {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            back_pointer: None,
+        }
+    }
+
+    #[test]
+    fn references_direct_sources_by_namespace_kind_and_name() {
+        let ss = stageset(serde_json::json!([
+            {"name": "a", "sourceRef": {"name": "app"}},
+            {"name": "b", "sourceRef": {"kind": "GitRepository", "name": "repo", "namespace": "shared"}},
+            {"name": "c", "sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "Bucket", "name": "bkt"}},
+        ]));
+        assert!(references(&ss, &changed("ExternalArtifact", "team", "app")));
+        assert!(references(&ss, &changed("GitRepository", "shared", "repo")));
+        assert!(references(&ss, &changed("Bucket", "team", "bkt")));
+        // wrong namespace, kind or name
+        assert!(!references(
+            &ss,
+            &changed("ExternalArtifact", "other", "app")
+        ));
+        assert!(!references(&ss, &changed("GitRepository", "team", "repo")));
+        assert!(!references(&ss, &changed("OCIRepository", "team", "app")));
+        assert!(!references(&ss, &changed("ExternalArtifact", "team", "ap")));
+        // a direct kind in a foreign group is a producer, never read directly
+        let foreign = stageset(serde_json::json!([
+            {"name": "a", "sourceRef": {"apiVersion": "example.com/v1", "kind": "GitRepository", "name": "repo"}}
+        ]));
+        assert!(!references(
+            &foreign,
+            &changed("GitRepository", "team", "repo")
+        ));
+    }
+
+    #[test]
+    fn references_producers_through_the_back_pointer() {
+        let ss = stageset(serde_json::json!([
+            {"name": "a", "sourceRef": {"apiVersion": "jaas.metio.wtf/v1", "kind": "JsonnetSnippet", "name": "orders"}}
+        ]));
+        let mut ea = changed("ExternalArtifact", "team", "orders-artifact");
+        ea.back_pointer = Some((
+            "jaas.metio.wtf/v1beta1".into(),
+            "JsonnetSnippet".into(),
+            "orders".into(),
+        ));
+        assert!(
+            references(&ss, &ea),
+            "the version does not matter, the group does"
+        );
+        let mut other_group = ea.clone();
+        other_group.back_pointer = Some((
+            "other.io/v1".into(),
+            "JsonnetSnippet".into(),
+            "orders".into(),
+        ));
+        assert!(!references(&ss, &other_group));
+        let mut other_name = ea.clone();
+        other_name.back_pointer = Some((
+            "jaas.metio.wtf/v1".into(),
+            "JsonnetSnippet".into(),
+            "payments".into(),
+        ));
+        assert!(!references(&ss, &other_name));
+        // the producer object itself changing is not the artifact changing
+        assert!(!references(
+            &ss,
+            &changed("JsonnetSnippet", "team", "orders")
+        ));
+        // without a back-pointer nothing matches
+        assert!(!references(
+            &ss,
+            &changed("ExternalArtifact", "team", "orders")
+        ));
     }
 
     fn is_producer(r: &SourceReference) -> bool {

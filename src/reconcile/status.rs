@@ -148,7 +148,7 @@ pub async fn write(
 /// The forwarded message is not cut to the Event API's 1 KiB.
 pub async fn event(
     client: &kube::Client,
-    notifier: Option<&crate::notify::Notifier>,
+    notifier: Option<&crate::reconcile::notify::Notifier>,
     ss: &StageSet,
     instance: &str,
     warning: bool,

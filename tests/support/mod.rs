@@ -11,10 +11,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_sim::{KubeSim, Options, SimConfig};
 use serde_json::{Value, json};
-use stageset_controller::actors::ControllerHandle;
 use stageset_controller::api::StageSet;
 use stageset_controller::api::reasons::CONDITION_READY;
 use stageset_controller::config::{Invocation, parse_from_ignoring_unsupported};
+use stageset_controller::controller::ControllerHandle;
 use stageset_controller::dev::artifacts::{ArtifactServer, Published, tar_gz};
 use stageset_controller::dev::{flux, publish_external_artifact};
 
