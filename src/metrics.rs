@@ -48,7 +48,8 @@
 //!   `workqueue_longest_running_processor_seconds` are computed from the runs in
 //!   progress at every scrape, so a worker parked in a verify wait shows up).
 //! - **result** (`controller_runtime_reconcile_total{result}`): the pass's
-//!   [`Requeue`]: `After` → `requeue_after`, `Now` → `requeue`, `Backoff` →
+//!   [`ReconcileResult`], which the pipeline derives from its requeue
+//!   decision: `After` → `requeue_after`, `Now` → `requeue`, `Backoff` →
 //!   `error` (plus `controller_runtime_reconcile_errors_total`), `Never` →
 //!   `success`. A panicking reconcile counts `error` and
 //!   `controller_runtime_reconcile_panics_total`. Terminal failures end with
@@ -78,7 +79,6 @@ use prometheus_client::registry::Registry;
 
 use crate::api::reasons::StageSetReason;
 use crate::api::{StagePhase, StageStatus};
-use crate::reconcile::error::Requeue;
 
 /// The content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -209,13 +209,28 @@ impl ForceDropReason {
     }
 }
 
-/// The `result` label of `controller_runtime_reconcile_total` for an outcome.
-pub fn result_label(requeue: Requeue) -> &'static str {
-    match requeue {
-        Requeue::After(_) => "requeue_after",
-        Requeue::Now => "requeue",
-        Requeue::Backoff => "error",
-        Requeue::Never => "success",
+/// How a reconcile ended, as controller-runtime counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconcileResult {
+    /// Done; the next run comes from a watch event.
+    Success,
+    /// Run again right away.
+    Requeue,
+    /// Run again after a delay.
+    RequeueAfter,
+    /// Failed; retried with back-off.
+    Error,
+}
+
+impl ReconcileResult {
+    /// The `result` label of `controller_runtime_reconcile_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReconcileResult::RequeueAfter => "requeue_after",
+            ReconcileResult::Requeue => "requeue",
+            ReconcileResult::Error => "error",
+            ReconcileResult::Success => "success",
+        }
     }
 }
 
@@ -731,116 +746,10 @@ impl Metrics {
         }
     }
 
-    // ---- §7.1: for features not built yet --------------------------------
-
-    /// `stageset_action_runs_total`: a pre/post action was executed; `scope`
-    /// is `Revision`, `Version` or `Lifetime` (never the action's name).
-    pub fn action_run(&self, namespace: &str, name: &str, scope: &str) {
-        debug_assert!(ACTION_SCOPES.contains(&scope), "unknown scope {scope}");
-        self.custom
-            .action_runs
-            .get_or_create(&ScopeLabels {
-                namespace: namespace.into(),
-                name: name.into(),
-                scope: scope.into(),
-            })
-            .inc();
-    }
-
-    /// `stageset_update_deferred_total`: an update window held a rollout.
-    pub fn update_deferred(&self, namespace: &str, name: &str) {
-        self.custom
-            .update_deferred
-            .get_or_create(&name_labels(namespace, name))
-            .inc();
-    }
-
     /// `stageset_webhook_cert_renewal_failures_total`: a self-signed renewal
     /// failed (or panicked).
     pub fn cert_renewal_failed(&self) {
         self.custom.cert_renewal_failures.inc();
-    }
-
-    /// `stageset_watch_engagement_failures_total`: engaging a dynamic watch
-    /// failed; `gvk` in Go's form, see [`gvk_label`].
-    pub fn watch_engagement_failed(&self, gvk: &str) {
-        self.custom
-            .watch_engagement_failures
-            .get_or_create(&GvkLabels { gvk: gvk.into() })
-            .inc();
-    }
-
-    /// `stageset_stage_promotion_pending`.
-    pub fn set_promotion_pending(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
-        self.set_stage_gauge(
-            &self.custom.promotion_pending,
-            namespace,
-            stageset,
-            stage,
-            on,
-        );
-    }
-
-    /// `stageset_stage_promotion_blocked`.
-    pub fn set_promotion_blocked(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
-        self.set_stage_gauge(
-            &self.custom.promotion_blocked,
-            namespace,
-            stageset,
-            stage,
-            on,
-        );
-    }
-
-    /// `stageset_stage_budget_frozen`.
-    pub fn set_stage_budget_frozen(&self, namespace: &str, stageset: &str, stage: &str, on: bool) {
-        self.set_stage_gauge(
-            &self.custom.stage_budget_frozen,
-            namespace,
-            stageset,
-            stage,
-            on,
-        );
-    }
-
-    /// `stageset_budget_remaining`: the last error-budget value observed.
-    pub fn set_budget_remaining(&self, namespace: &str, name: &str, value: f64) {
-        self.custom
-            .budget_remaining
-            .get_or_create(&name_labels(namespace, name))
-            .set(value);
-    }
-
-    /// `stageset_budget_frozen`: a non-dryRun rollout-wide freeze holds.
-    pub fn set_budget_frozen(&self, namespace: &str, name: &str, frozen: bool) {
-        self.custom
-            .budget_frozen
-            .get_or_create(&name_labels(namespace, name))
-            .set(i64::from(frozen));
-    }
-
-    /// `stageset_metric_source_errors_total`: a metric-source query failed.
-    pub fn metric_source_error(&self, namespace: &str, name: &str) {
-        self.custom
-            .metric_source_errors
-            .get_or_create(&name_labels(namespace, name))
-            .inc();
-    }
-
-    /// `stageset_ledger_anchor_errors_total`.
-    pub fn ledger_anchor_error(&self, namespace: &str, name: &str) {
-        self.custom
-            .ledger_anchor_errors
-            .get_or_create(&name_labels(namespace, name))
-            .inc();
-    }
-
-    /// `stageset_ledger_adoptions_total`.
-    pub fn ledger_adopted(&self, namespace: &str, name: &str) {
-        self.custom
-            .ledger_adoptions
-            .get_or_create(&name_labels(namespace, name))
-            .inc();
     }
 
     // ---- series lifecycle --------------------------------------------------
@@ -951,16 +860,16 @@ impl Metrics {
 
     /// `controller_runtime_reconcile_total{result}` (and the error counter)
     /// for a finished reconcile.
-    pub fn reconcile_result(&self, requeue: Requeue) {
+    pub fn reconcile_result(&self, outcome: ReconcileResult) {
         let rt = &self.runtime;
-        let result = result_label(requeue);
+        let result = outcome.label();
         rt.reconcile_total
             .get_or_create(&ResultLabels {
                 controller: CONTROLLER.into(),
                 result: result.into(),
             })
             .inc();
-        if requeue == Requeue::Backoff {
+        if outcome == ReconcileResult::Error {
             rt.reconcile_errors
                 .get_or_create(&controller_labels())
                 .inc();
@@ -974,7 +883,7 @@ impl Metrics {
             .reconcile_panics
             .get_or_create(&controller_labels())
             .inc();
-        self.reconcile_result(Requeue::Backoff);
+        self.reconcile_result(ReconcileResult::Error);
     }
 
     fn update_unfinished_work(&self) {
@@ -1043,20 +952,6 @@ impl Metrics {
 
     // ---- helpers -----------------------------------------------------------
 
-    fn set_stage_gauge(
-        &self,
-        family: &Family<StageSetStageLabels, Gauge>,
-        namespace: &str,
-        stageset: &str,
-        stage: &str,
-        on: bool,
-    ) {
-        self.remember(namespace, stageset, stage);
-        family
-            .get_or_create(&stageset_stage_labels(namespace, stageset, stage))
-            .set(i64::from(on));
-    }
-
     fn remember(&self, namespace: &str, name: &str, stage: &str) {
         let mut index = self.stages.lock().expect("metrics index");
         let set = index
@@ -1100,11 +995,6 @@ impl Drop for WorkGuard {
             .get_or_create(&controller_labels())
             .observe(elapsed);
     }
-}
-
-/// Go's `GroupVersionKind.String()`: `<group>/<version>, Kind=<kind>`.
-pub fn gvk_label(group: &str, version: &str, kind: &str) -> String {
-    format!("{group}/{version}, Kind={kind}")
 }
 
 fn name_labels(namespace: &str, name: &str) -> NameLabels {
@@ -1325,12 +1215,12 @@ mod tests {
             .unwrap();
         assert!(longest >= 0.02, "{text}");
         drop(guard);
-        m.reconcile_result(Requeue::Backoff);
+        m.reconcile_result(ReconcileResult::Error);
         m.workqueue_retry();
         m.workqueue_drop();
-        m.reconcile_result(Requeue::After(Duration::from_secs(1)));
-        m.reconcile_result(Requeue::Now);
-        m.reconcile_result(Requeue::Never);
+        m.reconcile_result(ReconcileResult::RequeueAfter);
+        m.reconcile_result(ReconcileResult::Requeue);
+        m.reconcile_result(ReconcileResult::Success);
         m.reconcile_panicked();
         let text = m.encode();
         for line in [
@@ -1390,21 +1280,11 @@ mod tests {
     fn record_everything(m: &Metrics, ns: &str, name: &str, stages: &[&str]) {
         m.reconcile_counted(ns, name, StageSetReason::Succeeded);
         m.reconcile_counted(ns, name, StageSetReason::StageFailed);
-        m.action_run(ns, name, "Lifetime");
-        m.update_deferred(ns, name);
-        m.set_budget_remaining(ns, name, 0.5);
-        m.set_budget_frozen(ns, name, true);
-        m.metric_source_error(ns, name);
-        m.ledger_anchor_error(ns, name);
-        m.ledger_adopted(ns, name);
         m.teardown_force_dropped(ns, name, ForceDropReason::TimedOut);
         for stage in stages {
             m.stage_applied(ns, name, stage);
             m.drift_corrected(ns, name, stage, 3);
             m.inventory_skipped(ns, name, stage, 1);
-            m.set_promotion_pending(ns, name, stage, true);
-            m.set_promotion_blocked(ns, name, stage, false);
-            m.set_stage_budget_frozen(ns, name, stage, true);
         }
         let spec: Vec<String> = stages.iter().map(|s| s.to_string()).collect();
         let statuses: Vec<StageStatus> = stages
@@ -1438,10 +1318,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"stageset_stage_ready{namespace="n",stageset="s",stage="b"} 1"#));
-        // Every family but the unlabelled and gvk ones has a series for n/s.
+        // Every family with a setter has a series for n/s (the families of
+        // features not built yet get theirs when the feature lands).
         let before = series_of(&text, "n", "s");
-        // 2 reasons, 1 scope, 6 per-StageSet families, 1 force drop, 7 per stage.
-        assert_eq!(before.len(), 2 + 1 + 6 + 1 + 7 * 2, "{before:#?}");
+        // 2 reasons, 1 force drop, 4 per stage.
+        assert_eq!(before.len(), 2 + 1 + 4 * 2, "{before:#?}");
         // A deletion that no longer knows stage "b" still evicts it.
         m.forget_stageset("n", "s", &["a".to_string()]);
         let text = m.encode();
@@ -1451,7 +1332,7 @@ mod tests {
             "{text}"
         );
         // Other StageSets are untouched.
-        assert_eq!(series_of(&text, "n", "other").len(), 2 + 1 + 6 + 1 + 7);
+        assert_eq!(series_of(&text, "n", "other").len(), 2 + 1 + 4);
     }
 
     #[test]
@@ -1464,7 +1345,7 @@ mod tests {
             .into_iter()
             .filter(|l| l.contains(r#"stage="b""#))
             .collect();
-        // Counters (applied, drift, skipped) stay; the four gauges go.
+        // Counters (applied, drift, skipped) stay; the gauges go.
         assert_eq!(b.len(), 3, "{b:#?}");
         assert!(b.iter().all(|l| l.contains("_total{")), "{b:#?}");
         // Writing a status of a spec without "a" drops its gauges too.
@@ -1474,22 +1355,5 @@ mod tests {
         // And the deletion still evicts the counters of both.
         m.forget_stageset("n", "s", &[]);
         assert_eq!(series_of(&m.encode(), "n", "s").len(), 1);
-    }
-
-    #[test]
-    fn gvk_is_gos_string_form() {
-        assert_eq!(
-            gvk_label("jaas.metio.wtf", "v1", "JsonnetSnippet"),
-            "jaas.metio.wtf/v1, Kind=JsonnetSnippet"
-        );
-        let m = Metrics::new(4);
-        m.watch_engagement_failed(&gvk_label(
-            "source.toolkit.fluxcd.io",
-            "v1",
-            "GitRepository",
-        ));
-        assert!(m.encode().contains(
-            r#"stageset_watch_engagement_failures_total{gvk="source.toolkit.fluxcd.io/v1, Kind=GitRepository"} 1"#
-        ));
     }
 }

@@ -152,7 +152,7 @@ impl StageSetActor {
         self.running = false;
         if self.stopping {
             match &result {
-                Ok(outcome) => self.env.metrics.reconcile_result(outcome.requeue),
+                Ok(outcome) => self.env.metrics.reconcile_result(outcome.requeue.result()),
                 Err(e) if e.is_panic() => self.env.metrics.reconcile_panicked(),
                 Err(_) => {}
             }
@@ -183,7 +183,7 @@ impl StageSetActor {
                 return;
             }
         };
-        self.env.metrics.reconcile_result(outcome.requeue);
+        self.env.metrics.reconcile_result(outcome.requeue.result());
         let delay = match outcome.requeue {
             Requeue::Now => Some(Duration::ZERO),
             Requeue::After(d) => {

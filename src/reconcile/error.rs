@@ -18,6 +18,19 @@ pub enum Requeue {
     Never,
 }
 
+impl Requeue {
+    /// How controller-runtime's metrics count a pass that ends this way.
+    pub fn result(self) -> crate::metrics::ReconcileResult {
+        use crate::metrics::ReconcileResult;
+        match self {
+            Requeue::Now => ReconcileResult::Requeue,
+            Requeue::After(_) => ReconcileResult::RequeueAfter,
+            Requeue::Backoff => ReconcileResult::Error,
+            Requeue::Never => ReconcileResult::Success,
+        }
+    }
+}
+
 /// The fixed re-check interval of terminal-but-healable reasons.
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(60);
 
