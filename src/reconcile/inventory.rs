@@ -24,8 +24,9 @@ use base64::Engine;
 use crate::api::keys;
 use crate::api::{InventoryEntry, StageInventory, StageInventorySpec, StageSet};
 use crate::config::InventoryMode;
-use crate::reconcile::apply::ObjectRef;
-use crate::reconcile::error::describe;
+use crate::kube_client::ClientFactory;
+use crate::reconcile::apply::{self, ObjectRef};
+use crate::reconcile::error::{self, describe};
 
 /// The maximum length of an object name.
 const MAX_NAME: usize = 253;
@@ -431,6 +432,63 @@ pub fn is_owned_by(shard: &StageInventory, owner: &StageSet) -> bool {
         .owner_references()
         .iter()
         .any(|o| Some(&o.uid) == owner.meta().uid.as_ref())
+}
+
+/// Lists, for every kind among `objects`, the live objects matching
+/// `selector`: cluster-wide when allowed, else in each namespace the objects of
+/// that kind live in. Returns what was found and the errors met.
+pub async fn list_labelled(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    objects: &[apply::ObjectRef],
+    selector: &str,
+) -> (Vec<apply::ObjectRef>, Vec<String>) {
+    use kube::api::{DynamicObject, ListParams};
+    let mut kinds: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for r in objects {
+        kinds
+            .entry((r.api_version.clone(), r.kind.clone()))
+            .or_default()
+            .insert(r.namespace.clone());
+    }
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    let params = ListParams::default().labels(selector);
+    for ((api_version, kind), namespaces) in kinds {
+        let resource = match clients.resource(&api_version, &kind).await {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut push = |list: kube::api::ObjectList<DynamicObject>| {
+            for o in list.items {
+                found.push(apply::ObjectRef {
+                    api_version: api_version.clone(),
+                    kind: kind.clone(),
+                    namespace: o.namespace().unwrap_or_default(),
+                    name: o.name_any(),
+                });
+            }
+        };
+        let all: Api<DynamicObject> = Api::all_with(client.clone(), &resource.api);
+        match all.list(&params).await {
+            Ok(list) => push(list),
+            Err(e) if resource.namespaced && error::is_forbidden(&e) => {
+                for ns in namespaces.iter().filter(|n| !n.is_empty()) {
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(client.clone(), ns, &resource.api);
+                    match api.list(&params).await {
+                        Ok(list) => push(list),
+                        Err(e) => errors.push(format!("list {kind} in {ns}: {}", describe(&e))),
+                    }
+                }
+            }
+            Err(e) => errors.push(format!("list {kind}: {}", describe(&e))),
+        }
+    }
+    (found, errors)
 }
 
 #[cfg(test)]

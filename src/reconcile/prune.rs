@@ -11,8 +11,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::reconcile::apply::ObjectRef;
-use crate::reconcile::inventory::{StageRecord, entry_id};
+use kube::ResourceExt;
+
+use crate::api::keys;
+use crate::api::reasons::StageOp;
+use crate::config::InventoryMode;
+use crate::reconcile::apply::{self, ObjectRef};
+use crate::reconcile::error::StageFailure;
+use crate::reconcile::inventory::{self, StageRecord, entry_id};
+use crate::reconcile::stage::{StageDone, effective_sa};
+use crate::reconcile::{Pass, teardown};
 
 /// What one pass must delete.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -84,6 +92,123 @@ pub fn duplicates(claimed: &BTreeMap<String, String>, candidate: &[ObjectRef]) -
                 .then(|| format!("{} (also in stage \"{other}\")", r.subject()))
         })
         .collect()
+}
+
+/// R21: deletes what left the StageSet, then trims every inventory to what the
+/// stages render now.
+pub(super) async fn prune_pass(
+    pass: &mut Pass<'_>,
+    previous: &BTreeMap<String, inventory::StageRecord>,
+    done: &[StageDone],
+) -> Result<(), StageFailure> {
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    let mode = env.settings.inventory_mode;
+    let desired: Vec<(String, Vec<apply::ObjectRef>)> = done
+        .iter()
+        .map(|d| (d.entry.name.clone(), d.rendered.clone()))
+        .collect();
+    // In `applyset` mode the live ApplySet membership counts as recorded too.
+    let mut records = previous.clone();
+    if mode == InventoryMode::ApplySet {
+        for d in done {
+            let members = applyset_members(pass, d)
+                .await
+                .map_err(|e| StageFailure::new(&d.entry.name, StageOp::Prune, e))?;
+            let rec =
+                records
+                    .entry(d.entry.name.clone())
+                    .or_insert_with(|| inventory::StageRecord {
+                        stage: d.entry.name.clone(),
+                        position: d.position as i32,
+                        ..Default::default()
+                    });
+            for m in members {
+                rec.entries
+                    .entry(inventory::entry_id(&m))
+                    .or_insert_with(|| m.version().to_string());
+            }
+        }
+    }
+    let plan = plan(&records, &desired);
+    for (stage_name, objects) in &plan.prune {
+        let stage = pass.ss.spec.stages.iter().find(|s| &s.name == stage_name);
+        if stage.and_then(|s| s.prune) == Some(false) {
+            tracing::info!(stageset = %pass.key(), stage = %stage_name, count = objects.len(), "prune: false, leaving objects that left the stage in place");
+            continue;
+        }
+        let client = env
+            .clients
+            .for_service_account(&namespace, effective_sa(&pass.ss, stage))
+            .await
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
+        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+            .await
+            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+        let subjects: Vec<String> = objects.iter().map(apply::ObjectRef::subject).collect();
+        tracing::info!(stageset = %pass.key(), stage = %stage_name, objects = %subjects.join(", "), "pruned");
+    }
+    // Trim the write-ahead inventories (they kept what was pending prune).
+    for d in done.iter().filter(|d| d.recorded_extra) {
+        inventory::write(
+            &env.clients.controller(),
+            &env.inventory_writes,
+            &pass.ss,
+            &d.entry.name,
+            d.position,
+            &d.rendered,
+            env.settings.inventory_shard_cap,
+            mode,
+        )
+        .await
+        .map_err(|e| StageFailure::new(&d.entry.name, StageOp::RecordInventory, e))?;
+    }
+    // Stages removed from the spec: torn down as the StageSet, last first.
+    for (stage_name, objects) in &plan.removed {
+        let client = env
+            .clients
+            .for_service_account(&namespace, effective_sa(&pass.ss, None))
+            .await
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
+        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+            .await
+            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+        inventory::delete_stage(
+            &env.clients.controller(),
+            &env.inventory_writes,
+            &namespace,
+            &ss_name,
+            stage_name,
+        )
+        .await
+        .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        env.metrics.forget_stage(&namespace, &ss_name, stage_name);
+        tracing::info!(stageset = %pass.key(), stage = %stage_name, "removed stage torn down");
+    }
+    Ok(())
+}
+
+/// The live members of a stage's ApplySet (`applyset` mode): objects of the
+/// recorded or rendered group-kinds labelled with the stage's ApplySet id.
+async fn applyset_members(pass: &Pass<'_>, d: &StageDone) -> Result<Vec<apply::ObjectRef>, String> {
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let id = inventory::stage_applyset_id(&pass.ss.name_any(), &namespace, &d.entry.name);
+    let stage = pass.ss.spec.stages.iter().find(|s| s.name == d.entry.name);
+    let client = env
+        .clients
+        .for_service_account(&namespace, effective_sa(&pass.ss, stage))
+        .await
+        .map_err(|e| e.to_string())?;
+    let selector = format!("{}={id}", keys::APPLYSET_PART_OF_LABEL);
+    let (found, errors) =
+        inventory::list_labelled(&env.clients, &client, &d.rendered, &selector).await;
+    if errors.is_empty() {
+        Ok(found)
+    } else {
+        Err(format!("listing ApplySet members: {}", errors.join("; ")))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,604 @@
+//! One stage of a pass (delivery.md §2, S4–S19): identity, post-build
+//! variables, fetch, build, labels, the duplicate-claim check, conflict
+//! policies, apply, drift report, write-ahead inventory and verify. The
+//! first half ([`prepare`]) touches nothing in the target cluster; the second
+//! ([`deploy`]) writes.
+
+use std::collections::BTreeMap;
+
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+
+use crate::api::reasons::{EventReason, StageOp};
+use crate::api::{StagePhase, StageSet, StageStatus, keys};
+use crate::config::InventoryMode;
+
+use super::error::{self, StageFailure};
+use super::{Env, Pass, apply, build, cel, conflict, inventory, prune, source, substitute, verify};
+
+/// What a stage that finished Ready hands back to the pass.
+pub(super) struct StageDone {
+    pub(super) entry: StageStatus,
+    pub(super) position: usize,
+    /// What the stage renders now.
+    pub(super) rendered: Vec<apply::ObjectRef>,
+    /// The write-ahead inventory also kept objects pending prune.
+    pub(super) recorded_extra: bool,
+    /// `Some(partial)` when the inventory was rebuilt from live objects.
+    pub(super) reconstructed: Option<bool>,
+}
+
+pub(super) enum StageResult {
+    Ready(Box<StageDone>),
+    Failed(StageFailure, StageStatus),
+    Progressing(String, StageStatus),
+    Deleted,
+}
+
+/// The inputs of one stage's run.
+pub(super) struct StageContext<'a> {
+    pub(super) position: usize,
+    pub(super) stage: &'a crate::api::Stage,
+    pub(super) source: &'a source::ResolvedSource,
+    pub(super) prior: Option<&'a StageStatus>,
+    /// The inventory recorded before this pass.
+    pub(super) record: Option<&'a inventory::StageRecord>,
+    /// The inventory is lost and must be rebuilt from live objects.
+    pub(super) reconstruct: bool,
+    /// Objects earlier stages of this pass render (entry id → stage).
+    pub(super) claimed: &'a BTreeMap<String, String>,
+}
+
+fn failed_entry(
+    stage: &str,
+    revision: &str,
+    failure: &StageFailure,
+    prior: Option<&StageStatus>,
+) -> StageStatus {
+    StageStatus {
+        name: stage.to_string(),
+        phase: Some(StagePhase::Failed),
+        applied_revision: Some(revision.to_string()),
+        message: Some(failure.stage_message()),
+        ..prior.cloned().map(carry_ledgers).unwrap_or_default()
+    }
+}
+
+/// The fields of a previous stage entry that survive a new pass (ledgers and
+/// handled tokens; actions and promotion arrive in later issues).
+fn carry_ledgers(prior: StageStatus) -> StageStatus {
+    StageStatus {
+        executed_actions: prior.executed_actions,
+        ledger_revision: prior.ledger_revision,
+        executed_version_actions: prior.executed_version_actions,
+        ledger_version: prior.ledger_version,
+        last_handled_reconcile_at: prior.last_handled_reconcile_at,
+        last_handled_promotion: prior.last_handled_promotion,
+        promotion_state: prior.promotion_state,
+        ..StageStatus::default()
+    }
+}
+
+/// Runs one stage: [`prepare`], then [`deploy`].
+pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
+    match prepare(pass, &ctx).await {
+        Ok(prepared) => deploy(pass, ctx, prepared).await,
+        Err(f) => {
+            let entry = failed_entry(&ctx.stage.name, &ctx.source.revision, &f, ctx.prior);
+            StageResult::Failed(f, entry)
+        }
+    }
+}
+
+/// What [`prepare`] hands to [`deploy`].
+struct Prepared {
+    /// The stage identity's client for the target cluster.
+    client: kube::Client,
+    /// The rendered, labelled objects, conflict policies not applied yet.
+    objects: Vec<serde_json::Value>,
+    /// Their references, sorted by inventory id, without duplicates.
+    rendered: Vec<apply::ObjectRef>,
+    /// The compiled CEL ready expressions.
+    exprs: Vec<crate::validate::cel::CompiledCheck>,
+}
+
+/// S4–S12 and R20: everything before the first write to the target
+/// cluster. A failure here leaves the cluster untouched.
+async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, StageFailure> {
+    let StageContext {
+        stage,
+        source,
+        claimed,
+        ..
+    } = *ctx;
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    // S4: the stage identity.
+    let client = match env
+        .clients
+        .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(StageFailure::new(
+                &stage.name,
+                StageOp::ConnectTargetCluster,
+                e.to_string(),
+            ));
+        }
+    };
+    // CEL ready expressions are compiled before anything is applied (the
+    // webhook rejects bad ones; this catches StageSets that bypassed it).
+    let mut exprs = Vec::new();
+    for check in stage
+        .ready_checks
+        .as_ref()
+        .and_then(|r| r.exprs.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        match crate::validate::cel::compile(check) {
+            Ok(c) => exprs.push(c),
+            Err(e) => {
+                return Err(StageFailure::invalid_spec(
+                    &stage.name,
+                    StageOp::Verify,
+                    format!(
+                        "readyChecks.exprs for {} {}: {e}",
+                        check.api_version, check.kind
+                    ),
+                ));
+            }
+        }
+    }
+    // Post-build variables are resolved before the download: a missing or
+    // forbidden ConfigMap/Secret fails the stage without fetching anything.
+    let vars = match post_build_vars(env, &pass.ss, &namespace, stage).await {
+        Ok(v) => v,
+        Err(f) => return Err(f),
+    };
+    // S8: fetch the pinned artifact.
+    let artifact = match env.fetcher.fetch(&source.url, &source.digest).await {
+        Ok(a) => a,
+        Err(e) => {
+            let failure = if e.is_terminal() {
+                StageFailure::terminal(&stage.name, StageOp::FetchArtifact, e.to_string())
+            } else {
+                StageFailure::new(&stage.name, StageOp::FetchArtifact, e.to_string())
+            };
+            return Err(failure);
+        }
+    };
+    // S11: build.
+    let path = stage.path.as_deref().unwrap_or("./");
+    let patches = stage.patches.as_deref().unwrap_or_default();
+    let mut objects = match build::render(&artifact.files, path, patches, vars.as_ref()) {
+        Ok(o) => o,
+        Err(e) => {
+            return Err(StageFailure::new(
+                &stage.name,
+                StageOp::Build,
+                e.to_string(),
+            ));
+        }
+    };
+    drop(artifact);
+    // Helm hook resources: dropped when the stage says so (api.md D2).
+    if stage.apply_helm_hook_resources == Some(false) {
+        objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());
+    }
+    // S12: stage, owner and ApplySet labels.
+    let applyset = (env.settings.inventory_mode != InventoryMode::Entries)
+        .then(|| inventory::stage_applyset_id(&ss_name, &namespace, &stage.name));
+    apply::label(
+        &mut objects,
+        &ss_name,
+        &namespace,
+        &stage.name,
+        applyset.as_deref(),
+    );
+    let mut rendered: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
+    rendered.sort_by_key(inventory::entry_id);
+    rendered.dedup_by_key(|r| inventory::entry_id(r));
+    // R20, checked before anything of this stage is applied: an object may
+    // belong to one stage only.
+    let duplicates = prune::duplicates(claimed, &rendered);
+    if !duplicates.is_empty() {
+        return Err(StageFailure::invalid_spec(
+            &stage.name,
+            StageOp::Build,
+            format!(
+                "{} object(s) are claimed by more than one stage: {}",
+                duplicates.len(),
+                duplicates.join(", ")
+            ),
+        ));
+    }
+    Ok(Prepared {
+        client,
+        objects,
+        rendered,
+        exprs,
+    })
+}
+
+/// S14–S19: conflict policies, apply, drift report, write-ahead inventory
+/// and verify.
+async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) -> StageResult {
+    let StageContext {
+        position,
+        stage,
+        source,
+        prior,
+        record,
+        reconstruct,
+        ..
+    } = ctx;
+    let Prepared {
+        client,
+        mut objects,
+        rendered,
+        exprs,
+    } = prepared;
+    let env = pass.env;
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    let fail = |f: StageFailure| {
+        let entry = failed_entry(&stage.name, &source.revision, &f, prior);
+        StageResult::Failed(f, entry)
+    };
+    let entries_count = objects.len() as i64;
+    // S14: conflict policies.
+    let token = conflict::fresh_token();
+    if let Err(e) = conflict::resolve(&mut objects, stage, &token) {
+        return fail(StageFailure::new(&stage.name, StageOp::ConflictPolicy, e));
+    }
+    // S15: apply.
+    let options = apply::ApplyOptions {
+        staging_timeout: env.settings.staging_timeout,
+        force_token: Some(token),
+    };
+    let changes = match apply::apply(&env.clients, &client, objects, &options).await {
+        Ok(c) => c,
+        Err(e) if e.is_rbac() => {
+            return fail(StageFailure::rbac(
+                &stage.name,
+                StageOp::Apply,
+                e.to_string(),
+            ));
+        }
+        Err(e) => {
+            return fail(StageFailure::new(
+                &stage.name,
+                StageOp::Apply,
+                e.to_string(),
+            ));
+        }
+    };
+    // S16: drift report (same revision as last applied, yet something changed).
+    let same_revision = prior.and_then(|p| p.applied_revision.as_deref())
+        == Some(source.revision.as_str())
+        && prior.and_then(|p| p.phase) == Some(StagePhase::Ready);
+    if same_revision {
+        let drifted: Vec<String> = changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.action,
+                    apply::ChangeAction::Created | apply::ChangeAction::Configured
+                )
+            })
+            .map(|c| format!("{} {}", c.object.subject(), c.action.as_str()))
+            .collect();
+        if !drifted.is_empty() {
+            env.metrics
+                .drift_corrected(&namespace, &ss_name, &stage.name, drifted.len() as u64);
+            pass.event(
+                true,
+                EventReason::DriftCorrected.as_str(),
+                &format!("stage \"{}\": {}", stage.name, drifted.join(", ")),
+            )
+            .await;
+        }
+    }
+    // S18: write-ahead inventory: what the stage renders now, plus what it
+    // recorded before and has not been pruned yet (so a pass that stops
+    // before the prune never forgets an object), plus, when the inventory was
+    // lost, the labelled live objects found.
+    let mut recorded: BTreeMap<String, apply::ObjectRef> = rendered
+        .iter()
+        .map(|r| (inventory::entry_id(r), r.clone()))
+        .collect();
+    for r in record
+        .map(inventory::StageRecord::objects)
+        .unwrap_or_default()
+    {
+        recorded.entry(inventory::entry_id(&r)).or_insert(r);
+    }
+    let mut reconstructed = None;
+    if reconstruct {
+        let selector = format!(
+            "{}={ss_name},{}={namespace},{}={}",
+            keys::LABEL_OWNER_NAME,
+            keys::LABEL_OWNER_NAMESPACE,
+            keys::LABEL_STAGE,
+            stage.name
+        );
+        let (found, errors) =
+            inventory::list_labelled(&env.clients, &client, &rendered, &selector).await;
+        if !errors.is_empty() {
+            tracing::warn!(stageset = %pass.key(), stage = %stage.name, errors = %errors.join("; "), "inventory reconstruction is partial");
+        }
+        for r in found {
+            recorded.entry(inventory::entry_id(&r)).or_insert(r);
+        }
+        reconstructed = Some(!errors.is_empty());
+    }
+    let recorded_extra = recorded.len() > rendered.len();
+    let recorded: Vec<apply::ObjectRef> = recorded.into_values().collect();
+    let shards = match inventory::write(
+        &env.clients.controller(),
+        &env.inventory_writes,
+        &pass.ss,
+        &stage.name,
+        position,
+        &recorded,
+        env.settings.inventory_shard_cap,
+        env.settings.inventory_mode,
+    )
+    .await
+    {
+        Ok(n) => n,
+        Err(e) => return fail(StageFailure::new(&stage.name, StageOp::RecordInventory, e)),
+    };
+    // S19: verify.
+    let ready_checks = stage.ready_checks.as_ref();
+    let timeout = verify::timeout_ladder(
+        ready_checks.and_then(|r| r.timeout.as_ref()),
+        stage.timeout.as_ref(),
+        pass.ss.spec.timeout.as_ref(),
+    );
+    let applied: Vec<apply::ObjectRef> = changes.iter().map(|c| c.object.clone()).collect();
+    let mut wait_set: Vec<apply::ObjectRef> =
+        if ready_checks.and_then(|r| r.disable_wait) == Some(true) {
+            Vec::new()
+        } else {
+            applied.clone()
+        };
+    for check in ready_checks
+        .and_then(|r| r.checks.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let api_version = check.api_version.clone().unwrap_or_else(|| "v1".into());
+        // Cluster-scoped kinds ignore the namespace; unknown kinds count as namespaced.
+        let namespaced = env
+            .clients
+            .resource(&api_version, &check.kind)
+            .await
+            .map(|r| r.namespaced)
+            .unwrap_or(true);
+        wait_set.push(apply::ObjectRef {
+            api_version,
+            kind: check.kind.clone(),
+            namespace: if namespaced {
+                check
+                    .namespace
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| namespace.clone())
+            } else {
+                String::new()
+            },
+            name: check.name.clone(),
+        });
+    }
+    let controller = env.clients.controller();
+    let ss_api: Api<StageSet> = Api::namespaced(controller, &namespace);
+    let deleting = || {
+        let ss_api = ss_api.clone();
+        let name = ss_name.clone();
+        async move {
+            match ss_api.get_opt(&name).await {
+                Ok(Some(s)) => s.meta().deletion_timestamp.is_some(),
+                Ok(None) => true,
+                Err(_) => false,
+            }
+        }
+    };
+    let ready_entry = StageStatus {
+        name: stage.name.clone(),
+        phase: Some(StagePhase::Ready),
+        applied_revision: Some(source.revision.clone()),
+        entries_count: Some(entries_count),
+        shards: Some(shards as i32),
+        ..prior.cloned().map(carry_ledgers).unwrap_or_default()
+    };
+    // A stage already verified at this revision stays Ready while re-verified.
+    let reverify = prior.is_some_and(|p| {
+        p.phase == Some(StagePhase::Ready)
+            && p.applied_revision.as_deref() == Some(source.revision.as_str())
+    });
+    if !reverify {
+        pass.progress(StageStatus {
+            phase: Some(StagePhase::Verifying),
+            ..ready_entry.clone()
+        })
+        .await;
+    }
+    // One deadline bounds the whole verify phase: the kstatus wait, then the
+    // CEL expressions (upstream gives each a full timeout).
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut verdict =
+        verify::wait_ready(&env.clients, &client, &wait_set, timeout, &deleting).await;
+    if verdict == verify::Verdict::Ready && !exprs.is_empty() {
+        verdict =
+            cel::wait_exprs(&env.clients, &client, &applied, &exprs, deadline, &deleting).await;
+    }
+    let done = StageDone {
+        entry: ready_entry.clone(),
+        position,
+        rendered,
+        recorded_extra,
+        reconstructed,
+    };
+    match verdict {
+        verify::Verdict::Ready => {
+            pass.progress(ready_entry).await;
+            StageResult::Ready(Box::new(done))
+        }
+        verify::Verdict::Deleted => StageResult::Deleted,
+        verify::Verdict::Progressing(message) => {
+            let on_timeout = stage.on_timeout.or(pass.ss.spec.on_timeout);
+            if on_timeout == Some(crate::api::OnTimeout::Rollback) {
+                fail(StageFailure::new(
+                    &stage.name,
+                    StageOp::Verify,
+                    rollback_note(&pass.ss, message),
+                ))
+            } else {
+                let entry = StageStatus {
+                    phase: Some(StagePhase::Verifying),
+                    message: Some(format!("verify: {message}")),
+                    ..ready_entry
+                };
+                StageResult::Progressing(message, entry)
+            }
+        }
+        verify::Verdict::Failed(message) => fail(StageFailure::new(
+            &stage.name,
+            StageOp::Verify,
+            rollback_note(&pass.ss, message),
+        )),
+    }
+}
+
+/// Whole-run rollback needs the rollback store, which is not built yet: say
+/// so instead of pretending a rollback happened.
+fn rollback_note(ss: &StageSet, message: String) -> String {
+    if ss.spec.rollback_on_failure == Some(true) {
+        format!(
+            "{message} (rollbackOnFailure is set, but whole-run rollback is not supported yet: the stage stays failed and nothing was rolled back)"
+        )
+    } else {
+        message
+    }
+}
+
+/// delivery.md §2.3.4: the variables of a stage's `postBuild`. `substituteFrom`
+/// objects are read as the StageSet-level ServiceAccount (never the controller
+/// when one is named) in the StageSet's namespace; `optional` skips NotFound
+/// only. Only inline values: no API access at all.
+async fn post_build_vars(
+    env: &Env,
+    ss: &StageSet,
+    namespace: &str,
+    stage: &crate::api::Stage,
+) -> Result<Option<substitute::Vars>, StageFailure> {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let op = StageOp::ResolvePostBuildVariables;
+    let Some(post_build) = stage.post_build.as_ref() else {
+        return Ok(None);
+    };
+    let refs = post_build.substitute_from.as_deref().unwrap_or_default();
+    let mut sources = Vec::with_capacity(refs.len());
+    if !refs.is_empty() {
+        let client = env
+            .clients
+            .for_service_account(namespace, effective_sa(ss, None))
+            .await
+            .map_err(|e| {
+                StageFailure::new(&stage.name, StageOp::ConnectTargetCluster, e.to_string())
+            })?;
+        for r in refs {
+            let kind = match r.kind {
+                crate::api::SubstituteKind::ConfigMap => "ConfigMap",
+                crate::api::SubstituteKind::Secret => "Secret",
+            };
+            let got = match r.kind {
+                crate::api::SubstituteKind::ConfigMap => {
+                    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                        .get(&r.name)
+                        .await
+                        .map(|cm| cm.data.unwrap_or_default())
+                }
+                crate::api::SubstituteKind::Secret => {
+                    // Read untyped: `.data` stays the API's base64 text, which
+                    // the substitution decodes (and checks) once.
+                    let secrets = kube::api::ApiResource::erase::<Secret>(&());
+                    Api::<kube::api::DynamicObject>::namespaced_with(
+                        client.clone(),
+                        namespace,
+                        &secrets,
+                    )
+                    .get(&r.name)
+                    .await
+                    .map(|s| {
+                        s.data
+                            .get("data")
+                            .and_then(serde_json::Value::as_object)
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                }
+            };
+            match got {
+                Ok(data) => sources.push(substitute::VarSource {
+                    kind: r.kind,
+                    name: r.name.clone(),
+                    data,
+                }),
+                Err(kube::Error::Api(s)) if s.code == 404 && r.optional == Some(true) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    return Err(StageFailure::new(
+                        &stage.name,
+                        op,
+                        format!(
+                            "{kind} {namespace}/{} not found (set optional: true to skip it)",
+                            r.name
+                        ),
+                    ));
+                }
+                Err(e) if error::is_forbidden(&e) => {
+                    let detail = match &e {
+                        kube::Error::Api(s) => s.message.clone(),
+                        other => other.to_string(),
+                    };
+                    return Err(StageFailure::rbac(
+                        &stage.name,
+                        op,
+                        error::rbac_denied_message(
+                            &format!("get {kind} {namespace}/{}", r.name),
+                            &detail,
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(StageFailure::new(
+                        &stage.name,
+                        op,
+                        format!("reading {kind} {namespace}/{}: {e}", r.name),
+                    ));
+                }
+            }
+        }
+    }
+    substitute::resolve_vars(&sources, post_build.substitute.as_ref())
+        .map(Some)
+        .map_err(|e| StageFailure::new(&stage.name, op, e.to_string()))
+}
+
+pub(super) fn effective_sa<'a>(
+    ss: &'a StageSet,
+    stage: Option<&'a crate::api::Stage>,
+) -> Option<&'a str> {
+    stage
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .or(ss.spec.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+}
