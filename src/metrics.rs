@@ -52,8 +52,10 @@
 //!   decision: `After` → `requeue_after`, `Now` → `requeue`, `Backoff` →
 //!   `error` (plus `controller_runtime_reconcile_errors_total`), `Never` →
 //!   `success`. A panicking reconcile counts `error` and
-//!   `controller_runtime_reconcile_panics_total`. Terminal failures end with
-//!   `Never` (status written, no error, as upstream), so
+//!   `controller_runtime_reconcile_panics_total`. Terminal failures write their
+//!   status and ask for a fixed re-check (DECISIONS.md 20: a minute for
+//!   `RBACDenied`, the StageSet's interval otherwise), which counts as
+//!   `requeue_after`, not as an error, so
 //!   `controller_runtime_terminal_reconcile_errors_total` stays 0.
 //! - **retry** (`workqueue_retries_total`): every requeue the pass asks for
 //!   (`Now`, `After`, `Backoff`) and the restart after a panic, as client-go

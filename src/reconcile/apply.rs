@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::api::keys;
 use crate::kube_client::{ClientFactory, DiscoveryError, FIELD_MANAGER};
-use crate::reconcile::error::{describe, kind_missing_message, rbac_denied_message};
+use crate::reconcile::error::{Error, describe, kind_missing_message, rbac_denied_message};
 use crate::reconcile::health::{Health, compute};
 
 /// What the apply did to one object.
@@ -114,13 +114,14 @@ pub enum ApplyError {
     StagingTimeout(String),
 }
 
-impl ApplyError {
-    /// Whether the failure is an authorization or missing-kind problem.
-    pub fn is_rbac(&self) -> bool {
-        matches!(
-            self,
-            ApplyError::Forbidden(_) | ApplyError::KindNotServed(_)
-        )
+impl From<ApplyError> for Error {
+    /// Authorization and missing-kind problems are [`Error::Denied`] (an
+    /// admin's Role or CRD heals them); anything else is retried.
+    fn from(e: ApplyError) -> Error {
+        match e {
+            ApplyError::Forbidden(m) | ApplyError::KindNotServed(m) => Error::Denied(m),
+            other => Error::Transient(other.to_string()),
+        }
     }
 }
 

@@ -148,6 +148,19 @@ impl From<io::Error> for FetchError {
     }
 }
 
+impl From<FetchError> for crate::reconcile::error::Error {
+    /// Refused or malformed artifacts are terminal (the same digest fails the
+    /// same way); HTTP, network and I/O failures are retried.
+    fn from(e: FetchError) -> Self {
+        use crate::reconcile::error::Error;
+        if e.is_terminal() {
+            Error::Terminal(e.to_string())
+        } else {
+            Error::Transient(e.to_string())
+        }
+    }
+}
+
 /// A verified, extracted artifact.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Artifact {

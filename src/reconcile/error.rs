@@ -31,8 +31,76 @@ impl Requeue {
     }
 }
 
-/// The fixed re-check interval of terminal-but-healable reasons.
+/// The fixed re-check interval of terminal-but-healable reasons (1 minute).
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(60);
+
+/// Why a pipeline step failed. Each kind has one Ready reason and one retry
+/// policy (delivery.md §1.3 as DECISIONS.md 20 settles it: no StageSet is
+/// left without a next reconcile).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Forbidden, or a kind the API server does not serve: `RBACDenied`,
+    /// re-checked every minute, so an admin's fix (a Role, a CRD) is picked
+    /// up without touching the StageSet.
+    #[error("{0}")]
+    Denied(String),
+    /// The spec must change first: `InvalidSpec`, re-checked at the
+    /// StageSet's interval.
+    #[error("{0}")]
+    InvalidSpec(String),
+    /// The images cannot be verified: `ImageUnverified`, re-checked at the
+    /// StageSet's interval.
+    #[error("{0}")]
+    Unverified(String),
+    /// Retrying the same inputs cannot help (a digest mismatch, an unsafe
+    /// archive): `StageFailed`, re-checked at the StageSet's interval.
+    #[error("{0}")]
+    Terminal(String),
+    /// Anything else: `StageFailed`, retried with exponential back-off.
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl Error {
+    /// The Ready reason this failure is reported with.
+    pub fn reason(&self) -> StageSetReason {
+        match self {
+            Error::Denied(_) => StageSetReason::RBACDenied,
+            Error::InvalidSpec(_) => StageSetReason::InvalidSpec,
+            Error::Unverified(_) => StageSetReason::ImageUnverified,
+            Error::Terminal(_) | Error::Transient(_) => StageSetReason::StageFailed,
+        }
+    }
+
+    /// When to run again; `interval` is the StageSet's effective interval.
+    pub fn requeue(&self, interval: Duration) -> Requeue {
+        match self {
+            Error::Denied(_) => Requeue::After(PERMANENT_RETRY),
+            Error::InvalidSpec(_) | Error::Unverified(_) | Error::Terminal(_) => {
+                Requeue::After(super::jitter(interval))
+            }
+            Error::Transient(_) => Requeue::Backoff,
+        }
+    }
+
+    /// `call` failed with `e`: Forbidden is [`Error::Denied`] with the RBAC
+    /// hint, anything else transient.
+    pub fn api(call: &str, e: &kube::Error) -> Error {
+        match e {
+            kube::Error::Api(s) if s.code == 403 => {
+                Error::Denied(rbac_denied_message(call, &s.message))
+            }
+            other => Error::Transient(format!("{call}: {}", describe(other))),
+        }
+    }
+}
+
+impl From<String> for Error {
+    /// A plain message is a transient failure.
+    fn from(message: String) -> Error {
+        Error::Transient(message)
+    }
+}
 
 /// A stage operation failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,48 +108,36 @@ pub struct StageFailure {
     pub stage: String,
     pub op: StageOp,
     /// The error, already scrubbed of anything a tenant must not see.
-    pub error: String,
-    pub reason: StageSetReason,
-    /// Terminal failures are not retried until something changes.
-    pub terminal: bool,
+    pub error: Error,
 }
 
 impl StageFailure {
-    /// A retryable `StageFailed`.
-    pub fn new(stage: &str, op: StageOp, error: impl Into<String>) -> Self {
+    pub fn new(stage: &str, op: StageOp, error: impl Into<Error>) -> Self {
         StageFailure {
             stage: stage.to_string(),
             op,
             error: error.into(),
-            reason: StageSetReason::StageFailed,
-            terminal: false,
         }
     }
 
     /// A terminal `StageFailed` (e.g. a digest mismatch: retrying cannot help).
     pub fn terminal(stage: &str, op: StageOp, error: impl Into<String>) -> Self {
-        StageFailure {
-            terminal: true,
-            ..StageFailure::new(stage, op, error)
-        }
+        StageFailure::new(stage, op, Error::Terminal(error.into()))
     }
 
-    /// A terminal `RBACDenied`.
+    /// An `RBACDenied` (re-checked every minute).
     pub fn rbac(stage: &str, op: StageOp, error: impl Into<String>) -> Self {
-        StageFailure {
-            reason: StageSetReason::RBACDenied,
-            terminal: true,
-            ..StageFailure::new(stage, op, error)
-        }
+        StageFailure::new(stage, op, Error::Denied(error.into()))
     }
 
-    /// A terminal `InvalidSpec` (the spec must change first).
+    /// An `InvalidSpec` (the spec must change first).
     pub fn invalid_spec(stage: &str, op: StageOp, error: impl Into<String>) -> Self {
-        StageFailure {
-            reason: StageSetReason::InvalidSpec,
-            terminal: true,
-            ..StageFailure::new(stage, op, error)
-        }
+        StageFailure::new(stage, op, Error::InvalidSpec(error.into()))
+    }
+
+    /// The Ready reason.
+    pub fn reason(&self) -> StageSetReason {
+        self.error.reason()
     }
 
     /// The stage status message: `<op>: <error>`.
@@ -94,12 +150,9 @@ impl StageFailure {
         format!("stage \"{}\" {}: {}", self.stage, self.op, self.error)
     }
 
-    pub fn requeue(&self) -> Requeue {
-        if self.terminal {
-            Requeue::Never
-        } else {
-            Requeue::Backoff
-        }
+    /// When to run again; `interval` is the StageSet's effective interval.
+    pub fn requeue(&self, interval: Duration) -> Requeue {
+        self.error.requeue(interval)
     }
 }
 

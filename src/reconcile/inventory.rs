@@ -26,7 +26,7 @@ use crate::api::{InventoryEntry, StageInventory, StageInventorySpec, StageSet};
 use crate::config::InventoryMode;
 use crate::kube_client::ClientFactory;
 use crate::reconcile::apply::{self, ObjectRef};
-use crate::reconcile::error::{self, describe};
+use crate::reconcile::error::{self, Error, describe};
 
 /// The maximum length of an object name.
 const MAX_NAME: usize = 253;
@@ -169,11 +169,11 @@ pub async fn read(
     client: &kube::Client,
     namespace: &str,
     stageset: &str,
-) -> Result<BTreeMap<String, StageRecord>, String> {
+) -> Result<BTreeMap<String, StageRecord>, Error> {
     let list = shard_api(client, namespace)
         .list(&ListParams::default().labels(&format!("{}={stageset}", keys::LABEL_STAGE_SET)))
         .await
-        .map_err(|e| format!("listing StageInventories: {}", describe(&e)))?;
+        .map_err(|e| Error::api("listing StageInventories", &e))?;
     let mut out: BTreeMap<String, StageRecord> = BTreeMap::new();
     for shard in list.items {
         let Some(stage) = shard.labels().get(keys::LABEL_STAGE).cloned() else {
@@ -275,7 +275,7 @@ pub async fn write(
     objects: &[ObjectRef],
     shard_cap: usize,
     mode: InventoryMode,
-) -> Result<usize, String> {
+) -> Result<usize, Error> {
     let namespace = owner.namespace().unwrap_or_default();
     let stageset = owner.name_any();
     let mut entries: Vec<InventoryEntry> = objects
@@ -355,7 +355,7 @@ pub async fn write(
             &Patch::Apply(&shard),
         )
         .await
-        .map_err(|e| format!("writing StageInventory {name}: {}", describe(&e)))?;
+        .map_err(|e| Error::api(&format!("writing StageInventory {name}"), &e))?;
         names.insert(name);
     }
     // Delete shards of this stage that are no longer canonical.
@@ -366,7 +366,7 @@ pub async fn write(
             keys::LABEL_STAGE
         )))
         .await
-        .map_err(|e| format!("listing StageInventories: {}", describe(&e)))?;
+        .map_err(|e| Error::api("listing StageInventories", &e))?;
     for shard in existing.items {
         let name = shard.name_any();
         if names.contains(&name) {
@@ -377,9 +377,9 @@ pub async fn write(
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) => {
-                return Err(format!(
-                    "deleting obsolete StageInventory {name}: {}",
-                    describe(&e)
+                return Err(Error::api(
+                    &format!("deleting obsolete StageInventory {name}"),
+                    &e,
                 ));
             }
         }
@@ -394,7 +394,7 @@ pub async fn delete_stage(
     namespace: &str,
     stageset: &str,
     stage: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let api = shard_api(client, namespace);
     if let Ok(list) = api
         .list(&ListParams::default().labels(&format!(
@@ -418,12 +418,7 @@ pub async fn delete_stage(
     )
     .await
     .map(|_| ())
-    .map_err(|e| {
-        format!(
-            "deleting StageInventories of stage {stage}: {}",
-            describe(&e)
-        )
-    })
+    .map_err(|e| Error::api(&format!("deleting StageInventories of stage {stage}"), &e))
 }
 
 /// The owner reference kind check used by tests and teardown.

@@ -372,7 +372,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     let env = pass.env;
     let namespace = pass.namespace();
     let ss_name = pass.ss.name_any();
-    let (_, retry, steady) = intervals(&pass.ss, &env.settings);
+    let (interval, retry, steady) = intervals(&pass.ss, &env.settings);
     // R7: resolve and pin every stage's source before touching the cluster.
     let mut pinned = Vec::with_capacity(pass.ss.spec.stages.len());
     let mut attempted = BTreeMap::new();
@@ -457,9 +457,12 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 produced.push(entry);
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
-                let requeue = failure.requeue();
+                let requeue = failure.requeue(interval);
                 return pass
-                    .finish_counted(Ready::new(failure.reason, failure.ready_message()), requeue)
+                    .finish_counted(
+                        Ready::new(failure.reason(), failure.ready_message()),
+                        requeue,
+                    )
                     .await;
             }
             StageResult::Progressing(message, entry) => {
@@ -503,9 +506,12 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         pass.event(true, EventReason::InventoryReconstructed.as_str(), &note)
             .await;
     } else if let Err(failure) = prune::prune_pass(pass, &previous, &done).await {
-        let requeue = failure.requeue();
+        let requeue = failure.requeue(interval);
         return pass
-            .finish_counted(Ready::new(failure.reason, failure.ready_message()), requeue)
+            .finish_counted(
+                Ready::new(failure.reason(), failure.ready_message()),
+                requeue,
+            )
             .await;
     }
 

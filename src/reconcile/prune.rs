@@ -145,7 +145,7 @@ pub(super) async fn prune_pass(
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
         teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
             .await
-            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         let subjects: Vec<String> = objects.iter().map(apply::ObjectRef::subject).collect();
         tracing::info!(stageset = %pass.key(), stage = %stage_name, objects = %subjects.join(", "), "pruned");
     }
@@ -173,7 +173,7 @@ pub(super) async fn prune_pass(
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
         teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
             .await
-            .map_err(|e| e.into_failure(stage_name, StageOp::Prune))?;
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         inventory::delete_stage(
             &env.clients.controller(),
             &env.inventory_writes,

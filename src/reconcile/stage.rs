@@ -155,22 +155,13 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
     }
     // Post-build variables are resolved before the download: a missing or
     // forbidden ConfigMap/Secret fails the stage without fetching anything.
-    let vars = match post_build_vars(env, &pass.ss, &namespace, stage).await {
-        Ok(v) => v,
-        Err(f) => return Err(f),
-    };
+    let vars = post_build_vars(env, &pass.ss, &namespace, stage).await?;
     // S8: fetch the pinned artifact.
-    let artifact = match env.fetcher.fetch(&source.url, &source.digest).await {
-        Ok(a) => a,
-        Err(e) => {
-            let failure = if e.is_terminal() {
-                StageFailure::terminal(&stage.name, StageOp::FetchArtifact, e.to_string())
-            } else {
-                StageFailure::new(&stage.name, StageOp::FetchArtifact, e.to_string())
-            };
-            return Err(failure);
-        }
-    };
+    let artifact = env
+        .fetcher
+        .fetch(&source.url, &source.digest)
+        .await
+        .map_err(|e| StageFailure::new(&stage.name, StageOp::FetchArtifact, e))?;
     // S11: build.
     let path = stage.path.as_deref().unwrap_or("./");
     let patches = stage.patches.as_deref().unwrap_or_default();
@@ -262,20 +253,7 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
     };
     let changes = match apply::apply(&env.clients, &client, objects, &options).await {
         Ok(c) => c,
-        Err(e) if e.is_rbac() => {
-            return fail(StageFailure::rbac(
-                &stage.name,
-                StageOp::Apply,
-                e.to_string(),
-            ));
-        }
-        Err(e) => {
-            return fail(StageFailure::new(
-                &stage.name,
-                StageOp::Apply,
-                e.to_string(),
-            ));
-        }
+        Err(e) => return fail(StageFailure::new(&stage.name, StageOp::Apply, e)),
     };
     // S16: drift report (same revision as last applied, yet something changed).
     let same_revision = prior.and_then(|p| p.applied_revision.as_deref())

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::api::reasons::{CONDITION_READY, StageSetReason};
 use crate::api::{Condition, ConditionStatus, StageSet, StageSetStatus, StageStatus, keys};
-use crate::reconcile::error::describe;
+use crate::reconcile::error::Error;
 
 /// A computed Ready condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub async fn write(
     client: &kube::Client,
     ss: &StageSet,
     status: &StageSetStatus,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let namespace = ss.namespace().unwrap_or_default();
     let api: Api<StageSet> = Api::namespaced(client.clone(), &namespace);
     let body = json!({
@@ -133,10 +133,9 @@ pub async fn write(
     .await
     .map(|_| ())
     .map_err(|e| {
-        format!(
-            "writing the status of {namespace}/{}: {}",
-            ss.name_any(),
-            describe(&e)
+        Error::api(
+            &format!("writing the status of {namespace}/{}", ss.name_any()),
+            &e,
         )
     })
 }
@@ -154,7 +153,7 @@ pub async fn event(
     warning: bool,
     reason: &str,
     note: &str,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let now = Timestamp::now();
     let recorded = record(client, ss, instance, warning, reason, note, now).await;
     if let Some(notifier) = notifier {
@@ -171,7 +170,7 @@ async fn record(
     reason: &str,
     note: &str,
     now: Timestamp,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let namespace = ss.namespace().unwrap_or_default();
     let name = format!(
         "{}.{:016x}",
@@ -210,11 +209,11 @@ async fn record(
     });
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
     let ev: k8s_openapi::api::events::v1::Event =
-        serde_json::from_value(ev).map_err(|e| e.to_string())?;
+        serde_json::from_value(ev).map_err(|e| Error::Transient(e.to_string()))?;
     api.create(&PostParams::default(), &ev)
         .await
         .map(|_| ())
-        .map_err(|e| format!("recording event {reason}: {}", describe(&e)))
+        .map_err(|e| Error::api(&format!("recording event {reason}"), &e))
 }
 
 #[cfg(test)]

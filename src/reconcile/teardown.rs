@@ -10,12 +10,12 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::api::reasons::{EventReason, StageOp};
+use crate::api::reasons::EventReason;
 use crate::api::{StageSet, keys};
 use crate::kube_client::{ClientFactory, DiscoveryError};
 use crate::metrics::ForceDropReason;
 use crate::reconcile::apply::{ObjectRef, sort_for_apply};
-use crate::reconcile::error::{Requeue, StageFailure, describe};
+use crate::reconcile::error::{Error, Requeue, describe};
 use crate::reconcile::{Env, Outcome, inventory, status};
 
 /// Why deleting objects failed.
@@ -42,13 +42,27 @@ impl DeleteError {
             ..DeleteError::default()
         }
     }
+}
 
-    /// The stage failure a prune reports.
-    pub fn into_failure(self, stage: &str, op: StageOp) -> StageFailure {
-        if self.permanent {
-            StageFailure::rbac(stage, op, self.message)
+impl From<Error> for DeleteError {
+    /// A pipeline error met while tearing down: denied is permanent.
+    fn from(e: Error) -> DeleteError {
+        DeleteError {
+            permanent: matches!(e, Error::Denied(_)),
+            message: e.to_string(),
+            ..DeleteError::default()
+        }
+    }
+}
+
+impl From<DeleteError> for Error {
+    /// Forbidden (or a kind gone) is [`Error::Denied`]; anything else,
+    /// unauthorized included, is retried.
+    fn from(e: DeleteError) -> Error {
+        if e.permanent {
+            Error::Denied(e.message)
         } else {
-            StageFailure::new(stage, op, self.message)
+            Error::Transient(e.message)
         }
     }
 }
@@ -141,7 +155,7 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, 
     let name = ss.name_any();
     let records = inventory::read(&env.clients.controller(), &namespace, &name)
         .await
-        .map_err(|e| ("read inventory", DeleteError::plain(e)))?;
+        .map_err(|e| ("read inventory", DeleteError::from(e)))?;
     let mut ordered: Vec<&inventory::StageRecord> = records.values().collect();
     ordered.sort_by(|a, b| b.position.cmp(&a.position).then(a.stage.cmp(&b.stage)));
     for record in ordered {
@@ -252,7 +266,7 @@ pub async fn delete_objects(
     }
 }
 
-async fn release_finalizer(client: &kube::Client, ss: &StageSet) -> Result<(), String> {
+async fn release_finalizer(client: &kube::Client, ss: &StageSet) -> Result<(), Error> {
     let namespace = ss.namespace().unwrap_or_default();
     let api: Api<StageSet> = Api::namespaced(client.clone(), &namespace);
     let remaining: Vec<String> = ss
@@ -277,6 +291,6 @@ async fn release_finalizer(client: &kube::Client, ss: &StageSet) -> Result<(), S
     {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        Err(e) => Err(describe(&e)),
+        Err(e) => Err(Error::api("releasing the finalizer", &e)),
     }
 }
