@@ -142,16 +142,10 @@ fn crds(output: &CrdsOutput) -> ExitCode {
 
 /// `stageset-controller build DIR [--path P] [--substitute NAME=VALUE]...`:
 /// prints what a stage would apply, as multi-document YAML, through the same
-/// build and substitution code as the controller.
+/// build and substitution code as the controller; a build directory with its
+/// own kustomization is built in place, as `kubectl kustomize` builds it.
 fn build(options: &BuildOptions) -> ExitCode {
     use stageset_controller::reconcile::{build, substitute};
-    let files = match build::read_dir(&options.dir) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{}: {e}", config::PROGRAM);
-            return ExitCode::from(1);
-        }
-    };
     // The stage of a StageSet manifest: its path, patches and inline
     // variables, exactly what the controller would use.
     let stage = match &options.stage {
@@ -197,7 +191,7 @@ fn build(options: &BuildOptions) -> ExitCode {
         .as_ref()
         .and_then(|s| s.patches.clone())
         .unwrap_or_default();
-    let objects = match build::render(&files, &path, &patches, vars.as_ref()) {
+    let objects = match build::render_dir(&options.dir, &path, &patches, vars.as_ref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: {e}", config::PROGRAM);

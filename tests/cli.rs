@@ -1083,6 +1083,83 @@ fn build_renders_a_stage_of_a_stageset_manifest() {
     );
 }
 
+/// Multi-document YAML as a list of values (empty documents dropped).
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// `stageset-controller build overlay/` builds an overlay whose base is
+/// `../base`, outside the directory given, exactly as `kubectl kustomize
+/// overlay/` does (its default LoadRestrictionsRootOnly); a plain file
+/// outside the overlay's directory is refused by both.
+#[test]
+fn build_takes_bases_outside_the_directory_like_kubectl_kustomize() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "base/kustomization.yaml",
+        "resources: [deploy.yaml]\nconfigMapGenerator:\n- name: web-config\n  literals: [mode=base]\n",
+    );
+    write(
+        "base/deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: web:1\n        envFrom:\n        - configMapRef: {name: web-config}\n",
+    );
+    write(
+        "overlay/kustomization.yaml",
+        "namespace: prod\nnamePrefix: prod-\nresources: [../base]\nimages:\n- name: web\n  newTag: \"2\"\n",
+    );
+    let overlay = dir.path().join("overlay");
+    let out = run(&["build", overlay.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kubectl = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl runs (scripts/test.sh installs it)");
+    assert!(kubectl.status.success(), "{}", stderr(&kubectl));
+    // The same objects; kubectl prints them in its own kind order.
+    let key = |v: &serde_json::Value| v["kind"].as_str().unwrap_or_default().to_owned();
+    let mut ours = yaml_docs(&stdout(&out));
+    let mut theirs = yaml_docs(&stdout(&kubectl));
+    ours.sort_by_key(key);
+    theirs.sort_by_key(key);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 2, "{}", stdout(&out));
+    assert_eq!(
+        ours[1]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2"
+    );
+
+    // A resource file beside the base, named from the overlay: refused.
+    write(
+        "base/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n",
+    );
+    write(
+        "overlay/kustomization.yaml",
+        "resources: [../base, ../base/extra.yaml]\n",
+    );
+    let out = run(&["build", overlay.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "stageset-controller: kustomize build of . failed: kustomization.yaml: path \"../base/extra.yaml\" is outside the kustomization directory \".\""
+    );
+    let kubectl = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl runs");
+    assert!(!kubectl.status.success(), "kubectl refuses it too");
+}
+
 /// The README's first command: `stageset-controller dev` rolls the sample
 /// release out on the embedded cluster and prints the listeners it serves.
 #[test]
