@@ -198,18 +198,12 @@ fn build(options: &BuildOptions) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut out = std::io::stdout().lock();
-    for object in &objects {
-        let text = match serde_yaml_ng::to_string(object) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{}: encoding YAML: {e}", config::PROGRAM);
-                return ExitCode::from(1);
-            }
-        };
-        if writeln!(out, "---\n{}", text.trim_end()).is_err() {
-            return ExitCode::from(1);
-        }
+    // Laid out like `kubectl kustomize` output, with every string that a YAML
+    // 1.1 reader (`kubectl apply -f -`) would take for something else quoted.
+    let text = kustomize::yaml::to_string(&objects);
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        eprintln!("{}: writing the output: {e}", config::PROGRAM);
+        return ExitCode::from(1);
     }
     ExitCode::SUCCESS
 }

@@ -1160,6 +1160,80 @@ fn build_takes_bases_outside_the_directory_like_kubectl_kustomize() {
     assert!(!kubectl.status.success(), "kubectl refuses it too");
 }
 
+/// `stageset-controller build DIR | kubectl create -f -` works: strings that
+/// a YAML 1.1 reader takes for booleans, numbers, timestamps or null (`yes`,
+/// `on`, `0x1F`, `1:20`, `2001-12-14`, `~`, an empty string) are quoted, so
+/// kubectl decodes the objects with the same strings. kubectl needs an API
+/// server for discovery even with `--dry-run=client`: kube-sim is it.
+#[test]
+fn build_output_is_read_by_kubectl_as_the_same_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifact");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::write(
+        art.join("kustomization.yaml"),
+        "resources: [cm.yaml]\nlabels:\n- pairs: {enabled: \"yes\", power: \"on\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        art.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tricky\n  annotations: {since: \"2001-12-14\", empty: \"\"}\ndata:\n  hex: \"0x1F\"\n  sexagesimal: \"1:20\"\n  tilde: \"~\"\n  \"on\": \"off\"\n  version: \"1.26\"\n  text: |\n    yes\n    no\n",
+    )
+    .unwrap();
+    let out = run(&["build", art.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let sim = kube_sim::KubeSim::start(kube_sim::Options::default()).expect("kube-sim starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let mut kubectl = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["create", "--dry-run=client", "-o", "json", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (scripts/test.sh installs it)");
+    use std::io::Write as _;
+    kubectl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&out.stdout)
+        .unwrap();
+    let created = kubectl.wait_with_output().unwrap();
+    assert!(
+        created.status.success(),
+        "kubectl refused our output: {}\n{}",
+        stderr(&created),
+        stdout(&out)
+    );
+    let cm: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(
+        cm["metadata"]["labels"],
+        serde_json::json!({"enabled": "yes", "power": "on"})
+    );
+    assert_eq!(
+        cm["metadata"]["annotations"],
+        serde_json::json!({"since": "2001-12-14", "empty": ""})
+    );
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({
+            "hex": "0x1F",
+            "sexagesimal": "1:20",
+            "tilde": "~",
+            "on": "off",
+            "version": "1.26",
+            "text": "yes\nno\n",
+        })
+    );
+}
+
 /// The README's first command: `stageset-controller dev` rolls the sample
 /// release out on the embedded cluster and prints the listeners it serves.
 #[test]

@@ -7,7 +7,8 @@
 //! names them), or Flux's secure build (everything confined to a root
 //! directory, through `..` and symlinks alike). There are no remote bases
 //! and no plugins, and fields it does not implement are refused by name
-//! rather than ignored.
+//! rather than ignored. [`yaml`] writes the objects out the way `kubectl
+//! kustomize` prints them, quoted for YAML 1.1 readers.
 
 mod fieldspec;
 mod generate;
@@ -16,6 +17,7 @@ mod nameref;
 mod patch;
 mod resource;
 mod transform;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 

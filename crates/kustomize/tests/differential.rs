@@ -11,6 +11,8 @@
 //! `../../base`) are outside the root. Error cases use the case directory
 //! as the root.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -66,6 +68,11 @@ fn build_dir(case: &Path) -> PathBuf {
 }
 
 fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    parse_yaml(&kubectl_kustomize_text(dir)?)
+}
+
+/// `kubectl kustomize dir`'s output, or its error.
+fn kubectl_kustomize_text(dir: &Path) -> Result<String, String> {
     let out = Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)
@@ -74,7 +81,7 @@ fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    parse_yaml(&String::from_utf8_lossy(&out.stdout))
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
 fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
@@ -88,17 +95,16 @@ fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
     Ok(docs)
 }
 
-/// Our output goes through YAML text too, so both sides are compared after
-/// the same parse.
+/// Our output goes through YAML text too ([`kustomize::yaml`]), so both
+/// sides are compared after the same parse.
 fn ours(case: &Path) -> Result<Vec<Value>, String> {
+    parse_yaml(&ours_text(case)?)
+}
+
+fn ours_text(case: &Path) -> Result<String, String> {
     let dir = build_dir(case);
     let objs = kustomize::build(&dir, &dir).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    for o in objs {
-        text.push_str("---\n");
-        text.push_str(&serde_yaml_ng::to_string(&o).map_err(|e| e.to_string())?);
-    }
-    parse_yaml(&text)
+    Ok(kustomize::yaml::to_string(&objs))
 }
 
 fn sort_key(v: &Value) -> (String, String, String, String) {
@@ -225,6 +231,65 @@ fn matches_real_kustomize() {
         "expected at least 40 cases, found {}",
         cases.len()
     );
+}
+
+/// What a YAML 1.1 reader (PyYAML; Kubernetes' readers follow YAML 1.1 too)
+/// makes of our output and of kubectl's: the same documents, for every
+/// case. testdata/yaml-1-1-strings holds strings that such a reader takes
+/// for booleans, numbers, timestamps or null unless they are quoted.
+#[test]
+fn a_yaml_1_1_reader_reads_our_output_as_kubectl_output() {
+    require_kubectl();
+    let cases = cases();
+    let mut texts = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap_or_default().to_string_lossy();
+        texts.push(ours_text(case).unwrap_or_else(|e| panic!("{name}: our build failed: {e}")));
+        texts.push(
+            kubectl_kustomize_text(&build_dir(case))
+                .unwrap_or_else(|e| panic!("{name}: kustomize failed: {e}")),
+        );
+    }
+    let parsed = support::pyyaml_all(&texts);
+    let mut failures = Vec::new();
+    for (case, pair) in cases.iter().zip(parsed.chunks(2)) {
+        let (mut mine, mut theirs) = (pair[0].clone(), pair[1].clone());
+        mine.sort_by_key(sort_key);
+        theirs.sort_by_key(sort_key);
+        let name = case.file_name().unwrap_or_default().to_string_lossy();
+        if mine.len() != theirs.len() {
+            failures.push(format!(
+                "{name}: {} objects, kustomize {}",
+                mine.len(),
+                theirs.len()
+            ));
+        } else if let Some(d) = mine
+            .iter()
+            .zip(&theirs)
+            .find_map(|(a, b)| first_diff(a, b, ""))
+        {
+            failures.push(format!("{name}: differs at {d}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The look-alikes stayed strings on both sides.
+    let index = cases
+        .iter()
+        .position(|c| c.ends_with("yaml-1-1-strings"))
+        .expect("the yaml-1-1-strings case");
+    let generated = parsed[2 * index]
+        .iter()
+        .find(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("generated-"))
+        })
+        .expect("the generated ConfigMap");
+    assert_eq!(generated["metadata"]["labels"]["flag"], "yes");
+    assert_eq!(generated["data"]["d"], "1:20");
+    assert_eq!(generated["data"]["e"], "2001-12-14");
+    assert_eq!(generated["data"]["f"], "~");
+    assert_eq!(generated["data"]["g"], "");
 }
 
 fn expect_error(case: &Path, dir: &Path, restrictions: kustomize::LoadRestrictions, want: &str) {
@@ -394,12 +459,7 @@ fn load_restrictions_none_matches_kubectl_and_stays_in_the_root() {
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs = parse_yaml(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let mut text = String::new();
-    for o in ours {
-        text.push_str("---\n");
-        text.push_str(&serde_yaml_ng::to_string(&o).unwrap());
-    }
-    let mut ours = parse_yaml(&text).unwrap();
+    let mut ours = parse_yaml(&kustomize::yaml::to_string(&ours)).unwrap();
     let mut theirs = theirs;
     ours.sort_by_key(sort_key);
     theirs.sort_by_key(sort_key);
