@@ -142,16 +142,10 @@ fn crds(output: &CrdsOutput) -> ExitCode {
 
 /// `stageset-controller build DIR [--path P] [--substitute NAME=VALUE]...`:
 /// prints what a stage would apply, as multi-document YAML, through the same
-/// build and substitution code as the controller.
+/// build and substitution code as the controller; a build directory with its
+/// own kustomization is built in place, as `kubectl kustomize` builds it.
 fn build(options: &BuildOptions) -> ExitCode {
     use stageset_controller::reconcile::{build, substitute};
-    let files = match build::read_dir(&options.dir) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{}: {e}", config::PROGRAM);
-            return ExitCode::from(1);
-        }
-    };
     // The stage of a StageSet manifest: its path, patches and inline
     // variables, exactly what the controller would use.
     let stage = match &options.stage {
@@ -197,25 +191,19 @@ fn build(options: &BuildOptions) -> ExitCode {
         .as_ref()
         .and_then(|s| s.patches.clone())
         .unwrap_or_default();
-    let objects = match build::render(&files, &path, &patches, vars.as_ref()) {
+    let objects = match build::render_dir(&options.dir, &path, &patches, vars.as_ref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{}: {e}", config::PROGRAM);
             return ExitCode::from(1);
         }
     };
-    let mut out = std::io::stdout().lock();
-    for object in &objects {
-        let text = match serde_yaml_ng::to_string(object) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{}: encoding YAML: {e}", config::PROGRAM);
-                return ExitCode::from(1);
-            }
-        };
-        if writeln!(out, "---\n{}", text.trim_end()).is_err() {
-            return ExitCode::from(1);
-        }
+    // Laid out like `kubectl kustomize` output, with every string that a YAML
+    // 1.1 reader (`kubectl apply -f -`) would take for something else quoted.
+    let text = kustomize::yaml::to_string(&objects);
+    if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
+        eprintln!("{}: writing the output: {e}", config::PROGRAM);
+        return ExitCode::from(1);
     }
     ExitCode::SUCCESS
 }

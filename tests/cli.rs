@@ -1083,6 +1083,157 @@ fn build_renders_a_stage_of_a_stageset_manifest() {
     );
 }
 
+/// Multi-document YAML as a list of values (empty documents dropped).
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &serde_json::Value| !v.is_null())
+        .collect()
+}
+
+/// `stageset-controller build overlay/` builds an overlay whose base is
+/// `../base`, outside the directory given, exactly as `kubectl kustomize
+/// overlay/` does (its default LoadRestrictionsRootOnly); a plain file
+/// outside the overlay's directory is refused by both.
+#[test]
+fn build_takes_bases_outside_the_directory_like_kubectl_kustomize() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |rel: &str, text: &str| {
+        let p = dir.path().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write(
+        "base/kustomization.yaml",
+        "resources: [deploy.yaml]\nconfigMapGenerator:\n- name: web-config\n  literals: [mode=base]\n",
+    );
+    write(
+        "base/deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: web:1\n        envFrom:\n        - configMapRef: {name: web-config}\n",
+    );
+    write(
+        "overlay/kustomization.yaml",
+        "namespace: prod\nnamePrefix: prod-\nresources: [../base]\nimages:\n- name: web\n  newTag: \"2\"\n",
+    );
+    let overlay = dir.path().join("overlay");
+    let out = run(&["build", overlay.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let kubectl = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl runs (scripts/test.sh installs it)");
+    assert!(kubectl.status.success(), "{}", stderr(&kubectl));
+    // The same objects; kubectl prints them in its own kind order.
+    let key = |v: &serde_json::Value| v["kind"].as_str().unwrap_or_default().to_owned();
+    let mut ours = yaml_docs(&stdout(&out));
+    let mut theirs = yaml_docs(&stdout(&kubectl));
+    ours.sort_by_key(key);
+    theirs.sort_by_key(key);
+    assert_eq!(ours, theirs);
+    assert_eq!(ours.len(), 2, "{}", stdout(&out));
+    assert_eq!(
+        ours[1]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:2"
+    );
+
+    // A resource file beside the base, named from the overlay: refused.
+    write(
+        "base/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: extra\n",
+    );
+    write(
+        "overlay/kustomization.yaml",
+        "resources: [../base, ../base/extra.yaml]\n",
+    );
+    let out = run(&["build", overlay.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "stageset-controller: kustomize build of . failed: kustomization.yaml: path \"../base/extra.yaml\" is outside the kustomization directory \".\""
+    );
+    let kubectl = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&overlay)
+        .output()
+        .expect("kubectl runs");
+    assert!(!kubectl.status.success(), "kubectl refuses it too");
+}
+
+/// `stageset-controller build DIR | kubectl create -f -` works: strings that
+/// a YAML 1.1 reader takes for booleans, numbers, timestamps or null (`yes`,
+/// `on`, `0x1F`, `1:20`, `2001-12-14`, `~`, an empty string) are quoted, so
+/// kubectl decodes the objects with the same strings. kubectl needs an API
+/// server for discovery even with `--dry-run=client`: kube-sim is it.
+#[test]
+fn build_output_is_read_by_kubectl_as_the_same_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let art = dir.path().join("artifact");
+    std::fs::create_dir_all(&art).unwrap();
+    std::fs::write(
+        art.join("kustomization.yaml"),
+        "resources: [cm.yaml]\nlabels:\n- pairs: {enabled: \"yes\", power: \"on\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        art.join("cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tricky\n  annotations: {since: \"2001-12-14\", empty: \"\"}\ndata:\n  hex: \"0x1F\"\n  sexagesimal: \"1:20\"\n  tilde: \"~\"\n  \"on\": \"off\"\n  version: \"1.26\"\n  text: |\n    yes\n    no\n",
+    )
+    .unwrap();
+    let out = run(&["build", art.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let sim = kube_sim::KubeSim::start(kube_sim::Options::default()).expect("kube-sim starts");
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let mut kubectl = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .arg("--cache-dir")
+        .arg(dir.path().join("cache"))
+        .args(["create", "--dry-run=client", "-o", "json", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (scripts/test.sh installs it)");
+    use std::io::Write as _;
+    kubectl
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&out.stdout)
+        .unwrap();
+    let created = kubectl.wait_with_output().unwrap();
+    assert!(
+        created.status.success(),
+        "kubectl refused our output: {}\n{}",
+        stderr(&created),
+        stdout(&out)
+    );
+    let cm: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
+    assert_eq!(cm["kind"], "ConfigMap");
+    assert_eq!(
+        cm["metadata"]["labels"],
+        serde_json::json!({"enabled": "yes", "power": "on"})
+    );
+    assert_eq!(
+        cm["metadata"]["annotations"],
+        serde_json::json!({"since": "2001-12-14", "empty": ""})
+    );
+    assert_eq!(
+        cm["data"],
+        serde_json::json!({
+            "hex": "0x1F",
+            "sexagesimal": "1:20",
+            "tilde": "~",
+            "on": "off",
+            "version": "1.26",
+            "text": "yes\nno\n",
+        })
+    );
+}
+
 /// The README's first command: `stageset-controller dev` rolls the sample
 /// release out on the embedded cluster and prints the listeners it serves.
 #[test]

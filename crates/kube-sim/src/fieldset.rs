@@ -62,16 +62,16 @@ impl PathElement {
                     if i > 0 {
                         out.push(',');
                     }
-                    go_json_string(name, &mut out);
+                    gofmt::marshal_str_into(&mut out, name);
                     out.push(':');
-                    go_json(value, &mut out);
+                    gofmt::marshal_into(&mut out, value);
                 }
                 out.push('}');
                 out
             }
             PathElement::Value(value) => {
                 let mut out = String::from("v:");
-                go_json(value, &mut out);
+                gofmt::marshal_into(&mut out, value);
                 out
             }
             PathElement::Index(i) => format!("i:{i}"),
@@ -772,79 +772,13 @@ pub(crate) fn value_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// Go's `%q` quoting of a string.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => {
-                let n = c as u32;
-                if n <= 0xffff {
-                    out.push_str(&format!("\\u{n:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{n:08x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `%v` rendering of a float64.
-pub(crate) fn go_float(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".to_string();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 { "+Inf" } else { "-Inf" }.to_string();
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() { "-0" } else { "0" }.to_string();
-    }
-    // Shortest digits and decimal exponent; like Go's 'g' format with the
-    // shortest precision, the exponent form is used below 1e-4 and from 1e+06.
-    let sci = format!("{f:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if !(-4..6).contains(&exp) {
-        return go_exp_form(mantissa, exp);
-    }
-    format!("{f}")
-}
-
-fn go_exp_form(mantissa: &str, exp: i32) -> String {
-    let sign = if exp < 0 { '-' } else { '+' };
-    format!("{mantissa}e{sign}{:02}", exp.abs())
-}
-
 /// structured-merge-diff's `value.ToString`, used in path strings.
 pub(crate) fn value_to_string(v: &Value) -> String {
     match v {
         Value::Null => "null".to_string(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => {
-            if n.is_f64() {
-                go_float(n.as_f64().unwrap_or(0.0))
-            } else {
-                n.to_string()
-            }
-        }
-        Value::String(s) => go_quote(s),
+        Value::Number(n) => gofmt::format_number(n),
+        Value::String(s) => gofmt::quote(s),
         Value::Array(items) => {
             let parts: Vec<String> = items.iter().map(value_to_string).collect();
             format!("[{}]", parts.join(","))
@@ -856,78 +790,6 @@ pub(crate) fn value_to_string(v: &Value) -> String {
                 .map(|k| format!("{k}={}", value_to_string(&map[k.as_str()])))
                 .collect::<Vec<_>>()
                 .join("")
-        }
-    }
-}
-
-/// Writes a string as Go's `encoding/json` does (with HTML escaping).
-pub(crate) fn go_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Writes a value as Go's `encoding/json` does (maps with sorted keys).
-pub(crate) fn go_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            if n.is_f64() {
-                let f = n.as_f64().unwrap_or(0.0);
-                let abs = f.abs();
-                if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-                    let sci = format!("{f:e}");
-                    let (m, e) = sci.split_once('e').unwrap_or((&sci, "0"));
-                    let e: i32 = e.parse().unwrap_or(0);
-                    let sign = if e < 0 { '-' } else { '+' };
-                    out.push_str(&format!("{m}e{sign}{}", e.abs()));
-                } else {
-                    out.push_str(&format!("{f}"));
-                }
-            } else {
-                out.push_str(&n.to_string());
-            }
-        }
-        Value::String(s) => go_json_string(s, out),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json_string(k, out);
-                out.push(':');
-                go_json(&map[k.as_str()], out);
-            }
-            out.push('}');
         }
     }
 }
@@ -1210,15 +1072,5 @@ mod tests {
         // List items and undeclared fields are not added.
         assert!(!ensured.contains(&[f("spec"), f("containers"), key("name", json!("a"))]));
         assert_eq!(ensured.len(), 3);
-    }
-
-    #[test]
-    fn go_rendering() {
-        assert_eq!(go_quote("a\"b\n"), "\"a\\\"b\\n\"");
-        assert_eq!(go_float(1.5), "1.5");
-        assert_eq!(go_float(100000.0), "100000");
-        assert_eq!(go_float(1e6), "1e+06");
-        assert_eq!(go_float(0.0001), "0.0001");
-        assert_eq!(go_float(0.00001), "1e-05");
     }
 }

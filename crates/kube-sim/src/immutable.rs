@@ -30,7 +30,7 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value, json};
 
-use crate::validation::{FieldError, go_json};
+use crate::validation::FieldError;
 
 /// `apimachinery/pkg/api/validation.FieldImmutableErrorMsg`.
 pub const FIELD_IMMUTABLE: &str = "field is immutable";
@@ -250,7 +250,7 @@ fn service(new: &Value, old: &Value) -> Vec<FieldError> {
     let old_ips = cluster_ips(old);
     let new_ips = cluster_ips(new);
     // The bad value is the whole new `[]string` (null when unset).
-    let rendered = go_json(new.pointer("/spec/clusterIPs").unwrap_or(&Value::Null));
+    let rendered = gofmt::marshal(new.pointer("/spec/clusterIPs").unwrap_or(&Value::Null));
     let invalid = |i: usize, detail: &str| {
         FieldError::invalid_rendered(format!("spec.clusterIPs[{i}]"), rendered.clone(), detail)
     };
@@ -420,7 +420,7 @@ fn volume_mode_immutable(new: &Value, old: &Value) -> Vec<FieldError> {
     }
     vec![FieldError::invalid_rendered(
         "volumeMode",
-        go_json(n.unwrap_or(&Value::Null)),
+        gofmt::marshal(n.unwrap_or(&Value::Null)),
         FIELD_IMMUTABLE,
     )]
 }
@@ -566,7 +566,7 @@ fn stateful_set(new: &Value, old: &Value) -> Vec<FieldError> {
 fn job(new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let field_of = |o: &Value, f: &str| o.pointer(&format!("/spec/{f}")).cloned();
-    let render = |v: &Option<Value>| go_json(v.as_ref().unwrap_or(&Value::Null));
+    let render = |v: &Option<Value>| gofmt::marshal(v.as_ref().unwrap_or(&Value::Null));
 
     // completions
     let (new_c, old_c) = (field_of(new, "completions"), field_of(old, "completions"));
@@ -607,7 +607,7 @@ fn job(new: &Value, old: &Value) -> Vec<FieldError> {
     if !semantic_eq(Some(&new_t), Some(&old_t)) {
         errs.push(FieldError::invalid_rendered(
             "spec.template",
-            go_json(&new_t),
+            gofmt::marshal(&new_t),
             FIELD_IMMUTABLE,
         ));
     }
@@ -730,7 +730,7 @@ pub fn render_label_selector(selector: Option<&Value>) -> String {
         .get("matchLabels")
         .filter(|v| v.as_object().is_some_and(|m| !m.is_empty()))
     {
-        parts.push(format!("\"matchLabels\":{}", go_json(ml)));
+        parts.push(format!("\"matchLabels\":{}", gofmt::marshal(ml)));
     }
     if let Some(me) = sel
         .get("matchExpressions")
@@ -742,12 +742,16 @@ pub fn render_label_selector(selector: Option<&Value>) -> String {
             .map(|r| {
                 let key = r.get("key").cloned().unwrap_or(json!(""));
                 let op = r.get("operator").cloned().unwrap_or(json!(""));
-                let mut s = format!("{{\"key\":{},\"operator\":{}", go_json(&key), go_json(&op));
+                let mut s = format!(
+                    "{{\"key\":{},\"operator\":{}",
+                    gofmt::marshal(&key),
+                    gofmt::marshal(&op)
+                );
                 if let Some(vals) = r
                     .get("values")
                     .filter(|v| v.as_array().is_some_and(|a| !a.is_empty()))
                 {
-                    s.push_str(&format!(",\"values\":{}", go_json(vals)));
+                    s.push_str(&format!(",\"values\":{}", gofmt::marshal(vals)));
                 }
                 s.push('}');
                 s
@@ -861,7 +865,7 @@ pub fn parse_quantity(s: &str) -> Option<i128> {
 fn struct_diff(type_name: &str, fields: &[(&str, &str)], old: &Value, new: &Value) -> String {
     let render = |v: Option<&Value>| match normalize(v, None) {
         None => "nil".to_string(),
-        Some(_) => go_json(v.unwrap_or(&Value::Null)),
+        Some(_) => gofmt::marshal(v.unwrap_or(&Value::Null)),
     };
     let mut lines = vec![format!("  {type_name}{{")];
     let mut identical = 0;

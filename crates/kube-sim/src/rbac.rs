@@ -33,7 +33,6 @@
 //! `metadata.name` field selector carry that name.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -263,41 +262,9 @@ impl StatusError {
 // Go-compatible formatting helpers
 // ---------------------------------------------------------------------------
 
-/// Go's `%q` for a string (strconv.Quote).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                let _ = write!(out, "\\x{:02x}", c as u32);
-            }
-            c if c.is_control() || (c.is_whitespace() && c != ' ') => {
-                if (c as u32) < 0x10000 {
-                    let _ = write!(out, "\\u{:04x}", c as u32);
-                } else {
-                    let _ = write!(out, "\\U{:08x}", c as u32);
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Go's `%q` for a `[]string`.
 fn go_quote_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    let quoted: Vec<String> = items.iter().map(|s| gofmt::quote(s)).collect();
     format!("[{}]", quoted.join(" "))
 }
 
@@ -654,22 +621,22 @@ impl RuleSource<'_> {
             };
             format!(
                 "{subject_kind} {}",
-                go_quote(&format!("{subject_name}/{ns}"))
+                gofmt::quote(&format!("{subject_name}/{ns}"))
             )
         } else {
-            format!("{subject_kind} {}", go_quote(subject_name))
+            format!("{subject_kind} {}", gofmt::quote(subject_name))
         };
         if self.binding_namespace.is_empty() {
             format!(
                 "ClusterRoleBinding {} of {role_kind} {} to {subject}",
-                go_quote(name),
-                go_quote(role_name)
+                gofmt::quote(name),
+                gofmt::quote(role_name)
             )
         } else {
             format!(
                 "RoleBinding {} of {role_kind} {} to {subject}",
-                go_quote(&format!("{name}/{}", self.binding_namespace)),
-                go_quote(role_name)
+                gofmt::quote(&format!("{name}/{}", self.binding_namespace)),
+                gofmt::quote(role_name)
             )
         }
     }
@@ -717,13 +684,13 @@ impl<'o> Resolver<'o> {
                 .iter()
                 .find(|r| str_at(r, &["metadata", "name"]) == name)
                 .map(PolicyRule::list_of)
-                .ok_or_else(|| format!("role.{RBAC_GROUP} {} not found", go_quote(name))),
-            "ClusterRole" => self
-                .cluster_role_rules(name)
-                .ok_or_else(|| format!("clusterrole.{RBAC_GROUP} {} not found", go_quote(name))),
+                .ok_or_else(|| format!("role.{RBAC_GROUP} {} not found", gofmt::quote(name))),
+            "ClusterRole" => self.cluster_role_rules(name).ok_or_else(|| {
+                format!("clusterrole.{RBAC_GROUP} {} not found", gofmt::quote(name))
+            }),
             _ => Err(format!(
                 "unsupported role reference kind: {}",
-                go_quote(kind)
+                gofmt::quote(kind)
             )),
         }
     }
@@ -865,12 +832,12 @@ pub fn authorize(objects: &dyn RbacObjects, user: &UserInfo, attrs: &Attributes)
 
 /// The "User ... cannot ..." part of a 403 (responsewriters.forbiddenMessage).
 fn forbidden_detail(user: &UserInfo, attrs: &Attributes) -> String {
-    let user = go_quote(&user.name);
+    let user = gofmt::quote(&user.name);
     if !attrs.resource_request {
         return format!(
             "User {user} cannot {} path {}",
             attrs.verb,
-            go_quote(&attrs.path)
+            gofmt::quote(&attrs.path)
         );
     }
     let resource = if attrs.subresource.is_empty() {
@@ -881,13 +848,13 @@ fn forbidden_detail(user: &UserInfo, attrs: &Attributes) -> String {
     let scope = if attrs.namespace.is_empty() {
         "at the cluster scope".to_string()
     } else {
-        format!("in the namespace {}", go_quote(&attrs.namespace))
+        format!("in the namespace {}", gofmt::quote(&attrs.namespace))
     };
     format!(
         "User {user} cannot {} resource {} in API group {} {scope}",
         attrs.verb,
-        go_quote(&resource),
-        go_quote(&attrs.api_group)
+        gofmt::quote(&resource),
+        gofmt::quote(&attrs.api_group)
     )
 }
 
@@ -913,7 +880,7 @@ pub fn forbidden_error(user: &UserInfo, attrs: &Attributes, reason: &str) -> Sta
     } else {
         format!(
             "{group_resource} {} is forbidden: {err}",
-            go_quote(&attrs.name)
+            gofmt::quote(&attrs.name)
         )
     };
     StatusError {
@@ -1269,7 +1236,7 @@ impl WantedUser {
         let groups = if self.groups.is_empty() {
             "[]string(nil)".to_string()
         } else {
-            let quoted: Vec<String> = self.groups.iter().map(|g| go_quote(g)).collect();
+            let quoted: Vec<String> = self.groups.iter().map(|g| gofmt::quote(g)).collect();
             format!("[]string{{{}}}", quoted.join(", "))
         };
         let extra = if self.extra.is_empty() {
@@ -1279,16 +1246,16 @@ impl WantedUser {
                 .extra
                 .iter()
                 .map(|(k, vs)| {
-                    let quoted: Vec<String> = vs.iter().map(|v| go_quote(v)).collect();
-                    format!("{}:[]string{{{}}}", go_quote(k), quoted.join(", "))
+                    let quoted: Vec<String> = vs.iter().map(|v| gofmt::quote(v)).collect();
+                    format!("{}:[]string{{{}}}", gofmt::quote(k), quoted.join(", "))
                 })
                 .collect();
             format!("map[string][]string{{{}}}", entries.join(", "))
         };
         format!(
             "&user.DefaultInfo{{Name:{}, UID:{}, Groups:{groups}, Extra:{extra}}}",
-            go_quote(&self.name),
-            go_quote(&self.uid)
+            gofmt::quote(&self.name),
+            gofmt::quote(&self.uid)
         )
     }
 }
@@ -1521,7 +1488,10 @@ const HTTP_PATH_ERROR: &str =
 /// The field errors of `IsDomainPrefixedPath(field.NewPath("extra", "key"), key)`.
 fn domain_prefixed_path_errors(key: &str) -> Vec<String> {
     let invalid = |value: &str, detail: &str| {
-        format!("extra.key: Invalid value: {}: {detail}", go_quote(value))
+        format!(
+            "extra.key: Invalid value: {}: {detail}",
+            gofmt::quote(value)
+        )
     };
     let Some((host, path)) = key
         .split_once('/')
@@ -1568,7 +1538,7 @@ fn validate_extra(extra: &BTreeMap<String, Vec<String>>) -> Result<(), String> {
         if *key != key.to_lowercase() {
             return Err(format!(
                 "impersonating a non-lowercase key in extra is not allowed: {}",
-                go_quote(key)
+                gofmt::quote(key)
             ));
         }
         if values.is_empty() {
@@ -3184,12 +3154,9 @@ mod tests {
     }
 
     #[test]
-    fn go_quote_escapes_like_strconv_quote() {
-        assert_eq!(go_quote("plain"), "\"plain\"");
-        assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
-        assert_eq!(go_quote("tab\there\n"), "\"tab\\there\\n\"");
-        assert_eq!(go_quote("\u{1}"), "\"\\x01\"");
-        assert_eq!(go_quote("é"), "\"é\"");
+    fn go_quote_list_is_percent_q_of_a_string_slice() {
+        assert_eq!(go_quote_list(&[]), "[]");
+        assert_eq!(go_quote_list(&["a\"b".into()]), "[\"a\\\"b\"]");
         assert_eq!(go_quote_list(&["a".into(), "b".into()]), "[\"a\" \"b\"]");
     }
 

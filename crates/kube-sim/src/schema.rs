@@ -46,9 +46,7 @@ use cel::{Context, Env, ExecutionError, Program};
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::validation::{
-    self, FieldError, NIL_PATH, NameRule, go_format_float_v, go_json, go_quote, is_dns1035_label,
-};
+use crate::validation::{self, FieldError, NIL_PATH, NameRule, is_dns1035_label};
 
 /// What to do with the fields pruning drops (the `fieldValidation` query
 /// parameter).
@@ -940,7 +938,7 @@ fn type_error(path: &str, type_name: &str, value: &str) -> FieldError {
         Value::String(value.into()),
         format!(
             "{path} in body must be of type {type_name}: {}",
-            go_quote(value)
+            gofmt::quote(value)
         ),
     )
 }
@@ -1002,7 +1000,7 @@ fn oa_props(s: &Node, path: &str, v: &Value, old: Option<&Value>, errs: &mut Vec
         if !succeeded {
             errs.push(composite_error(format!(
                 "{} must validate at least one schema (anyOf)",
-                go_quote(path)
+                gofmt::quote(path)
             )));
         }
         if let Some((_, e)) = best {
@@ -1032,7 +1030,7 @@ fn oa_props(s: &Node, path: &str, v: &Value, old: Option<&Value>, errs: &mut Vec
             };
             errs.push(composite_error(format!(
                 "{} must validate one and only one schema (oneOf). {extra}",
-                go_quote(path)
+                gofmt::quote(path)
             )));
             if let Some((_, e)) = best {
                 errs.extend(e);
@@ -1057,7 +1055,7 @@ fn oa_props(s: &Node, path: &str, v: &Value, old: Option<&Value>, errs: &mut Vec
             };
             errs.push(composite_error(format!(
                 "{} must validate all the schemas (allOf){extra}",
-                go_quote(path)
+                gofmt::quote(path)
             )));
         }
     }
@@ -1067,7 +1065,7 @@ fn oa_props(s: &Node, path: &str, v: &Value, old: Option<&Value>, errs: &mut Vec
         if e.is_empty() {
             errs.push(composite_error(format!(
                 "{} must not validate the schema (not)",
-                go_quote(path)
+                gofmt::quote(path)
             )));
         }
     }
@@ -1131,7 +1129,7 @@ fn oa_number(s: &Node, path: &str, v: &Value, errs: &mut Vec<FieldError>) {
                         serde_json::json!(factor),
                         format!(
                             "factor MultipleOf declared for {path} must be positive: {}",
-                            go_format_float_v(factor)
+                            gofmt::format_float(factor)
                         ),
                     ));
                 } else {
@@ -1146,7 +1144,7 @@ fn oa_number(s: &Node, path: &str, v: &Value, errs: &mut Vec<FieldError>) {
                             v.clone(),
                             format!(
                                 "{path} in body should be a multiple of {}",
-                                go_format_float_v(factor)
+                                gofmt::format_float(factor)
                             ),
                         ));
                     }
@@ -1163,7 +1161,7 @@ fn oa_number(s: &Node, path: &str, v: &Value, errs: &mut Vec<FieldError>) {
             }
             Num::Float(x) => (
                 (!excl && x < min) || (excl && x <= min),
-                go_format_float_v(min),
+                gofmt::format_float(min),
             ),
         };
         if fails {
@@ -1188,7 +1186,7 @@ fn oa_number(s: &Node, path: &str, v: &Value, errs: &mut Vec<FieldError>) {
             }
             Num::Float(x) => (
                 (!excl && x > max) || (excl && x >= max),
-                go_format_float_v(max),
+                gofmt::format_float(max),
             ),
         };
         if fails {
@@ -1231,7 +1229,7 @@ fn oa_enum(s: &Node, path: &str, v: &Value, errs: &mut Vec<FieldError>) {
         .iter()
         .map(|e| match e {
             Value::String(s) => s.clone(),
-            other => go_json(other),
+            other => gofmt::marshal(other),
         })
         .collect();
     errs.push(FieldError::not_supported(
@@ -1392,7 +1390,10 @@ fn oa_validate(
                 errs.push(FieldError::type_invalid(
                     openapi_field(path),
                     v.clone(),
-                    format!("{path} in body must be of type {fmt}: {}", go_quote(text)),
+                    format!(
+                        "{path} in body must be of type {fmt}: {}",
+                        gofmt::quote(text)
+                    ),
                 ));
             }
             count += 1;
@@ -1544,7 +1545,7 @@ fn non_unique(items: &[Option<Value>]) -> Vec<usize> {
     for (i, x) in items.iter().enumerate() {
         let key = match x {
             None => "\u{0}unspecified".to_string(),
-            Some(v @ (Value::Object(_) | Value::Array(_))) => format!("c{}", go_json(v)),
+            Some(v @ (Value::Object(_) | Value::Array(_))) => format!("c{}", gofmt::marshal(v)),
             Some(v) => format!("s{v}"),
         };
         match seen.iter_mut().find(|(k, _)| *k == key) {
@@ -2690,7 +2691,7 @@ impl CompiledSchema {
                 UnknownFieldPolicy::Warn => warnings.extend(
                     unknown
                         .iter()
-                        .map(|p| format!("unknown field {}", go_quote(p))),
+                        .map(|p| format!("unknown field {}", gofmt::quote(p))),
                 ),
                 UnknownFieldPolicy::Ignore => {}
             }

@@ -22,7 +22,6 @@
 
 use serde_json::{Map, Value};
 
-use crate::fieldset::go_float;
 use crate::typeinfo::{SmpStrategy, TypeNode};
 
 const DIRECTIVE: &str = "$patch";
@@ -877,8 +876,7 @@ fn go_fmt(v: &Value) -> String {
     match v {
         Value::Null => "<nil>".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) if n.is_f64() => go_float(n.as_f64().unwrap_or(0.0)),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => gofmt::format_number(n),
         Value::String(s) => s.clone(),
         Value::Array(items) => go_fmt_list(items),
         Value::Object(m) => go_fmt_map(m),

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 use crate::builtin_types::{split_api_version, zero_value};
 use crate::fieldset::{
     Atom, FieldSet, ListKind, Path, PathElement, accepts_undeclared, field_set_of, from_fields_v1,
-    go_quote, list_item_pe, map_field, resolve, to_fields_v1, value_eq,
+    list_item_pe, map_field, resolve, to_fields_v1, value_eq,
 };
 use crate::typeinfo::TypeNode;
 
@@ -67,9 +67,9 @@ impl Conflict {
     /// `"mgr"`, `"mgr" using apps/v1` (update managers), with
     /// ` with subresource "status"` after the name when there is one.
     pub fn manager_description(&self) -> String {
-        let mut s = go_quote(&self.manager);
+        let mut s = gofmt::quote(&self.manager);
         if let Some(sub) = &self.subresource {
-            s.push_str(&format!(" with subresource {}", go_quote(sub)));
+            s.push_str(&format!(" with subresource {}", gofmt::quote(sub)));
         }
         if self.operation == "Update" {
             s.push_str(&format!(" using {}", self.api_version));
@@ -202,9 +202,9 @@ impl ManagerId {
                     json.push(',');
                 }
                 first = false;
-                crate::fieldset::go_json_string(k, &mut json);
+                gofmt::marshal_str_into(&mut json, k);
                 json.push(':');
-                crate::fieldset::go_json(v, &mut json);
+                gofmt::marshal_into(&mut json, v);
             }
         }
         json.push('}');

@@ -125,7 +125,7 @@ pub struct FieldError {
     pub detail: String,
     /// The bad value already rendered, for values the real server renders
     /// from a typed Go struct (`json.Marshal` keeps struct field order, which
-    /// is not the sorted key order [`go_json`] uses). Takes precedence over
+    /// is not the sorted key order [`gofmt::marshal`] uses). Takes precedence over
     /// `value` when set.
     pub rendered: Option<String>,
 }
@@ -191,7 +191,7 @@ impl FieldError {
         let detail = if supported.is_empty() {
             String::new()
         } else {
-            let quoted: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+            let quoted: Vec<String> = supported.iter().map(|s| gofmt::quote(s)).collect();
             format!("supported values: {}", quoted.join(", "))
         };
         Self::new(
@@ -276,7 +276,9 @@ impl FieldError {
     /// `ErrorBody()`: the message without the field path.
     pub fn body(&self) -> String {
         let mut s = match &self.kind {
-            ErrorKind::UnknownField => return format!("unknown field {}", go_quote(&self.field)),
+            ErrorKind::UnknownField => {
+                return format!("unknown field {}", gofmt::quote(&self.field));
+            }
             ErrorKind::Required
             | ErrorKind::Forbidden
             | ErrorKind::TooLong
@@ -345,8 +347,8 @@ pub fn aggregate_message(errors: &[FieldError]) -> Option<String> {
 pub fn invalid_message(kind: &str, group: &str, name: &str, errors: &[FieldError]) -> String {
     let qk = qualified_kind(kind, group);
     match aggregate_message(errors) {
-        None => format!("{} {} is invalid", qk, go_quote(name)),
-        Some(agg) => format!("{} {} is invalid: {}", qk, go_quote(name), agg),
+        None => format!("{} {} is invalid", qk, gofmt::quote(name)),
+        Some(agg) => format!("{} {} is invalid: {}", qk, gofmt::quote(name), agg),
     }
 }
 
@@ -402,7 +404,7 @@ pub fn strict_decoding_message(kind: &str, version: &str, errors: &[FieldError])
     format!(
         "{} in version {} cannot be handled as a {}: strict decoding error: {}",
         kind,
-        go_quote(version),
+        gofmt::quote(version),
         kind,
         msgs.join(", ")
     )
@@ -416,237 +418,10 @@ pub fn strict_decoding_message(kind: &str, version: &str, errors: &[FieldError])
 /// numbers and booleans, Go JSON for everything else (`null` included).
 pub fn go_value(v: &Value) -> String {
     match v {
-        Value::String(s) => go_quote(s),
+        Value::String(s) => gofmt::quote(s),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => {
-            if let Some(f) = number_as_go_float(n) {
-                go_format_float_v(f)
-            } else {
-                n.to_string()
-            }
-        }
-        _ => go_json(v),
-    }
-}
-
-/// `Some(f)` when the JSON number is a Go `float64` after decoding (it has a
-/// fraction or an exponent), `None` when it decodes to an `int64`.
-pub(crate) fn number_as_go_float(n: &serde_json::Number) -> Option<f64> {
-    if n.is_f64() { n.as_f64() } else { None }
-}
-
-/// Go's `strconv.Quote` (the `%q` verb for strings).
-pub fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{07}' => out.push_str("\\a"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{0B}' => out.push_str("\\v"),
-            c if go_is_print(c) => out.push(c),
-            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `strconv.IsPrint`: letters, marks, numbers,
-/// punctuation, symbols and the ASCII space.
-fn go_is_print(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    let u = c as u32;
-    // Format characters, private use, surrogates and non-characters Go refuses.
-    !matches!(u,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F
-        | 0x202A..=0x202E | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB
-        | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF)
-}
-
-/// Go's `encoding/json` rendering of a JSON value: object keys sorted,
-/// `<`, `>`, `&`, U+2028 and U+2029 escaped, floats formatted like Go.
-pub fn go_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_go_json(v, &mut out);
-    out
-}
-
-fn write_go_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match number_as_go_float(n) {
-            Some(f) => out.push_str(&go_format_float_json(f)),
-            None => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => write_go_json_string(s, out),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, item) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_go_json(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_go_json_string(k, out);
-                out.push(':');
-                write_go_json(&m[k.as_str()], out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_go_json_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32))
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-/// Shortest decimal digits of `|f|` and the decimal point position
-/// (`0.0123` is `("123", -1)`).
-fn shortest_digits(f: f64) -> (String, i32) {
-    let e = format!("{:e}", f.abs());
-    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let digits = digits.trim_end_matches('0').to_string();
-    let digits = if digits.is_empty() {
-        "0".to_string()
-    } else {
-        digits
-    };
-    (digits, exp + 1)
-}
-
-fn fmt_e(neg: bool, digits: &str, dp: i32) -> String {
-    let mut s = String::new();
-    if neg {
-        s.push('-');
-    }
-    s.push_str(&digits[..1]);
-    if digits.len() > 1 {
-        s.push('.');
-        s.push_str(&digits[1..]);
-    }
-    let exp = if digits == "0" { 0 } else { dp - 1 };
-    s.push('e');
-    s.push(if exp < 0 { '-' } else { '+' });
-    let a = exp.abs();
-    if a < 10 {
-        s.push('0');
-    }
-    s.push_str(&a.to_string());
-    s
-}
-
-fn fmt_f(neg: bool, digits: &str, dp: i32) -> String {
-    let mut s = String::new();
-    if neg {
-        s.push('-');
-    }
-    if dp <= 0 {
-        s.push_str("0.");
-        for _ in 0..(-dp) {
-            s.push('0');
-        }
-        s.push_str(digits);
-    } else if (dp as usize) >= digits.len() {
-        s.push_str(digits);
-        for _ in 0..(dp as usize - digits.len()) {
-            s.push('0');
-        }
-    } else {
-        s.push_str(&digits[..dp as usize]);
-        s.push('.');
-        s.push_str(&digits[dp as usize..]);
-    }
-    s
-}
-
-/// Go's `%v` for a `float64` (`strconv.FormatFloat(f, 'g', -1, 64)`).
-pub fn go_format_float_v(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if f == 0.0 {
-        return if f.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    let (digits, dp) = shortest_digits(f);
-    let exp = dp - 1;
-    if !(-4..6).contains(&exp) {
-        fmt_e(f < 0.0, &digits, dp)
-    } else {
-        fmt_f(f < 0.0, &digits, dp)
-    }
-}
-
-/// Go's `encoding/json` rendering of a `float64`.
-pub fn go_format_float_json(f: f64) -> String {
-    if f == 0.0 || !f.is_finite() {
-        return "0".into();
-    }
-    let (digits, dp) = shortest_digits(f);
-    let abs = f.abs();
-    if !(1e-6..1e21).contains(&abs) {
-        let s = fmt_e(f < 0.0, &digits, dp);
-        // encoding/json turns e-09 into e-9 (but keeps e+21).
-        if let Some(idx) = s.find("e-0") {
-            let mut t = s.clone();
-            t.replace_range(idx..idx + 3, "e-");
-            return t;
-        }
-        s
-    } else {
-        fmt_f(f < 0.0, &digits, dp)
+        Value::Number(n) => gofmt::format_number(n),
+        _ => gofmt::marshal(v),
     }
 }
 
@@ -1185,23 +960,18 @@ mod tests {
     }
 
     #[test]
-    fn go_rendering() {
-        assert_eq!(go_quote("a\"b\\c\n"), r#""a\"b\\c\n""#);
-        assert_eq!(go_quote("é"), "\"é\"");
-        assert_eq!(go_format_float_v(1.5), "1.5");
-        assert_eq!(go_format_float_v(1.0), "1");
-        assert_eq!(go_format_float_v(1e6), "1e+06");
-        assert_eq!(go_format_float_v(123456.0), "123456");
-        assert_eq!(go_format_float_v(0.0001), "0.0001");
-        assert_eq!(go_format_float_v(0.00001), "1e-05");
-        assert_eq!(go_format_float_json(1e21), "1e+21");
-        assert_eq!(go_format_float_json(1e-7), "1e-7");
-        assert_eq!(go_format_float_json(100000000.0), "100000000");
+    fn bad_values_render_like_error_body() {
+        // %q for strings, %v for numbers and booleans, JSON for the rest.
+        assert_eq!(go_value(&json!("a\"b\n")), r#""a\"b\n""#);
+        assert_eq!(go_value(&json!(2.5)), "2.5");
+        assert_eq!(go_value(&json!(1e6)), "1e+06");
+        assert_eq!(go_value(&json!(7)), "7");
+        assert_eq!(go_value(&json!(true)), "true");
+        assert_eq!(go_value(&Value::Null), "null");
         assert_eq!(
-            go_json(&json!({"b": 1, "a": "<&>"})),
+            go_value(&json!({"b": 1, "a": "<&>"})),
             r#"{"a":"\u003c\u0026\u003e","b":1}"#
         );
-        assert_eq!(go_value(&json!(2.5)), "2.5");
     }
 
     #[test]

@@ -5,62 +5,6 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-/// Encodes like Go's encoding/json: map keys sorted, HTML characters and
-/// U+2028/U+2029 escaped.
-fn go_json(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&n.to_string()),
-        Value::String(s) => go_string(s, out),
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_json(x, out);
-            }
-            out.push(']');
-        }
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                go_string(k, out);
-                out.push(':');
-                go_json(&m[k], out);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn go_string(s: &str, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
 fn field(obj: &Value, name: &str) -> Value {
     let Some(cur) = obj.get(name) else {
         return Value::String(String::new());
@@ -92,8 +36,7 @@ pub fn hash_suffix(obj: &Value) -> String {
     if let Some(v @ Value::Object(_)) = obj.get(extra) {
         m.insert(extra.into(), v.clone());
     }
-    let mut text = String::new();
-    go_json(&Value::Object(m), &mut text);
+    let text = gofmt::marshal(&Value::Object(m));
     let hex: String = Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -123,12 +66,5 @@ mod tests {
             "metadata": {"name": "x"}, "data": {"a": "1"}
         });
         assert_eq!(hash_suffix(&cm), "h29d89cmmt");
-    }
-
-    #[test]
-    fn escapes_like_go() {
-        let mut s = String::new();
-        go_string("a<b>&\"\n\u{1}", &mut s);
-        assert_eq!(s, r#""a\u003cb\u003e\u0026\"\n\u0001""#);
     }
 }

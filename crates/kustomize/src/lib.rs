@@ -1,11 +1,14 @@
-//! A confined, local-only kustomize build.
+//! A local-only kustomize build.
 //!
 //! [`build`] renders the kustomization in a directory the way
 //! `kustomize build` (and `kubectl kustomize`) does, for the commonly used
-//! fields, with the filesystem confined to a root directory: no path may
-//! leave it, through `..` or symlinks, there are no remote bases and no
-//! plugins, and fields it does not implement are refused by name rather
-//! than ignored.
+//! fields. What may be read is decided by [`LoadRestrictions`]: kubectl's
+//! default (plain files confined to the directory of the kustomization that
+//! names them), or Flux's secure build (everything confined to a root
+//! directory, through `..` and symlinks alike). There are no remote bases
+//! and no plugins, and fields it does not implement are refused by name
+//! rather than ignored. [`yaml`] writes the objects out the way `kubectl
+//! kustomize` prints them, quoted for YAML 1.1 readers.
 
 mod fieldspec;
 mod generate;
@@ -14,6 +17,7 @@ mod nameref;
 mod patch;
 mod resource;
 mod transform;
+pub mod yaml;
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +32,9 @@ pub enum Error {
     /// A kustomization field this engine does not implement.
     #[error("{file}: field \"{field}\" is not supported")]
     Unsupported { file: String, field: String },
-    /// A path that resolves outside the root (or outside the kustomization
-    /// directory, for plain files).
+    /// A path that resolves outside the root (with
+    /// [`LoadRestrictions::None`]) or a plain file outside the directory of
+    /// its kustomization (with [`LoadRestrictions::RootOnly`]).
     #[error("{file}: path {path:?} is outside {boundary}")]
     Escape {
         file: String,
@@ -44,21 +49,44 @@ pub enum Error {
     Invalid { file: String, message: String },
 }
 
-/// Where plain files (resources, patches, generator inputs) may be loaded
-/// from; kustomize's `--load-restrictor`. Nothing outside the root is ever read.
+/// What a build may read; kustomize's `--load-restrictor`, with a root
+/// directory that messages name paths relative to.
+///
+/// Plain files are resource files, patch files and generator inputs
+/// (`files`, `envs`); kustomization directories are bases (directories in
+/// `resources` or `bases`) and `components`. Symbolic links are resolved
+/// before any check.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LoadRestrictions {
-    /// kustomize's default: in or below the kustomization's own directory.
+    /// `kubectl kustomize`'s default (`LoadRestrictionsRootOnly`): a plain
+    /// file must be in or below the directory of the kustomization that names
+    /// it, while kustomization directories may be anywhere, also outside the
+    /// root (`../base`, `../../shared/base`). As in kustomize, a directory
+    /// that is, or contains, a kustomization directory it is included from
+    /// is refused as a cycle.
     #[default]
     RootOnly,
-    /// Anywhere inside the root (Flux's secure build: `LoadRestrictionsNone`
-    /// on a filesystem confined to the artifact).
+    /// Flux's secure build (`LoadRestrictionsNone` on a filesystem confined
+    /// to the artifact): files and directories anywhere inside the root, and
+    /// nothing outside it is ever read. The directory built must be inside
+    /// the root too.
     None,
 }
 
-/// Builds the kustomization in `dir`, which must be inside `root`; no file
-/// outside `root` is read. Returns the objects in kustomize's order of
-/// accumulation. Plain files load with kustomize's default restriction.
+/// How [`build_with_options`] builds.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// What the build may read.
+    pub restrictions: LoadRestrictions,
+    /// Entries appended to the `patches` list of the kustomization being
+    /// built (not of its bases), as if they were written at its end: for
+    /// instance inline patches, `{"patch": "...", "target": {"kind": "..."}}`.
+    pub extra_patches: Vec<Value>,
+}
+
+/// Builds the kustomization in `dir` as `kubectl kustomize dir` does
+/// ([`LoadRestrictions::RootOnly`]), naming paths in messages relative to
+/// `root`. Returns the objects in kustomize's order of accumulation.
 pub fn build(root: &Path, dir: &Path) -> Result<Vec<Value>, Error> {
     build_with(root, dir, LoadRestrictions::RootOnly)
 }
@@ -69,13 +97,25 @@ pub fn build_with(
     dir: &Path,
     restrictions: LoadRestrictions,
 ) -> Result<Vec<Value>, Error> {
+    build_with_options(
+        root,
+        dir,
+        &Options {
+            restrictions,
+            ..Options::default()
+        },
+    )
+}
+
+/// [`build`] with explicit [`Options`].
+pub fn build_with_options(root: &Path, dir: &Path, options: &Options) -> Result<Vec<Value>, Error> {
     let root = root.canonicalize().map_err(|e| Error::Invalid {
         file: root.display().to_string(),
         message: format!("cannot open root: {e}"),
     })?;
     let fs = Fs {
         root: root.clone(),
-        restrictions,
+        restrictions: options.restrictions,
     };
     let dir_abs = if dir.is_absolute() {
         dir.to_path_buf()
@@ -87,10 +127,18 @@ pub fn build_with(
             })?
             .join(dir)
     };
-    let dir = fs.confine(&root, &dir_abs, "", &dir.display().to_string())?;
+    let shown = dir.display().to_string();
+    let dir = match options.restrictions {
+        LoadRestrictions::None => fs.confine(&root, &dir_abs, "", &shown)?,
+        LoadRestrictions::RootOnly => dir_abs.canonicalize().map_err(|e| Error::Invalid {
+            file: shown.clone(),
+            message: format!("cannot open the kustomization directory: {e}"),
+        })?,
+    };
     let mut b = Builder {
         fs,
         stack: Vec::new(),
+        extra_patches: options.extra_patches.clone(),
     };
     let mut resources = Vec::new();
     b.accumulate(&dir, &mut resources, false)?;
@@ -113,11 +161,38 @@ pub(crate) struct Fs {
 }
 
 impl Fs {
+    /// `p` (absolute, resolved) relative to the root: `.`, `base/x.yaml`, or
+    /// `../shared/base` for a kustomization directory outside it.
     pub(crate) fn rel(&self, p: &Path) -> String {
-        match p.strip_prefix(&self.root) {
-            Ok(r) if r.as_os_str().is_empty() => ".".into(),
-            Ok(r) => r.display().to_string(),
-            Err(_) => p.display().to_string(),
+        let up = self
+            .root
+            .ancestors()
+            .position(|a| p.starts_with(a))
+            .unwrap_or(0);
+        let below = self.root.ancestors().nth(up).unwrap_or(Path::new("/"));
+        let rest = p.strip_prefix(below).unwrap_or(p);
+        let mut parts: Vec<String> = vec!["..".to_owned(); up];
+        parts.extend(rest.iter().map(|c| c.to_string_lossy().into_owned()));
+        if parts.is_empty() {
+            ".".into()
+        } else {
+            parts.join("/")
+        }
+    }
+
+    /// Resolves a `resources`, `bases` or `components` entry of the
+    /// kustomization in `dir` (named `file`) to an existing path. With
+    /// [`LoadRestrictions::None`] it must stay inside the root; with
+    /// [`LoadRestrictions::RootOnly`] a directory may be anywhere, and a
+    /// plain file is checked when it is read ([`Fs::read`]).
+    fn resolve_entry(&self, dir: &Path, entry: &str, file: &str) -> Result<PathBuf, Error> {
+        let target = dir.join(entry);
+        match self.restrictions {
+            LoadRestrictions::None => self.confine(&self.root, &target, file, entry),
+            LoadRestrictions::RootOnly => target.canonicalize().map_err(|e| Error::Invalid {
+                file: file.to_string(),
+                message: format!("cannot read {entry:?}: {e}"),
+            }),
         }
     }
 
@@ -147,7 +222,7 @@ impl Fs {
                 }
             }
         })?;
-        if !resolved.starts_with(&self.root) || !resolved.starts_with(boundary) {
+        if !resolved.starts_with(boundary) {
             return Err(Error::Escape {
                 file: file.to_string(),
                 path: shown.to_string(),
@@ -157,11 +232,15 @@ impl Fs {
         Ok(resolved)
     }
 
+    /// Only plain files are confined with [`LoadRestrictions::RootOnly`],
+    /// to their kustomization's directory; everything is confined to the
+    /// root with [`LoadRestrictions::None`].
     fn boundary_name(&self, boundary: &Path) -> String {
-        if boundary == self.root {
-            "the root".into()
-        } else {
-            format!("the kustomization directory {:?}", self.rel(boundary))
+        match self.restrictions {
+            LoadRestrictions::None => "the root".into(),
+            LoadRestrictions::RootOnly => {
+                format!("the kustomization directory {:?}", self.rel(boundary))
+            }
         }
     }
 
@@ -331,6 +410,8 @@ pub(crate) fn string_map(
 pub(crate) struct Builder {
     pub fs: Fs,
     stack: Vec<PathBuf>,
+    /// [`Options::extra_patches`], for the top-level kustomization.
+    extra_patches: Vec<Value>,
 }
 
 impl Builder {
@@ -398,7 +479,30 @@ impl Builder {
                 "cycle detected: the kustomization includes itself",
             ));
         }
-        let k = self.load_kustomization(dir)?;
+        // kustomize's loader refuses a directory that contains one it is
+        // included from (`resources: [..]`).
+        if self.fs.restrictions == LoadRestrictions::RootOnly
+            && let Some(visited) = self.stack.iter().find(|d| d.starts_with(dir))
+        {
+            return Err(invalid(
+                &self.fs.rel(dir),
+                format!(
+                    "cycle detected: the directory contains {:?}, which includes it",
+                    self.fs.rel(visited)
+                ),
+            ));
+        }
+        let mut k = self.load_kustomization(dir)?;
+        if self.stack.is_empty() && !self.extra_patches.is_empty() {
+            // A `patches` that is not a list is reported by the transformers.
+            let list = k.fields.entry("patches").or_insert(Value::Null);
+            if list.is_null() {
+                *list = Value::Array(Vec::new());
+            }
+            if let Value::Array(list) = list {
+                list.append(&mut self.extra_patches);
+            }
+        }
         let kind = k.string("kind")?;
         match (is_component, kind.as_str()) {
             (true, "Component") | (false, "" | "Kustomization") => {}
@@ -429,9 +533,7 @@ impl Builder {
                     path: entry,
                 });
             }
-            let path = self
-                .fs
-                .confine(&self.fs.root, &k.dir.join(&entry), &k.file, &entry)?;
+            let path = self.fs.resolve_entry(&k.dir, &entry, &k.file)?;
             if path.is_dir() {
                 let mut sub = Vec::new();
                 self.accumulate(&path, &mut sub, false)?;
@@ -439,7 +541,7 @@ impl Builder {
                     append(ra, r, &k.file)?;
                 }
             } else {
-                // Plain files must sit in or below the kustomization directory.
+                // Plain files are confined as the restrictions say.
                 let text = self.fs.read_string(&k.dir, &entry, &k.file)?;
                 let shown = self.fs.rel(&path);
                 for r in load_resources(&text, &shown)? {
@@ -455,9 +557,7 @@ impl Builder {
                     path: entry,
                 });
             }
-            let path = self
-                .fs
-                .confine(&self.fs.root, &k.dir.join(&entry), &k.file, &entry)?;
+            let path = self.fs.resolve_entry(&k.dir, &entry, &k.file)?;
             if !path.is_dir() {
                 return Err(invalid(
                     &k.file,

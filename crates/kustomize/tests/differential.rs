@@ -1,11 +1,17 @@
 //! Differential tests: every case under testdata/ is built both by this crate
 //! and by the real kustomize (`kubectl kustomize`), and the results must be
 //! the same objects. Cases under testdata/_errors/ must fail with the
-//! message in their `expect.txt`.
+//! message in their `expect*.txt` (see [`refuses_unsupported_and_unsafe_input`]).
 //!
-//! A case directory is the filesystem root of its build; the kustomization
-//! built is the case directory itself, or its `overlay/` when the case
-//! directory has no kustomization.yaml.
+//! The kustomization built is the case directory itself, or, when it has no
+//! kustomization.yaml, the shallowest directory named `overlay` below it
+//! that has one. Successful cases are built as `kubectl kustomize` builds
+//! that directory: [`kustomize::LoadRestrictions::RootOnly`] with the
+//! directory itself as the root, so bases beside or above it (`../base`,
+//! `../../base`) are outside the root. Error cases use the case directory
+//! as the root.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,13 +37,42 @@ fn require_kubectl() {
 
 fn build_dir(case: &Path) -> PathBuf {
     if case.join("kustomization.yaml").is_file() {
-        case.to_path_buf()
-    } else {
-        case.join("overlay")
+        return case.to_path_buf();
     }
+    // Breadth first, in name order.
+    let mut level = vec![case.to_path_buf()];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for dir in level {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .expect("case directory")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.is_dir())
+                .collect();
+            children.sort();
+            for child in children {
+                if child.file_name().is_some_and(|n| n == "overlay")
+                    && child.join("kustomization.yaml").is_file()
+                {
+                    return child;
+                }
+                next.push(child);
+            }
+        }
+        level = next;
+    }
+    panic!(
+        "{}: no kustomization.yaml and no overlay/ directory with one",
+        case.display()
+    );
 }
 
 fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
+    parse_yaml(&kubectl_kustomize_text(dir)?)
+}
+
+/// `kubectl kustomize dir`'s output, or its error.
+fn kubectl_kustomize_text(dir: &Path) -> Result<String, String> {
     let out = Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)
@@ -46,7 +81,7 @@ fn kubectl_kustomize(dir: &Path) -> Result<Vec<Value>, String> {
     if !out.status.success() {
         return Err(String::from_utf8_lossy(&out.stderr).into_owned());
     }
-    parse_yaml(&String::from_utf8_lossy(&out.stdout))
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
 }
 
 fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
@@ -60,16 +95,16 @@ fn parse_yaml(text: &str) -> Result<Vec<Value>, String> {
     Ok(docs)
 }
 
-/// Our output goes through YAML text too, so both sides are compared after
-/// the same parse.
+/// Our output goes through YAML text too ([`kustomize::yaml`]), so both
+/// sides are compared after the same parse.
 fn ours(case: &Path) -> Result<Vec<Value>, String> {
-    let objs = kustomize::build(case, &build_dir(case)).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    for o in objs {
-        text.push_str("---\n");
-        text.push_str(&serde_yaml_ng::to_string(&o).map_err(|e| e.to_string())?);
-    }
-    parse_yaml(&text)
+    parse_yaml(&ours_text(case)?)
+}
+
+fn ours_text(case: &Path) -> Result<String, String> {
+    let dir = build_dir(case);
+    let objs = kustomize::build(&dir, &dir).map_err(|e| e.to_string())?;
+    Ok(kustomize::yaml::to_string(&objs))
 }
 
 fn sort_key(v: &Value) -> (String, String, String, String) {
@@ -198,8 +233,67 @@ fn matches_real_kustomize() {
     );
 }
 
-fn expect_error(case: &Path, dir: &Path, want: &str) {
-    match kustomize::build(case, dir) {
+/// What a YAML 1.1 reader (PyYAML; Kubernetes' readers follow YAML 1.1 too)
+/// makes of our output and of kubectl's: the same documents, for every
+/// case. testdata/yaml-1-1-strings holds strings that such a reader takes
+/// for booleans, numbers, timestamps or null unless they are quoted.
+#[test]
+fn a_yaml_1_1_reader_reads_our_output_as_kubectl_output() {
+    require_kubectl();
+    let cases = cases();
+    let mut texts = Vec::new();
+    for case in &cases {
+        let name = case.file_name().unwrap_or_default().to_string_lossy();
+        texts.push(ours_text(case).unwrap_or_else(|e| panic!("{name}: our build failed: {e}")));
+        texts.push(
+            kubectl_kustomize_text(&build_dir(case))
+                .unwrap_or_else(|e| panic!("{name}: kustomize failed: {e}")),
+        );
+    }
+    let parsed = support::pyyaml_all(&texts);
+    let mut failures = Vec::new();
+    for (case, pair) in cases.iter().zip(parsed.chunks(2)) {
+        let (mut mine, mut theirs) = (pair[0].clone(), pair[1].clone());
+        mine.sort_by_key(sort_key);
+        theirs.sort_by_key(sort_key);
+        let name = case.file_name().unwrap_or_default().to_string_lossy();
+        if mine.len() != theirs.len() {
+            failures.push(format!(
+                "{name}: {} objects, kustomize {}",
+                mine.len(),
+                theirs.len()
+            ));
+        } else if let Some(d) = mine
+            .iter()
+            .zip(&theirs)
+            .find_map(|(a, b)| first_diff(a, b, ""))
+        {
+            failures.push(format!("{name}: differs at {d}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The look-alikes stayed strings on both sides.
+    let index = cases
+        .iter()
+        .position(|c| c.ends_with("yaml-1-1-strings"))
+        .expect("the yaml-1-1-strings case");
+    let generated = parsed[2 * index]
+        .iter()
+        .find(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("generated-"))
+        })
+        .expect("the generated ConfigMap");
+    assert_eq!(generated["metadata"]["labels"]["flag"], "yes");
+    assert_eq!(generated["data"]["d"], "1:20");
+    assert_eq!(generated["data"]["e"], "2001-12-14");
+    assert_eq!(generated["data"]["f"], "~");
+    assert_eq!(generated["data"]["g"], "");
+}
+
+fn expect_error(case: &Path, dir: &Path, restrictions: kustomize::LoadRestrictions, want: &str) {
+    match kustomize::build_with(case, dir, restrictions) {
         Ok(objs) => panic!(
             "{}: expected an error containing {want:?}, got {} objects",
             case.display(),
@@ -209,30 +303,85 @@ fn expect_error(case: &Path, dir: &Path, want: &str) {
             let msg = e.to_string();
             assert!(
                 msg.contains(want),
-                "{}: error {msg:?} does not contain {want:?}",
+                "{} ({restrictions:?}): error {msg:?} does not contain {want:?}",
                 case.display()
             );
         }
     }
 }
 
+/// Every case under testdata/_errors/ is built with both load restrictions,
+/// the case directory as the root, and must fail with the message in:
+///
+/// * `expect-root-only.txt` for [`kustomize::LoadRestrictions::RootOnly`]:
+///   a refusal of kustomize's own rules, so `kubectl kustomize` (whose
+///   default is RootOnly) must refuse the case too;
+/// * `expect-none.txt` for [`kustomize::LoadRestrictions::None`];
+/// * `expect.txt` for a mode without its own file.
+///
+/// A mode with none of these files is not tried (the case builds with it).
 #[test]
 fn refuses_unsupported_and_unsafe_input() {
+    require_kubectl();
     let dir = testdata().join("_errors");
-    let mut n = 0;
-    for entry in std::fs::read_dir(&dir).expect("_errors") {
-        let case = entry.expect("entry").path();
-        let want = std::fs::read_to_string(case.join("expect.txt")).expect("expect.txt");
-        expect_error(&case, &build_dir(&case), want.trim());
-        n += 1;
+    let mut checked = 0;
+    let mut kubectl_refused = 0;
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("_errors")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    cases.sort();
+    for case in cases {
+        let read = |name: &str| {
+            std::fs::read_to_string(case.join(name))
+                .ok()
+                .map(|t| t.trim().to_owned())
+        };
+        let common = read("expect.txt");
+        let root_only = read("expect-root-only.txt");
+        let none = read("expect-none.txt");
+        assert!(
+            common.is_some() || root_only.is_some() || none.is_some(),
+            "{}: no expect*.txt",
+            case.display()
+        );
+        let dir = build_dir(&case);
+        if let Some(want) = root_only.as_ref().or(common.as_ref()) {
+            expect_error(&case, &dir, kustomize::LoadRestrictions::RootOnly, want);
+            checked += 1;
+        }
+        if let Some(want) = none.as_ref().or(common.as_ref()) {
+            expect_error(&case, &dir, kustomize::LoadRestrictions::None, want);
+            checked += 1;
+        }
+        if root_only.is_some() {
+            if let Ok(objs) = kubectl_kustomize(&dir) {
+                panic!(
+                    "{}: kubectl kustomize builds {} objects, but RootOnly refuses the case",
+                    case.display(),
+                    objs.len()
+                );
+            }
+            kubectl_refused += 1;
+        }
     }
-    assert!(n >= 5, "expected the error cases, found {n}");
+    assert!(checked >= 10, "expected the error cases, found {checked}");
+    assert!(
+        kubectl_refused >= 3,
+        "expected RootOnly refusals compared with kubectl, found {kubectl_refused}"
+    );
 }
 
 /// A symlink out of the root, made at test time so the repository holds no
-/// dangling links.
+/// dangling links. With [`kustomize::LoadRestrictions::None`] (the
+/// controller's mode) nothing behind a link outside the root is read; with
+/// RootOnly, as with `kubectl kustomize`, a linked base directory is followed
+/// but a linked plain file must still resolve inside its kustomization
+/// directory.
 #[test]
 fn refuses_symlink_out_of_root() {
+    use kustomize::LoadRestrictions::{None, RootOnly};
+    require_kubectl();
     let tmp = std::env::temp_dir().join(format!("kustomize-symlink-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let root = tmp.join("root");
@@ -249,8 +398,16 @@ fn refuses_symlink_out_of_root() {
     expect_error(
         &root,
         &root,
+        None,
         "kustomization.yaml: path \"link.yaml\" is outside the root",
     );
+    expect_error(
+        &root,
+        &root,
+        RootOnly,
+        "kustomization.yaml: path \"link.yaml\" is outside the kustomization directory \".\"",
+    );
+    assert!(kubectl_kustomize(&root).is_err(), "kubectl refuses it too");
     // A symlinked directory used as a base, and a generator file behind a link.
     std::fs::write(
         outside.join("kustomization.yaml"),
@@ -259,15 +416,25 @@ fn refuses_symlink_out_of_root() {
     .unwrap();
     std::os::unix::fs::symlink(&outside, root.join("base")).unwrap();
     std::fs::write(root.join("kustomization.yaml"), "resources:\n- base\n").unwrap();
-    expect_error(&root, &root, "path \"base\" is outside the root");
+    expect_error(&root, &root, None, "path \"base\" is outside the root");
+    let ours = kustomize::build(&root, &root).expect("RootOnly follows a linked base");
+    assert_eq!(ours, kubectl_kustomize(&root).expect("kubectl builds it"));
+    assert_eq!(ours[0]["metadata"]["name"], "stolen");
     std::fs::write(
         root.join("kustomization.yaml"),
         "configMapGenerator:\n- name: x\n  files:\n  - link.yaml\n",
     )
     .unwrap();
-    expect_error(&root, &root, "path \"link.yaml\" is outside the root");
+    expect_error(&root, &root, None, "path \"link.yaml\" is outside the root");
+    expect_error(
+        &root,
+        &root,
+        RootOnly,
+        "path \"link.yaml\" is outside the kustomization directory",
+    );
+    assert!(kubectl_kustomize(&root).is_err(), "kubectl refuses it too");
     // The directory to build must itself be inside the root.
-    expect_error(&root, &outside, "is outside the root");
+    expect_error(&root, &outside, None, "is outside the root");
     let _ = std::fs::remove_dir_all(&tmp);
 }
 
@@ -292,12 +459,7 @@ fn load_restrictions_none_matches_kubectl_and_stays_in_the_root() {
         String::from_utf8_lossy(&out.stderr)
     );
     let theirs = parse_yaml(&String::from_utf8_lossy(&out.stdout)).unwrap();
-    let mut text = String::new();
-    for o in ours {
-        text.push_str("---\n");
-        text.push_str(&serde_yaml_ng::to_string(&o).unwrap());
-    }
-    let mut ours = parse_yaml(&text).unwrap();
+    let mut ours = parse_yaml(&kustomize::yaml::to_string(&ours)).unwrap();
     let mut theirs = theirs;
     ours.sort_by_key(sort_key);
     theirs.sort_by_key(sort_key);
@@ -307,4 +469,32 @@ fn load_restrictions_none_matches_kubectl_and_stays_in_the_root() {
     let err = kustomize::build_with(&dir, &dir, kustomize::LoadRestrictions::None)
         .expect_err("escaping the root is refused");
     assert!(err.to_string().contains("outside the root"), "{err}");
+}
+
+/// `kubectl kustomize` (RootOnly) builds bases outside the directory it is
+/// given, whatever the root; extra patches apply to the build's result.
+#[test]
+fn root_only_builds_bases_outside_the_root_with_extra_patches() {
+    let case = testdata().join("overlay-basic");
+    let dir = case.join("overlay");
+    let plain = kustomize::build(&dir, &dir).expect("../base is outside the root but allowed");
+    assert_eq!(plain, kustomize::build(&case, &dir).unwrap());
+    let options = kustomize::Options {
+        extra_patches: vec![serde_json::json!({
+            "patch": "- op: add\n  path: /metadata/annotations\n  value: {extra: patch}\n",
+            "target": {"kind": ".*"},
+        })],
+        ..kustomize::Options::default()
+    };
+    let patched = kustomize::build_with_options(&dir, &dir, &options).unwrap();
+    assert_eq!(patched.len(), plain.len());
+    for (p, o) in patched.iter().zip(&plain) {
+        assert_eq!(
+            p["metadata"]["annotations"],
+            serde_json::json!({"extra": "patch"})
+        );
+        let mut p = p.clone();
+        p["metadata"].as_object_mut().unwrap().remove("annotations");
+        assert_eq!(&p, o);
+    }
 }

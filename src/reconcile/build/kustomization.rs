@@ -17,6 +17,11 @@
 //! The build itself is `kustomize::build_with` with `LoadRestrictions::None`
 //! (delivery.md §2.3 step 5, as Flux): files may load from anywhere inside the
 //! artifact root, never outside it; no remote bases, no plugins.
+//!
+//! `stageset-controller build` builds a directory that has its own
+//! kustomization with [`build_in_place`] instead: in the real directory, with
+//! `kubectl kustomize`'s `LoadRestrictions::RootOnly`, and the stage patches
+//! passed to the engine rather than written into a copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -107,6 +112,36 @@ pub(super) fn build(
             path: display_dir.to_owned(),
             message: e.to_string().replace(&format!("{}/", root.display()), ""),
         })?;
+    clean_output(objects)
+}
+
+/// Builds `build_dir`, which holds a kustomization, where it is, as
+/// `kubectl kustomize build_dir` does (`LoadRestrictions::RootOnly`: bases
+/// anywhere, plain files in or below their kustomization's directory), with
+/// `patches` appended to that kustomization's `patches`. Paths in messages
+/// are relative to `root`; `display_dir` names the build directory.
+pub(super) fn build_in_place(
+    root: &Path,
+    build_dir: &Path,
+    display_dir: &str,
+    patches: &[Patch],
+) -> Result<Vec<Value>, BuildError> {
+    let options = kustomize::Options {
+        restrictions: kustomize::LoadRestrictions::RootOnly,
+        extra_patches: patch_entries(patches),
+    };
+    let objects = kustomize::build_with_options(root, build_dir, &options).map_err(|e| {
+        BuildError::Kustomize {
+            path: display_dir.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    clean_output(objects)
+}
+
+/// Drops the placeholder and applies the plain-manifest rules (step 6) to
+/// kustomize's output.
+fn clean_output(objects: Vec<Value>) -> Result<Vec<Value>, BuildError> {
     let mut out = Vec::with_capacity(objects.len());
     for object in objects {
         let placeholder = object.get("kind").and_then(Value::as_str) == Some("Namespace")
@@ -297,14 +332,22 @@ fn append_patches(doc: &mut Value, patches: &[Patch]) -> Result<(), String> {
     let Some(list) = list.as_array_mut() else {
         return Err("`patches` is not a list".to_owned());
     };
-    for p in patches {
-        let mut entry = json!({"patch": p.patch});
-        if let Some(target) = &p.target {
-            entry["target"] = serde_json::to_value(target).expect("selector serializes");
-        }
-        list.push(entry);
-    }
+    list.extend(patch_entries(patches));
     Ok(())
+}
+
+/// Stage patches as kustomization `patches` entries: `patch` and `target`.
+fn patch_entries(patches: &[Patch]) -> Vec<Value> {
+    patches
+        .iter()
+        .map(|p| {
+            let mut entry = json!({"patch": p.patch});
+            if let Some(target) = &p.target {
+                entry["target"] = serde_json::to_value(target).expect("selector serializes");
+            }
+            entry
+        })
+        .collect()
 }
 
 fn parse_yaml(bytes: &[u8]) -> Result<Value, String> {

@@ -9,6 +9,12 @@
 //! confined kustomize engine (`crates/kustomize`) in a private temporary copy.
 //! Post-build substitution ([`crate::reconcile::substitute`]) runs last
 //! ([`render`]).
+//!
+//! `stageset-controller build DIR` renders through [`render_dir`]: the same
+//! steps on a directory of the local filesystem, except that a build
+//! directory with its own kustomization is built in place, the way
+//! `kubectl kustomize` builds it (bases outside `DIR` allowed, plain files
+//! confined to their kustomization's directory).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -148,6 +154,58 @@ pub fn render(
     vars: Option<&Vars>,
 ) -> Result<Vec<Value>, BuildError> {
     let objects = build_with_patches(files, path, patches)?;
+    substitute_all(objects, vars)
+}
+
+/// [`render`] for `stageset-controller build`: `dir` is an artifact unpacked
+/// on the local filesystem. When the build directory (`path` under `dir`,
+/// cleaned as in [`build`]) holds its own kustomization, that directory is
+/// built in place as `kubectl kustomize` builds it
+/// ([`kustomize::LoadRestrictions::RootOnly`]): bases and components may
+/// live anywhere, also outside `dir` (`../base`), while resource files,
+/// patch files and generator inputs must be in or below the directory of
+/// the kustomization naming them. The stage `patches` are added to the end
+/// of that kustomization's `patches` (in memory: nothing is written) and
+/// the output is cleaned up and substituted as in [`render`].
+///
+/// Any other build directory (plain manifests, or a generated
+/// kustomization, which `kubectl kustomize` cannot build) is read into
+/// memory with [`read_dir`] and rendered by [`render`], exactly as the
+/// controller renders an artifact. The error is the message to print.
+pub fn render_dir(
+    dir: &std::path::Path,
+    path: &str,
+    patches: &[Patch],
+    vars: Option<&Vars>,
+) -> Result<Vec<Value>, String> {
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !root.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let rel = clean_build_path(path).map_err(|e| e.to_string())?;
+    let build_dir = if rel.is_empty() {
+        root.clone()
+    } else {
+        root.join(&rel)
+    };
+    let own_kustomization = build_dir.is_dir()
+        && KUSTOMIZATION_FILES
+            .iter()
+            .any(|name| build_dir.join(name).is_file());
+    if own_kustomization {
+        let display_dir = if rel.is_empty() { "." } else { rel.as_str() };
+        let objects = kustomization::build_in_place(&root, &build_dir, display_dir, patches)
+            .map_err(|e| e.to_string())?;
+        return substitute_all(objects, vars).map_err(|e| e.to_string());
+    }
+    let files = read_dir(dir)?;
+    render(&files, path, patches, vars).map_err(|e| e.to_string())
+}
+
+/// Step 8: strict post-build substitution when there are variables.
+fn substitute_all(objects: Vec<Value>, vars: Option<&Vars>) -> Result<Vec<Value>, BuildError> {
     match vars.filter(|v| !v.is_empty()) {
         Some(vars) => substitute::substitute_objects(objects, vars, true)
             .map_err(|e| BuildError::Substitution(e.to_string())),
@@ -330,16 +388,11 @@ struct Selected<'a> {
 /// Step 1: cleans `path` and checks that it is a directory of the artifact.
 /// Returns the cleaned path relative to the root (`""` for the root).
 fn resolve_build_dir(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<String, BuildError> {
-    let cleaned = clean_path(path);
-    let rel = cleaned.trim_start_matches('/');
-    if rel == ".." || rel.starts_with("../") {
-        return Err(BuildError::PathEscapesRoot {
-            path: path.to_owned(),
-        });
+    let rel = clean_build_path(path)?;
+    if rel.is_empty() {
+        return Ok(rel);
     }
-    if rel.is_empty() || rel == "." {
-        return Ok(String::new());
-    }
+    let rel = rel.as_str();
     let prefix = format!("{rel}/");
     if files.keys().any(|key| key.starts_with(&prefix)) {
         Ok(rel.to_owned())
@@ -352,6 +405,22 @@ fn resolve_build_dir(files: &BTreeMap<String, Vec<u8>>, path: &str) -> Result<St
             path: rel.to_owned(),
         })
     }
+}
+
+/// The first half of step 1: `path` cleaned and relative to the root (`""`
+/// for the root), refused when it climbs above the root.
+fn clean_build_path(path: &str) -> Result<String, BuildError> {
+    let cleaned = clean_path(path);
+    let rel = cleaned.trim_start_matches('/');
+    if rel == ".." || rel.starts_with("../") {
+        return Err(BuildError::PathEscapesRoot {
+            path: path.to_owned(),
+        });
+    }
+    if rel.is_empty() || rel == "." {
+        return Ok(String::new());
+    }
+    Ok(rel.to_owned())
 }
 
 /// Go's `path.Clean`: the shortest path equivalent to `path` by purely
@@ -958,6 +1027,85 @@ mod tests {
         )]);
         let err = build(&files, "apps/web").unwrap_err();
         assert!(err.to_string().contains("outside the root"), "{err}");
+    }
+
+    #[test]
+    fn render_dir_builds_a_kustomization_in_place_like_kubectl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = tmp.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write("base/kustomization.yaml", "resources: [cm.yaml]\n");
+        write(
+            "base/cm.yaml",
+            &format!("{}data:\n  env: ${{ENV}}\n", cm("settings")),
+        );
+        write("base/extra.yaml", &cm("extra"));
+        write(
+            "app/overlay/kustomization.yaml",
+            "namePrefix: prod-\nresources: [../../base]\n",
+        );
+        // DIR is app/: the base is outside it, as `kubectl kustomize` allows.
+        let dir = tmp.path().join("app");
+        let patches = vec![Patch {
+            patch: "- op: add\n  path: /metadata/annotations\n  value: {stage: patched}\n".into(),
+            target: Some(crate::api::PatchSelector {
+                name: Some("settings".into()),
+                ..Default::default()
+            }),
+        }];
+        let vars =
+            substitute::resolve_vars(&[], Some(&[("ENV".to_owned(), "prod".to_owned())].into()))
+                .unwrap();
+        let objects = render_dir(&dir, "overlay", &patches, Some(&vars)).unwrap();
+        assert_eq!(names(&objects), ["ConfigMap/prod-settings"]);
+        assert_eq!(objects[0]["metadata"]["annotations"]["stage"], "patched");
+        assert_eq!(objects[0]["data"]["env"], "prod");
+        // Nothing was written next to the kustomization.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("overlay/kustomization.yaml")).unwrap(),
+            "namePrefix: prod-\nresources: [../../base]\n"
+        );
+        // The controller's build of the same artifact never leaves it.
+        let err = build(&read_dir(&dir).unwrap(), "overlay").unwrap_err();
+        assert!(err.to_string().contains("outside the root"), "{err}");
+
+        // A plain file outside the kustomization's directory is refused.
+        write(
+            "app/overlay/kustomization.yaml",
+            "resources: [../../base, ../../base/extra.yaml]\n",
+        );
+        let err = render_dir(&dir, "overlay", &[], None).unwrap_err();
+        assert_eq!(
+            err,
+            "kustomize build of overlay failed: overlay/kustomization.yaml: path \"../../base/extra.yaml\" is outside the kustomization directory \"overlay\""
+        );
+        // The build path still may not climb out of DIR.
+        let err = render_dir(&dir, "../base", &[], None).unwrap_err();
+        assert_eq!(err, "build path \"../base\" escapes the artifact root");
+    }
+
+    #[test]
+    fn render_dir_without_a_kustomization_renders_like_the_controller() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("app")).unwrap();
+        std::fs::write(tmp.path().join("app/a.yaml"), cm("a")).unwrap();
+        std::fs::write(tmp.path().join("app/values.yaml"), "replicas: 1\n").unwrap();
+        let patches = vec![Patch {
+            patch: "- op: add\n  path: /data\n  value: {k: v}\n".into(),
+            target: Some(crate::api::PatchSelector {
+                kind: Some("ConfigMap".into()),
+                ..Default::default()
+            }),
+        }];
+        let objects = render_dir(tmp.path(), "app", &patches, None).unwrap();
+        let files = read_dir(tmp.path()).unwrap();
+        assert_eq!(objects, render(&files, "app", &patches, None).unwrap());
+        assert_eq!(objects[0]["data"]["k"], "v");
+        let err = render_dir(tmp.path(), "nope", &[], None).unwrap_err();
+        assert_eq!(err, "build path \"nope\" not found in artifact");
     }
 
     #[test]
