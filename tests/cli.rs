@@ -984,6 +984,30 @@ fn readme_lists_the_not_supported_flags() {
     assert_eq!(listed, expected, "update the list in README.md");
 }
 
+/// The README lists exactly the spec fields admission refuses as not
+/// supported yet.
+#[test]
+fn readme_lists_the_not_supported_fields() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md exists");
+    let start = readme
+        .find("<!-- not-supported-fields:start -->")
+        .expect("start marker");
+    let end = readme
+        .find("<!-- not-supported-fields:end -->")
+        .expect("end marker");
+    let listed: Vec<String> = readme[start..end]
+        .lines()
+        .filter_map(|l| l.strip_prefix("- `"))
+        .map(|l| l.trim_end_matches('`').to_string())
+        .collect();
+    let expected: Vec<String> = stageset_controller::validate::unsupported::NOT_SUPPORTED_YET
+        .iter()
+        .map(|r| r.field.to_string())
+        .collect();
+    assert_eq!(listed, expected, "update the list in README.md");
+}
+
 /// `stageset-controller build DIR --path P --substitute K=V` prints what a stage
 /// would apply (kustomize + strict substitution), the same objects `kubectl
 /// kustomize` builds before substitution; errors go to stderr with exit 1.

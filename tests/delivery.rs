@@ -7,7 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::json;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
 use support::*;
 
 const NS: &str = "default";
@@ -346,7 +347,7 @@ async fn a_tenant_without_rights_to_a_kind_gets_rbac_denied() {
     h.stageset(
         "team",
         "tenant",
-        json!({"serviceAccountName": "deployer", "stages": [
+        json!({"serviceAccountName": "deployer", "interval": "1h", "stages": [
             {"name": "config", "sourceRef": {"name": "ok"}},
             {"name": "secrets", "sourceRef": {"name": "denied"}}
         ]}),
@@ -382,6 +383,35 @@ async fn a_tenant_without_rights_to_a_kind_gets_rbac_denied() {
         h.get_opt("v1", "Secret", Some("team"), "forbidden")
             .await
             .is_none()
+    );
+    // An admin grants the missing verb. Nothing else happens to the StageSet
+    // (its interval is an hour), yet the healable failure is re-checked
+    // within a minute and the rollout completes (DECISIONS.md 20).
+    let role: Value = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "deployer", "namespace": "team"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets"],
+                   "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]});
+    h.dynamic("rbac.authorization.k8s.io/v1", "Role", Some("team"))
+        .await
+        .patch(
+            "deployer",
+            &PatchParams::apply("admin").force(),
+            &Patch::Apply(&role),
+        )
+        .await
+        .expect("the Role is updated");
+    h.wait_stageset_within(
+        "team",
+        "tenant",
+        "Ready after the Role was granted",
+        Duration::from_secs(90),
+        |ss| ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded"),
+    )
+    .await;
+    assert!(
+        h.get_opt("v1", "Secret", Some("team"), "forbidden")
+            .await
+            .is_some()
     );
 }
 
@@ -840,4 +870,102 @@ async fn a_kustomization_with_stage_patches_rolls_out() {
         .await
         .expect("generated ConfigMap applied");
     assert_eq!(cm.data["data"]["MODE"], "prod");
+}
+
+/// DECISIONS.md 15: a StageSet that bypassed admission and sets a field whose
+/// behaviour is not built yet fails with InvalidSpec before anything is
+/// fetched or applied, one StageSet per row of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_supported_fields_fail_closed_without_admission() {
+    let h = Harness::start().await;
+    h.namespace("unsupported").await;
+    let art = h.artifact(
+        "u.tar.gz",
+        &[("cm.yaml", &configmap("unsupported", "must-not-exist", "x"))],
+    );
+    h.external_artifact("unsupported", "u", &art, "r1").await;
+    let examples = support::unsupported::examples("u");
+    for (i, (_, spec, _)) in examples.iter().enumerate() {
+        h.stageset("unsupported", &format!("u{i}"), spec.clone())
+            .await;
+    }
+    for (i, (field, _, message)) in examples.iter().enumerate() {
+        let ss = h
+            .wait_ready_reason("unsupported", &format!("u{i}"), "InvalidSpec", message)
+            .await;
+        let (status, _, text) = ready(&ss).unwrap();
+        assert_eq!(status, "False", "{field}");
+        assert!(text.starts_with(message.as_str()), "{field}: {text}");
+        // Nothing was resolved or attempted.
+        let st = ss.status.unwrap_or_default();
+        assert!(st.stages.is_empty(), "{field}: {:?}", st.stages);
+        assert!(st.last_attempted_revisions.is_empty(), "{field}");
+    }
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("unsupported"), "must-not-exist")
+            .await
+            .is_none()
+    );
+    let inventories = h
+        .dynamic("stages.metio.wtf/v1", "StageInventory", Some("unsupported"))
+        .await
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(inventories.items.is_empty());
+}
+
+/// Image verification is not built yet: while any ImageVerificationPolicy
+/// exists, stages fail with ImageUnverified and nothing is applied; once the
+/// policies are gone, the StageSet delivers at its next interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_policies_hold_every_stage_until_verification_exists() {
+    let h = Harness::start().await;
+    h.namespace("images").await;
+    h.sim
+        .load(json!({
+            "apiVersion": "stages.metio.wtf/v1",
+            "kind": "ImageVerificationPolicy",
+            "metadata": {"name": "corp-images"},
+            "spec": {"images": ["registry.example.com/**"],
+                     "authorities": [{"keyless": {"issuer": "https://token.actions.githubusercontent.com",
+                                                  "subject": "https://github.com/acme/app/.github/workflows/release.yaml@refs/heads/main"}}]}
+        }))
+        .unwrap();
+    let art = h.artifact(
+        "i.tar.gz",
+        &[("cm.yaml", &configmap("images", "held", "x"))],
+    );
+    h.external_artifact("images", "i", &art, "r1").await;
+    h.stageset(
+        "images",
+        "app",
+        json!({"interval": "5s", "stages": [{"name": "web", "sourceRef": {"name": "i"}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            "images",
+            "app",
+            "ImageUnverified",
+            "stage \"web\" image verification: image verification is not supported yet by this controller; ImageVerificationPolicies exist (corp-images)",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "web").as_deref(), Some("Failed"));
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("images"), "held")
+            .await
+            .is_none()
+    );
+    h.dynamic("stages.metio.wtf/v1", "ImageVerificationPolicy", None)
+        .await
+        .delete("corp-images", &Default::default())
+        .await
+        .unwrap();
+    h.wait_ready_reason("images", "app", "Succeeded", "").await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("images"), "held")
+            .await
+            .is_some()
+    );
 }

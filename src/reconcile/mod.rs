@@ -15,6 +15,7 @@ pub mod conflict;
 pub mod depends;
 pub mod error;
 pub mod health;
+pub mod images;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;

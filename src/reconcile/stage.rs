@@ -14,7 +14,9 @@ use crate::api::{StagePhase, StageSet, StageStatus, keys};
 use crate::config::InventoryMode;
 
 use super::error::{self, StageFailure};
-use super::{Env, Pass, apply, build, cel, conflict, inventory, prune, source, substitute, verify};
+use super::{
+    Env, Pass, apply, build, cel, conflict, images, inventory, prune, source, substitute, verify,
+};
 
 /// What a stage that finished Ready hands back to the pass.
 pub(super) struct StageDone {
@@ -207,6 +209,10 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
             ),
         ));
     }
+    // S13: image verification (fails closed while it is not built).
+    images::gate(&env.clients.controller())
+        .await
+        .map_err(|e| StageFailure::new(&stage.name, StageOp::ImageVerification, e))?;
     Ok(Prepared {
         client,
         objects,
@@ -431,11 +437,7 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         verify::Verdict::Progressing(message) => {
             let on_timeout = stage.on_timeout.or(pass.ss.spec.on_timeout);
             if on_timeout == Some(crate::api::OnTimeout::Rollback) {
-                fail(StageFailure::new(
-                    &stage.name,
-                    StageOp::Verify,
-                    rollback_note(&pass.ss, message),
-                ))
+                fail(StageFailure::new(&stage.name, StageOp::Verify, message))
             } else {
                 let entry = StageStatus {
                     phase: Some(StagePhase::Verifying),
@@ -445,23 +447,9 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
                 StageResult::Progressing(message, entry)
             }
         }
-        verify::Verdict::Failed(message) => fail(StageFailure::new(
-            &stage.name,
-            StageOp::Verify,
-            rollback_note(&pass.ss, message),
-        )),
-    }
-}
-
-/// Whole-run rollback needs the rollback store, which is not built yet: say
-/// so instead of pretending a rollback happened.
-fn rollback_note(ss: &StageSet, message: String) -> String {
-    if ss.spec.rollback_on_failure == Some(true) {
-        format!(
-            "{message} (rollbackOnFailure is set, but whole-run rollback is not supported yet: the stage stays failed and nothing was rolled back)"
-        )
-    } else {
-        message
+        verify::Verdict::Failed(message) => {
+            fail(StageFailure::new(&stage.name, StageOp::Verify, message))
+        }
     }
 }
 

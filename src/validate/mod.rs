@@ -6,6 +6,11 @@
 //! The admission webhook (`src/http/webhook.rs`) and the reconciler's R5
 //! fallback call the same functions, so a StageSet that bypassed admission
 //! is refused at reconcile time with the message admission would have given.
+//!
+//! A StageSet passes when every rule holds *and* it uses no field whose
+//! behaviour this controller does not implement yet ([`unsupported`],
+//! DECISIONS.md 15). The rules run first, so a spec that is wrong gets the
+//! rule's message rather than "not supported yet".
 
 pub mod cel;
 pub mod cron;
@@ -14,6 +19,7 @@ mod imagepolicy;
 pub mod selector;
 pub mod semver;
 mod stageset;
+pub mod unsupported;
 
 use serde_json::Value;
 
@@ -42,11 +48,13 @@ impl Invalid {
     }
 }
 
-/// The admission verdict on a typed StageSet. The error is the user-facing
-/// message (the admission denial, or the `InvalidSpec` message of the
-/// reconciler's fallback).
+/// The admission verdict on a typed StageSet: every rule, then the
+/// not-supported-yet table. The error is the user-facing message (the
+/// admission denial, or the `InvalidSpec` message of the reconciler's
+/// fallback).
 pub fn validate_stageset(ss: &StageSet) -> Result<(), String> {
-    stageset_rules(ss)
+    stageset_rules(ss)?;
+    unsupported::check(ss)
 }
 
 /// The admission verdict on a StageSet as the API server sends it (JSON that
@@ -57,7 +65,8 @@ pub fn stageset_object(object: &Value, request_namespace: Option<&str>) -> Resul
     if ss.metadata.namespace.as_deref().is_none_or(str::is_empty) {
         ss.metadata.namespace = request_namespace.map(str::to_string);
     }
-    stageset::check(&ss, &bad)
+    stageset::check(&ss, &bad)?;
+    unsupported::check(&ss).map_err(Invalid::Rule)
 }
 
 /// The admission verdict on an ImageVerificationPolicy as the API server

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod unsupported;
+
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -228,8 +230,24 @@ impl Harness {
     where
         F: Fn(&StageSet) -> bool,
     {
+        self.wait_stageset_within(namespace, name, what, Duration::from_secs(60), pred)
+            .await
+    }
+
+    /// [`Harness::wait_stageset`] with an explicit deadline.
+    pub async fn wait_stageset_within<F>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        within: Duration,
+        pred: F,
+    ) -> StageSet
+    where
+        F: Fn(&StageSet) -> bool,
+    {
         let api: Api<StageSet> = Api::namespaced(self.client.clone(), namespace);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + within;
         let mut last = None;
         loop {
             if let Ok(ss) = api.get(name).await {

@@ -287,5 +287,13 @@ fn namespace_comes_from_the_request_when_the_object_has_none() {
     let mut o = object(json!({"stages": [app()], "version": version(),
                               "migrationsSourceRef": {"sourceRef": {"name": "l", "namespace": NS}}}));
     o["metadata"].as_object_mut().unwrap().remove("namespace");
-    assert!(admit_object(STAGESET_PATH, o, None).0);
+    // WS-18 (same-namespace ladder) passes only with the request's
+    // namespace; the verdict is then the not-supported-yet table's.
+    let (allowed, code, message) = admit_object(STAGESET_PATH, o, None);
+    assert!(!allowed);
+    assert_eq!(code, 403);
+    assert_eq!(
+        message,
+        "spec.version is not supported yet by this controller"
+    );
 }

@@ -1,0 +1,63 @@
+//! One StageSet spec per row of the not-yet-supported table
+//! (`validate::unsupported::NOT_SUPPORTED_YET`), each passing every
+//! admission rule and setting exactly the row's field (plus what the rules
+//! require with it), so that the only reason to refuse it is that row.
+
+use serde_json::{Value, json};
+use stageset_controller::validate::unsupported::NOT_SUPPORTED_YET;
+
+/// `(field, spec, the message admission and the reconciler give)` for every
+/// row; the stages read their artifact from `source`. Panics for a row
+/// without an example, so a new row cannot go untested.
+pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
+    let app = json!({"name": "app", "sourceRef": {"name": source}});
+    let stage = |extra: Value| {
+        let mut st = json!({"name": "late", "sourceRef": {"name": source}});
+        for (k, v) in extra.as_object().unwrap() {
+            st[k] = v.clone();
+        }
+        json!([app.clone(), st])
+    };
+    let wait = json!([{"name": "pause", "wait": {"duration": "1s"}}]);
+    let budget = json!({
+        "source": {"prometheus": {"address": "http://prometheus.monitoring:9090", "query": "slo:remaining"}},
+        "freezeThreshold": "0.1"
+    });
+    NOT_SUPPORTED_YET
+        .iter()
+        .map(|row| {
+            let spec = match row.field {
+                "spec.kubeConfig" => {
+                    json!({"stages": [app], "kubeConfig": {"secretRef": {"name": "remote"}}})
+                }
+                "spec.decryption" => {
+                    json!({"stages": [app], "decryption": {"provider": "sops", "secretRef": {"name": "age"}}})
+                }
+                "spec.migrations" => json!({"stages": [app], "version": {"value": "1.2.0"},
+                    "migrations": [{"name": "schema-v2", "to": "1.2.0", "actions": wait}]}),
+                "spec.migrationsSourceRef" => json!({"stages": [app], "version": {"value": "1.2.0"},
+                    "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
+                "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
+                "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
+                "spec.rollbackOnFailure" => json!({"stages": [app], "rollbackOnFailure": true}),
+                "spec.onRollback" => json!({"stages": [app], "onRollback": wait}),
+                "spec.updateWindows" => json!({"stages": [app],
+                    "updateWindows": [{"type": "Deny", "schedule": "0 18 * * 5", "duration": "62h", "timeZone": "Europe/Berlin"}]}),
+                "spec.windowScope" => json!({"stages": [app], "windowScope": "All"}),
+                "spec.errorBudget" => json!({"stages": [app], "errorBudget": budget}),
+                "spec.stages[].actions" => json!({"stages": stage(json!({"actions": {"post": wait}}))}),
+                "spec.stages[].promotion" => {
+                    json!({"stages": stage(json!({"promotion": {"requireManualPromotion": true}}))})
+                }
+                "spec.stages[].errorBudget" => json!({"stages": stage(json!({"errorBudget": budget}))}),
+                other => panic!("no example StageSet for the not-supported row {other}: add one"),
+            };
+            let path = row.field.replace("spec.stages[]", "spec.stages[1]");
+            (
+                row.field,
+                spec,
+                format!("{path} is not supported yet by this controller"),
+            )
+        })
+        .collect()
+}
