@@ -415,19 +415,19 @@ fn bare_stageset(name: &str) -> StageSet {
 /// refusal: neither is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_refusals_are_not_retried() {
-    use stageset_controller::reconcile::notify::Notifier;
+    use stageset_controller::reconcile::notify::{Notifier, StageSetEvent};
     for code in [429, 400] {
         let receiver = Receiver::start(Mode::Status(code)).await;
         let notifier = Notifier::new(&receiver.url());
         let name = format!("direct-{code}");
-        notifier.forward(
-            &bare_stageset(&name),
-            "test",
-            false,
-            "Succeeded",
-            "ok",
-            Timestamp::now(),
-        );
+        notifier.forward(&StageSetEvent {
+            stageset: &bare_stageset(&name),
+            instance: "test",
+            warning: false,
+            reason: "Succeeded",
+            note: "ok",
+            time: Timestamp::now(),
+        });
         receiver.wait_for(&name, "Succeeded", 1).await;
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(receiver.about(&name, "Succeeded").len(), 1, "HTTP {code}");
@@ -437,7 +437,7 @@ async fn duplicates_and_refusals_are_not_retried() {
 /// Events beyond the bounded queue are dropped, never waited for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_drops_events_without_blocking() {
-    use stageset_controller::reconcile::notify::{Notifier, NotifierOptions};
+    use stageset_controller::reconcile::notify::{Notifier, NotifierOptions, StageSetEvent};
     let receiver = Receiver::start(Mode::Hang).await;
     let notifier = Notifier::with_options(
         &receiver.url(),
@@ -452,14 +452,14 @@ async fn a_full_queue_drops_events_without_blocking() {
     let ss = bare_stageset("flood");
     let start = Instant::now();
     for i in 0..10 {
-        notifier.forward(
-            &ss,
-            "test",
-            true,
-            "StageFailed",
-            &format!("failure {i}"),
-            Timestamp::now(),
-        );
+        notifier.forward(&StageSetEvent {
+            stageset: &ss,
+            instance: "test",
+            warning: true,
+            reason: "StageFailed",
+            note: &format!("failure {i}"),
+            time: Timestamp::now(),
+        });
     }
     assert!(
         start.elapsed() < Duration::from_millis(200),

@@ -246,17 +246,15 @@ impl Pass<'_> {
         } else {
             &self.ss
         };
-        if let Err(e) = status::event(
-            &client,
-            notifier,
-            ss,
-            &self.env.instance,
+        let event = notify::StageSetEvent {
+            stageset: ss,
+            instance: &self.env.instance,
             warning,
             reason,
             note,
-        )
-        .await
-        {
+            time: k8s_openapi::jiff::Timestamp::now(),
+        };
+        if let Err(e) = status::event(&client, notifier, &event).await {
             tracing::warn!(stageset = %self.key(), error = %e, "event not recorded");
         }
     }

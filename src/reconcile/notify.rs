@@ -47,6 +47,22 @@ pub const SEVERITY_ERROR: &str = "error";
 /// Flux's limit on an event message (`+kubebuilder:validation:MaxLength=39000`).
 pub const MAX_MESSAGE_CHARS: usize = 39_000;
 
+/// One event about a StageSet: what is recorded as a Kubernetes Event and
+/// forwarded to notification-controller.
+#[derive(Clone, Copy, Debug)]
+pub struct StageSetEvent<'a> {
+    /// The StageSet the event is about (its status gives the revision).
+    pub stageset: &'a StageSet,
+    /// This controller replica (`reportingInstance`).
+    pub instance: &'a str,
+    /// Warning (Flux severity `error`) or Normal (`info`).
+    pub warning: bool,
+    pub reason: &'a str,
+    /// The message (Kubernetes calls it the note).
+    pub note: &'a str,
+    pub time: Timestamp,
+}
+
 /// An event in Flux's format.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -87,14 +103,15 @@ pub fn revision_of(status: &StageSetStatus) -> Option<String> {
 }
 
 /// The Flux event for an event about a StageSet.
-pub fn flux_event(
-    ss: &StageSet,
-    instance: &str,
-    warning: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> FluxEvent {
+pub fn flux_event(event: &StageSetEvent<'_>) -> FluxEvent {
+    let StageSetEvent {
+        stageset: ss,
+        instance,
+        warning,
+        reason,
+        note: message,
+        time: now,
+    } = *event;
     let meta = ss.meta();
     let group = crate::api::GROUP;
     let mut metadata = BTreeMap::new();
@@ -228,17 +245,11 @@ impl Notifier {
     }
 
     /// Queues an event about a StageSet for delivery. Never blocks.
-    pub fn forward(
-        &self,
-        ss: &StageSet,
-        instance: &str,
-        warning: bool,
-        reason: &str,
-        message: &str,
-        now: Timestamp,
-    ) {
+    pub fn forward(&self, event: &StageSetEvent<'_>) {
+        let ss = event.stageset;
+        let reason = event.reason;
         let key = format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any());
-        let event = flux_event(ss, instance, warning, reason, message, now);
+        let event = flux_event(event);
         let body = match serde_json::to_vec(&event) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
@@ -407,14 +418,15 @@ mod tests {
     #[test]
     fn flux_format() {
         let now: Timestamp = "2022-10-28T07:26:19.123456Z".parse().unwrap();
-        let ev = flux_event(
-            &stageset(),
-            "pod-1",
-            true,
-            "StageFailed",
-            "stage \"app\" failed",
-            now,
-        );
+        let ss = stageset();
+        let ev = flux_event(&StageSetEvent {
+            stageset: &ss,
+            instance: "pod-1",
+            warning: true,
+            reason: "StageFailed",
+            note: "stage \"app\" failed",
+            time: now,
+        });
         let v = serde_json::to_value(&ev).unwrap();
         assert_eq!(
             v,
@@ -441,7 +453,14 @@ mod tests {
                 "reportingInstance": "pod-1"
             })
         );
-        let normal = flux_event(&stageset(), "", false, "Succeeded", "ok", now);
+        let normal = flux_event(&StageSetEvent {
+            stageset: &ss,
+            instance: "",
+            warning: false,
+            reason: "Succeeded",
+            note: "ok",
+            time: now,
+        });
         assert_eq!(normal.severity, "info");
         let v = serde_json::to_value(&normal).unwrap();
         assert!(v.get("reportingInstance").is_none());

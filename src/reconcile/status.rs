@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::api::reasons::{CONDITION_READY, StageSetReason};
 use crate::api::{Condition, ConditionStatus, StageSet, StageSetStatus, StageStatus, keys};
 use crate::reconcile::error::Error;
+use crate::reconcile::notify::{Notifier, StageSetEvent};
 
 /// A computed Ready condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -147,30 +148,25 @@ pub async fn write(
 /// The forwarded message is not cut to the Event API's 1 KiB.
 pub async fn event(
     client: &kube::Client,
-    notifier: Option<&crate::reconcile::notify::Notifier>,
-    ss: &StageSet,
-    instance: &str,
-    warning: bool,
-    reason: &str,
-    note: &str,
+    notifier: Option<&Notifier>,
+    event: &StageSetEvent<'_>,
 ) -> Result<(), Error> {
-    let now = Timestamp::now();
-    let recorded = record(client, ss, instance, warning, reason, note, now).await;
+    let recorded = record(client, event).await;
     if let Some(notifier) = notifier {
-        notifier.forward(ss, instance, warning, reason, note, now);
+        notifier.forward(event);
     }
     recorded
 }
 
-async fn record(
-    client: &kube::Client,
-    ss: &StageSet,
-    instance: &str,
-    warning: bool,
-    reason: &str,
-    note: &str,
-    now: Timestamp,
-) -> Result<(), Error> {
+async fn record(client: &kube::Client, event: &StageSetEvent<'_>) -> Result<(), Error> {
+    let StageSetEvent {
+        stageset: ss,
+        instance,
+        warning,
+        reason,
+        note,
+        time: now,
+    } = *event;
     let namespace = ss.namespace().unwrap_or_default();
     let name = format!(
         "{}.{:016x}",

@@ -16,6 +16,7 @@ use crate::kube_client::{ClientFactory, DiscoveryError};
 use crate::metrics::ForceDropReason;
 use crate::reconcile::apply::{ObjectRef, sort_for_apply};
 use crate::reconcile::error::{Error, Requeue, describe};
+use crate::reconcile::notify::StageSetEvent;
 use crate::reconcile::{Env, Outcome, inventory, status};
 
 /// Why deleting objects failed.
@@ -130,16 +131,16 @@ pub async fn run(env: &Env, ss: &StageSet) -> Outcome {
             tracing::warn!(stageset = %key, reason = reason.as_str(), error = %e, "{note}");
             env.metrics
                 .teardown_force_dropped(&namespace, &name, reason);
-            if let Err(err) = status::event(
-                &env.clients.controller(),
-                env.notifier.as_ref(),
-                ss,
-                &env.instance,
-                true,
-                EventReason::TeardownForced.as_str(),
-                &note,
-            )
-            .await
+            let event = StageSetEvent {
+                stageset: ss,
+                instance: &env.instance,
+                warning: true,
+                reason: EventReason::TeardownForced.as_str(),
+                note: &note,
+                time: k8s_openapi::jiff::Timestamp::now(),
+            };
+            if let Err(err) =
+                status::event(&env.clients.controller(), env.notifier.as_ref(), &event).await
             {
                 tracing::warn!(stageset = %key, error = %err, "event not recorded");
             }
