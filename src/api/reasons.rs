@@ -272,8 +272,9 @@ mod tests {
         assert_eq!(StageSetReason::ALL.len(), 31);
         assert_eq!(FleetReason::ALL.len(), 7);
         assert_eq!(LedgerReason::ALL.len(), 2);
-        // The 13 upstream ops plus our `prune`.
-        assert_eq!(StageOp::ALL.len(), 14);
+        // The 13 upstream `StageFailed` ops, our `prune`, and `image
+        // verification` (upstream reports it with ImageUnverified).
+        assert_eq!(StageOp::ALL.len(), 15);
     }
 
     #[test]

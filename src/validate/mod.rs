@@ -14,6 +14,7 @@
 
 pub mod cel;
 pub mod cron;
+mod decode;
 pub mod gofmt;
 mod imagepolicy;
 pub mod selector;
@@ -61,7 +62,7 @@ pub fn validate_stageset(ss: &StageSet) -> Result<(), String> {
 /// may carry enum values the typed API cannot hold). `request_namespace`
 /// fills in a namespace the object itself does not carry.
 pub fn stageset_object(object: &Value, request_namespace: Option<&str>) -> Result<(), Invalid> {
-    let (mut ss, bad) = stageset::decode(object).map_err(Invalid::Decode)?;
+    let (mut ss, bad) = decode::decode(object).map_err(Invalid::Decode)?;
     if ss.metadata.namespace.as_deref().is_none_or(str::is_empty) {
         ss.metadata.namespace = request_namespace.map(str::to_string);
     }

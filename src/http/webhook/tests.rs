@@ -294,6 +294,6 @@ fn namespace_comes_from_the_request_when_the_object_has_none() {
     assert_eq!(code, 403);
     assert_eq!(
         message,
-        "spec.version is not supported yet by this controller"
+        "spec.migrationsSourceRef is not supported yet by this controller"
     );
 }

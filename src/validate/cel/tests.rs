@@ -1,3 +1,4 @@
+
 use super::cost::ARITHMETIC;
 use super::regex::regex_weight;
 use super::*;
