@@ -20,17 +20,6 @@ use stageset_controller::api::{
 mod corpus;
 use corpus::SCHEMA_LEVEL_INVALID;
 
-fn shared() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let candidate = here.join("../shared");
-    assert!(
-        candidate.is_dir(),
-        "the shared reference tree must sit beside the repository at {}",
-        candidate.display()
-    );
-    candidate
-}
-
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -240,7 +229,10 @@ fn round_trip<T: DeserializeOwned + Serialize>(original: &Value, name: &str) {
 #[test]
 fn valid_corpus_deserializes_round_trips_and_passes_the_schema() {
     let schemas = schemas();
-    let files = yaml_files(&shared().join("reference/corpus/examples/valid"));
+    let Some(reference) = corpus::reference("the valid upstream corpus against our schema") else {
+        return;
+    };
+    let files = yaml_files(&reference.join("corpus/examples/valid"));
     assert_eq!(files.len(), 152, "the valid corpus has 152 files");
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut failures = Vec::new();
@@ -276,7 +268,11 @@ fn valid_corpus_deserializes_round_trips_and_passes_the_schema() {
 #[test]
 fn schema_level_invalid_corpus_is_rejected_and_the_rest_is_left_to_the_webhook() {
     let schemas = schemas();
-    let files = yaml_files(&shared().join("reference/corpus/examples/invalid"));
+    let Some(reference) = corpus::reference("the invalid upstream corpus against our schema")
+    else {
+        return;
+    };
+    let files = yaml_files(&reference.join("corpus/examples/invalid"));
     assert_eq!(files.len(), 142, "the invalid corpus has 142 files");
     let listed: BTreeSet<&str> = SCHEMA_LEVEL_INVALID.iter().copied().collect();
     let names: BTreeSet<String> = files.iter().map(|p| file_name(p)).collect();
@@ -322,7 +318,10 @@ fn upstream_property_paths_exist_in_ours() {
     let ours = schemas();
     let mut checked = 0;
     let mut problems = Vec::new();
-    for path in yaml_files(&shared().join("reference/upstream-crds")) {
+    let Some(reference) = corpus::reference("our CRDs against the upstream CRDs") else {
+        return;
+    };
+    for path in yaml_files(&reference.join("upstream-crds")) {
         let upstream = load_yaml(&path);
         let kind = upstream["spec"]["names"]["kind"]
             .as_str()

@@ -15,6 +15,8 @@
 #![recursion_limit = "256"]
 
 mod support;
+#[path = "support/corpus.rs"]
+mod corpus;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -39,10 +41,6 @@ const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/driver.py"
 /// (Prometheus operator, cert-manager, Cilium, Calico, network-policy-api,
 /// Istio, Linkerd).
 const TEST_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/crds");
-const CORPUS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/reference/corpus/integrations"
-);
 const RELEASE: &str = "stageset-controller";
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The identity the chart's ServiceAccount has in the cluster.
@@ -196,16 +194,15 @@ fn admin_kubeconfig(sim: &KubeSim, dir: &Path) -> PathBuf {
     path
 }
 
-/// The documented Helm values files: 010-045 `-helm-` files of the corpus.
+/// The documented Helm values files: 010-045 `-helm-` files of the upstream
+/// corpus (none when the reference tree is not present).
 fn corpus_values_files() -> Vec<PathBuf> {
-    let dir = Path::new(CORPUS);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (../shared must sit beside the repo)",
-                dir.display()
-            )
-        })
+    let Some(reference) = corpus::reference("the documented upstream Helm values files") else {
+        return Vec::new();
+    };
+    let dir = reference.join("corpus/integrations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
         .filter(|p| {
             let name = p.file_name().unwrap().to_string_lossy().to_string();
@@ -841,7 +838,10 @@ async fn values_onprem_install() {
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
     // 027-helm-values-onprem.yaml plus the issuer layer (see layers_for).
-    let onprem = Path::new(CORPUS).join("027-helm-values-onprem.yaml");
+    let Some(reference) = corpus::reference("the production guide's on-prem values file") else {
+        return;
+    };
+    let onprem = reference.join("corpus/integrations/027-helm-values-onprem.yaml");
     let (_sim, client, release) =
         fresh_install(dir.path(), ns, &layers_for(&onprem, dir.path()), &[]).await;
 
@@ -993,7 +993,10 @@ async fn values_eks_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
     // 028-helm-values-eks.yaml plus the issuer layer (see layers_for).
-    let eks = Path::new(CORPUS).join("028-helm-values-eks.yaml");
+    let Some(reference) = corpus::reference("the production guide's EKS values file") else {
+        return;
+    };
+    let eks = reference.join("corpus/integrations/028-helm-values-eks.yaml");
     let (_sim, client, _release) =
         fresh_install(dir.path(), ns, &layers_for(&eks, dir.path()), &[]).await;
 

@@ -394,8 +394,12 @@ const WEBHOOK_REJECTS: &[(&str, &str)] = &[
 /// the AdmissionReview) rather than as a failed rule (403).
 const DECODE_ERRORS: &[&str] = &["105-window-duration-not-go-duration.yaml"];
 
-fn corpus(dir: &str) -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/corpus/examples");
+/// The corpus examples (`valid/`, `invalid/`), if the reference tree is present.
+fn corpus_root(what: &str) -> Option<PathBuf> {
+    corpus::reference(what).map(|r| r.join("corpus/examples"))
+}
+
+fn corpus(root: &Path, dir: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
         .unwrap_or_else(|e| panic!("the corpus at {}: {e}", root.display()))
         .map(|e| e.unwrap().path())
@@ -494,7 +498,10 @@ fn not_supported_yet(name: &str) -> Option<&'static str> {
 /// with the reason its `expect-reject` line gives.
 #[test]
 fn corpus_through_the_validators() {
-    let valid = corpus("valid");
+    let Some(root) = corpus_root("the upstream corpus through the validators") else {
+        return;
+    };
+    let valid = corpus(&root, "valid");
     assert_eq!(valid.len(), 152);
     let mut checked = 0;
     let mut refused = BTreeSet::new();
@@ -526,7 +533,7 @@ fn corpus_through_the_validators() {
         .collect();
     assert_eq!(refused, listed, "every listed file is a valid StageSet");
 
-    let invalid = corpus("invalid");
+    let invalid = corpus(&root, "invalid");
     assert_eq!(invalid.len(), 142);
     let schema_level: BTreeSet<&str> = SCHEMA_LEVEL_INVALID.iter().copied().collect();
     let mut webhook_level = BTreeSet::new();
@@ -561,6 +568,176 @@ fn corpus_through_the_validators() {
         "every webhook-level file has a message"
     );
     assert_eq!(webhook_level.len(), 88);
+}
+
+// --- our own fixtures (tests/fixtures/admission) ----------------------------
+
+/// An admission fixture of ours: a StageSet or ImageVerificationPolicy with
+/// its verdict in the header comments. `# expect: M` is a webhook denial
+/// (403) with message M, `# expect-decode: M` an object the webhook cannot
+/// decode (400), `# expect-schema: S` a refusal by the CRD schema whose
+/// message contains S; valid files carry `# admitted: why`.
+struct Fixture {
+    name: String,
+    path: PathBuf,
+    object: Value,
+    rule: Option<String>,
+    verdict: Expect,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Expect {
+    Admitted,
+    Denied(String),
+    Undecodable(String),
+    Schema(String),
+}
+
+fn fixtures(dir: &str) -> Vec<Fixture> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/admission");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let header = |key: &str| {
+                text.lines()
+                    .take_while(|l| l.starts_with('#'))
+                    .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                    .map(str::to_string)
+            };
+            let verdict = if let Some(m) = header("expect") {
+                Expect::Denied(m)
+            } else if let Some(m) = header("expect-decode") {
+                Expect::Undecodable(m)
+            } else if let Some(m) = header("expect-schema") {
+                Expect::Schema(m)
+            } else {
+                assert!(
+                    header("admitted").is_some(),
+                    "{}: no verdict",
+                    path.display()
+                );
+                Expect::Admitted
+            };
+            Fixture {
+                name: file_name(&path),
+                object: load(&path),
+                rule: header("rule"),
+                verdict,
+                path,
+            }
+        })
+        .collect()
+}
+
+/// The rule families our own invalid fixtures must cover, so that admission
+/// is tested without the upstream corpus.
+const FIXTURE_FAMILIES: &[&str] = &[
+    "stages",
+    "sourceRef",
+    "actions",
+    "onRollback",
+    "migrations",
+    "version",
+    "decryption",
+    "kubeConfig",
+    "errorBudget",
+    "promotion.fastTrack",
+    "promotion.restartGate",
+    "promotion.eventGate",
+    "promotion.analysis",
+    "readyChecks",
+    "dependsOn",
+    "updateWindows",
+    "durations",
+    "not-supported",
+    "schema",
+    "imagepolicy",
+];
+
+/// Our own valid fixtures pass the validators and the webhook handler; the
+/// invalid ones are refused with their message, and together they cover
+/// every rule family.
+#[test]
+fn own_fixtures_through_the_validators() {
+    let valid = fixtures("valid");
+    assert!(valid.len() >= 10);
+    for f in &valid {
+        assert_eq!(f.verdict, Expect::Admitted, "{}", f.name);
+        assert_eq!(validate(&f.object), Some(Ok(())), "{}", f.name);
+        let (allowed, code, message) = review(&f.object);
+        assert!(allowed && code == 200, "{}: {code} {message}", f.name);
+    }
+    let mut families = BTreeSet::new();
+    for f in fixtures("invalid") {
+        families.insert(
+            f.rule
+                .clone()
+                .unwrap_or_else(|| panic!("{}: no rule", f.name)),
+        );
+        let (want, want_code) = match &f.verdict {
+            Expect::Admitted => panic!("{}: an invalid fixture must expect a refusal", f.name),
+            // Refused before admission; the API-server test checks these.
+            Expect::Schema(_) => continue,
+            Expect::Denied(m) => (m, 403),
+            Expect::Undecodable(m) => (m, 400),
+        };
+        let (allowed, code, message) = review(&f.object);
+        assert!(!allowed, "{}", f.name);
+        assert_eq!(&message, want, "{}", f.name);
+        assert_eq!(code, want_code, "{}", f.name);
+        if want_code == 403 {
+            assert_eq!(validate(&f.object), Some(Err(want.clone())), "{}", f.name);
+        }
+    }
+    let required: BTreeSet<String> = FIXTURE_FAMILIES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(
+        families, required,
+        "rule families covered by tests/fixtures/admission/invalid"
+    );
+}
+
+/// Our own fixtures through kube-sim with the CRD schema and the webhook in
+/// place, created with the real kubectl as a user would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_fixtures_through_kubectl() {
+    let w = Webhooked::start(&["--watch-namespaces=webhook-test-idle"]).await;
+    w.register().await;
+    w.ensure_namespace("shop").await;
+    for f in fixtures("valid") {
+        let (ok, out, err) = w.kubectl(&["create", "-f", f.path.to_str().unwrap()]).await;
+        assert!(ok, "{}: {err}", f.name);
+        assert!(out.contains(" created"), "{}: {out}", f.name);
+    }
+    for f in fixtures("invalid") {
+        let (ok, out, err) = w.kubectl(&["create", "-f", f.path.to_str().unwrap()]).await;
+        assert!(!ok, "{}: admitted: {out}", f.name);
+        let kind = f.object["kind"].as_str().unwrap();
+        match &f.verdict {
+            Expect::Denied(m) => {
+                assert!(
+                    err.contains(&denial(hook_for(kind), m)),
+                    "{}: {err}",
+                    f.name
+                )
+            }
+            Expect::Undecodable(m) => {
+                assert!(err.starts_with("Error from server: "), "{}: {err}", f.name);
+                assert!(err.contains(m.as_str()), "{}: {err}", f.name);
+            }
+            Expect::Schema(m) => {
+                assert!(!err.contains("admission webhook"), "{}: {err}", f.name);
+                assert!(err.contains(m.as_str()), "{}: {err}", f.name);
+            }
+            Expect::Admitted => unreachable!(),
+        }
+    }
 }
 
 // --- kube-sim with the webhook registered ---------------------------------
@@ -739,13 +916,19 @@ fn hook_for(kind: &str) -> &'static str {
 /// refused, the webhook-level ones by our webhook with their reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corpus_through_the_api_server() {
+    let Some(root) = corpus_root("the upstream corpus through the API server") else {
+        return;
+    };
     // The controller watches an unused namespace, so the corpus objects are
     // not reconciled while the test runs; the webhook serves all of them.
     let w = Webhooked::start(&["--watch-namespaces=webhook-test-idle"]).await;
     w.register().await;
     let schema_level: BTreeSet<&str> = SCHEMA_LEVEL_INVALID.iter().copied().collect();
     let mut namespaces = BTreeSet::new();
-    for path in corpus("valid").iter().chain(corpus("invalid").iter()) {
+    for path in corpus(&root, "valid")
+        .iter()
+        .chain(corpus(&root, "invalid").iter())
+    {
         if let Some(ns) = load(path)
             .pointer("/metadata/namespace")
             .and_then(Value::as_str)
@@ -764,7 +947,7 @@ async fn corpus_through_the_api_server() {
         object["metadata"]["name"] = json!(format!("{name}-{number}"));
         object
     };
-    for path in corpus("valid") {
+    for path in corpus(&root, "valid") {
         let name = file_name(&path);
         let object = renamed(&path);
         match (w.create(&object).await, not_supported_yet(&name)) {
@@ -780,7 +963,7 @@ async fn corpus_through_the_api_server() {
         }
     }
     let mut schema_refused_by_webhook = Vec::new();
-    for path in corpus("invalid") {
+    for path in corpus(&root, "invalid") {
         let name = file_name(&path);
         let object = renamed(&path);
         let status = match w.create(&object).await {
@@ -1023,79 +1206,92 @@ spec:
         err.contains("spec.interval: time: unknown unit \" minutes\" in duration \"10 minutes\""),
         "{err}"
     );
-    // Corpus files as they are, one per webhook.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference/corpus/examples");
-    w.ensure_namespace("default").await;
-    let (ok, _, err) = w
-        .kubectl(&[
-            "apply",
-            "-f",
-            root.join("invalid/097-window-bad-timezone.yaml")
-                .to_str()
-                .unwrap(),
-        ])
-        .await;
-    assert!(!ok);
-    assert!(
-        err.contains(&denial(
-            webhook::STAGESET_WEBHOOK,
-            "timeZone \"Mars/Olympus\": unknown time zone Mars/Olympus"
-        )),
-        "{err}"
-    );
-    let (ok, _, err) = w
-        .kubectl(&[
-            "apply",
-            "-f",
-            root.join("invalid/142-ivp-invalid-subject-regexp.yaml")
-                .to_str()
-                .unwrap(),
-        ])
-        .await;
-    assert!(!ok);
-    assert!(
+    // Upstream corpus files as they are (comments, odd layouts), one per
+    // webhook, when the reference tree is present.
+    if let Some(root) = corpus_root("kubectl with upstream corpus files") {
+        w.ensure_namespace("default").await;
+        let (ok, _, err) = w
+            .kubectl(&[
+                "apply",
+                "-f",
+                root.join("invalid/097-window-bad-timezone.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        assert!(!ok);
+        assert!(
+            err.contains(&denial(
+                webhook::STAGESET_WEBHOOK,
+                "timeZone \"Mars/Olympus\": unknown time zone Mars/Olympus"
+            )),
+            "{err}"
+        );
+        let (ok, _, err) = w
+            .kubectl(&[
+                "apply",
+                "-f",
+                root.join("invalid/142-ivp-invalid-subject-regexp.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        assert!(!ok);
+        assert!(
         err.contains(&denial(
             webhook::IMAGE_POLICY_WEBHOOK,
             "spec.authorities[0].keyless.subjectRegExp is not a valid regexp: error parsing regexp: unclosed group: `(`"
         )),
         "{err}"
     );
-    let (ok, out, err) = w
-        .kubectl(&[
-            "apply",
-            "-f",
-            root.join("valid/111-imageverificationpolicy-smoke-key-authority.yaml")
-                .to_str()
-                .unwrap(),
-        ])
-        .await;
+        let (ok, out, err) = w
+            .kubectl(&[
+                "apply",
+                "-f",
+                root.join("valid/111-imageverificationpolicy-smoke-key-authority.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("imageverificationpolicy.stages.metio.wtf/iv-smoke created"),
+            "{out}"
+        );
+        let (ok, out, err) = w
+            .kubectl(&[
+                "apply",
+                "-f",
+                root.join("valid/003-stageset-my-app-minimal.yaml")
+                    .to_str()
+                    .unwrap(),
+            ])
+            .await;
+        assert!(ok, "{err}");
+        assert!(
+            out.contains("stageset.stages.metio.wtf/my-app created"),
+            "{out}"
+        );
+    }
+    // One of our own fixtures, then a real change to it.
+    let minimal = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/admission/valid/01-minimal.yaml");
+    let (ok, out, err) = w.kubectl(&["apply", "-f", minimal.to_str().unwrap()]).await;
     assert!(ok, "{err}");
     assert!(
-        out.contains("imageverificationpolicy.stages.metio.wtf/iv-smoke created"),
-        "{out}"
-    );
-    let (ok, out, err) = w
-        .kubectl(&[
-            "apply",
-            "-f",
-            root.join("valid/003-stageset-my-app-minimal.yaml")
-                .to_str()
-                .unwrap(),
-        ])
-        .await;
-    assert!(ok, "{err}");
-    assert!(
-        out.contains("stageset.stages.metio.wtf/my-app created"),
+        out.contains("stageset.stages.metio.wtf/minimal created"),
         "{out}"
     );
     // Re-applying an unchanged valid object and a real change both pass.
+    let (ok, _, err) = w.kubectl(&["apply", "-f", minimal.to_str().unwrap()]).await;
+    assert!(ok, "{err}");
     let (ok, _, err) = w
         .kubectl(&[
             "-n",
-            "default",
+            NS,
             "patch",
             "stageset",
-            "my-app",
+            "minimal",
             "--type=merge",
             "-p",
             r#"{"spec":{"interval":"5m"}}"#,

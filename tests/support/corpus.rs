@@ -1,6 +1,38 @@
 //! Corpus facts shared by the test binaries that check the API (`tests/api.rs`:
-//! our schema) and admission (`tests/webhook.rs`: schema plus webhook).
+//! our schema), admission (`tests/webhook.rs`: schema plus webhook) and the
+//! chart (`tests/helm.rs`: documented values files).
+//!
+//! The corpus is the upstream project's collection of real manifests; it is
+//! not part of this repository. When the reference tree sits beside the
+//! repository (`../shared/reference`), the conformance tests check against
+//! it; without it they are skipped with one line on stderr, unless
+//! `STAGESET_REQUIRE_REFERENCE=1` (set by `.ci/run`) makes its absence a
+//! failure. Our own fixtures (`tests/fixtures/`) run either way.
 
+use std::path::{Path, PathBuf};
+
+/// The upstream reference tree (the corpus and the upstream CRDs), if it is
+/// present; see the module documentation. `what` names the skipped check.
+#[allow(dead_code)]
+pub fn reference(what: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if std::env::var("STAGESET_REQUIRE_REFERENCE").is_ok_and(|v| v == "1") {
+        panic!(
+            "STAGESET_REQUIRE_REFERENCE=1, but the upstream reference tree is missing at {}",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "skipped: {what} (the upstream reference tree is not at {})",
+        dir.display()
+    );
+    None
+}
+
+#[allow(dead_code)] // not read by tests/helm.rs
 /// Invalid corpus files whose rejection is a rule of the CRD schema itself (a
 /// required field, an enum, a pattern, a bound, a list-map key, a CEL rule).
 /// Every other invalid file passes the schema and is left to the admission webhook.

@@ -1,4 +1,3 @@
-
 use super::cost::ARITHMETIC;
 use super::regex::regex_weight;
 use super::*;
