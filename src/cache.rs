@@ -1,4 +1,4 @@
-//! The StageSet cache the HTTP side reads (ARCHITECTURE.md, "Layers"): one
+//! The StageSet cache the HTTP side reads (docs/architecture.md, "Layers"): one
 //! kube-runtime reflector store per watch scope, and whether each scope has
 //! finished its first list.
 //!

@@ -1,4 +1,4 @@
-//! The wiring (ARCHITECTURE.md "Layout"): from a validated [`Config`] to a
+//! The wiring (docs/architecture.md, "What runs"): from a validated [`Config`] to a
 //! running controller. Clients, the pipeline's environment, the certificate
 //! and lease actors, the delivery actors and the HTTP listeners are started
 //! here, in one place, on one actix System. Shared by the binary, the `dev`

@@ -1,5 +1,5 @@
 //! Kubernetes clients: the controller's own, and one impersonating client per
-//! tenant ServiceAccount (DECISIONS.md 1), plus a discovery cache that maps a
+//! tenant ServiceAccount (docs/decisions.md 1), plus a discovery cache that maps a
 //! kind to its resource.
 //!
 //! Tenant identity is header impersonation: the controller's credentials plus

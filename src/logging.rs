@@ -17,7 +17,7 @@
 //!
 //! * Sub-loggers are a `logger` field: `info!(logger = "setup", ...)`, or a span
 //!   carrying `logger` around a whole component.
-//! * **Errors go under the key `error`** (DECISIONS.md 9), with their source chain:
+//! * **Errors go under the key `error`** (docs/decisions.md 9), with their source chain:
 //!   `error!(error = %logging::chain(&err), "apply failed")`. A field recorded as
 //!   `&dyn std::error::Error` (`error = &err as &dyn Error`) is rendered the same way.
 //! * Credentials are never logged; `config::Secret` redacts itself.

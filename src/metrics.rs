@@ -53,7 +53,7 @@
 //!   `error` (plus `controller_runtime_reconcile_errors_total`), `Never` →
 //!   `success`. A panicking reconcile counts `error` and
 //!   `controller_runtime_reconcile_panics_total`. Terminal failures write their
-//!   status and ask for a fixed re-check (DECISIONS.md 20: a minute for
+//!   status and ask for a fixed re-check (docs/decisions.md 20: a minute for
 //!   `RBACDenied`, the StageSet's interval otherwise), which counts as
 //!   `requeue_after`, not as an error, so
 //!   `controller_runtime_terminal_reconcile_errors_total` stays 0.

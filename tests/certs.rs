@@ -1,4 +1,4 @@
-//! Webhook certificates (operations.md §5, DECISIONS.md 7): the self-signed
+//! Webhook certificates (operations.md §5, docs/decisions.md 7): the self-signed
 //! material, the caBundle set operation and its write, two self-signed
 //! replicas renewing every 10 s behind one ValidatingWebhookConfiguration
 //! that kube-sim calls over TLS, and cert-manager mode's file reload.
@@ -820,7 +820,7 @@ fn renewal_failures(handle: &ControllerHandle) -> u64 {
         .unwrap_or(0)
 }
 
-/// DECISIONS.md 7: a failed renewal is retried with backoff (scaled to 1 s,
+/// docs/decisions.md 7: a failed renewal is retried with backoff (scaled to 1 s,
 /// 2 s, 4 s … for a 10 s period) rather than at the next tick, counted in
 /// `stageset_webhook_cert_renewal_failures_total`, and recovers once the
 /// cause is gone.

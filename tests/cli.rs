@@ -1,4 +1,4 @@
-//! The command line contract (operations.md §1.2–1.5, DECISIONS.md 11): runs the
+//! The command line contract (operations.md §1.2–1.5, docs/decisions.md 11): runs the
 //! built binary and calls the library parser directly.
 
 use std::collections::BTreeSet;
@@ -67,7 +67,7 @@ const UPSTREAM_FLAGS: &[(&str, &str)] = &[
     ("log-format", "[default: json]"),
 ];
 
-/// Our additions (DECISIONS.md 3-6, 10 and the controller-runtime logging flags).
+/// Our additions (docs/decisions.md 3-6, 10 and the controller-runtime logging flags).
 const ADDED_FLAGS: &[(&str, &str)] = &[
     ("concurrent", "[default: 4]"),
     ("inventory-mode", "[default: hybrid]"),

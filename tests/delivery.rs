@@ -386,7 +386,7 @@ async fn a_tenant_without_rights_to_a_kind_gets_rbac_denied() {
     );
     // An admin grants the missing verb. Nothing else happens to the StageSet
     // (its interval is an hour), yet the healable failure is re-checked
-    // within a minute and the rollout completes (DECISIONS.md 20).
+    // within a minute and the rollout completes (docs/decisions.md 20).
     let role: Value = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "deployer", "namespace": "team"},
         "rules": [{"apiGroups": [""], "resources": ["configmaps", "secrets"],
@@ -872,7 +872,7 @@ async fn a_kustomization_with_stage_patches_rolls_out() {
     assert_eq!(cm.data["data"]["MODE"], "prod");
 }
 
-/// DECISIONS.md 15: a StageSet that bypassed admission and sets a field whose
+/// docs/decisions.md 15: a StageSet that bypassed admission and sets a field whose
 /// behaviour is not built yet fails with InvalidSpec before anything is
 /// fetched or applied, one StageSet per row of the table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

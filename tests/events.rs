@@ -1,5 +1,5 @@
 //! Events forwarded to Flux's notification-controller (`--events-addr`,
-//! DECISIONS.md 10): the payload follows Flux's event format field by field,
+//! docs/decisions.md 10): the payload follows Flux's event format field by field,
 //! and a receiver that fails, hangs or is down never blocks or fails a rollout.
 
 mod support;

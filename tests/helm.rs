@@ -14,9 +14,9 @@
 
 #![recursion_limit = "256"]
 
-mod support;
 #[path = "support/corpus.rs"]
 mod corpus;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -1354,7 +1354,7 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
         container_invocation(&deployment, "stageset-controller-6f7d9c-x2k4p", ns, &root);
     // The one extra flag: the artifact server below listens on 127.0.0.1 and
     // the controller refuses loopback artifact URLs (src/reconcile/outbound.rs)
-    // unless this hidden, test-only flag is given (DECISIONS.md 13); the chart
+    // unless this hidden, test-only flag is given (docs/decisions.md 13); the chart
     // never sets it.
     args.push("--allow-loopback-artifacts".into());
     let kubeconfig = dir.path().join("sa.kubeconfig");

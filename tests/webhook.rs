@@ -999,7 +999,7 @@ async fn corpus_through_the_api_server() {
     );
 }
 
-/// DECISIONS.md 15: a StageSet that sets a field whose behaviour is not
+/// docs/decisions.md 15: a StageSet that sets a field whose behaviour is not
 /// built yet is refused by the webhook, and kubectl shows which field.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sees_not_supported_fields_denied() {

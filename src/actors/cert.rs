@@ -1,4 +1,4 @@
-//! Webhook serving certificates (operations.md §5, DECISIONS.md 7).
+//! Webhook serving certificates (operations.md §5, docs/decisions.md 7).
 //!
 //! - `self-signed`: at start [`bootstrap`] generates a CA and a serving
 //!   certificate ([`generate`]), writes `tls.key` then `tls.crt` into
@@ -45,7 +45,7 @@ pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/
 pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
 /// `NotBefore = now − CLOCK_SKEW` (clock-skew allowance), see [`clock_skew`].
 pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
-/// Retry backoff after a failed renewal (DECISIONS.md 7), before scaling.
+/// Retry backoff after a failed renewal (docs/decisions.md 7), before scaling.
 pub const RETRY_BASE: Duration = Duration::from_secs(5 * 60);
 pub const RETRY_CAP: Duration = Duration::from_secs(60 * 60);
 
@@ -149,7 +149,7 @@ pub fn namespace_from(file: Option<String>, env: Option<String>) -> Result<Strin
 }
 
 /// The delay before retry number `failures` (1-based) of a failed renewal:
-/// DECISIONS.md 7's 5 min doubling up to 1 h, scaled down for short
+/// docs/decisions.md 7's 5 min doubling up to 1 h, scaled down for short
 /// validities so a retry never waits about as long as a whole period: the
 /// base is `min(5 min, period/10)` (at least 100 ms) and the cap
 /// `min(1 h, 12 × base)`. With the default 8760h validity this is exactly
@@ -615,7 +615,7 @@ async fn renew(
 
 /// Renews the self-signed serving certificate every validity/3; a failed
 /// renewal is retried after [`retry_delay`] instead of a whole period
-/// (DECISIONS.md 7). Attempts run as spawned futures, so the guard delay
+/// (docs/decisions.md 7). Attempts run as spawned futures, so the guard delay
 /// never blocks the actor's thread. Stops with the actor system.
 pub struct CertRenewalActor {
     settings: SelfSigned,

@@ -1,4 +1,4 @@
-//! The actor system (ARCHITECTURE.md "Actors"): a Supervisor owning the
+//! The actor system (docs/architecture.md, "What runs"): a Supervisor owning the
 //! StageSet watch and one StageSetActor per StageSet, a SourceWatcher for the
 //! Flux source kinds and an InventoryWatcher for owned StageInventories;
 //! the LeaseActor (lease.rs) and the certificate actors (cert.rs) beside

@@ -33,7 +33,7 @@
 //!
 //! # Flags whose feature is not built yet
 //!
-//! DECISIONS.md 11: a flag whose feature does not exist yet must not be silently
+//! docs/decisions.md 11: a flag whose feature does not exist yet must not be silently
 //! ignored. [`NOT_SUPPORTED_YET`] lists them; [`Config::check_supported`] refuses a
 //! configuration in which any of them has a non-default *effective* value. When a
 //! feature lands, deleting its flag name from that table is the only change needed.
@@ -70,7 +70,7 @@ pub const DEFAULT_MAX_TEARDOWN_WAIT: GoDuration = GoDuration::from_secs(3600);
 /// Used for `--metrics-bind-address` when it is given as `""` (controller-runtime default).
 pub const DEFAULT_METRICS_BIND_ADDRESS: &str = ":8080";
 
-/// Flags whose feature is not implemented yet (DECISIONS.md 11).
+/// Flags whose feature is not implemented yet (docs/decisions.md 11).
 ///
 /// Setting one of these to a value whose *effective* meaning differs from its
 /// default makes the binary exit 2 with `--<flag> is not supported yet`. Remove a
@@ -184,7 +184,7 @@ flag_enum! {
 }
 
 flag_enum! {
-    /// `--inventory-mode` (DECISIONS.md 4).
+    /// `--inventory-mode` (docs/decisions.md 4).
     InventoryMode {
         /// Only StageInventory entries.
         Entries = "entries",
@@ -335,7 +335,7 @@ pub struct Config {
     /// `/healthz` + `/readyz` listener; `None` = disabled (`""` or `"0"`).
     pub health_probe_bind_address: Option<String>,
     pub leader_elect: bool,
-    /// Parallel StageSet reconciles (DECISIONS.md 3), at least 1.
+    /// Parallel StageSet reconciles (docs/decisions.md 3), at least 1.
     pub concurrent: usize,
     /// Namespaces to watch; empty = cluster-wide. Includes the env fallback.
     pub watch_namespaces: Vec<String>,
@@ -358,7 +358,7 @@ pub struct Config {
     pub max_teardown_wait: GoDuration,
     /// Trailing `/` trimmed; `None` drops runbook links. See [`Config::runbook_url`].
     pub runbook_base_url: Option<String>,
-    /// Hidden: allow artifact fetches from loopback (DECISIONS.md 13).
+    /// Hidden: allow artifact fetches from loopback (docs/decisions.md 13).
     pub allow_loopback_artifacts: bool,
     /// `None` = file rollback store disabled.
     pub rollback_store_path: Option<PathBuf>,
@@ -725,7 +725,7 @@ impl Config {
             return invalid("--mcp-allow-mutations requires --enable-mcp".to_string());
         }
 
-        // Additions (DECISIONS.md 3-6, 10, and the controller-runtime logging flags).
+        // Additions (docs/decisions.md 3-6, 10, and the controller-runtime logging flags).
         let concurrent = at_least_one("concurrent", f.concurrent)?;
         let inventory_mode = enumeration(
             "inventory-mode",

@@ -3,7 +3,7 @@
 //!
 //! The server listens on `127.0.0.1:<random port>` over plain HTTP, so the
 //! fetcher needs `allow_loopback` (the hidden `--allow-loopback-artifacts`
-//! flag, DECISIONS.md 13) to reach it.
+//! flag, docs/decisions.md 13) to reach it.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -1,5 +1,5 @@
 //! Minimal CustomResourceDefinitions for the Flux source kinds the controller
-//! reads (DECISIONS.md 14), written by us for kube-sim tests and the `dev`
+//! reads (docs/decisions.md 14), written by us for kube-sim tests and the `dev`
 //! command: they declare what stageset-controller reads (`status.artifact`, the
 //! `Ready` condition, the ExternalArtifact `spec.sourceRef` back-pointer) and
 //! preserve everything else. Real clusters use Flux's own CRDs.

@@ -1,4 +1,4 @@
-//! The stage gate (operations.md §3.5, DECISIONS.md 2): `/gate/{ns}/{stageset}/{stage}`
+//! The stage gate (operations.md §3.5, docs/decisions.md 2): `/gate/{ns}/{stageset}/{stage}`
 //! answers whether a stage is Ready, from the StageSet cache only.
 //!
 //! GET, HEAD and POST are treated alike (Flagger POSTs a JSON payload, Argo

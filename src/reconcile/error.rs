@@ -35,7 +35,7 @@ impl Requeue {
 pub const PERMANENT_RETRY: Duration = Duration::from_secs(60);
 
 /// Why a pipeline step failed. Each kind has one Ready reason and one retry
-/// policy (delivery.md §1.3 as DECISIONS.md 20 settles it: no StageSet is
+/// policy (delivery.md §1.3 as docs/decisions.md 20 settles it: no StageSet is
 /// left without a next reconcile).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -5,7 +5,7 @@
 //! Names, labels and hashing are exactly the Go controller's, so existing
 //! clusters and backups keep working.
 //!
-//! In the `hybrid` and `applyset` inventory modes (DECISIONS.md 4) shard 0 of
+//! In the `hybrid` and `applyset` inventory modes (docs/decisions.md 4) shard 0 of
 //! each stage is also a KEP-3659 ApplySet parent: it carries the
 //! `applyset.kubernetes.io/id` label and the tooling, contains-group-kinds and
 //! additional-namespaces annotations, and every member carries

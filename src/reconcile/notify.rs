@@ -1,5 +1,5 @@
 //! Forwarding the controller's events to Flux's notification-controller
-//! (`--events-addr`, DECISIONS.md 10, delivery.md §5.10), in addition to the
+//! (`--events-addr`, docs/decisions.md 10, delivery.md §5.10), in addition to the
 //! Kubernetes Events written through events.k8s.io/v1.
 //!
 //! The payload is Flux's event format (`github.com/fluxcd/pkg/apis/event`

@@ -24,7 +24,7 @@
 //! Private ranges (RFC 1918, CGNAT 100.64/10, IPv6 ULA fc00::/7) are
 //! **allowed**: source-controller lives there.
 //!
-//! The hidden `--allow-loopback-artifacts` flag (DECISIONS.md 13) is the
+//! The hidden `--allow-loopback-artifacts` flag (docs/decisions.md 13) is the
 //! `allow_loopback` argument: it relaxes loopback (127.0.0.0/8, ::1 and the
 //! `localhost` names) and nothing else.
 

@@ -39,7 +39,7 @@ impl Ready {
     }
 }
 
-/// Appends the runbook link to messages of actionable reasons (DECISIONS.md 5).
+/// Appends the runbook link to messages of actionable reasons (docs/decisions.md 5).
 pub fn decorate(reason: StageSetReason, message: &str, runbook_base: Option<&str>) -> String {
     match runbook_base.filter(|b| !b.is_empty()) {
         Some(base) if reason.has_runbook() => format!(
@@ -143,7 +143,7 @@ pub async fn write(
 
 /// Records a Kubernetes Event (events.k8s.io/v1) about a StageSet and, when
 /// `--events-addr` is set, forwards it to Flux's notification-controller
-/// (DECISIONS.md 10). The Kubernetes Event is the primary record; forwarding
+/// (docs/decisions.md 10). The Kubernetes Event is the primary record; forwarding
 /// is queued (never blocks) and happens even when the Kubernetes write failed.
 /// The forwarded message is not cut to the Event API's 1 KiB.
 pub async fn event(

@@ -9,7 +9,7 @@
 //!
 //! A StageSet passes when every rule holds *and* it uses no field whose
 //! behaviour this controller does not implement yet ([`unsupported`],
-//! DECISIONS.md 15). The rules run first, so a spec that is wrong gets the
+//! docs/decisions.md 15). The rules run first, so a spec that is wrong gets the
 //! rule's message rather than "not supported yet".
 
 pub mod cel;

@@ -1,5 +1,5 @@
 //! Spec fields whose behaviour this controller does not implement yet
-//! (DECISIONS.md 15: nothing admitted is silently ignored).
+//! (docs/decisions.md 15: nothing admitted is silently ignored).
 //!
 //! [`NOT_SUPPORTED_YET`] is the one table. A StageSet that sets one of its
 //! fields to anything but the field's default is refused by admission with

@@ -95,7 +95,7 @@ pub const SCHEMA_LEVEL_INVALID: &[&str] = &[
 
 /// Valid corpus StageSets that set a field this controller does not
 /// implement yet (`validate::unsupported::NOT_SUPPORTED_YET`): admission
-/// refuses them with exactly this message (DECISIONS.md 15). The list
+/// refuses them with exactly this message (docs/decisions.md 15). The list
 /// shrinks as features land; every other valid file is admitted. (Read by
 /// tests/webhook.rs only.)
 #[allow(dead_code)]

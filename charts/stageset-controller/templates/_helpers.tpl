@@ -8,7 +8,7 @@ stageset-controller
 
 {{/*
 Cluster-scoped objects carry the release namespace so two installs (one per
-tenant group) never collide (DECISIONS.md 8).
+tenant group) never collide (docs/decisions.md 8).
 */}}
 {{- define "stageset.clusterName" -}}
 {{- /* trimSuffix: `helm lint` renders without a namespace. */ -}}

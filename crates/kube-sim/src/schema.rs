@@ -3669,7 +3669,9 @@ mod tests {
                 std::env::var("STAGESET_REQUIRE_REFERENCE").as_deref() != Ok("1"),
                 "STAGESET_REQUIRE_REFERENCE=1, but {CRD} or {CORPUS} is missing"
             );
-            eprintln!("skipped: the StageSet CRD against the upstream corpus ({CORPUS} is missing)");
+            eprintln!(
+                "skipped: the StageSet CRD against the upstream corpus ({CORPUS} is missing)"
+            );
             return;
         }
         let crd = load_yaml(CRD).remove(0);
