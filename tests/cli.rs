@@ -961,51 +961,51 @@ fn text_logs_with_devel_or_console() {
     assert_eq!(lines[0]["level"], "error");
 }
 
-/// The README lists exactly the flags the binary refuses as not supported yet.
-#[test]
-fn readme_lists_the_not_supported_flags() {
+/// The README's bullet list between `<!-- {marker}:start -->` and
+/// `<!-- {marker}:end -->`, each entry without its backticks.
+fn readme_list(marker: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .expect("README.md exists");
     let start = readme
-        .find("<!-- not-supported-yet:start -->")
+        .find(&format!("<!-- {marker}:start -->"))
         .expect("start marker");
     let end = readme
-        .find("<!-- not-supported-yet:end -->")
+        .find(&format!("<!-- {marker}:end -->"))
         .expect("end marker");
-    let listed: Vec<String> = readme[start..end]
+    readme[start..end]
         .lines()
-        .filter_map(|l| l.strip_prefix("- `--"))
+        .filter_map(|l| l.strip_prefix("- `"))
         .map(|l| l.trim_end_matches('`').to_string())
-        .collect();
+        .collect()
+}
+
+/// The README lists exactly the flags the binary refuses as not supported yet.
+#[test]
+fn readme_lists_the_not_supported_flags() {
     let expected: Vec<String> = stageset_controller::config::not_supported_yet()
         .iter()
-        .map(|s| s.to_string())
+        .map(|s| format!("--{s}"))
         .collect();
-    assert_eq!(listed, expected, "update the list in README.md");
+    assert_eq!(
+        readme_list("not-supported-yet"),
+        expected,
+        "update the list in README.md"
+    );
 }
 
 /// The README lists exactly the spec fields admission refuses as not
 /// supported yet.
 #[test]
 fn readme_lists_the_not_supported_fields() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md exists");
-    let start = readme
-        .find("<!-- not-supported-fields:start -->")
-        .expect("start marker");
-    let end = readme
-        .find("<!-- not-supported-fields:end -->")
-        .expect("end marker");
-    let listed: Vec<String> = readme[start..end]
-        .lines()
-        .filter_map(|l| l.strip_prefix("- `"))
-        .map(|l| l.trim_end_matches('`').to_string())
-        .collect();
     let expected: Vec<String> = stageset_controller::validate::unsupported::NOT_SUPPORTED_YET
         .iter()
         .map(|r| r.field.to_string())
         .collect();
-    assert_eq!(listed, expected, "update the list in README.md");
+    assert_eq!(
+        readme_list("not-supported-fields"),
+        expected,
+        "update the list in README.md"
+    );
 }
 
 /// `stageset-controller build DIR --path P --substitute K=V` prints what a stage
