@@ -1,0 +1,56 @@
+//! Writing the serving certificate and key into the cert dir, so that a
+//! reader (the [`CertSlot`](super::CertSlot), a `cert-manager`-style file
+//! watcher) never sees half a file or a certificate without its key.
+
+use std::path::Path;
+
+use super::pki::Material;
+use super::slot::{CERT_FILE, KEY_FILE};
+
+/// Creates the cert dir (mode 0750) if it is absent.
+pub fn ensure_dir(dir: &Path) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(|e| format!("creating the webhook cert dir {}: {e}", dir.display()))
+}
+
+/// Writes `tls.key`, then `tls.crt` (mode 0600), each replaced atomically so
+/// a reader never sees half a file, and a watcher woken by the certificate
+/// never pairs it with the previous key.
+pub fn write_files(dir: &Path, material: &Material) -> Result<(), String> {
+    ensure_dir(dir)?;
+    write_private(&dir.join(KEY_FILE), material.key_pem.as_bytes())?;
+    write_private(&dir.join(CERT_FILE), material.cert_pem.as_bytes())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("writing {}: {e}", path.display())
+    })
+}
