@@ -43,3 +43,79 @@ fn unix_seconds(t: SystemTime) -> i64 {
         Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::tls::generate;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn ca(validity: Duration, now: SystemTime) -> String {
+        generate(&["svc.ns.svc".to_string()], validity, now)
+            .expect("material")
+            .ca_pem
+    }
+
+    fn merged(current: &str, add: &str, remove: &str, now: SystemTime) -> String {
+        String::from_utf8(merge(
+            current.as_bytes(),
+            add.as_bytes(),
+            remove.as_bytes(),
+            now,
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_renewal_adds_the_new_ca_and_then_removes_the_old_one() {
+        let now = SystemTime::now();
+        let (peer, old, new) = (ca(HOUR, now), ca(HOUR, now), ca(HOUR, now));
+        let bundle = format!("{peer}{old}");
+        // Trust old and new, keeping the peer's CA.
+        let both = merged(&bundle, &new, "", now);
+        assert_eq!(both, format!("{peer}{old}{new}"));
+        // Drop ours, keep the current one even when also listed for removal.
+        assert_eq!(
+            merged(&both, &new, &format!("{old}{new}"), now),
+            format!("{peer}{new}")
+        );
+        // Removing a CA that is not there changes nothing.
+        assert_eq!(merged(&both, "", &ca(HOUR, now), now), both);
+    }
+
+    #[test]
+    fn expired_cas_are_dropped_whoever_added_them() {
+        let now = SystemTime::now();
+        let valid = ca(HOUR, now);
+        // Issued two hours ago for one hour: expired an hour ago.
+        let expired = ca(HOUR, now - 2 * HOUR);
+        let not_after = parse_certificate(&certificate_blocks(expired.as_bytes())[0])
+            .unwrap()
+            .not_after;
+        assert!(not_after < unix_seconds(now));
+        assert_eq!(merged(&format!("{expired}{valid}"), "", "", now), valid);
+        // An expired CA being added is added (it is the caller's to judge),
+        // and dropped by the next merge.
+        let once = merged(&valid, &expired, "", now);
+        assert_eq!(once, format!("{valid}{expired}"));
+        assert_eq!(merged(&once, "", "", now), valid);
+        // Everything expired and nothing added: an empty bundle, which the
+        // caBundle update refuses to write.
+        assert_eq!(merged(&expired, "", "", now), "");
+    }
+
+    #[test]
+    fn times_before_1970_compare_as_negative_seconds() {
+        let epoch = UNIX_EPOCH;
+        assert_eq!(unix_seconds(epoch), 0);
+        assert_eq!(unix_seconds(epoch + Duration::from_secs(5)), 5);
+        assert_eq!(unix_seconds(epoch - Duration::from_secs(5)), -5);
+        // Nothing has expired yet at the epoch.
+        let now = SystemTime::now();
+        let valid = ca(HOUR, now);
+        assert_eq!(merged(&valid, "", "", epoch - HOUR), valid);
+    }
+}

@@ -54,3 +54,50 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
         format!("writing {}: {e}", path.display())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn material(tag: &str) -> Material {
+        Material {
+            ca_pem: format!("ca {tag}"),
+            cert_pem: format!("cert {tag}"),
+            key_pem: format!("key {tag}"),
+        }
+    }
+
+    #[test]
+    fn the_pair_is_replaced_whole_and_stays_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("nested/certs");
+        write_files(&dir, &material("1")).unwrap();
+        write_files(&dir, &material("2")).unwrap();
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read(CERT_FILE), "cert 2");
+        assert_eq!(read(KEY_FILE), "key 2");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [CERT_FILE, KEY_FILE], "no temporary files left");
+        for f in [CERT_FILE, KEY_FILE] {
+            let mode = std::fs::metadata(dir.join(f)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{f}");
+        }
+        // An existing directory is left as it is.
+        ensure_dir(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_names_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("not-a-dir");
+        std::fs::write(&file, "x").unwrap();
+        let err = write_files(&file, &material("1")).unwrap_err();
+        assert!(err.contains("not-a-dir"), "{err}");
+    }
+}

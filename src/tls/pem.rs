@@ -57,3 +57,54 @@ pub fn certificate_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
         .map(|(_, der)| der)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_written_in_64_columns_and_read_back() {
+        let der: Vec<u8> = (0..=255).collect();
+        let pem = encode_pem("CERTIFICATE", &der);
+        let lines: Vec<&str> = pem.lines().collect();
+        assert_eq!(lines.first(), Some(&"-----BEGIN CERTIFICATE-----"));
+        assert_eq!(lines.last(), Some(&"-----END CERTIFICATE-----"));
+        let body = &lines[1..lines.len() - 1];
+        assert!(
+            body[..body.len() - 1].iter().all(|l| l.len() == 64),
+            "{pem}"
+        );
+        assert!(body[body.len() - 1].len() <= 64);
+        assert!(pem.ends_with("-----\n"));
+        assert_eq!(
+            pem_blocks(pem.as_bytes()),
+            [("CERTIFICATE".to_string(), der)]
+        );
+    }
+
+    #[test]
+    fn reading_skips_text_broken_blocks_and_keeps_the_labels() {
+        let a = encode_pem("CERTIFICATE", b"first");
+        let key = encode_pem("EC PRIVATE KEY", b"key");
+        let crlf = "-----BEGIN CERTIFICATE-----\r\nc2Vj\r\nb25k\r\n-----END CERTIFICATE-----\r\n";
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let empty = "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n";
+        let unterminated = "-----BEGIN CERTIFICATE-----\nZm9v\n";
+        let text = format!("intro\n{a}between\n{key}{broken}{empty}{crlf}trailer\n{unterminated}");
+        let blocks = pem_blocks(text.as_bytes());
+        assert_eq!(
+            blocks,
+            [
+                ("CERTIFICATE".to_string(), b"first".to_vec()),
+                ("EC PRIVATE KEY".to_string(), b"key".to_vec()),
+                ("CERTIFICATE".to_string(), b"second".to_vec()),
+            ]
+        );
+        assert_eq!(
+            certificate_blocks(text.as_bytes()),
+            [b"first".to_vec(), b"second".to_vec()]
+        );
+        assert!(pem_blocks(b"").is_empty());
+        assert!(pem_blocks(b"-----BEGIN CERTIFICATE").is_empty());
+    }
+}

@@ -2,8 +2,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use x509_parser::asn1_rs::{
+    self, BitString, FromDer, OctetString, Oid, Sequence, TaggedExplicit, ToDer,
+};
+use x509_parser::oid_registry::OID_EC_P256;
+
 use super::pem::encode_pem;
-use super::x509::der;
 
 /// Subject CN of every self-signed CA.
 pub const CA_COMMON_NAME: &str = "stageset-controller-webhook-ca";
@@ -125,23 +129,155 @@ fn random_serial() -> Result<[u8; 16], String> {
 
 /// Re-encodes ring's PKCS#8 P-256 key as a standalone SEC1 `ECPrivateKey`
 /// (RFC 5915, with the curve parameters, as Go's `MarshalECPrivateKey` does).
+///
+/// Nothing in the dependency tree writes SEC1: rcgen and ring only produce
+/// PKCS#8 and rustls-pki-types only labels the bytes, so this reads the
+/// PKCS#8 structure and writes the SEC1 one with asn1-rs (which x509-parser
+/// brings). `tls.key` stays `EC PRIVATE KEY`, what the Go controller wrote.
 fn sec1_from_pkcs8_p256(pkcs8: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = || "unexpected PKCS#8 key encoding".to_string();
-    let mut input = pkcs8;
-    let mut info = der::expect(&mut input, der::SEQUENCE).ok_or_else(bad)?;
-    der::expect(&mut info, der::INTEGER).ok_or_else(bad)?;
-    der::expect(&mut info, der::SEQUENCE).ok_or_else(bad)?;
-    let mut wrapped = der::expect(&mut info, der::OCTET_STRING).ok_or_else(bad)?;
-    let mut ec = der::expect(&mut wrapped, der::SEQUENCE).ok_or_else(bad)?;
-    der::expect(&mut ec, der::INTEGER).ok_or_else(bad)?;
-    let private = der::expect(&mut ec, der::OCTET_STRING).ok_or_else(bad)?;
-    let mut body = der::tlv(der::INTEGER, &[1]);
-    body.extend(der::tlv(der::OCTET_STRING, private));
-    body.extend(der::tlv(0xa0, &der::tlv(der::OID, OID_P256)));
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(public_key);
-    body.extend(der::tlv(0xa1, &der::tlv(der::BIT_STRING, &bits)));
-    Ok(der::tlv(der::SEQUENCE, &body))
+    let bad = |e: asn1_rs::Err<asn1_rs::Error>| format!("unexpected PKCS#8 key encoding: {e}");
+    // PrivateKeyInfo ::= SEQUENCE { version, AlgorithmIdentifier { id-ecPublicKey,
+    //   namedCurve }, privateKey OCTET STRING (an ECPrivateKey), ... }
+    let (_, (curve, key)) = Sequence::from_der_and_then(pkcs8, |i| {
+        let (i, _version) = u32::from_der(i)?;
+        let (i, curve) = Sequence::from_der_and_then(i, |a| {
+            let (a, _algorithm) = Oid::from_der(a)?;
+            Oid::from_der(a)
+        })?;
+        let (i, key) = OctetString::from_der(i)?;
+        Ok((i, (curve, key)))
+    })
+    .map_err(bad)?;
+    if curve != OID_EC_P256 {
+        return Err(format!(
+            "unexpected PKCS#8 key: curve {} instead of P-256",
+            curve.to_id_string()
+        ));
+    }
+    // ECPrivateKey ::= SEQUENCE { version 1, privateKey OCTET STRING, ... }
+    let (_, private) = Sequence::from_der_and_then(key.as_ref(), |i| {
+        let (i, _version) = u32::from_der(i)?;
+        OctetString::from_der(i)
+    })
+    .map_err(bad)?;
+    let encode = |e: asn1_rs::SerializeError| format!("encoding the SEC1 key: {e}");
+    let mut body = 1u32.to_der_vec().map_err(encode)?;
+    body.extend(private.to_der_vec().map_err(encode)?);
+    body.extend(
+        TaggedExplicit::<Oid, asn1_rs::Error, 0>::explicit(OID_EC_P256)
+            .to_der_vec()
+            .map_err(encode)?,
+    );
+    body.extend(
+        TaggedExplicit::<BitString, asn1_rs::Error, 1>::explicit(BitString::new(0, public_key))
+            .to_der_vec()
+            .map_err(encode)?,
+    );
+    Sequence::new(body.into()).to_der_vec().map_err(encode)
 }
 
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+#[cfg(test)]
+mod tests {
+    use rcgen::{KeyPair, PublicKeyData};
+    use rustls::pki_types::{PrivateKeyDer, PrivateSec1KeyDer};
+
+    use super::*;
+    use crate::tls::{certificate_blocks, certified_key, parse_certificate, pem_blocks};
+
+    #[test]
+    fn the_clock_skew_is_a_minute_but_at_most_a_quarter_of_the_validity() {
+        let s = Duration::from_secs;
+        assert_eq!(clock_skew(s(8760 * 3600)), s(60));
+        assert_eq!(clock_skew(s(240)), s(60));
+        assert_eq!(clock_skew(s(120)), s(30));
+        assert_eq!(clock_skew(s(30)), Duration::from_millis(7500));
+        assert_eq!(clock_skew(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_validity_window_starts_one_skew_before_now() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for (validity, skew) in [(3600, 60), (30, 7)] {
+            let m = generate(&["a.svc".into()], Duration::from_secs(validity), now).unwrap();
+            for pem in [&m.ca_pem, &m.cert_pem] {
+                let info = parse_certificate(&certificate_blocks(pem.as_bytes())[0]).unwrap();
+                assert_eq!(info.not_before, 1_800_000_000 - skew);
+                assert_eq!(info.not_after, info.not_before + validity as i64);
+            }
+        }
+    }
+
+    #[test]
+    fn generation_needs_a_valid_dns_name() {
+        let hour = Duration::from_secs(3600);
+        let err = generate(&[], hour, SystemTime::now()).unwrap_err();
+        assert!(err.contains("needs a DNS name"), "{err}");
+        let err = generate(&["bäd.svc".into()], hour, SystemTime::now()).unwrap_err();
+        assert!(err.contains("invalid DNS name"), "{err}");
+        let err = generate(&["a.svc".into()], hour, UNIX_EPOCH - hour).unwrap_err();
+        assert!(err.contains("before 1970"), "{err}");
+    }
+
+    #[test]
+    fn the_key_is_sec1_and_signs_for_the_certificate() {
+        let m = generate(
+            &["a.svc".into()],
+            Duration::from_secs(3600),
+            SystemTime::now(),
+        )
+        .unwrap();
+        let blocks = pem_blocks(m.key_pem.as_bytes());
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0].0, "EC PRIVATE KEY");
+        certified_key(m.cert_pem.as_bytes(), m.key_pem.as_bytes()).expect("key matches");
+    }
+
+    /// The SEC1 key holds the same key pair as the PKCS#8 one, laid out as
+    /// RFC 5915 says.
+    #[test]
+    fn sec1_from_pkcs8_keeps_the_key_pair() {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let sec1 = sec1_from_pkcs8_p256(key.serialized_der(), key.public_key_raw()).unwrap();
+
+        // ring (through rustls) loads it and derives the same public key.
+        let signer = rustls::crypto::ring::sign::any_ecdsa_type(&PrivateKeyDer::Sec1(
+            PrivateSec1KeyDer::from(sec1.clone()),
+        ))
+        .expect("a usable P-256 key");
+        assert_eq!(
+            signer.public_key().expect("an SPKI").as_ref(),
+            key.subject_public_key_info()
+        );
+
+        // SEQUENCE { 1, OCTET STRING (32), [0] { prime256v1 }, [1] { BIT STRING point } }
+        let (rest, (version, private, curve, point)) = Sequence::from_der_and_then(&sec1, |i| {
+            let (i, version) = u32::from_der(i)?;
+            let (i, private) = OctetString::from_der(i)?;
+            let (i, curve) = TaggedExplicit::<Oid, asn1_rs::Error, 0>::from_der(i)?;
+            let (i, point) = TaggedExplicit::<BitString, asn1_rs::Error, 1>::from_der(i)?;
+            assert!(i.is_empty());
+            Ok((
+                i,
+                (version, private, curve.into_inner(), point.into_inner()),
+            ))
+        })
+        .unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(version, 1);
+        assert_eq!(private.as_ref().len(), 32);
+        assert_eq!(curve, OID_EC_P256);
+        assert_eq!(point.as_ref(), key.public_key_raw());
+    }
+
+    #[test]
+    fn sec1_from_pkcs8_refuses_other_keys() {
+        let p384 = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let err = sec1_from_pkcs8_p256(p384.serialized_der(), p384.public_key_raw()).unwrap_err();
+        assert!(err.contains("instead of P-256"), "{err}");
+        let ed = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let err = sec1_from_pkcs8_p256(ed.serialized_der(), ed.public_key_raw()).unwrap_err();
+        assert!(err.contains("unexpected PKCS#8 key"), "{err}");
+        let err = sec1_from_pkcs8_p256(b"junk", &[]).unwrap_err();
+        assert!(err.contains("unexpected PKCS#8 key encoding"), "{err}");
+    }
+}

@@ -1,6 +1,12 @@
-//! Reading X.509 certificates: the fields the certificate code and its tests
-//! look at (names, validity, key, usages, CA flag, key identifiers), as
-//! [`CertInfo`].
+//! Reading X.509 certificates back: [`parse_certificate`] flattens what the
+//! certificate code and its tests look at (names, validity, key curve,
+//! usages, CA flag, key identifiers) into a plain [`CertInfo`], so callers
+//! never hold `x509-parser`'s borrowed types.
+
+use x509_parser::asn1_rs::{FromDer as _, Oid};
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use x509_parser::x509::X509Name;
 
 /// Key usage bits as [`CertInfo::key_usage`] reports them (RFC 5280 numbering).
 pub const KU_DIGITAL_SIGNATURE: u16 = 1 << 0;
@@ -40,240 +46,240 @@ pub struct CertInfo {
 
 /// Reads a DER certificate's serial, names, validity, key curve and the
 /// SAN, key usage, extended key usage, basic constraints and key identifier
-/// extensions. `None` when it is not a well-formed certificate.
+/// extensions. `None` when it is not a well-formed certificate, or when one of
+/// those extensions is malformed. Data after the certificate is ignored.
 pub fn parse_certificate(cert: &[u8]) -> Option<CertInfo> {
-    use der::*;
-    let mut input = cert;
-    let mut certificate = expect(&mut input, SEQUENCE)?;
-    let mut tbs = expect(&mut certificate, SEQUENCE)?;
-    let mut info = CertInfo::default();
-    if peek(tbs) == Some(0xa0) {
-        read(&mut tbs)?;
-    }
-    info.serial = expect(&mut tbs, INTEGER)?.to_vec();
-    expect(&mut tbs, SEQUENCE)?;
-    info.issuer_cn = common_name(expect(&mut tbs, SEQUENCE)?);
-    let mut validity = expect(&mut tbs, SEQUENCE)?;
-    let (tag, nb) = read(&mut validity)?;
-    info.not_before = parse_time(tag, nb)?;
-    let (tag, na) = read(&mut validity)?;
-    info.not_after = parse_time(tag, na)?;
-    info.subject_cn = common_name(expect(&mut tbs, SEQUENCE)?);
-    let mut spki = expect(&mut tbs, SEQUENCE)?;
-    let mut alg = expect(&mut spki, SEQUENCE)?;
-    expect(&mut alg, OID)?;
-    if peek(alg) == Some(OID) {
-        info.public_key_curve = Some(oid_string(expect(&mut alg, OID)?));
-    }
-    while !tbs.is_empty() {
-        let (tag, content) = read(&mut tbs)?;
-        if tag != 0xa3 {
-            continue;
-        }
-        let mut content = content;
-        let mut extensions = expect(&mut content, SEQUENCE)?;
-        while !extensions.is_empty() {
-            let mut ext = expect(&mut extensions, SEQUENCE)?;
-            let oid = expect(&mut ext, OID)?;
-            if peek(ext) == Some(BOOLEAN) {
-                read(&mut ext)?;
+    let (_, cert) = X509Certificate::from_der(cert).ok()?;
+    let tbs = &cert.tbs_certificate;
+    let mut info = CertInfo {
+        serial: tbs.raw_serial().to_vec(),
+        issuer_cn: common_name(tbs.issuer()),
+        subject_cn: common_name(tbs.subject()),
+        not_before: tbs.validity().not_before.timestamp(),
+        not_after: tbs.validity().not_after.timestamp(),
+        public_key_curve: tbs
+            .public_key()
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|oid| oid.to_id_string()),
+        ..CertInfo::default()
+    };
+    for ext in tbs.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::SubjectAlternativeName(san) => {
+                for name in &san.general_names {
+                    match name {
+                        GeneralName::DNSName(n) => info.dns_names.push((*n).to_string()),
+                        // A dNSName that is not UTF-8 (x509-parser keeps its bytes).
+                        GeneralName::Invalid(tag, raw) if tag.0 == 2 => info
+                            .dns_names
+                            .push(String::from_utf8_lossy(raw).into_owned()),
+                        GeneralName::IPAddress(ip) => info.ip_addresses.push(ip.to_vec()),
+                        _ => info.other_names += 1,
+                    }
+                }
             }
-            let mut value = expect(&mut ext, OCTET_STRING)?;
-            match oid {
-                [0x55, 0x1d, 0x11] => {
-                    let mut names = expect(&mut value, SEQUENCE)?;
-                    while !names.is_empty() {
-                        match read(&mut names)? {
-                            (0x82, n) => info.dns_names.push(String::from_utf8_lossy(n).into()),
-                            (0x87, ip) => info.ip_addresses.push(ip.to_vec()),
-                            _ => info.other_names += 1,
-                        }
-                    }
-                }
-                [0x55, 0x1d, 0x0f] => {
-                    let bits = expect(&mut value, BIT_STRING)?;
-                    let mut usage = 0u16;
-                    for i in 0..16usize {
-                        if bits
-                            .get(1 + i / 8)
-                            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
-                        {
-                            usage |= 1 << i;
-                        }
-                    }
-                    info.key_usage = Some(usage);
-                }
-                [0x55, 0x1d, 0x25] => {
-                    let mut oids = expect(&mut value, SEQUENCE)?;
-                    while !oids.is_empty() {
-                        info.ext_key_usage.push(oid_string(expect(&mut oids, OID)?));
-                    }
-                }
-                [0x55, 0x1d, 0x13] => {
-                    info.basic_constraints = true;
-                    let mut bc = expect(&mut value, SEQUENCE)?;
-                    if peek(bc) == Some(BOOLEAN) {
-                        info.is_ca = expect(&mut bc, BOOLEAN)?.first().is_some_and(|b| *b != 0);
-                    }
-                }
-                [0x55, 0x1d, 0x0e] => {
-                    info.subject_key_id = Some(expect(&mut value, OCTET_STRING)?.to_vec());
-                }
-                [0x55, 0x1d, 0x23] => {
-                    let mut aki = expect(&mut value, SEQUENCE)?;
-                    if peek(aki) == Some(0x80) {
-                        info.authority_key_id = Some(read(&mut aki)?.1.to_vec());
-                    }
-                }
-                _ => {}
+            ParsedExtension::KeyUsage(usage) => info.key_usage = Some(usage.flags),
+            ParsedExtension::ExtendedKeyUsage(_) => {
+                // The purposes in the certificate's order, from the value x509-parser
+                // has already checked to be a SEQUENCE OF OBJECT IDENTIFIER.
+                let (_, oids) = Vec::<Oid>::from_der(ext.value).ok()?;
+                info.ext_key_usage = oids.iter().map(Oid::to_id_string).collect();
             }
+            ParsedExtension::BasicConstraints(bc) => {
+                info.basic_constraints = true;
+                info.is_ca = bc.ca;
+            }
+            ParsedExtension::SubjectKeyIdentifier(id) => {
+                info.subject_key_id = Some(id.0.to_vec());
+            }
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                info.authority_key_id = aki.key_identifier.as_ref().map(|id| id.0.to_vec());
+            }
+            ParsedExtension::ParseError { .. } => return None,
+            _ => {}
         }
     }
     Some(info)
 }
 
-fn common_name(mut name: &[u8]) -> Option<String> {
-    use der::*;
-    while !name.is_empty() {
-        let mut set = expect(&mut name, SET)?;
-        while !set.is_empty() {
-            let mut atv = expect(&mut set, SEQUENCE)?;
-            let oid = expect(&mut atv, OID)?;
-            let (_, value) = read(&mut atv)?;
-            if oid == [0x55, 0x04, 0x03] {
-                return Some(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    }
-    None
+/// The first common name of `name`, as text even when it is not one of the
+/// string types x509-parser decodes.
+fn common_name(name: &X509Name) -> Option<String> {
+    name.iter_common_name().next().map(|cn| match cn.as_str() {
+        Ok(s) => s.to_string(),
+        Err(_) => String::from_utf8_lossy(cn.as_slice()).into_owned(),
+    })
 }
 
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as Unix seconds.
-fn parse_time(tag: u8, value: &[u8]) -> Option<i64> {
-    let digits = value.strip_suffix(b"Z")?;
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let num = |s: &[u8]| -> i64 { s.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')) };
-    let (year, rest) = match (tag, digits.len()) {
-        (der::UTC_TIME, 12) => {
-            let yy = num(&digits[..2]);
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-        }
-        (der::GENERALIZED_TIME, 14) => (num(&digits[..4]), &digits[4..]),
-        _ => return None,
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use rcgen::{
+        CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+        SanType, date_time_ymd,
     };
-    let [month, day, hour, minute, second] = [0, 2, 4, 6, 8].map(|i| num(&rest[i..i + 2]));
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
+
+    use super::*;
+    use crate::tls::{CA_COMMON_NAME, certificate_blocks, generate};
+
+    fn der(pem: &str) -> Vec<u8> {
+        certificate_blocks(pem.as_bytes()).remove(0)
     }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+    #[test]
+    fn every_field_of_the_generated_material() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let names = [
+            "hook.ns.svc".to_string(),
+            "hook.ns.svc.cluster.local".into(),
+        ];
+        let m = generate(&names, Duration::from_secs(3600), now).unwrap();
+        let ca = parse_certificate(&der(&m.ca_pem)).unwrap();
+        let leaf = parse_certificate(&der(&m.cert_pem)).unwrap();
 
-fn oid_string(oid: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut value = 0u64;
-    for &b in oid {
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
+        let ca_key_id = ca
+            .subject_key_id
+            .clone()
+            .expect("the CA has a key identifier");
+        assert!(!ca_key_id.is_empty());
+        assert_eq!(
+            ca,
+            CertInfo {
+                serial: ca.serial.clone(),
+                issuer_cn: Some(CA_COMMON_NAME.into()),
+                subject_cn: Some(CA_COMMON_NAME.into()),
+                not_before: 1_700_000_000 - 60,
+                not_after: 1_700_000_000 - 60 + 3600,
+                public_key_curve: Some(CURVE_P256.into()),
+                dns_names: vec![],
+                ip_addresses: vec![],
+                other_names: 0,
+                key_usage: Some(KU_KEY_CERT_SIGN | KU_DIGITAL_SIGNATURE),
+                ext_key_usage: vec![],
+                basic_constraints: true,
+                is_ca: true,
+                subject_key_id: Some(ca_key_id.clone()),
+                authority_key_id: None,
             }
-            value = 0;
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// Just enough DER: single-byte tags, definite lengths.
-pub(super) mod der {
-    pub const BOOLEAN: u8 = 0x01;
-    pub const INTEGER: u8 = 0x02;
-    pub const BIT_STRING: u8 = 0x03;
-    pub const OCTET_STRING: u8 = 0x04;
-    pub const OID: u8 = 0x06;
-    pub const UTC_TIME: u8 = 0x17;
-    pub const GENERALIZED_TIME: u8 = 0x18;
-    pub const SEQUENCE: u8 = 0x30;
-    pub const SET: u8 = 0x31;
-
-    /// Reads one element: (tag, content).
-    pub fn read<'a>(input: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-        let (&tag, rest) = input.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None;
-        }
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
+        );
+        assert_eq!(
+            leaf,
+            CertInfo {
+                serial: leaf.serial.clone(),
+                issuer_cn: Some(CA_COMMON_NAME.into()),
+                subject_cn: Some(names[0].clone()),
+                not_before: 1_700_000_000 - 60,
+                not_after: 1_700_000_000 - 60 + 3600,
+                public_key_curve: Some(CURVE_P256.into()),
+                dns_names: names.to_vec(),
+                ip_addresses: vec![],
+                other_names: 0,
+                key_usage: Some(KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT),
+                ext_key_usage: vec![EKU_SERVER_AUTH.into()],
+                basic_constraints: false,
+                is_ca: false,
+                subject_key_id: leaf.subject_key_id.clone(),
+                authority_key_id: Some(ca_key_id),
             }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |l, b| (l << 8) | usize::from(*b));
-            rest = &rest[n..];
-            len
-        };
-        if rest.len() < len {
-            return None;
+        );
+        assert_ne!(leaf.subject_key_id, ca.subject_key_id);
+        // Serials: 16 random bytes, positive (a leading zero byte when the
+        // top bit is set), different for the CA and the leaf.
+        for serial in [&ca.serial, &leaf.serial] {
+            assert!(matches!(serial.len(), 1..=17), "{serial:?}");
+            assert_eq!(serial[0] & 0x80, 0, "{serial:?}");
         }
-        let (content, after) = rest.split_at(len);
-        *input = after;
-        Some((tag, content))
+        assert_ne!(ca.serial, leaf.serial);
     }
 
-    /// Reads one element with this tag.
-    pub fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
-        let (t, content) = read(input)?;
-        (t == tag).then_some(content)
+    #[test]
+    fn other_san_types_usages_and_generalized_times() {
+        let mut params = CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.subject_alt_names.extend([
+            SanType::IpAddress("10.0.0.1".parse().unwrap()),
+            SanType::IpAddress("::1".parse().unwrap()),
+            SanType::URI("https://a.example/".try_into().unwrap()),
+            SanType::Rfc822Name("ops@a.example".try_into().unwrap()),
+            SanType::DnsName("b.example".try_into().unwrap()),
+        ]);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "a.example");
+        // UTCTime before 1970 and GeneralizedTime from 2050 on.
+        params.not_before = date_time_ymd(1969, 12, 31);
+        params.not_after = date_time_ymd(2051, 3, 1);
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::Other(vec![1, 3, 6, 1, 4, 1, 99999, 1]),
+        ];
+        let key = KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+
+        let info = parse_certificate(cert.der()).unwrap();
+        assert_eq!(info.subject_cn.as_deref(), Some("a.example"));
+        assert_eq!(info.issuer_cn.as_deref(), Some("a.example"));
+        assert_eq!(info.dns_names, ["a.example", "b.example"]);
+        assert_eq!(
+            info.ip_addresses,
+            [vec![10, 0, 0, 1], {
+                let mut v = vec![0; 16];
+                v[15] = 1;
+                v
+            }]
+        );
+        assert_eq!(info.other_names, 2);
+        assert_eq!(info.not_before, -86_400);
+        // 2051-03-01: 81 years after 1970 (20 leap days), plus Jan and Feb.
+        assert_eq!(info.not_after, (81 * 365 + 20 + 31 + 28) * 86_400);
+        assert_eq!(info.key_usage, Some(KU_DIGITAL_SIGNATURE | 1 << 6));
+        assert_eq!(
+            info.ext_key_usage,
+            ["1.3.6.1.5.5.7.3.2", EKU_SERVER_AUTH, "1.3.6.1.4.1.99999.1"]
+        );
+        assert!(info.basic_constraints && !info.is_ca);
+        // Ed25519 keys name no curve parameter.
+        assert_eq!(info.public_key_curve, None);
     }
 
-    pub fn peek(input: &[u8]) -> Option<u8> {
-        input.first().copied()
+    #[test]
+    fn absent_extensions_read_as_absent() {
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.use_authority_key_identifier_extension = false;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let info = parse_certificate(cert.der()).unwrap();
+        assert_eq!(info.subject_cn, None);
+        assert_eq!(info.key_usage, None);
+        assert!(info.ext_key_usage.is_empty() && info.dns_names.is_empty());
+        assert!(!info.basic_constraints && !info.is_ca);
+        assert_eq!(info.authority_key_id, None);
+        // secp384r1
+        assert_eq!(info.public_key_curve.as_deref(), Some("1.3.132.0.34"));
     }
 
-    /// Encodes one element.
-    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
+    #[test]
+    fn what_is_not_a_certificate_does_not_parse() {
+        let now = SystemTime::now();
+        let m = generate(&["a.svc".to_string()], Duration::from_secs(60), now).unwrap();
+        let good = der(&m.cert_pem);
+        assert!(parse_certificate(&good).is_some());
+        // Trailing bytes after the certificate are ignored.
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"trailer");
+        assert_eq!(parse_certificate(&trailing), parse_certificate(&good));
+        assert!(parse_certificate(&good[..good.len() - 1]).is_none());
+        assert!(parse_certificate(b"").is_none());
+        assert!(parse_certificate(b"not a certificate").is_none());
+        // The key is DER too, but not a certificate.
+        let key = crate::tls::pem_blocks(m.key_pem.as_bytes()).remove(0).1;
+        assert!(parse_certificate(&key).is_none());
     }
 }
