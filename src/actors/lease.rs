@@ -27,7 +27,6 @@
 //! without either, `--leader-elect` is a start-up error. The holder identity is
 //! `<hostname>_<uuid>` with the hostname of [`crate::leader::instance_name`].
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,33 +105,10 @@ pub fn namespace_from(
 
 /// A fresh holder identity: `<hostname>_<uuid>`.
 pub fn new_identity() -> String {
-    format!("{}_{}", crate::leader::instance_name(), uuid_v4())
-}
-
-/// A random (version 4) UUID. The bits come from the per-process random keys
-/// of the standard library's hasher (seeded from the OS) and fastrand.
-fn uuid_v4() -> String {
-    let state = std::collections::hash_map::RandomState::new();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let pid = std::process::id();
-    let hi = state.hash_one((pid, nanos, 1u8)) ^ fastrand::u64(..);
-    let lo = state.hash_one((pid, nanos, 2u8)) ^ fastrand::u64(..);
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&hi.to_be_bytes());
-    b[8..].copy_from_slice(&lo.to_be_bytes());
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+        "{}_{}",
+        crate::leader::instance_name(),
+        uuid::Uuid::new_v4()
     )
 }
 
