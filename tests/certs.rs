@@ -22,6 +22,7 @@ use stageset_controller::api::StageSet;
 use stageset_controller::config::{Config, Invocation, parse_from_ignoring_unsupported};
 use stageset_controller::controller::ControllerHandle;
 use stageset_controller::http::{ServerOptions, WebhookOptions};
+use stageset_controller::kube_client;
 use stageset_controller::tls::{
     self, CA_COMMON_NAME, CURVE_P256, CertSlot, EKU_SERVER_AUTH, KU_DIGITAL_SIGNATURE,
     KU_KEY_CERT_SIGN, KU_KEY_ENCIPHERMENT, Material,
@@ -229,14 +230,14 @@ fn retry_backoff_and_namespace() {
     );
 
     assert_eq!(
-        cert::namespace_from(Some("prod\n".into()), Some("env".into())).unwrap(),
+        kube_client::namespace_from(Some("prod\n".into()), Some("env".into())).unwrap(),
         "prod"
     );
     assert_eq!(
-        cert::namespace_from(None, Some("env".into())).unwrap(),
+        kube_client::namespace_from(None, Some("env".into())).unwrap(),
         "env"
     );
-    let err = cert::namespace_from(Some(" ".into()), None).unwrap_err();
+    let err = kube_client::namespace_from(Some(" ".into()), None).unwrap_err();
     assert!(err.contains("--webhook-service-namespace"), "{err}");
 }
 

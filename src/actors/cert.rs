@@ -26,6 +26,7 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 
 use crate::config::{CertMode, Config};
+use crate::kube_client::pod_namespace;
 use crate::metrics::Metrics;
 use crate::tls::{
     CERT_FILE, CertSlot, KEY_FILE, certified_key, ensure_dir, generate, merge, write_files,
@@ -36,10 +37,6 @@ use crate::tls::{
 pub const GUARD_DELAY: Duration = Duration::from_secs(5);
 /// How often `cert-manager` mode looks at the mounted files.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// The in-cluster file holding the pod's namespace.
-pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// The environment variable naming the pod's namespace outside a cluster.
-pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
 /// Retry backoff after a failed renewal (DECISIONS.md 7), before scaling.
 pub const RETRY_BASE: Duration = Duration::from_secs(5 * 60);
 pub const RETRY_CAP: Duration = Duration::from_secs(60 * 60);
@@ -73,7 +70,7 @@ impl SelfSigned {
             })?;
         let namespace = match &config.webhook_service_namespace {
             Some(ns) => ns.clone(),
-            None => pod_namespace()?,
+            None => pod_namespace().map_err(|e| format!("the webhook service namespace: {e}"))?,
         };
         let validity = config
             .webhook_cert_validity
@@ -111,27 +108,6 @@ pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
     ]
-}
-
-/// The pod's namespace: the in-cluster service-account file, else `$POD_NAMESPACE`.
-pub fn pod_namespace() -> Result<String, String> {
-    namespace_from(
-        std::fs::read_to_string(NAMESPACE_FILE).ok(),
-        std::env::var(NAMESPACE_ENV).ok(),
-    )
-}
-
-/// [`pod_namespace`] over the file's content and the variable's value.
-pub fn namespace_from(file: Option<String>, env: Option<String>) -> Result<String, String> {
-    file.map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| env.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
-        .ok_or_else(|| {
-            format!(
-                "cannot determine the webhook service namespace: set --webhook-service-namespace \
-                 ({NAMESPACE_FILE} is not readable and ${NAMESPACE_ENV} is not set)"
-            )
-        })
 }
 
 /// The delay before retry number `failures` (1-based) of a failed renewal:
