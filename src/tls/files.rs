@@ -1,6 +1,8 @@
-//! Writing the serving certificate and key into the cert dir, so that a
-//! reader (the [`CertSlot`](super::CertSlot), a `cert-manager`-style file
-//! watcher) never sees half a file or a certificate without its key.
+//! Writing the serving certificate and key into `--webhook-cert-dir`. Each
+//! file is written to a temporary name and renamed into place, key first, so
+//! anything loading the pair from disk (e.g. [`CertSlot::load_dir`](super::CertSlot::load_dir))
+//! never reads half a file, and a new certificate is never paired with the
+//! key of the one it replaced.
 
 use std::path::Path;
 

@@ -1,4 +1,10 @@
-//! Generating the self-signed webhook material.
+//! The self-signed webhook material: one CA and one serving certificate per
+//! call, both ECDSA P-256 with random 128-bit serials and the same validity
+//! window, which starts a little in the past ([`clock_skew`]) so that a
+//! client whose clock runs behind (the API server calling the webhook)
+//! already accepts it. The clock is an argument, so the window math is
+//! testable without waiting. The serving key is handed out as SEC1
+//! (`EC PRIVATE KEY`), the format the Go controller wrote.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
