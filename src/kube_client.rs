@@ -23,6 +23,48 @@ pub const FIELD_MANAGER: &str = crate::api::keys::FIELD_MANAGER;
 /// Groups a tenant ServiceAccount is impersonated with.
 pub const TENANT_GROUPS: [&str; 2] = ["system:serviceaccounts", "system:authenticated"];
 
+/// The in-cluster file holding the pod's namespace, mounted beside the
+/// token and CA the in-cluster client configuration reads.
+pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// The environment variable naming the pod's namespace when the file is
+/// absent (runs outside a cluster, tests).
+pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
+
+/// The namespace this replica runs in: the in-cluster service-account
+/// namespace file, else `$POD_NAMESPACE`. The webhook certificate
+/// (`actors::cert`, when `--webhook-service-namespace` is not given) and
+/// leader election (`actors::lease`, the Lease's namespace) both use it.
+///
+/// It lives here rather than in `leader.rs` because it is a fact about the
+/// in-cluster environment, read from the same service-account mount as the
+/// in-cluster client's credentials, and not about leadership; and
+/// `kube_client` sits below `actors` and imports none of the modules that
+/// use it, so both actors can share it without breaking the layers.
+pub fn pod_namespace() -> Result<String, String> {
+    namespace_from(
+        std::fs::read_to_string(NAMESPACE_FILE).ok(),
+        std::env::var(NAMESPACE_ENV).ok(),
+    )
+}
+
+/// [`pod_namespace`] over the file's content (`None`: unreadable) and the
+/// variable's value; both are trimmed and a blank one does not count.
+pub fn namespace_from(file: Option<String>, env: Option<String>) -> Result<String, String> {
+    let trimmed = |s: Option<String>| s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let file_problem = if file.is_some() {
+        "is empty"
+    } else {
+        "is not readable"
+    };
+    trimmed(file).or_else(|| trimmed(env)).ok_or_else(|| {
+        format!(
+            "cannot determine the pod namespace: {NAMESPACE_FILE} {file_problem} and \
+             ${NAMESPACE_ENV} is not set (set ${NAMESPACE_ENV} outside a cluster; the \
+             webhook's namespace can also be given with --webhook-service-namespace)"
+        )
+    })
+}
+
 /// Why a tenant client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -224,4 +266,36 @@ impl ClientFactory {
 
 fn is_namespaced(caps: &ApiCapabilities) -> bool {
     matches!(caps.scope, Scope::Namespaced)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_sources() {
+        assert_eq!(namespace_from(Some("ops\n".into()), None).unwrap(), "ops");
+        assert_eq!(
+            namespace_from(Some("ops".into()), Some("env".into())).unwrap(),
+            "ops"
+        );
+        assert_eq!(namespace_from(None, Some("env".into())).unwrap(), "env");
+        assert_eq!(
+            namespace_from(Some(" ".into()), Some(" env\n".into())).unwrap(),
+            "env"
+        );
+        let err = namespace_from(None, Some("".into())).unwrap_err();
+        assert!(
+            err.starts_with("cannot determine the pod namespace: "),
+            "{err}"
+        );
+        assert!(
+            err.contains(NAMESPACE_FILE) && err.contains("$POD_NAMESPACE"),
+            "{err}"
+        );
+        assert!(err.contains("is not readable"), "{err}");
+        assert!(err.contains("--webhook-service-namespace"), "{err}");
+        let err = namespace_from(Some("\n".into()), None).unwrap_err();
+        assert!(err.contains(&format!("{NAMESPACE_FILE} is empty")), "{err}");
+    }
 }

@@ -17,15 +17,16 @@ use rustls::client::danger::ServerCertVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde_json::json;
-use stageset_controller::actors::cert::{
-    self, CA_COMMON_NAME, CURVE_P256, EKU_SERVER_AUTH, KU_DIGITAL_SIGNATURE, KU_KEY_CERT_SIGN,
-    KU_KEY_ENCIPHERMENT, Material,
-};
+use stageset_controller::actors::cert;
 use stageset_controller::api::StageSet;
 use stageset_controller::config::{Config, Invocation, parse_from_ignoring_unsupported};
 use stageset_controller::controller::ControllerHandle;
 use stageset_controller::http::{ServerOptions, WebhookOptions};
-use stageset_controller::tls::CertSlot;
+use stageset_controller::kube_client;
+use stageset_controller::tls::{
+    self, CA_COMMON_NAME, CURVE_P256, CertSlot, EKU_SERVER_AUTH, KU_DIGITAL_SIGNATURE,
+    KU_KEY_CERT_SIGN, KU_KEY_ENCIPHERMENT, Material,
+};
 
 const SERVICE: &str = "stageset-webhook";
 const SERVICE_NS: &str = "stageset-system";
@@ -41,11 +42,11 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 fn material(validity: Duration, now: SystemTime) -> Material {
-    cert::generate(&cert::dns_names(SERVICE, SERVICE_NS), validity, now).expect("material")
+    tls::generate(&cert::dns_names(SERVICE, SERVICE_NS), validity, now).expect("material")
 }
 
 fn der_of(pem: &str) -> Vec<u8> {
-    let blocks = cert::certificate_blocks(pem.as_bytes());
+    let blocks = tls::certificate_blocks(pem.as_bytes());
     assert_eq!(blocks.len(), 1, "{pem}");
     blocks.into_iter().next().unwrap()
 }
@@ -59,7 +60,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 fn trusted(leaf: &[u8], bundle: &[u8], name: &str) -> Result<(), String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(
-        cert::certificate_blocks(bundle)
+        tls::certificate_blocks(bundle)
             .into_iter()
             .map(CertificateDer::from),
     );
@@ -92,7 +93,7 @@ fn self_signed_material_has_the_specified_properties() {
     let validity = Duration::from_secs(8760 * 3600);
     let m = material(validity, now);
 
-    let ca = cert::parse_certificate(&der_of(&m.ca_pem)).expect("CA parses");
+    let ca = tls::parse_certificate(&der_of(&m.ca_pem)).expect("CA parses");
     assert_eq!(ca.subject_cn.as_deref(), Some(CA_COMMON_NAME));
     assert_eq!(ca.issuer_cn.as_deref(), Some(CA_COMMON_NAME));
     assert!(ca.basic_constraints && ca.is_ca);
@@ -100,7 +101,7 @@ fn self_signed_material_has_the_specified_properties() {
     assert_eq!(ca.public_key_curve.as_deref(), Some(CURVE_P256));
     assert!(ca.dns_names.is_empty() && ca.ip_addresses.is_empty());
 
-    let leaf = cert::parse_certificate(&der_of(&m.cert_pem)).expect("leaf parses");
+    let leaf = tls::parse_certificate(&der_of(&m.cert_pem)).expect("leaf parses");
     let names = [
         format!("{SERVICE}.{SERVICE_NS}.svc"),
         format!("{SERVICE}.{SERVICE_NS}.svc.cluster.local"),
@@ -137,14 +138,14 @@ fn self_signed_material_has_the_specified_properties() {
     let again = material(validity, now);
     assert_ne!(again.ca_pem, m.ca_pem);
     assert_ne!(
-        cert::parse_certificate(&der_of(&again.ca_pem))
+        tls::parse_certificate(&der_of(&again.ca_pem))
             .unwrap()
             .serial,
         ca.serial
     );
 
     // The key is SEC1 `EC PRIVATE KEY` and matches the certificate.
-    let blocks = cert::pem_blocks(m.key_pem.as_bytes());
+    let blocks = tls::pem_blocks(m.key_pem.as_bytes());
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].0, "EC PRIVATE KEY");
     assert!(matches!(
@@ -166,15 +167,15 @@ fn self_signed_material_has_the_specified_properties() {
 fn short_validities_are_not_born_expired() {
     let now = SystemTime::now();
     let m = material(Duration::from_secs(30), now);
-    let leaf = cert::parse_certificate(&der_of(&m.cert_pem)).unwrap();
+    let leaf = tls::parse_certificate(&der_of(&m.cert_pem)).unwrap();
     assert_eq!(leaf.not_after - leaf.not_before, 30);
     assert!(leaf.not_before <= unix(now) && leaf.not_after > unix(now) + 15);
     assert_eq!(
-        cert::clock_skew(Duration::from_secs(8760 * 3600)),
+        tls::clock_skew(Duration::from_secs(8760 * 3600)),
         Duration::from_secs(60)
     );
     assert_eq!(
-        cert::clock_skew(Duration::from_secs(240)),
+        tls::clock_skew(Duration::from_secs(240)),
         Duration::from_secs(60)
     );
 }
@@ -185,7 +186,7 @@ fn files_are_written_private_key_first() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("a/serving-certs");
     let m = material(Duration::from_secs(3600), SystemTime::now());
-    cert::write_files(&dir, &m).unwrap();
+    tls::write_files(&dir, &m).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(
         mode(&dir) & !0o022,
@@ -204,7 +205,7 @@ fn files_are_written_private_key_first() {
     );
     // Rewriting keeps the modes and leaves no temporary files.
     let n = material(Duration::from_secs(3600), SystemTime::now());
-    cert::write_files(&dir, &n).unwrap();
+    tls::write_files(&dir, &n).unwrap();
     assert_eq!(mode(&dir.join("tls.key")), 0o600);
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
     CertSlot::new()
@@ -229,14 +230,14 @@ fn retry_backoff_and_namespace() {
     );
 
     assert_eq!(
-        cert::namespace_from(Some("prod\n".into()), Some("env".into())).unwrap(),
+        kube_client::namespace_from(Some("prod\n".into()), Some("env".into())).unwrap(),
         "prod"
     );
     assert_eq!(
-        cert::namespace_from(None, Some("env".into())).unwrap(),
+        kube_client::namespace_from(None, Some("env".into())).unwrap(),
         "env"
     );
-    let err = cert::namespace_from(Some(" ".into()), None).unwrap_err();
+    let err = kube_client::namespace_from(Some(" ".into()), None).unwrap_err();
     assert!(err.contains("--webhook-service-namespace"), "{err}");
 }
 
@@ -261,7 +262,7 @@ fn merge_is_a_set_operation() {
     let b = material(hour, now).ca_pem;
     let c = material(hour, now).ca_pem;
     let merge = |cur: &str, add: &str, remove: &str| {
-        String::from_utf8(cert::merge(
+        String::from_utf8(tls::merge(
             cur.as_bytes(),
             add.as_bytes(),
             remove.as_bytes(),
@@ -292,18 +293,18 @@ fn merge_is_a_set_operation() {
     // Expired CAs go (NotAfter ≤ now); valid ones stay.
     let expired = material(Duration::from_secs(600), now - Duration::from_secs(3600)).ca_pem;
     assert_eq!(merge(&format!("{expired}{a}"), &b, ""), format!("{a}{b}"));
-    let info = cert::parse_certificate(&der_of(&expired)).unwrap();
+    let info = tls::parse_certificate(&der_of(&expired)).unwrap();
     let at_expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(info.not_after as u64);
     let before = at_expiry - Duration::from_secs(1);
     assert_eq!(
-        cert::merge(expired.as_bytes(), b"", b"", before),
+        tls::merge(expired.as_bytes(), b"", b"", before),
         expired.as_bytes()
     );
-    assert!(cert::merge(expired.as_bytes(), b"", b"", at_expiry).is_empty());
+    assert!(tls::merge(expired.as_bytes(), b"", b"", at_expiry).is_empty());
 
     // A CERTIFICATE block that does not parse as a certificate is kept
     // (canonically); other PEM types and broken base64 are dropped.
-    let junk = cert::encode_pem("CERTIFICATE", b"not a certificate");
+    let junk = tls::encode_pem("CERTIFICATE", b"not a certificate");
     let key = material(hour, now).key_pem;
     let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
     assert_eq!(
@@ -314,7 +315,7 @@ fn merge_is_a_set_operation() {
         ),
         format!("{junk}{a}")
     );
-    assert!(cert::parse_certificate(b"not a certificate").is_none());
+    assert!(tls::parse_certificate(b"not a certificate").is_none());
 }
 
 // ---------------------------------------------------------------------------
@@ -592,8 +593,7 @@ async fn ca_bundle_updates_stamp_every_webhook_and_never_write_empty() {
     api.create(&PostParams::default(), &vwc_object(443, 2))
         .await
         .unwrap();
-    let add =
-        |ca: String| move |cur: &[u8]| cert::merge(cur, ca.as_bytes(), b"", SystemTime::now());
+    let add = |ca: String| move |cur: &[u8]| tls::merge(cur, ca.as_bytes(), b"", SystemTime::now());
     assert!(
         cert::update_ca_bundle(&client, VWC, add(a.clone()))
             .await
@@ -617,7 +617,7 @@ async fn ca_bundle_updates_stamp_every_webhook_and_never_write_empty() {
     assert_eq!(api.get(VWC).await.unwrap().metadata.resource_version, rv);
 
     // Empty: refused, nothing written.
-    let remove_all = |cur: &[u8]| cert::merge(cur, b"", cur, SystemTime::now());
+    let remove_all = |cur: &[u8]| tls::merge(cur, b"", cur, SystemTime::now());
     let err = cert::update_ca_bundle(&client, VWC, remove_all)
         .await
         .unwrap_err();
@@ -710,7 +710,7 @@ async fn self_signed_replicas_renew_without_breaking_the_webhook() {
     }
     let first = bundles(&vwcs.get(VWC).await.unwrap());
     assert_eq!(
-        cert::certificate_blocks(&first[0]).len(),
+        tls::certificate_blocks(&first[0]).len(),
         2,
         "one CA per replica"
     );
@@ -736,7 +736,7 @@ async fn self_signed_replicas_renew_without_breaking_the_webhook() {
         assert_eq!(all[0], all[1], "every webhook carries the same bundle");
         let bundle = all[0].clone();
         assert!(
-            !cert::certificate_blocks(&bundle).is_empty(),
+            !tls::certificate_blocks(&bundle).is_empty(),
             "the caBundle is never empty"
         );
         for (i, leaf) in slot_leaves.iter().chain(shaken.iter()).enumerate() {
@@ -806,7 +806,7 @@ async fn self_signed_replicas_renew_without_breaking_the_webhook() {
     // With both replicas gone nothing removes their CAs: the bundle keeps the
     // last ones (bounded by expiry), never empty.
     let last = bundles(&vwcs.get(VWC).await.unwrap());
-    assert!(!cert::certificate_blocks(&last[0]).is_empty());
+    assert!(!tls::certificate_blocks(&last[0]).is_empty());
 }
 
 fn renewal_failures(handle: &ControllerHandle) -> u64 {
@@ -880,7 +880,7 @@ async fn cert_manager_files_are_reloaded_when_they_change() {
     let dir = tmp.path().join("mounted");
     let hour = Duration::from_secs(3600);
     let first = material(hour, SystemTime::now());
-    cert::write_files(&dir, &first).unwrap();
+    tls::write_files(&dir, &first).unwrap();
 
     let config = flags(&[format!("--webhook-cert-dir={}", dir.display())]);
     // The production path: server_options loads the mounted pair.
@@ -925,7 +925,7 @@ async fn cert_manager_files_are_reloaded_when_they_change() {
 
     // Replaced again (as cert-manager rotating the Secret would).
     let third = material(hour, SystemTime::now());
-    cert::write_files(&dir, &third).unwrap();
+    tls::write_files(&dir, &third).unwrap();
     wait_served(der_of(&third.cert_pem)).await;
 
     // Garbage: kept.

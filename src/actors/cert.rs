@@ -1,4 +1,6 @@
-//! Webhook serving certificates (operations.md §5, docs/decisions.md 7).
+//! Webhook serving certificates (operations.md §5, docs/decisions.md 7): the
+//! actors and the cluster I/O. The certificates themselves (generation, PEM,
+//! parsing, the caBundle set operation, the files) are in [`crate::tls`].
 //!
 //! - `self-signed`: at start [`bootstrap`] generates a CA and a serving
 //!   certificate ([`generate`]), writes `tls.key` then `tls.crt` into
@@ -12,51 +14,32 @@
 //! The `caBundle` is a **set** of CA certificates, one per replica:
 //! [`merge`] implements the set operation and [`update_ca_bundle`] the
 //! optimistic-concurrency write, so replicas never remove each other's CA.
-//!
-//! Certificates are inspected with a small DER reader ([`parse_certificate`])
-//! rather than a full X.509 library: only the fields this module and its
-//! tests need are read.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use base64::Engine;
 use futures::FutureExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
 
 use crate::config::{CertMode, Config};
+use crate::kube_client::pod_namespace;
 use crate::metrics::Metrics;
-use crate::tls::{CERT_FILE, CertSlot, KEY_FILE, certified_key};
+use crate::tls::{
+    CERT_FILE, CertSlot, KEY_FILE, certified_key, ensure_dir, generate, merge, write_files,
+};
 
-/// Subject CN of every self-signed CA.
-pub const CA_COMMON_NAME: &str = "stageset-controller-webhook-ca";
 /// How long a replaced serving certificate's CA stays trusted after the swap,
 /// for requests still in flight on the old certificate.
 pub const GUARD_DELAY: Duration = Duration::from_secs(5);
 /// How often `cert-manager` mode looks at the mounted files.
 pub const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
-/// The in-cluster file holding the pod's namespace.
-pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// The environment variable naming the pod's namespace outside a cluster.
-pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
-/// `NotBefore = now − CLOCK_SKEW` (clock-skew allowance), see [`clock_skew`].
-pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
 /// Retry backoff after a failed renewal (docs/decisions.md 7), before scaling.
 pub const RETRY_BASE: Duration = Duration::from_secs(5 * 60);
 pub const RETRY_CAP: Duration = Duration::from_secs(60 * 60);
-
-/// Key usage bits as [`CertInfo::key_usage`] reports them (RFC 5280 numbering).
-pub const KU_DIGITAL_SIGNATURE: u16 = 1 << 0;
-pub const KU_KEY_ENCIPHERMENT: u16 = 1 << 2;
-pub const KU_KEY_CERT_SIGN: u16 = 1 << 5;
-/// `id-kp-serverAuth`.
-pub const EKU_SERVER_AUTH: &str = "1.3.6.1.5.5.7.3.1";
-/// `prime256v1` (P-256).
-pub const CURVE_P256: &str = "1.2.840.10045.3.1.7";
 
 const LOGGER: &str = "setup";
 
@@ -87,7 +70,7 @@ impl SelfSigned {
             })?;
         let namespace = match &config.webhook_service_namespace {
             Some(ns) => ns.clone(),
-            None => pod_namespace()?,
+            None => pod_namespace().map_err(|e| format!("the webhook service namespace: {e}"))?,
         };
         let validity = config
             .webhook_cert_validity
@@ -127,27 +110,6 @@ pub fn dns_names(service: &str, namespace: &str) -> Vec<String> {
     ]
 }
 
-/// The pod's namespace: the in-cluster service-account file, else `$POD_NAMESPACE`.
-pub fn pod_namespace() -> Result<String, String> {
-    namespace_from(
-        std::fs::read_to_string(NAMESPACE_FILE).ok(),
-        std::env::var(NAMESPACE_ENV).ok(),
-    )
-}
-
-/// [`pod_namespace`] over the file's content and the variable's value.
-pub fn namespace_from(file: Option<String>, env: Option<String>) -> Result<String, String> {
-    file.map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| env.map(|s| s.trim().to_string()).filter(|s| !s.is_empty()))
-        .ok_or_else(|| {
-            format!(
-                "cannot determine the webhook service namespace: set --webhook-service-namespace \
-                 ({NAMESPACE_FILE} is not readable and ${NAMESPACE_ENV} is not set)"
-            )
-        })
-}
-
 /// The delay before retry number `failures` (1-based) of a failed renewal:
 /// docs/decisions.md 7's 5 min doubling up to 1 h, scaled down for short
 /// validities so a retry never waits about as long as a whole period: the
@@ -162,237 +124,8 @@ pub fn retry_delay(period: Duration, failures: u32) -> Duration {
 }
 
 // ---------------------------------------------------------------------------
-// Self-signed material
-// ---------------------------------------------------------------------------
-
-/// A freshly generated CA and serving certificate, PEM encoded.
-#[derive(Clone, Debug)]
-pub struct Material {
-    /// The CA certificate (one `CERTIFICATE` block).
-    pub ca_pem: String,
-    /// The serving certificate (one `CERTIFICATE` block): `tls.crt`.
-    pub cert_pem: String,
-    /// The serving key as SEC1 `EC PRIVATE KEY`: `tls.key`.
-    pub key_pem: String,
-}
-
-/// The clock-skew allowance for a validity: [`CLOCK_SKEW`] (1 min, as
-/// operations.md §5.2 says), but at most a quarter of the validity. With
-/// the spec's `NotAfter = now − 1 min + validity` a validity of a minute or
-/// less would produce certificates that are expired when issued (tests use
-/// 30 s); from a 4 min validity on this is exactly the spec.
-pub fn clock_skew(validity: Duration) -> Duration {
-    CLOCK_SKEW.min(validity / 4)
-}
-
-/// Generates a CA and a serving certificate for `dns_names` (operations.md
-/// §5.2): `NotBefore = now − `[`clock_skew`]`, NotAfter = NotBefore + validity`
-/// for both.
-pub fn generate(
-    dns_names: &[String],
-    validity: Duration,
-    now: SystemTime,
-) -> Result<Material, String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-        IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
-    };
-    let first = dns_names
-        .first()
-        .ok_or("the serving certificate needs a DNS name")?;
-    let now_secs = now
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| "the clock is before 1970".to_string())?
-        .as_secs();
-    let not_before = rcgen::date_time_ymd(1970, 1, 1)
-        + Duration::from_secs(now_secs.saturating_sub(clock_skew(validity).as_secs()));
-    let not_after = not_before
-        .checked_add(
-            validity
-                .try_into()
-                .map_err(|_| "the certificate validity is out of range".to_string())?,
-        )
-        .ok_or("the certificate validity is out of range")?;
-    let err = |what: &'static str| move |e: rcgen::Error| format!("generating the {what}: {e}");
-    let p256 = &rcgen::PKCS_ECDSA_P256_SHA256;
-
-    let mut ca = CertificateParams::default();
-    ca.distinguished_name = DistinguishedName::new();
-    ca.distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
-    ca.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
-    ca.not_before = not_before;
-    ca.not_after = not_after;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate_for(p256).map_err(err("CA key"))?;
-    let ca_cert = ca.self_signed(&ca_key).map_err(err("CA certificate"))?;
-    let issuer = Issuer::new(ca, ca_key);
-
-    let mut leaf = CertificateParams::default();
-    leaf.distinguished_name = DistinguishedName::new();
-    leaf.distinguished_name
-        .push(DnType::CommonName, first.as_str());
-    leaf.subject_alt_names = dns_names
-        .iter()
-        .map(|n| {
-            n.clone()
-                .try_into()
-                .map(SanType::DnsName)
-                .map_err(|e| format!("invalid DNS name {n:?}: {e}"))
-        })
-        .collect::<Result<_, _>>()?;
-    leaf.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
-    leaf.not_before = not_before;
-    leaf.not_after = not_after;
-    leaf.is_ca = IsCa::NoCa;
-    leaf.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    leaf.use_authority_key_identifier_extension = true;
-    let leaf_key = KeyPair::generate_for(p256).map_err(err("serving key"))?;
-    let leaf_cert = leaf
-        .signed_by(&leaf_key, &issuer)
-        .map_err(err("serving certificate"))?;
-
-    let sec1 = sec1_from_pkcs8_p256(leaf_key.serialized_der(), leaf_key.public_key_raw())?;
-    Ok(Material {
-        ca_pem: encode_pem("CERTIFICATE", ca_cert.der()),
-        cert_pem: encode_pem("CERTIFICATE", leaf_cert.der()),
-        key_pem: encode_pem("EC PRIVATE KEY", &sec1),
-    })
-}
-
-/// A random positive 128-bit serial number.
-fn random_serial() -> Result<[u8; 16], String> {
-    let mut serial = [0u8; 16];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut serial)
-        .map_err(|_| "the system random generator failed".to_string())?;
-    Ok(serial)
-}
-
-/// Re-encodes ring's PKCS#8 P-256 key as a standalone SEC1 `ECPrivateKey`
-/// (RFC 5915, with the curve parameters, as Go's `MarshalECPrivateKey` does).
-fn sec1_from_pkcs8_p256(pkcs8: &[u8], public_key: &[u8]) -> Result<Vec<u8>, String> {
-    let bad = || "unexpected PKCS#8 key encoding".to_string();
-    let mut input = pkcs8;
-    let mut info = der::expect(&mut input, der::SEQUENCE).ok_or_else(bad)?;
-    der::expect(&mut info, der::INTEGER).ok_or_else(bad)?;
-    der::expect(&mut info, der::SEQUENCE).ok_or_else(bad)?;
-    let mut wrapped = der::expect(&mut info, der::OCTET_STRING).ok_or_else(bad)?;
-    let mut ec = der::expect(&mut wrapped, der::SEQUENCE).ok_or_else(bad)?;
-    der::expect(&mut ec, der::INTEGER).ok_or_else(bad)?;
-    let private = der::expect(&mut ec, der::OCTET_STRING).ok_or_else(bad)?;
-    let mut body = der::tlv(der::INTEGER, &[1]);
-    body.extend(der::tlv(der::OCTET_STRING, private));
-    body.extend(der::tlv(0xa0, &der::tlv(der::OID, OID_P256)));
-    let mut bits = vec![0u8];
-    bits.extend_from_slice(public_key);
-    body.extend(der::tlv(0xa1, &der::tlv(der::BIT_STRING, &bits)));
-    Ok(der::tlv(der::SEQUENCE, &body))
-}
-
-const OID_P256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
-
-// ---------------------------------------------------------------------------
-// Files
-// ---------------------------------------------------------------------------
-
-/// Creates the cert dir (mode 0750) if it is absent.
-pub fn ensure_dir(dir: &Path) -> Result<(), String> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o750)
-        .create(dir)
-        .map_err(|e| format!("creating the webhook cert dir {}: {e}", dir.display()))
-}
-
-/// Writes `tls.key`, then `tls.crt` (mode 0600), each replaced atomically so
-/// a reader never sees half a file, and a watcher woken by the certificate
-/// never pairs it with the previous key.
-pub fn write_files(dir: &Path, material: &Material) -> Result<(), String> {
-    ensure_dir(dir)?;
-    write_private(&dir.join(KEY_FILE), material.key_pem.as_bytes())?;
-    write_private(&dir.join(CERT_FILE), material.cert_pem.as_bytes())
-}
-
-fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("writing {}: {e}", path.display())
-    })
-}
-
-// ---------------------------------------------------------------------------
 // caBundle
 // ---------------------------------------------------------------------------
-
-/// The caBundle set operation (operations.md §5.3): the `CERTIFICATE` blocks
-/// of `current`, re-encoded canonically, without duplicates, without blocks
-/// equal to one in `remove` and without expired ones (`NotAfter ≤ now`; a
-/// block whose certificate cannot be parsed is kept), followed by the blocks
-/// of `add` not already present. Other PEM blocks and blocks that are not
-/// base64 are dropped.
-pub fn merge(current: &[u8], add: &[u8], remove: &[u8], now: SystemTime) -> Vec<u8> {
-    let now = unix_seconds(now);
-    let removed = certificate_blocks(remove);
-    let mut kept: Vec<Vec<u8>> = Vec::new();
-    for block in certificate_blocks(current) {
-        if kept.contains(&block) || removed.contains(&block) {
-            continue;
-        }
-        if parse_certificate(&block).is_some_and(|c| c.not_after <= now) {
-            continue;
-        }
-        kept.push(block);
-    }
-    for block in certificate_blocks(add) {
-        if !kept.contains(&block) {
-            kept.push(block);
-        }
-    }
-    kept.iter()
-        .map(|b| encode_pem("CERTIFICATE", b))
-        .collect::<String>()
-        .into_bytes()
-}
-
-fn unix_seconds(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
 
 /// client-go's `retry.DefaultBackoff`: 4 attempts, 10 ms, ×5, 10 % jitter.
 const UPDATE_ATTEMPTS: u32 = 4;
@@ -884,329 +617,5 @@ impl CertPlan {
             }
         }
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
-// PEM and DER
-// ---------------------------------------------------------------------------
-
-/// One PEM block: `-----BEGIN <label>-----`, 64-column base64, `-----END <label>-----`.
-pub fn encode_pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in b64.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).unwrap_or_default());
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// Every PEM block of `pem` as (label, DER); blocks whose body is not base64
-/// are skipped (as Go's `pem.Decode` does), text between blocks is ignored.
-pub fn pem_blocks(pem: &[u8]) -> Vec<(String, Vec<u8>)> {
-    let text = String::from_utf8_lossy(pem);
-    let mut rest: &str = &text;
-    let mut out = Vec::new();
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let Some(label_end) = after.find("-----") else {
-            break;
-        };
-        let label = &after[..label_end];
-        let body = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        let Some(end) = body.find(&end_marker) else {
-            rest = body;
-            continue;
-        };
-        rest = &body[end + end_marker.len()..];
-        if label.contains('\n') {
-            continue;
-        }
-        let b64: String = body[..end].chars().filter(|c| !c.is_whitespace()).collect();
-        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(b64.as_bytes())
-            && !der.is_empty()
-        {
-            out.push((label.to_string(), der));
-        }
-    }
-    out
-}
-
-/// The DER of every `CERTIFICATE` block of `pem`.
-pub fn certificate_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
-    pem_blocks(pem)
-        .into_iter()
-        .filter(|(label, _)| label == "CERTIFICATE")
-        .map(|(_, der)| der)
-        .collect()
-}
-
-/// What [`parse_certificate`] reads from an X.509 certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CertInfo {
-    pub serial: Vec<u8>,
-    pub issuer_cn: Option<String>,
-    pub subject_cn: Option<String>,
-    /// Unix seconds.
-    pub not_before: i64,
-    /// Unix seconds.
-    pub not_after: i64,
-    /// The named curve of an EC public key (dotted OID).
-    pub public_key_curve: Option<String>,
-    pub dns_names: Vec<String>,
-    pub ip_addresses: Vec<Vec<u8>>,
-    /// SAN entries other than DNS names and IP addresses.
-    pub other_names: usize,
-    /// Key usage bits ([`KU_DIGITAL_SIGNATURE`] …), `None` without the extension.
-    pub key_usage: Option<u16>,
-    /// Extended key usages (dotted OIDs).
-    pub ext_key_usage: Vec<String>,
-    /// Basic constraints present.
-    pub basic_constraints: bool,
-    pub is_ca: bool,
-    pub subject_key_id: Option<Vec<u8>>,
-    pub authority_key_id: Option<Vec<u8>>,
-}
-
-/// Reads a DER certificate's serial, names, validity, key curve and the
-/// SAN, key usage, extended key usage, basic constraints and key identifier
-/// extensions. `None` when it is not a well-formed certificate.
-pub fn parse_certificate(cert: &[u8]) -> Option<CertInfo> {
-    use der::*;
-    let mut input = cert;
-    let mut certificate = expect(&mut input, SEQUENCE)?;
-    let mut tbs = expect(&mut certificate, SEQUENCE)?;
-    let mut info = CertInfo::default();
-    if peek(tbs) == Some(0xa0) {
-        read(&mut tbs)?;
-    }
-    info.serial = expect(&mut tbs, INTEGER)?.to_vec();
-    expect(&mut tbs, SEQUENCE)?;
-    info.issuer_cn = common_name(expect(&mut tbs, SEQUENCE)?);
-    let mut validity = expect(&mut tbs, SEQUENCE)?;
-    let (tag, nb) = read(&mut validity)?;
-    info.not_before = parse_time(tag, nb)?;
-    let (tag, na) = read(&mut validity)?;
-    info.not_after = parse_time(tag, na)?;
-    info.subject_cn = common_name(expect(&mut tbs, SEQUENCE)?);
-    let mut spki = expect(&mut tbs, SEQUENCE)?;
-    let mut alg = expect(&mut spki, SEQUENCE)?;
-    expect(&mut alg, OID)?;
-    if peek(alg) == Some(OID) {
-        info.public_key_curve = Some(oid_string(expect(&mut alg, OID)?));
-    }
-    while !tbs.is_empty() {
-        let (tag, content) = read(&mut tbs)?;
-        if tag != 0xa3 {
-            continue;
-        }
-        let mut content = content;
-        let mut extensions = expect(&mut content, SEQUENCE)?;
-        while !extensions.is_empty() {
-            let mut ext = expect(&mut extensions, SEQUENCE)?;
-            let oid = expect(&mut ext, OID)?;
-            if peek(ext) == Some(BOOLEAN) {
-                read(&mut ext)?;
-            }
-            let mut value = expect(&mut ext, OCTET_STRING)?;
-            match oid {
-                [0x55, 0x1d, 0x11] => {
-                    let mut names = expect(&mut value, SEQUENCE)?;
-                    while !names.is_empty() {
-                        match read(&mut names)? {
-                            (0x82, n) => info.dns_names.push(String::from_utf8_lossy(n).into()),
-                            (0x87, ip) => info.ip_addresses.push(ip.to_vec()),
-                            _ => info.other_names += 1,
-                        }
-                    }
-                }
-                [0x55, 0x1d, 0x0f] => {
-                    let bits = expect(&mut value, BIT_STRING)?;
-                    let mut usage = 0u16;
-                    for i in 0..16usize {
-                        if bits
-                            .get(1 + i / 8)
-                            .is_some_and(|b| b & (0x80 >> (i % 8)) != 0)
-                        {
-                            usage |= 1 << i;
-                        }
-                    }
-                    info.key_usage = Some(usage);
-                }
-                [0x55, 0x1d, 0x25] => {
-                    let mut oids = expect(&mut value, SEQUENCE)?;
-                    while !oids.is_empty() {
-                        info.ext_key_usage.push(oid_string(expect(&mut oids, OID)?));
-                    }
-                }
-                [0x55, 0x1d, 0x13] => {
-                    info.basic_constraints = true;
-                    let mut bc = expect(&mut value, SEQUENCE)?;
-                    if peek(bc) == Some(BOOLEAN) {
-                        info.is_ca = expect(&mut bc, BOOLEAN)?.first().is_some_and(|b| *b != 0);
-                    }
-                }
-                [0x55, 0x1d, 0x0e] => {
-                    info.subject_key_id = Some(expect(&mut value, OCTET_STRING)?.to_vec());
-                }
-                [0x55, 0x1d, 0x23] => {
-                    let mut aki = expect(&mut value, SEQUENCE)?;
-                    if peek(aki) == Some(0x80) {
-                        info.authority_key_id = Some(read(&mut aki)?.1.to_vec());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Some(info)
-}
-
-fn common_name(mut name: &[u8]) -> Option<String> {
-    use der::*;
-    while !name.is_empty() {
-        let mut set = expect(&mut name, SET)?;
-        while !set.is_empty() {
-            let mut atv = expect(&mut set, SEQUENCE)?;
-            let oid = expect(&mut atv, OID)?;
-            let (_, value) = read(&mut atv)?;
-            if oid == [0x55, 0x04, 0x03] {
-                return Some(String::from_utf8_lossy(value).into_owned());
-            }
-        }
-    }
-    None
-}
-
-/// UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) as Unix seconds.
-fn parse_time(tag: u8, value: &[u8]) -> Option<i64> {
-    let digits = value.strip_suffix(b"Z")?;
-    if !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let num = |s: &[u8]| -> i64 { s.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')) };
-    let (year, rest) = match (tag, digits.len()) {
-        (der::UTC_TIME, 12) => {
-            let yy = num(&digits[..2]);
-            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &digits[2..])
-        }
-        (der::GENERALIZED_TIME, 14) => (num(&digits[..4]), &digits[4..]),
-        _ => return None,
-    };
-    let [month, day, hour, minute, second] = [0, 2, 4, 6, 8].map(|i| num(&rest[i..i + 2]));
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    Some(days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn oid_string(oid: &[u8]) -> String {
-    let mut arcs: Vec<u64> = Vec::new();
-    let mut value = 0u64;
-    for &b in oid {
-        value = (value << 7) | u64::from(b & 0x7f);
-        if b & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// Just enough DER: single-byte tags, definite lengths.
-mod der {
-    pub const BOOLEAN: u8 = 0x01;
-    pub const INTEGER: u8 = 0x02;
-    pub const BIT_STRING: u8 = 0x03;
-    pub const OCTET_STRING: u8 = 0x04;
-    pub const OID: u8 = 0x06;
-    pub const UTC_TIME: u8 = 0x17;
-    pub const GENERALIZED_TIME: u8 = 0x18;
-    pub const SEQUENCE: u8 = 0x30;
-    pub const SET: u8 = 0x31;
-
-    /// Reads one element: (tag, content).
-    pub fn read<'a>(input: &mut &'a [u8]) -> Option<(u8, &'a [u8])> {
-        let (&tag, rest) = input.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None;
-        }
-        let (&first, mut rest) = rest.split_first()?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |l, b| (l << 8) | usize::from(*b));
-            rest = &rest[n..];
-            len
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let (content, after) = rest.split_at(len);
-        *input = after;
-        Some((tag, content))
-    }
-
-    /// Reads one element with this tag.
-    pub fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<&'a [u8]> {
-        let (t, content) = read(input)?;
-        (t == tag).then_some(content)
-    }
-
-    pub fn peek(input: &[u8]) -> Option<u8> {
-        input.first().copied()
-    }
-
-    /// Encodes one element.
-    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        let len = content.len();
-        if len < 0x80 {
-            out.push(len as u8);
-        } else {
-            let bytes: Vec<u8> = len
-                .to_be_bytes()
-                .into_iter()
-                .skip_while(|b| *b == 0)
-                .collect();
-            out.push(0x80 | bytes.len() as u8);
-            out.extend(bytes);
-        }
-        out.extend_from_slice(content);
-        out
     }
 }

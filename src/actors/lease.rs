@@ -22,12 +22,12 @@
 //!   restarts and rejoins as a candidate). Tests replace the exit with a callback.
 //! * The Lease is never released on shutdown; a successor waits for it to expire.
 //!
-//! The namespace comes from the in-cluster service-account namespace file, else
-//! from `$POD_NAMESPACE` (our addition, for runs outside a cluster and tests);
-//! without either, `--leader-elect` is a start-up error. The holder identity is
+//! The namespace is [`crate::kube_client::pod_namespace`]: the in-cluster
+//! service-account namespace file, else `$POD_NAMESPACE` (our addition, for
+//! runs outside a cluster and tests); without either, `--leader-elect` is a
+//! start-up error. The holder identity is
 //! `<hostname>_<uuid>` with the hostname of [`crate::leader::instance_name`].
 
-use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,13 +38,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
 pub use crate::api::keys::LEASE_NAME;
+use crate::kube_client::pod_namespace;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
-
-/// The in-cluster file holding the pod's namespace.
-pub const NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
-/// The environment variable naming the namespace when the file is absent.
-pub const NAMESPACE_ENV: &str = "POD_NAMESPACE";
 
 /// The election's timings.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,61 +74,12 @@ pub fn exit_on_lost() -> OnLost {
     Arc::new(|| std::process::exit(1))
 }
 
-/// The controller's namespace: the in-cluster service-account file, else
-/// `$POD_NAMESPACE`.
-pub fn controller_namespace() -> Result<String, String> {
-    let file = std::fs::read_to_string(NAMESPACE_FILE);
-    let env = std::env::var(NAMESPACE_ENV).ok();
-    namespace_from(file, env)
-}
-
-/// [`controller_namespace`] over the file's content and the variable's value.
-pub fn namespace_from(
-    file: std::io::Result<String>,
-    env: Option<String>,
-) -> Result<String, String> {
-    let file_problem = match file {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
-        Ok(_) => format!("{NAMESPACE_FILE} is empty"),
-        Err(e) => format!("{NAMESPACE_FILE}: {e}"),
-    };
-    match env.map(|s| s.trim().to_string()) {
-        Some(ns) if !ns.is_empty() => Ok(ns),
-        _ => Err(format!(
-            "leader election needs the controller namespace: {file_problem}, and ${NAMESPACE_ENV} is not set"
-        )),
-    }
-}
-
 /// A fresh holder identity: `<hostname>_<uuid>`.
 pub fn new_identity() -> String {
-    format!("{}_{}", crate::leader::instance_name(), uuid_v4())
-}
-
-/// A random (version 4) UUID. The bits come from the per-process random keys
-/// of the standard library's hasher (seeded from the OS) and fastrand.
-fn uuid_v4() -> String {
-    let state = std::collections::hash_map::RandomState::new();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let pid = std::process::id();
-    let hi = state.hash_one((pid, nanos, 1u8)) ^ fastrand::u64(..);
-    let lo = state.hash_one((pid, nanos, 2u8)) ^ fastrand::u64(..);
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&hi.to_be_bytes());
-    b[8..].copy_from_slice(&lo.to_be_bytes());
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
+        "{}_{}",
+        crate::leader::instance_name(),
+        uuid::Uuid::new_v4()
     )
 }
 
@@ -300,7 +247,8 @@ impl LeaderElection {
     /// default timings, and exit(1) on loss.
     pub fn from_environment() -> Result<LeaderElection, String> {
         Ok(LeaderElection {
-            namespace: controller_namespace()?,
+            namespace: pod_namespace()
+                .map_err(|e| format!("leader election needs the controller namespace: {e}"))?,
             identity: new_identity(),
             timings: Timings::default(),
             on_lost: exit_on_lost(),
@@ -657,33 +605,6 @@ mod tests {
         assert_eq!(
             s.renew_time.unwrap().0.as_nanosecond(),
             1_700_000_000_123_456_000
-        );
-    }
-
-    #[test]
-    fn namespace_sources() {
-        let missing = || Err(std::io::Error::from(std::io::ErrorKind::NotFound));
-        assert_eq!(namespace_from(Ok("ops\n".into()), None).unwrap(), "ops");
-        assert_eq!(
-            namespace_from(Ok("ops".into()), Some("env".into())).unwrap(),
-            "ops"
-        );
-        assert_eq!(
-            namespace_from(missing(), Some("env".into())).unwrap(),
-            "env"
-        );
-        assert_eq!(
-            namespace_from(Ok(" ".into()), Some("env".into())).unwrap(),
-            "env"
-        );
-        let err = namespace_from(missing(), Some("".into())).unwrap_err();
-        assert!(
-            err.starts_with("leader election needs the controller namespace: "),
-            "{err}"
-        );
-        assert!(
-            err.contains(NAMESPACE_FILE) && err.contains("$POD_NAMESPACE"),
-            "{err}"
         );
     }
 
