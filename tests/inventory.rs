@@ -1121,6 +1121,7 @@ async fn conflict_policies() {
     let ss = h
         .wait_ready_reason(NS, "conflicts", "StageFailed", "conflict policy: conflictPolicy refuses to recreate PersistentVolumeClaim \"data\": that destroys data; set the rule's allowDataLoss: true to permit it")
         .await;
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
     assert!(
         h.get_opt("v1", "ConfigMap", Some(NS), "with-pvc")
             .await
