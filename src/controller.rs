@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::actors::cert::CertPlan;
 use crate::actors::lease::LeaderElection;
+use crate::actors::rollback_store::StorePlan;
 use crate::actors::{self, ActorOptions};
 use crate::cache::StageSetCache;
 use crate::config::{CertMode, Config};
@@ -91,6 +92,21 @@ impl Drop for ControllerHandle {
     }
 }
 
+/// The start-up checks that come before the cluster configuration is loaded
+/// (operations.md §1.6): the rollback store's flags, its directory or its
+/// client. An error exits 1.
+pub fn preflight(config: &Config) -> Result<(), String> {
+    rollback_store_plan(config).map(|_| ())
+}
+
+fn rollback_store_plan(config: &Config) -> Result<Option<StorePlan>, String> {
+    StorePlan::from_config(
+        config,
+        &|k| std::env::var(k).ok(),
+        std::env::var_os("HOME").map(std::path::PathBuf::from),
+    )
+}
+
 /// Starts the controller against the cluster `kube_config` points at.
 pub fn start(config: &Config, kube_config: kube::Config) -> Result<ControllerHandle, String> {
     let servers = server_options(config)?;
@@ -109,6 +125,7 @@ struct Plan {
     leadership: Arc<Leadership>,
     election: Option<LeaderElection>,
     certs: Option<(CertPlan, Arc<CertSlot>)>,
+    store: Option<StorePlan>,
     actors: ActorOptions,
     servers: ServerOptions,
 }
@@ -128,6 +145,8 @@ pub fn start_with(
             "--allow-loopback-artifacts is set: artifacts may be fetched from loopback addresses; never use this in production"
         );
     }
+    // The rollback store (operations.md §1.6): checked before anything else.
+    let store = rollback_store_plan(config)?;
     // Leader election (operations.md §4): resolved now so a missing namespace
     // is a start-up error.
     let election = if config.leader_elect {
@@ -160,6 +179,7 @@ pub fn start_with(
         },
         election,
         certs,
+        store,
         actors: ActorOptions {
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),
@@ -225,6 +245,10 @@ async fn run(plan: Plan) -> Result<Started, String> {
     let clients = ClientFactory::new(plan.kube_config)
         .map_err(|e| format!("building the Kubernetes client: {e}"))?;
     let metrics = Arc::new(Metrics::new(plan.concurrent));
+    let rollback_store = match plan.store {
+        Some(store) => Some(Arc::new(store.start()?) as crate::reconcile::rollback::Store),
+        None => None,
+    };
     let env = Arc::new(Env {
         clients,
         fetcher: Fetcher::new(plan.allow_loopback),
@@ -236,6 +260,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
             .as_deref()
             .map(crate::reconcile::notify::Notifier::new),
         inventory_writes: Default::default(),
+        rollback_store,
     });
     let client = env.clients.controller();
     if let Some((certs, slot)) = plan.certs {

@@ -48,6 +48,10 @@ fn run(config: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Err(e) = controller::preflight(config) {
+        tracing::error!(logger = "setup", error = %e, "starting the controller failed");
+        return ExitCode::from(1);
+    }
     let kube_config = match runtime.block_on(kube::Config::infer()) {
         Ok(c) => c,
         Err(e) => {

@@ -7,6 +7,7 @@
 pub mod cert;
 pub mod inventories;
 pub mod lease;
+pub mod rollback_store;
 pub mod sources;
 pub mod stageset;
 pub mod supervisor;

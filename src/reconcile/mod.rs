@@ -20,6 +20,7 @@ pub mod inventory;
 pub mod notify;
 pub mod outbound;
 pub mod prune;
+pub mod rollback;
 pub mod source;
 mod stage;
 pub mod status;
@@ -90,6 +91,8 @@ pub struct Env {
     pub notifier: Option<notify::Notifier>,
     /// The StageInventory writes this controller made (see the InventoryWatcher).
     pub inventory_writes: Arc<inventory::InventoryWrites>,
+    /// The rollback store (`--rollback-store-*`), if one is configured.
+    pub rollback_store: Option<rollback::Store>,
 }
 
 /// The result of one pass.
@@ -457,12 +460,13 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
                 let requeue = failure.requeue(interval);
-                return pass
+                let outcome = pass
                     .finish_counted(
                         Ready::new(failure.reason(), failure.ready_message()),
                         requeue,
                     )
                     .await;
+                return roll_back(pass, outcome, interval).await;
             }
             StageResult::Progressing(message, entry) => {
                 produced.push(entry);
@@ -516,6 +520,9 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
 
     // R22: success.
     pass.status.last_applied_revisions = attempted;
+    if pass.ss.spec.rollback_on_failure == Some(true) {
+        pass.status.last_applied_snapshot = done.iter().map(|d| d.snapshot.clone()).collect();
+    }
     pass.status.action_failure_count = Some(0);
     let n = stages.len();
     pass.finish_counted(
@@ -526,4 +533,57 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         Requeue::After(jitter(steady)),
     )
     .await
+}
+
+/// After a stage failure has been reported: restores the last good run when
+/// the StageSet asks for it (delivery.md §5.6). The failure stays the Ready
+/// condition when the restore works; a restore that cannot work replaces it
+/// with `PreviousRevisionUnavailable` (or `ImageUnverified`), and one that
+/// hit a transient error is retried with back-off.
+async fn roll_back(pass: &mut Pass<'_>, failed: Outcome, interval: Duration) -> Outcome {
+    let Some(snapshot) = rollback::snapshot_of(&pass.ss, &pass.previous.last_applied_snapshot)
+    else {
+        return failed;
+    };
+    match rollback::restore(pass, &snapshot).await {
+        Ok(stages) => {
+            let revisions: Vec<String> = snapshot
+                .iter()
+                .filter(|e| stages.contains(&e.stage))
+                .map(|e| {
+                    format!(
+                        "{}@{}",
+                        e.stage,
+                        e.revision.as_deref().unwrap_or(e.digest.as_str())
+                    )
+                })
+                .collect();
+            let note = format!("rolled back to the last good run: {}", revisions.join(", "));
+            tracing::warn!(stageset = %pass.key(), "{note}");
+            pass.event(true, EventReason::RolledBack.as_str(), &note)
+                .await;
+            failed
+        }
+        Err(rollback::RollbackError::Transient(message)) => {
+            tracing::warn!(stageset = %pass.key(), error = %message, "rollback failed; retrying");
+            Outcome {
+                requeue: Requeue::Backoff,
+                ..failed
+            }
+        }
+        Err(rollback::RollbackError::Unavailable(message)) => {
+            pass.finish_counted(
+                Ready::new(StageSetReason::PreviousRevisionUnavailable, message),
+                Requeue::After(jitter(interval)),
+            )
+            .await
+        }
+        Err(rollback::RollbackError::Unverified(message)) => {
+            pass.finish_counted(
+                Ready::new(StageSetReason::ImageUnverified, message),
+                Requeue::After(jitter(interval)),
+            )
+            .await
+        }
+    }
 }

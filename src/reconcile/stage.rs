@@ -15,7 +15,8 @@ use crate::config::InventoryMode;
 
 use super::error::{self, StageFailure};
 use super::{
-    Env, Pass, apply, build, cel, conflict, images, inventory, prune, source, substitute, verify,
+    Env, Pass, apply, build, cel, conflict, images, inventory, prune, rollback, source, substitute,
+    verify,
 };
 
 /// What a stage that finished Ready hands back to the pass.
@@ -28,6 +29,8 @@ pub(super) struct StageDone {
     pub(super) recorded_extra: bool,
     /// `Some(partial)` when the inventory was rebuilt from live objects.
     pub(super) reconstructed: Option<bool>,
+    /// Where this stage's objects came from, for `status.lastAppliedSnapshot`.
+    pub(super) snapshot: crate::api::StageArtifactRef,
 }
 
 pub(super) enum StageResult {
@@ -102,6 +105,8 @@ struct Prepared {
     rendered: Vec<apply::ObjectRef>,
     /// The compiled CEL ready expressions.
     exprs: Vec<crate::validate::cel::CompiledCheck>,
+    /// The fingerprint of the post-build variables used (empty: none).
+    substitution_digest: String,
 }
 
 /// S4–S12 and R20: everything before the first write to the target
@@ -115,7 +120,6 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
     } = *ctx;
     let env = pass.env;
     let namespace = pass.namespace();
-    let ss_name = pass.ss.name_any();
     // S4: the stage identity.
     let client = match env
         .clients
@@ -164,34 +168,10 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
         .fetch(&source.url, &source.digest)
         .await
         .map_err(|e| StageFailure::new(&stage.name, StageOp::FetchArtifact, e))?;
-    // S11: build.
-    let path = stage.path.as_deref().unwrap_or("./");
-    let patches = stage.patches.as_deref().unwrap_or_default();
-    let mut objects = match build::render(&artifact.files, path, patches, vars.as_ref()) {
-        Ok(o) => o,
-        Err(e) => {
-            return Err(StageFailure::new(
-                &stage.name,
-                StageOp::Build,
-                e.to_string(),
-            ));
-        }
-    };
+    // S11, S12: build, then the stage, owner and ApplySet labels.
+    let objects = render_objects(env, &pass.ss, stage, &artifact.files, vars.as_ref())
+        .map_err(|e| StageFailure::new(&stage.name, StageOp::Build, e))?;
     drop(artifact);
-    // Helm hook resources: dropped when the stage says so (api.md D2).
-    if stage.apply_helm_hook_resources == Some(false) {
-        objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());
-    }
-    // S12: stage, owner and ApplySet labels.
-    let applyset = (env.settings.inventory_mode != InventoryMode::Entries)
-        .then(|| inventory::stage_applyset_id(&ss_name, &namespace, &stage.name));
-    apply::label(
-        &mut objects,
-        &ss_name,
-        &namespace,
-        &stage.name,
-        applyset.as_deref(),
-    );
     let mut rendered: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
     rendered.sort_by_key(inventory::entry_id);
     rendered.dedup_by_key(|r| inventory::entry_id(r));
@@ -218,7 +198,40 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
         objects,
         rendered,
         exprs,
+        substitution_digest: vars.as_ref().map(|v| v.digest()).unwrap_or_default(),
     })
+}
+
+/// S11 and S12: builds a stage's objects from its artifact's files (path,
+/// patches, post-build substitution), drops Helm hook resources when the
+/// stage says so, and stamps the stage, owner and ApplySet labels. Shared by
+/// a pass and by the rebuild of a rollback.
+pub(super) fn render_objects(
+    env: &Env,
+    ss: &StageSet,
+    stage: &crate::api::Stage,
+    files: &BTreeMap<String, Vec<u8>>,
+    vars: Option<&substitute::Vars>,
+) -> Result<Vec<serde_json::Value>, String> {
+    let namespace = ss.namespace().unwrap_or_default();
+    let ss_name = ss.name_any();
+    let path = stage.path.as_deref().unwrap_or("./");
+    let patches = stage.patches.as_deref().unwrap_or_default();
+    let mut objects = build::render(files, path, patches, vars).map_err(|e| e.to_string())?;
+    // Helm hook resources: dropped when the stage says so (api.md D2).
+    if stage.apply_helm_hook_resources == Some(false) {
+        objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());
+    }
+    let applyset = (env.settings.inventory_mode != InventoryMode::Entries)
+        .then(|| inventory::stage_applyset_id(&ss_name, &namespace, &stage.name));
+    apply::label(
+        &mut objects,
+        &ss_name,
+        &namespace,
+        &stage.name,
+        applyset.as_deref(),
+    );
+    Ok(objects)
 }
 
 /// S14–S19: conflict policies, apply, drift report, write-ahead inventory
@@ -238,6 +251,7 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         mut objects,
         rendered,
         exprs,
+        substitution_digest,
     } = prepared;
     let env = pass.env;
     let namespace = pass.namespace();
@@ -247,6 +261,9 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         StageResult::Failed(f, entry)
     };
     let entries_count = objects.len() as i64;
+    // The rendering as applied (before conflict annotations), kept for
+    // rollbacks after the apply (S17).
+    let rendering = rollback::wants_rendering(pass).then(|| rollback::encode(&objects));
     // S14: conflict policies.
     let token = conflict::fresh_token();
     if let Err(e) = conflict::resolve(&mut objects, stage, &token) {
@@ -261,6 +278,10 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         Ok(c) => c,
         Err(e) => return fail(StageFailure::new(&stage.name, StageOp::Apply, e)),
     };
+    // S17: the rollback store.
+    if let Some(rendering) = rendering {
+        rollback::keep_rendering(pass, &stage.name, &source.digest, rendering).await;
+    }
     // S16: drift report (same revision as last applied, yet something changed).
     let same_revision = prior.and_then(|p| p.applied_revision.as_deref())
         == Some(source.revision.as_str())
@@ -427,6 +448,13 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         rendered,
         recorded_extra,
         reconstructed,
+        snapshot: rollback::snapshot_entry(
+            &stage.name,
+            &source.url,
+            &source.digest,
+            &source.revision,
+            &substitution_digest,
+        ),
     };
     match verdict {
         verify::Verdict::Ready => {
@@ -457,7 +485,7 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
 /// objects are read as the StageSet-level ServiceAccount (never the controller
 /// when one is named) in the StageSet's namespace; `optional` skips NotFound
 /// only. Only inline values: no API access at all.
-async fn post_build_vars(
+pub(super) async fn post_build_vars(
     env: &Env,
     ss: &StageSet,
     namespace: &str,

@@ -79,11 +79,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.version)),
     },
     Unsupported {
-        field: "spec.rollbackOnFailure",
-        feature: "whole-run rollback from the rollback store",
-        place: Place::Spec(|s| s.rollback_on_failure == Some(true)),
-    },
-    Unsupported {
         field: "spec.onRollback",
         feature: "rollback actions",
         place: Place::Spec(|s| non_empty(&s.on_rollback)),

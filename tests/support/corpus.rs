@@ -114,7 +114,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "008-stageset-rollback-onrollback.yaml",
-        "spec.rollbackOnFailure is not supported yet by this controller",
+        "spec.onRollback is not supported yet by this controller",
     ),
     (
         "009-stageset-windows-recurring-and-absolute.yaml",
@@ -178,7 +178,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "031-stageset-rollback-maintenance-mode.yaml",
-        "spec.rollbackOnFailure is not supported yet by this controller",
+        "spec.onRollback is not supported yet by this controller",
     ),
     (
         "044-stageset-checkout-error-budget.yaml",
@@ -197,12 +197,8 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.stages[1].errorBudget is not supported yet by this controller",
     ),
     (
-        "050-stageset-rollback-on-failure.yaml",
-        "spec.rollbackOnFailure is not supported yet by this controller",
-    ),
-    (
         "051-stageset-rollback-maintenance.yaml",
-        "spec.rollbackOnFailure is not supported yet by this controller",
+        "spec.onRollback is not supported yet by this controller",
     ),
     (
         "052-stageset-web-soak.yaml",
@@ -335,10 +331,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "108-stageset-smoke-errorbudget-webhook.yaml",
         "spec.errorBudget is not supported yet by this controller",
-    ),
-    (
-        "117-stageset-smoke-rollback-s3.yaml",
-        "spec.rollbackOnFailure is not supported yet by this controller",
     ),
     (
         "121-stageset-test-action-exactly-one-patch.yaml",

@@ -39,7 +39,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.rollbackOnFailure" => json!({"stages": [app], "rollbackOnFailure": true}),
                 "spec.onRollback" => json!({"stages": [app], "onRollback": wait}),
                 "spec.updateWindows" => json!({"stages": [app],
                     "updateWindows": [{"type": "Deny", "schedule": "0 18 * * 5", "duration": "62h", "timeZone": "Europe/Berlin"}]}),
