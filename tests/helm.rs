@@ -219,30 +219,6 @@ fn corpus_values_files() -> Vec<PathBuf> {
     files
 }
 
-/// The values layers for a documented file. 027 (values-onprem) and 028
-/// (values-eks) select `webhook.certMode: cert-manager` but name no issuer,
-/// which the chart refuses by design (operations §2.3); a real user adds their
-/// issuer, so the tests add one as an extra layer for exactly those two.
-fn layers_for(file: &Path, dir: &Path) -> Vec<PathBuf> {
-    let name = file.file_name().unwrap().to_string_lossy();
-    let mut layers = vec![file.to_path_buf()];
-    if name.starts_with("027-") || name.starts_with("028-") {
-        layers.push(issuer_layer(dir));
-    }
-    layers
-}
-
-fn issuer_layer(dir: &Path) -> PathBuf {
-    let path = dir.join("issuer.yaml");
-    std::fs::write(
-        &path,
-        "# test layer: the cert-manager issuer the documented files leave to the user\n\
-         webhook:\n  certManager:\n    issuerRef:\n      kind: ClusterIssuer\n      name: stageset-test-issuer\n",
-    )
-    .unwrap();
-    path
-}
-
 // --- kube-sim -------------------------------------------------------------------
 
 /// A kube-sim serving the third-party CRDs and the namespaces the documented
@@ -410,12 +386,10 @@ async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> 
 
 #[test]
 fn the_chart_lints_with_default_values_and_every_documented_values_file() {
-    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut sets: Vec<(String, Vec<PathBuf>)> = vec![("default values".into(), Vec::new())];
     for file in corpus_values_files() {
-        let layers = layers_for(&file, dir.path());
-        sets.push((file.display().to_string(), layers));
+        sets.push((file.display().to_string(), vec![file]));
     }
     let count = sets.len();
     let failures: Vec<String> = std::thread::scope(|scope| {
@@ -505,7 +479,7 @@ async fn every_documented_values_file_renders_objects_an_api_server_accepts() {
     let mut sets: Vec<(String, Vec<PathBuf>)> = vec![("default values".into(), Vec::new())];
     for file in corpus_values_files() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        sets.push((name, layers_for(&file, dir.path())));
+        sets.push((name, vec![file]));
     }
     let count = sets.len();
     let failures: Vec<String> = futures::stream::iter(sets)
@@ -535,10 +509,6 @@ async fn invalid_value_combinations_fail_the_render_naming_the_value() {
                 r#"rollbackStore.s3.bucket="b""#,
             ],
             &["rollbackStore.s3.endpoint"],
-        ),
-        (
-            &[r#"webhook.certMode="cert-manager""#],
-            &["webhook.certManager.issuerRef.name"],
         ),
         (&[r#"webhook.certMode="bogus""#], &["certMode"]),
         (
@@ -832,18 +802,104 @@ async fn default_install() {
     );
 }
 
+/// The CA the chart bootstraps in cert-manager mode when no issuer is named
+/// (cert-manager's SelfSigned Issuer → CA Certificate → CA Issuer), as
+/// installed in `ns`.
+async fn assert_chart_ca(client: &kube::Client, ns: &str) {
+    let selfsigned = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Issuer",
+        Some(ns),
+        "stageset-controller-webhook-selfsigned",
+    )
+    .await;
+    assert_eq!(selfsigned["spec"], json!({"selfSigned": {}}));
+    let ca = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Certificate",
+        Some(ns),
+        "stageset-controller-webhook-ca",
+    )
+    .await;
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(ca["spec"]["secretName"], "stageset-controller-webhook-ca");
+    assert_eq!(
+        ca["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": "stageset-controller-webhook-selfsigned", "group": "cert-manager.io"})
+    );
+    let issuer = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Issuer",
+        Some(ns),
+        "stageset-controller-webhook-ca",
+    )
+    .await;
+    assert_eq!(
+        issuer["spec"],
+        json!({"ca": {"secretName": "stageset-controller-webhook-ca"}})
+    );
+    // cainjector fills the caBundle from the serving certificate's Secret.
+    let vwc = must_get(
+        client,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        None,
+        &format!("stageset-controller-{ns}"),
+    )
+    .await;
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{ns}/stageset-controller-webhook-cert")
+    );
+}
+
+/// A named issuer is used as it is, and the chart creates no issuer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_mode_with_a_named_issuer_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let objs = template(
+        &sim,
+        dir.path(),
+        "stageset-system",
+        &[],
+        &[
+            r#"webhook.certMode="cert-manager""#.into(),
+            r#"webhook.certManager.issuerRef={"kind":"ClusterIssuer","name":"cluster-ca"}"#.into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let cert = find(&objs, "Certificate", "stageset-controller-webhook-cert")
+        .expect("the serving Certificate");
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        json!({"kind": "ClusterIssuer", "name": "cluster-ca", "group": "cert-manager.io"})
+    );
+    let own: Vec<&str> = objs
+        .iter()
+        .filter(|o| o["kind"] == "Issuer" || o["kind"] == "ClusterIssuer")
+        .map(name_of)
+        .collect();
+    assert!(own.is_empty(), "issuers rendered next to a named one: {own:?}");
+    assert!(find(&objs, "Certificate", "stageset-controller-webhook-ca").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_onprem_install() {
     let ns = "stageset-system";
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
-    // 027-helm-values-onprem.yaml plus the issuer layer (see layers_for).
+    // 027-helm-values-onprem.yaml exactly as the production guide writes it.
     let Some(reference) = corpus::reference("the production guide's on-prem values file") else {
         return;
     };
     let onprem = reference.join("corpus/integrations/027-helm-values-onprem.yaml");
     let (_sim, client, release) =
-        fresh_install(dir.path(), ns, &layers_for(&onprem, dir.path()), &[]).await;
+        fresh_install(dir.path(), ns, std::slice::from_ref(&onprem), &[]).await;
 
     let hpa = must_get(
         &client,
@@ -894,8 +950,12 @@ async fn values_onprem_install() {
         cert["spec"]["secretName"],
         "stageset-controller-webhook-cert"
     );
-    assert_eq!(cert["spec"]["issuerRef"]["name"], "stageset-test-issuer");
-    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    // No issuer named: the chart's own CA signs the serving certificate.
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": "stageset-controller-webhook-ca", "group": "cert-manager.io"})
+    );
+    assert_chart_ca(&client, ns).await;
     assert!(
         strings(&cert["spec"]["dnsNames"])
             .contains(&format!("stageset-controller-webhook.{ns}.svc")),
@@ -992,13 +1052,14 @@ async fn values_onprem_install() {
 async fn values_eks_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
-    // 028-helm-values-eks.yaml plus the issuer layer (see layers_for).
+    // 028-helm-values-eks.yaml exactly as the production guide writes it.
     let Some(reference) = corpus::reference("the production guide's EKS values file") else {
         return;
     };
     let eks = reference.join("corpus/integrations/028-helm-values-eks.yaml");
     let (_sim, client, _release) =
-        fresh_install(dir.path(), ns, &layers_for(&eks, dir.path()), &[]).await;
+        fresh_install(dir.path(), ns, std::slice::from_ref(&eks), &[]).await;
+    assert_chart_ca(&client, ns).await;
 
     let sa = must_get(
         &client,

@@ -46,13 +46,16 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{ include "stageset.name" . }}-webhook-cert
 {{- end -}}
 
+{{/* The CA certificate, its Secret and the CA Issuer the chart creates in
+cert-manager mode when no issuer is named. */}}
+{{- define "stageset.webhookCAName" -}}
+{{ include "stageset.name" . }}-webhook-ca
+{{- end -}}
+
 {{/* Fails rendering on value combinations the controller cannot run with. */}}
 {{- define "stageset.validate" -}}
 {{- if not (has .Values.webhook.certMode (list "cert-manager" "self-signed")) -}}
 {{- fail (printf "webhook.certMode must be cert-manager or self-signed, got %q" .Values.webhook.certMode) -}}
-{{- end -}}
-{{- if and .Values.webhook.enabled (eq .Values.webhook.certMode "cert-manager") (not .Values.webhook.certManager.issuerRef.name) -}}
-{{- fail "webhook.certManager.issuerRef.name is required when webhook.certMode is cert-manager" -}}
 {{- end -}}
 {{- if not (has .Values.rollbackStore.backend (list "none" "pvc" "s3")) -}}
 {{- fail (printf "rollbackStore.backend must be none, pvc or s3, got %q" .Values.rollbackStore.backend) -}}
