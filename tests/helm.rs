@@ -422,17 +422,6 @@ fn the_chart_lints_with_default_values_and_every_documented_values_file() {
 /// Documented values files whose render must fail on a real API server, with
 /// the reason. Anything listed here is a bug in the documentation, not the chart.
 const KNOWN_BAD_DOCS: &[(&str, &str)] = &[
-    // The guide's resource examples give less ephemeral storage than the /tmp
-    // emptyDir may use (operations.md D-07: keep the chart rule), so the chart
-    // refuses them with a message saying what to change.
-    (
-        "022-helm-resources-defaults.yaml",
-        "resources.ephemeralStorage (32Mi) must exceed tmpSizeLimit (256Mi)",
-    ),
-    (
-        "029-helm-resources-large.yaml",
-        "resources.ephemeralStorage (64Mi) must exceed tmpSizeLimit (256Mi)",
-    ),
     // The Linkerd AuthorizationPolicy kind is served only as
     // policy.linkerd.io/v1alpha1 (v1beta3 exists for Server and HTTPRoute),
     // so a cluster rejects the document the production guide passes through
@@ -511,6 +500,12 @@ async fn invalid_value_combinations_fail_the_render_naming_the_value() {
             &["rollbackStore.s3.endpoint"],
         ),
         (&[r#"webhook.certMode="bogus""#], &["certMode"]),
+        // The emptyDirs (/tmp 16Mi, the self-signed cert dir 1Mi) must fit in
+        // the ephemeral storage limit (operations.md D-07: keep the rule).
+        (
+            &[r#"resources.ephemeralStorage="17Mi""#],
+            &["resources.ephemeralStorage (17Mi)", "tmpSizeLimit (16Mi)", "1Mi"],
+        ),
         (
             &[
                 r#"rollbackStore.backend="pvc""#,
@@ -618,6 +613,8 @@ async fn default_install() {
             "--enable-webhook=true".into(),
             "--webhook-cert-mode=self-signed".into(),
             format!("--webhook-validating-config-name={cluster}"),
+            // Events reach a default Flux install (docs/decisions.md 17).
+            "--events-addr=http://notification-controller.flux-system.svc.cluster.local./".into(),
         ],
     );
     let pod = &d["spec"]["template"]["spec"];
@@ -634,11 +631,19 @@ async fn default_install() {
     assert_eq!(sc["runAsUser"], 65532);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
-    assert!(c["resources"]["requests"].is_object());
+    // The production guide's defaults, requests = limits (docs/decisions.md 17).
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "50m", "memory": "256Mi", "ephemeral-storage": "32Mi"})
+    );
     assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    for (path, volume) in [("/tmp", "tmp"), ("/etc/webhook/certs", "webhook-certs")] {
+    // The emptyDirs fit in the 32Mi ephemeral storage limit with room for logs.
+    for (path, volume, size) in [
+        ("/tmp", "tmp", "16Mi"),
+        ("/etc/webhook/certs", "webhook-certs", "1Mi"),
+    ] {
         let mount = c["volumeMounts"]
             .as_array()
             .unwrap()
@@ -652,10 +657,7 @@ async fn default_install() {
             .iter()
             .find(|v| v["name"] == volume)
             .unwrap_or_else(|| panic!("no volume {volume}"));
-        assert!(
-            v["emptyDir"].is_object(),
-            "{volume} is not an emptyDir: {v}"
-        );
+        assert_eq!(v["emptyDir"]["sizeLimit"], size, "{volume}: {v}");
     }
     assert!(
         list(
@@ -1227,6 +1229,71 @@ async fn network_policy_install() {
     assert_eq!(ports, BTreeSet::from([8080, 8081, 8082, 9443]));
 }
 
+/// With egress restricted, the policy of every engine lets events reach the
+/// default `controller.eventsAddr` (Flux's notification-controller pods, on
+/// their container port 9090); without an events address it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_egress_allows_the_event_receiver() {
+    let ns = "stageset-system";
+    let dir = tempfile::tempdir().unwrap();
+    let egress = [
+        "networkPolicy.enabled=true".to_string(),
+        "networkPolicy.egress.enabled=true".to_string(),
+    ];
+    let (_sim, client, _release) = fresh_install(dir.path(), ns, &[], &egress).await;
+    let np = must_get(
+        &client,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        Some(ns),
+        "stageset-controller",
+    )
+    .await;
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let rules = np["spec"]["egress"].as_array().unwrap();
+    let events = rules
+        .iter()
+        .find(|r| r["to"][0]["podSelector"].is_object())
+        .unwrap_or_else(|| panic!("no egress rule for the event receiver: {rules:#?}"));
+    assert_eq!(
+        events["to"],
+        json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flux-system"}},
+            "podSelector": {"matchLabels": {"app": "notification-controller"}}
+        }])
+    );
+    assert_eq!(events["ports"], json!([{"protocol": "TCP", "port": 9090}]));
+
+    // Every engine, rendered: the receiver's namespace, pods and port appear
+    // in the egress section exactly when an events address is set.
+    for engine in ["kubernetes", "cilium", "calico", "clusterNetworkPolicy"] {
+        for events_addr in ["", "http://notification-controller.flux-system.svc.cluster.local./"] {
+            // Rendered objects reach the scratch API server: one per render.
+            let sim = scratch_sim(Vec::new(), HashMap::new());
+            let mut set = egress.to_vec();
+            set.push(format!("networkPolicy.engine={}", json!(engine)));
+            set.push(format!("controller.eventsAddr={}", json!(events_addr)));
+            let objs = template(&sim, dir.path(), ns, &[], &set).await.unwrap();
+            let policy = objs
+                .iter()
+                .find(|o| {
+                    o["kind"].as_str().is_some_and(|k| k.ends_with("NetworkPolicy"))
+                        && !name_of(o).contains("default-deny")
+                })
+                .unwrap_or_else(|| panic!("{engine}: no policy rendered"));
+            let egress_rules = policy["spec"]["egress"].to_string();
+            let allowed = egress_rules.contains("notification-controller")
+                && egress_rules.contains("flux-system")
+                && egress_rules.contains("9090");
+            assert_eq!(
+                allowed,
+                !events_addr.is_empty(),
+                "{engine}, eventsAddr {events_addr:?}: {egress_rules}"
+            );
+        }
+    }
+}
+
 // --- c: the controller as the chart runs it ---------------------------------------
 
 fn free_port() -> u16 {
@@ -1400,7 +1467,23 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
             .map(|(n, p)| (n.to_string(), json!(p)))
             .collect::<serde_json::Map<_, _>>()
     );
-    install(&sim, dir.path(), ns, &[], &[format!("ports={ports_json}")]).await;
+    // The chart's default events address is Flux's notification-controller
+    // Service, which does not resolve here; resolving it would send a DNS
+    // query off the machine (docs/decisions.md 16). A local port nobody listens
+    // on stands in for it: the events are dropped (tests/events.rs) and the
+    // delivery below goes on regardless.
+    let events_addr = format!("http://127.0.0.1:{}/", free_port());
+    install(
+        &sim,
+        dir.path(),
+        ns,
+        &[],
+        &[
+            format!("ports={ports_json}"),
+            format!("controller.eventsAddr={}", json!(events_addr)),
+        ],
+    )
+    .await;
 
     let deployment = must_get(
         &client,
