@@ -152,7 +152,11 @@ async fn handle(
 
 async fn harness(events_addr: &str) -> Harness {
     Harness::start_with(HarnessOptions {
-        flags: vec![format!("--events-addr={events_addr}")],
+        flags: vec![
+            format!("--events-addr={events_addr}"),
+            // As the chart runs it (the binary adds no runbook links by default).
+            "--runbook-base-url=https://stageset.projects.metio.wtf/runbooks".into(),
+        ],
         ..Default::default()
     })
     .await
