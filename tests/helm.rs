@@ -504,7 +504,11 @@ async fn invalid_value_combinations_fail_the_render_naming_the_value() {
         // the ephemeral storage limit (operations.md D-07: keep the rule).
         (
             &[r#"resources.ephemeralStorage="17Mi""#],
-            &["resources.ephemeralStorage (17Mi)", "tmpSizeLimit (16Mi)", "1Mi"],
+            &[
+                "resources.ephemeralStorage (17Mi)",
+                "tmpSizeLimit (16Mi)",
+                "1Mi",
+            ],
         ),
         (
             &[
@@ -886,7 +890,10 @@ async fn cert_manager_mode_with_a_named_issuer_uses_it() {
         .filter(|o| o["kind"] == "Issuer" || o["kind"] == "ClusterIssuer")
         .map(name_of)
         .collect();
-    assert!(own.is_empty(), "issuers rendered next to a named one: {own:?}");
+    assert!(
+        own.is_empty(),
+        "issuers rendered next to a named one: {own:?}"
+    );
     assert!(find(&objs, "Certificate", "stageset-controller-webhook-ca").is_none());
 }
 
@@ -1267,7 +1274,10 @@ async fn restricted_egress_allows_the_event_receiver() {
     // Every engine, rendered: the receiver's namespace, pods and port appear
     // in the egress section exactly when an events address is set.
     for engine in ["kubernetes", "cilium", "calico", "clusterNetworkPolicy"] {
-        for events_addr in ["", "http://notification-controller.flux-system.svc.cluster.local./"] {
+        for events_addr in [
+            "",
+            "http://notification-controller.flux-system.svc.cluster.local./",
+        ] {
             // Rendered objects reach the scratch API server: one per render.
             let sim = scratch_sim(Vec::new(), HashMap::new());
             let mut set = egress.to_vec();
@@ -1277,7 +1287,9 @@ async fn restricted_egress_allows_the_event_receiver() {
             let policy = objs
                 .iter()
                 .find(|o| {
-                    o["kind"].as_str().is_some_and(|k| k.ends_with("NetworkPolicy"))
+                    o["kind"]
+                        .as_str()
+                        .is_some_and(|k| k.ends_with("NetworkPolicy"))
                         && !name_of(o).contains("default-deny")
                 })
                 .unwrap_or_else(|| panic!("{engine}: no policy rendered"));
