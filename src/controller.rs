@@ -258,7 +258,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
         notifier: plan
             .events_addr
             .as_deref()
-            .map(crate::reconcile::notify::Notifier::new),
+            .map(|addr| crate::reconcile::notify::Notifier::new(addr, metrics.clone())),
         inventory_writes: Default::default(),
         rollback_store,
     });

@@ -19,6 +19,13 @@
 //! sources) are registered and exported so dashboards and alerts resolve; the
 //! typed helpers below are what those features call.
 //!
+//! One family is ours, not upstream's: `stageset_events_dropped_total{reason}`
+//! counts events that never reached notification-controller (`--events-addr`,
+//! src/reconcile/notify.rs): `queue_full` when the bounded queue had no room,
+//! `undeliverable` when delivery was given up (retries or the deadline
+//! exhausted, a refusal, or the forwarder gone). Both series exist from the
+//! start, at zero.
+//!
 //! Series lifecycle: [`Metrics::forget_stageset`] drops every series of a
 //! deleted StageSet except `stageset_teardown_force_drop_total` (families 3, 17
 //! and 18 included: ◆ Decision, D-23); [`Metrics::forget_stage`] drops the
@@ -130,6 +137,30 @@ impl ForceDropReason {
     }
 }
 
+/// Why an event was not forwarded to notification-controller
+/// (`stageset_events_dropped_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventDropReason {
+    /// The bounded queue was full; the event was never sent.
+    QueueFull,
+    /// Delivery was given up: retries or the deadline exhausted, a refusal,
+    /// or no forwarder running.
+    Undeliverable,
+}
+
+impl EventDropReason {
+    /// Every reason, so both series exist from the start.
+    pub const ALL: [EventDropReason; 2] =
+        [EventDropReason::QueueFull, EventDropReason::Undeliverable];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventDropReason::QueueFull => "queue_full",
+            EventDropReason::Undeliverable => "undeliverable",
+        }
+    }
+}
+
 /// How a reconcile ended, as controller-runtime counts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReconcileResult {
@@ -236,6 +267,8 @@ struct Custom {
     ledger_anchor_errors: Family<NameLabels, Counter>,
     /// 18. `stageset_ledger_adoptions_total{namespace,name}`.
     ledger_adoptions: Family<NameLabels, Counter>,
+    /// Ours: `stageset_events_dropped_total{reason}`.
+    events_dropped: Family<DropLabels, Counter>,
 }
 
 /// The controller-runtime / client-go compatible families of §7.2.
@@ -304,6 +337,7 @@ impl Metrics {
             stage_budget_frozen: Family::default(),
             ledger_anchor_errors: Family::default(),
             ledger_adoptions: Family::default(),
+            events_dropped: Family::default(),
         };
         let c = &custom;
         declare(
@@ -414,6 +448,19 @@ impl Metrics {
             "Number of first reconciles that adopted a non-empty StageLedger",
             c.ledger_adoptions.clone(),
         );
+        declare(
+            &mut r,
+            "stageset_events_dropped",
+            "Number of events not forwarded to notification-controller, by reason (queue_full, undeliverable)",
+            c.events_dropped.clone(),
+        );
+        for reason in EventDropReason::ALL {
+            c.events_dropped
+                .get_or_create(&DropLabels {
+                    reason: reason.as_str().into(),
+                })
+                .inc_by(0);
+        }
 
         let runtime = Runtime {
             reconcile_total: Family::default(),
@@ -665,6 +712,17 @@ impl Metrics {
         for stage in known.iter().filter(|s| !spec_stages.contains(s)) {
             self.forget_stage(namespace, stageset, stage);
         }
+    }
+
+    /// `stageset_events_dropped_total{reason}`: an event was not forwarded to
+    /// notification-controller.
+    pub fn event_dropped(&self, reason: EventDropReason) {
+        self.custom
+            .events_dropped
+            .get_or_create(&DropLabels {
+                reason: reason.as_str().into(),
+            })
+            .inc();
     }
 
     /// `stageset_webhook_cert_renewal_failures_total`: a self-signed renewal

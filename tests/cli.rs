@@ -71,10 +71,7 @@ const UPSTREAM_FLAGS: &[(&str, &str)] = &[
 const ADDED_FLAGS: &[(&str, &str)] = &[
     ("concurrent", "[default: 4]"),
     ("inventory-mode", "[default: hybrid]"),
-    (
-        "runbook-base-url",
-        "[default: https://stageset.projects.metio.wtf/runbooks]",
-    ),
+    ("runbook-base-url", "[default: \"\"]"),
     ("rollback-store-retention", "[default: 0]"),
     ("events-addr", "[default: \"\"]"),
     ("zap-log-level", "default: unset"),

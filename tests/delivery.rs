@@ -150,7 +150,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stage_that_never_gets_healthy_holds_or_fails_and_stops_the_rollout() {
-    let h = Harness::start().await;
+    // The binary adds no runbook links by default; the chart sets this base.
+    let h = Harness::start_with(HarnessOptions {
+        flags: vec!["--runbook-base-url=https://stageset.projects.metio.wtf/runbooks".into()],
+        ..Default::default()
+    })
+    .await;
     let first = h.artifact("first.tar.gz", &[("d.yaml", &deployment(NS, "stuck"))]);
     let second = h.artifact(
         "second.tar.gz",

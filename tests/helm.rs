@@ -219,30 +219,6 @@ fn corpus_values_files() -> Vec<PathBuf> {
     files
 }
 
-/// The values layers for a documented file. 027 (values-onprem) and 028
-/// (values-eks) select `webhook.certMode: cert-manager` but name no issuer,
-/// which the chart refuses by design (operations §2.3); a real user adds their
-/// issuer, so the tests add one as an extra layer for exactly those two.
-fn layers_for(file: &Path, dir: &Path) -> Vec<PathBuf> {
-    let name = file.file_name().unwrap().to_string_lossy();
-    let mut layers = vec![file.to_path_buf()];
-    if name.starts_with("027-") || name.starts_with("028-") {
-        layers.push(issuer_layer(dir));
-    }
-    layers
-}
-
-fn issuer_layer(dir: &Path) -> PathBuf {
-    let path = dir.join("issuer.yaml");
-    std::fs::write(
-        &path,
-        "# test layer: the cert-manager issuer the documented files leave to the user\n\
-         webhook:\n  certManager:\n    issuerRef:\n      kind: ClusterIssuer\n      name: stageset-test-issuer\n",
-    )
-    .unwrap();
-    path
-}
-
 // --- kube-sim -------------------------------------------------------------------
 
 /// A kube-sim serving the third-party CRDs and the namespaces the documented
@@ -410,12 +386,10 @@ async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> 
 
 #[test]
 fn the_chart_lints_with_default_values_and_every_documented_values_file() {
-    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut sets: Vec<(String, Vec<PathBuf>)> = vec![("default values".into(), Vec::new())];
     for file in corpus_values_files() {
-        let layers = layers_for(&file, dir.path());
-        sets.push((file.display().to_string(), layers));
+        sets.push((file.display().to_string(), vec![file]));
     }
     let count = sets.len();
     let failures: Vec<String> = std::thread::scope(|scope| {
@@ -448,17 +422,6 @@ fn the_chart_lints_with_default_values_and_every_documented_values_file() {
 /// Documented values files whose render must fail on a real API server, with
 /// the reason. Anything listed here is a bug in the documentation, not the chart.
 const KNOWN_BAD_DOCS: &[(&str, &str)] = &[
-    // The guide's resource examples give less ephemeral storage than the /tmp
-    // emptyDir may use (operations.md D-07: keep the chart rule), so the chart
-    // refuses them with a message saying what to change.
-    (
-        "022-helm-resources-defaults.yaml",
-        "resources.ephemeralStorage (32Mi) must exceed tmpSizeLimit (256Mi)",
-    ),
-    (
-        "029-helm-resources-large.yaml",
-        "resources.ephemeralStorage (64Mi) must exceed tmpSizeLimit (256Mi)",
-    ),
     // The Linkerd AuthorizationPolicy kind is served only as
     // policy.linkerd.io/v1alpha1 (v1beta3 exists for Server and HTTPRoute),
     // so a cluster rejects the document the production guide passes through
@@ -505,7 +468,7 @@ async fn every_documented_values_file_renders_objects_an_api_server_accepts() {
     let mut sets: Vec<(String, Vec<PathBuf>)> = vec![("default values".into(), Vec::new())];
     for file in corpus_values_files() {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
-        sets.push((name, layers_for(&file, dir.path())));
+        sets.push((name, vec![file]));
     }
     let count = sets.len();
     let failures: Vec<String> = futures::stream::iter(sets)
@@ -536,11 +499,17 @@ async fn invalid_value_combinations_fail_the_render_naming_the_value() {
             ],
             &["rollbackStore.s3.endpoint"],
         ),
-        (
-            &[r#"webhook.certMode="cert-manager""#],
-            &["webhook.certManager.issuerRef.name"],
-        ),
         (&[r#"webhook.certMode="bogus""#], &["certMode"]),
+        // The emptyDirs (/tmp 16Mi, the self-signed cert dir 1Mi) must fit in
+        // the ephemeral storage limit (operations.md D-07: keep the rule).
+        (
+            &[r#"resources.ephemeralStorage="17Mi""#],
+            &[
+                "resources.ephemeralStorage (17Mi)",
+                "tmpSizeLimit (16Mi)",
+                "1Mi",
+            ],
+        ),
         (
             &[
                 r#"rollbackStore.backend="pvc""#,
@@ -648,6 +617,8 @@ async fn default_install() {
             "--enable-webhook=true".into(),
             "--webhook-cert-mode=self-signed".into(),
             format!("--webhook-validating-config-name={cluster}"),
+            // Events reach a default Flux install (docs/decisions.md 17).
+            "--events-addr=http://notification-controller.flux-system.svc.cluster.local./".into(),
         ],
     );
     let pod = &d["spec"]["template"]["spec"];
@@ -664,11 +635,19 @@ async fn default_install() {
     assert_eq!(sc["runAsUser"], 65532);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
     assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
-    assert!(c["resources"]["requests"].is_object());
+    // The production guide's defaults, requests = limits (docs/decisions.md 17).
+    assert_eq!(
+        c["resources"]["requests"],
+        json!({"cpu": "50m", "memory": "256Mi", "ephemeral-storage": "32Mi"})
+    );
     assert_eq!(c["resources"]["requests"], c["resources"]["limits"]);
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
-    for (path, volume) in [("/tmp", "tmp"), ("/etc/webhook/certs", "webhook-certs")] {
+    // The emptyDirs fit in the 32Mi ephemeral storage limit with room for logs.
+    for (path, volume, size) in [
+        ("/tmp", "tmp", "16Mi"),
+        ("/etc/webhook/certs", "webhook-certs", "1Mi"),
+    ] {
         let mount = c["volumeMounts"]
             .as_array()
             .unwrap()
@@ -682,10 +661,7 @@ async fn default_install() {
             .iter()
             .find(|v| v["name"] == volume)
             .unwrap_or_else(|| panic!("no volume {volume}"));
-        assert!(
-            v["emptyDir"].is_object(),
-            "{volume} is not an emptyDir: {v}"
-        );
+        assert_eq!(v["emptyDir"]["sizeLimit"], size, "{volume}: {v}");
     }
     assert!(
         list(
@@ -832,18 +808,107 @@ async fn default_install() {
     );
 }
 
+/// The CA the chart bootstraps in cert-manager mode when no issuer is named
+/// (cert-manager's SelfSigned Issuer → CA Certificate → CA Issuer), as
+/// installed in `ns`.
+async fn assert_chart_ca(client: &kube::Client, ns: &str) {
+    let selfsigned = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Issuer",
+        Some(ns),
+        "stageset-controller-webhook-selfsigned",
+    )
+    .await;
+    assert_eq!(selfsigned["spec"], json!({"selfSigned": {}}));
+    let ca = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Certificate",
+        Some(ns),
+        "stageset-controller-webhook-ca",
+    )
+    .await;
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(ca["spec"]["secretName"], "stageset-controller-webhook-ca");
+    assert_eq!(
+        ca["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": "stageset-controller-webhook-selfsigned", "group": "cert-manager.io"})
+    );
+    let issuer = must_get(
+        client,
+        "cert-manager.io/v1",
+        "Issuer",
+        Some(ns),
+        "stageset-controller-webhook-ca",
+    )
+    .await;
+    assert_eq!(
+        issuer["spec"],
+        json!({"ca": {"secretName": "stageset-controller-webhook-ca"}})
+    );
+    // cainjector fills the caBundle from the serving certificate's Secret.
+    let vwc = must_get(
+        client,
+        "admissionregistration.k8s.io/v1",
+        "ValidatingWebhookConfiguration",
+        None,
+        &format!("stageset-controller-{ns}"),
+    )
+    .await;
+    assert_eq!(
+        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        format!("{ns}/stageset-controller-webhook-cert")
+    );
+}
+
+/// A named issuer is used as it is, and the chart creates no issuer of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_manager_mode_with_a_named_issuer_uses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let objs = template(
+        &sim,
+        dir.path(),
+        "stageset-system",
+        &[],
+        &[
+            r#"webhook.certMode="cert-manager""#.into(),
+            r#"webhook.certManager.issuerRef={"kind":"ClusterIssuer","name":"cluster-ca"}"#.into(),
+        ],
+    )
+    .await
+    .unwrap();
+    let cert = find(&objs, "Certificate", "stageset-controller-webhook-cert")
+        .expect("the serving Certificate");
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        json!({"kind": "ClusterIssuer", "name": "cluster-ca", "group": "cert-manager.io"})
+    );
+    let own: Vec<&str> = objs
+        .iter()
+        .filter(|o| o["kind"] == "Issuer" || o["kind"] == "ClusterIssuer")
+        .map(name_of)
+        .collect();
+    assert!(
+        own.is_empty(),
+        "issuers rendered next to a named one: {own:?}"
+    );
+    assert!(find(&objs, "Certificate", "stageset-controller-webhook-ca").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_onprem_install() {
     let ns = "stageset-system";
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
-    // 027-helm-values-onprem.yaml plus the issuer layer (see layers_for).
+    // 027-helm-values-onprem.yaml exactly as the production guide writes it.
     let Some(reference) = corpus::reference("the production guide's on-prem values file") else {
         return;
     };
     let onprem = reference.join("corpus/integrations/027-helm-values-onprem.yaml");
     let (_sim, client, release) =
-        fresh_install(dir.path(), ns, &layers_for(&onprem, dir.path()), &[]).await;
+        fresh_install(dir.path(), ns, std::slice::from_ref(&onprem), &[]).await;
 
     let hpa = must_get(
         &client,
@@ -894,8 +959,12 @@ async fn values_onprem_install() {
         cert["spec"]["secretName"],
         "stageset-controller-webhook-cert"
     );
-    assert_eq!(cert["spec"]["issuerRef"]["name"], "stageset-test-issuer");
-    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    // No issuer named: the chart's own CA signs the serving certificate.
+    assert_eq!(
+        cert["spec"]["issuerRef"],
+        json!({"kind": "Issuer", "name": "stageset-controller-webhook-ca", "group": "cert-manager.io"})
+    );
+    assert_chart_ca(&client, ns).await;
     assert!(
         strings(&cert["spec"]["dnsNames"])
             .contains(&format!("stageset-controller-webhook.{ns}.svc")),
@@ -992,13 +1061,14 @@ async fn values_onprem_install() {
 async fn values_eks_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
-    // 028-helm-values-eks.yaml plus the issuer layer (see layers_for).
+    // 028-helm-values-eks.yaml exactly as the production guide writes it.
     let Some(reference) = corpus::reference("the production guide's EKS values file") else {
         return;
     };
     let eks = reference.join("corpus/integrations/028-helm-values-eks.yaml");
     let (_sim, client, _release) =
-        fresh_install(dir.path(), ns, &layers_for(&eks, dir.path()), &[]).await;
+        fresh_install(dir.path(), ns, std::slice::from_ref(&eks), &[]).await;
+    assert_chart_ca(&client, ns).await;
 
     let sa = must_get(
         &client,
@@ -1164,6 +1234,76 @@ async fn network_policy_install() {
         .collect();
     // Container ports: what a NetworkPolicy matches (webhook 9443, not 443).
     assert_eq!(ports, BTreeSet::from([8080, 8081, 8082, 9443]));
+}
+
+/// With egress restricted, the policy of every engine lets events reach the
+/// default `controller.eventsAddr` (Flux's notification-controller pods, on
+/// their container port 9090); without an events address it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_egress_allows_the_event_receiver() {
+    let ns = "stageset-system";
+    let dir = tempfile::tempdir().unwrap();
+    let egress = [
+        "networkPolicy.enabled=true".to_string(),
+        "networkPolicy.egress.enabled=true".to_string(),
+    ];
+    let (_sim, client, _release) = fresh_install(dir.path(), ns, &[], &egress).await;
+    let np = must_get(
+        &client,
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        Some(ns),
+        "stageset-controller",
+    )
+    .await;
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    let rules = np["spec"]["egress"].as_array().unwrap();
+    let events = rules
+        .iter()
+        .find(|r| r["to"][0]["podSelector"].is_object())
+        .unwrap_or_else(|| panic!("no egress rule for the event receiver: {rules:#?}"));
+    assert_eq!(
+        events["to"],
+        json!([{
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "flux-system"}},
+            "podSelector": {"matchLabels": {"app": "notification-controller"}}
+        }])
+    );
+    assert_eq!(events["ports"], json!([{"protocol": "TCP", "port": 9090}]));
+
+    // Every engine, rendered: the receiver's namespace, pods and port appear
+    // in the egress section exactly when an events address is set.
+    for engine in ["kubernetes", "cilium", "calico", "clusterNetworkPolicy"] {
+        for events_addr in [
+            "",
+            "http://notification-controller.flux-system.svc.cluster.local./",
+        ] {
+            // Rendered objects reach the scratch API server: one per render.
+            let sim = scratch_sim(Vec::new(), HashMap::new());
+            let mut set = egress.to_vec();
+            set.push(format!("networkPolicy.engine={}", json!(engine)));
+            set.push(format!("controller.eventsAddr={}", json!(events_addr)));
+            let objs = template(&sim, dir.path(), ns, &[], &set).await.unwrap();
+            let policy = objs
+                .iter()
+                .find(|o| {
+                    o["kind"]
+                        .as_str()
+                        .is_some_and(|k| k.ends_with("NetworkPolicy"))
+                        && !name_of(o).contains("default-deny")
+                })
+                .unwrap_or_else(|| panic!("{engine}: no policy rendered"));
+            let egress_rules = policy["spec"]["egress"].to_string();
+            let allowed = egress_rules.contains("notification-controller")
+                && egress_rules.contains("flux-system")
+                && egress_rules.contains("9090");
+            assert_eq!(
+                allowed,
+                !events_addr.is_empty(),
+                "{engine}, eventsAddr {events_addr:?}: {egress_rules}"
+            );
+        }
+    }
 }
 
 // --- c: the controller as the chart runs it ---------------------------------------
@@ -1339,7 +1479,23 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
             .map(|(n, p)| (n.to_string(), json!(p)))
             .collect::<serde_json::Map<_, _>>()
     );
-    install(&sim, dir.path(), ns, &[], &[format!("ports={ports_json}")]).await;
+    // The chart's default events address is Flux's notification-controller
+    // Service, which does not resolve here; resolving it would send a DNS
+    // query off the machine (docs/decisions.md 16). A local port nobody listens
+    // on stands in for it: the events are dropped (tests/events.rs) and the
+    // delivery below goes on regardless.
+    let events_addr = format!("http://127.0.0.1:{}/", free_port());
+    install(
+        &sim,
+        dir.path(),
+        ns,
+        &[],
+        &[
+            format!("ports={ports_json}"),
+            format!("controller.eventsAddr={}", json!(events_addr)),
+        ],
+    )
+    .await;
 
     let deployment = must_get(
         &client,

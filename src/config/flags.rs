@@ -232,12 +232,12 @@ pub(super) struct Flags {
           help_heading = "Reconciliation")]
     pub(super) max_teardown_wait: GoDuration,
 
-    /// Base URL of the runbooks linked from Ready messages (<base>/<reason>/); empty drops
-    /// the links. Must be an absolute http:// or https:// URL.
+    /// Base URL of the runbooks linked from Ready messages (<base>/<reason>/); empty (the
+    /// default) adds no links. Must be an absolute http:// or https:// URL.
     #[arg(
         long,
         value_name = "URL",
-        default_value = "https://stageset.projects.metio.wtf/runbooks",
+        default_value = "",
         help_heading = "Reconciliation"
     )]
     pub(super) runbook_base_url: String,

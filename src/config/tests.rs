@@ -82,10 +82,10 @@ fn defaults_are_valid_and_typed() {
     assert_eq!(c.webhook_cert_mode, CertMode::CertManager);
     assert!(c.rollback_store_s3_use_ssl && c.enable_webhook && !c.leader_elect);
     assert_eq!(c.logging, logging::Settings::default());
-    assert_eq!(
-        c.runbook_url("RBACDenied").as_deref(),
-        Some("https://stageset.projects.metio.wtf/runbooks/rbacdenied/")
-    );
+    // No runbook links unless asked for (the production guide; the chart
+    // sets controller.runbookBaseURL).
+    assert_eq!(c.runbook_base_url, None);
+    assert_eq!(c.runbook_url("RBACDenied"), None);
     assert_eq!(c.check_supported(), Ok(()));
 }
 

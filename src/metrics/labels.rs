@@ -50,6 +50,12 @@ pub struct GvkLabels {
     pub gvk: String,
 }
 
+/// `reason` (why an event was not forwarded).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub reason: String,
+}
+
 /// `controller`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {

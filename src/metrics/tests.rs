@@ -20,6 +20,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("stageset_stage_budget_frozen", "gauge"),
     ("stageset_ledger_anchor_errors_total", "counter"),
     ("stageset_ledger_adoptions_total", "counter"),
+    ("stageset_events_dropped_total", "counter"),
     ("controller_runtime_reconcile_total", "counter"),
     ("controller_runtime_reconcile_errors_total", "counter"),
     (
@@ -69,7 +70,7 @@ fn exactly_the_expected_families() {
             .iter()
             .filter(|(n, _)| n.starts_with("stageset_"))
             .count(),
-        18
+        19
     );
     // Counters carry the suffix exactly once.
     assert!(!text.contains("_total_total"), "{text}");
@@ -84,6 +85,17 @@ fn exactly_the_expected_families() {
         m.encode()
             .contains("\nstageset_webhook_cert_renewal_failures_total 1\n")
     );
+    // Both reasons of the bounded events-dropped family exist from the start.
+    for reason in ["queue_full", "undeliverable"] {
+        let line = format!("\nstageset_events_dropped_total{{reason=\"{reason}\"}} 0\n");
+        assert!(text.contains(&line), "{line}\n{text}");
+    }
+    m.event_dropped(EventDropReason::QueueFull);
+    m.event_dropped(EventDropReason::QueueFull);
+    m.event_dropped(EventDropReason::Undeliverable);
+    let after = m.encode();
+    assert!(after.contains("\nstageset_events_dropped_total{reason=\"queue_full\"} 2\n"));
+    assert!(after.contains("\nstageset_events_dropped_total{reason=\"undeliverable\"} 1\n"));
     // controller-runtime series exist at zero, like initMetrics.
     for line in [
         r#"controller_runtime_max_concurrent_reconciles{controller="stageset"} 3"#,

@@ -70,7 +70,7 @@ impl Default for Settings {
             default_interval: Duration::from_secs(600),
             inventory_shard_cap: 5000,
             no_cross_namespace_refs: false,
-            runbook_base: Some("https://stageset.projects.metio.wtf/runbooks".into()),
+            runbook_base: None,
             staging_timeout: Duration::from_secs(60),
             inventory_mode: InventoryMode::Hybrid,
             max_teardown_wait: Duration::from_secs(3600),

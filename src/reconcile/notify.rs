@@ -18,12 +18,18 @@
 //! plus every `event.toolkit.fluxcd.io/*` annotation of the StageSet
 //! (Flux RFC-0008).
 //!
-//! Delivery never holds up or fails a reconcile: events are queued on a
-//! bounded channel (dropped with a WARN when it is full) and posted by one
-//! background task, in order. Like Flux's retrying client, connection errors
-//! and 5xx answers (but 501) are retried with exponential back-off; 429 is
-//! notification-controller's answer to a duplicate event and is not retried.
-//! Failures are logged at WARN with the StageSet's key.
+//! Delivery never holds up or fails a reconcile: [`Notifier::forward`] is
+//! synchronous and only queues the event on a bounded channel; one background
+//! task posts the queued events, one after the other, in order. Like Flux's
+//! retrying client, connection errors and 5xx answers (but 501) are retried
+//! with exponential back-off, a bounded number of times and within a deadline
+//! per event; 429 is notification-controller's answer to a duplicate event and
+//! is not retried. An event that cannot be delivered (nobody listens at the
+//! address, the receiver keeps failing or hangs, or refuses it) is dropped
+//! after that, and so is an event that finds the queue full: each is logged at
+//! WARN with the StageSet's key and counted in
+//! `stageset_events_dropped_total{reason}` (`undeliverable` or `queue_full`).
+//! [`Notifier::flush`] waits until everything queued before it is finished.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,9 +40,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::jiff::Timestamp;
 use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{StageSet, StageSetStatus};
+use crate::metrics::{EventDropReason, Metrics};
 
 /// The API group Flux reserves for event metadata copied from annotations.
 pub const FLUX_EVENT_GROUP: &str = "event.toolkit.fluxcd.io";
@@ -168,7 +175,8 @@ fn truncate_chars(s: &str, max: usize) -> String {
 /// How a [`Notifier`] queues and retries.
 #[derive(Clone, Debug)]
 pub struct NotifierOptions {
-    /// Events waiting to be posted; more are dropped (with a WARN).
+    /// Events waiting to be posted; more are dropped (with a WARN and
+    /// `stageset_events_dropped_total{reason="queue_full"}`).
     pub queue: usize,
     /// Timeout of one POST.
     pub attempt_timeout: Duration,
@@ -198,11 +206,19 @@ struct Delivery {
     body: Bytes,
 }
 
+/// What the delivery task takes from the queue.
+enum Queued {
+    Event(Delivery),
+    /// Answered once everything queued before it is finished.
+    Flush(oneshot::Sender<()>),
+}
+
 /// Posts events to notification-controller from a background task.
 #[derive(Clone)]
 pub struct Notifier {
     address: Arc<str>,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Queued>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Notifier {
@@ -215,20 +231,30 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// A notifier posting to `address` (`--events-addr`, a full URL) with the
-    /// default options. Call it inside the controller's Tokio runtime: the
-    /// delivery task is spawned on it.
-    pub fn new(address: &str) -> Notifier {
-        Notifier::with_options(address, NotifierOptions::default())
+    /// default options, counting dropped events in `metrics`. Call it inside
+    /// the controller's Tokio runtime: the delivery task is spawned on it.
+    pub fn new(address: &str, metrics: Arc<Metrics>) -> Notifier {
+        Notifier::with_options(address, NotifierOptions::default(), metrics)
     }
 
     /// [`Notifier::new`] with explicit options.
-    pub fn with_options(address: &str, options: NotifierOptions) -> Notifier {
+    pub fn with_options(
+        address: &str,
+        options: NotifierOptions,
+        metrics: Arc<Metrics>,
+    ) -> Notifier {
         let (tx, rx) = mpsc::channel(options.queue.max(1));
         let address: Arc<str> = Arc::from(address);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 let client = client(options.attempt_timeout);
-                handle.spawn(deliver_all(client, address.clone(), rx, options));
+                handle.spawn(deliver_all(
+                    client,
+                    address.clone(),
+                    rx,
+                    options,
+                    metrics.clone(),
+                ));
             }
             Err(_) => tracing::warn!(
                 logger = "setup",
@@ -236,7 +262,11 @@ impl Notifier {
                 "no async runtime; events will not be forwarded to notification-controller"
             ),
         }
-        Notifier { address, tx }
+        Notifier {
+            address,
+            tx,
+            metrics,
+        }
     }
 
     /// Where events are posted.
@@ -244,7 +274,8 @@ impl Notifier {
         &self.address
     }
 
-    /// Queues an event about a StageSet for delivery. Never blocks.
+    /// Queues an event about a StageSet for delivery. Never waits: when the
+    /// queue is full the event is dropped (and counted).
     pub fn forward(&self, event: &StageSetEvent<'_>) {
         let ss = event.stageset;
         let reason = event.reason;
@@ -254,6 +285,7 @@ impl Notifier {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::warn!(stageset = %key, reason, error = %e, "encoding the event for notification-controller failed");
+                self.metrics.event_dropped(EventDropReason::Undeliverable);
                 return;
             }
         };
@@ -262,18 +294,37 @@ impl Notifier {
             reason: reason.to_string(),
             body,
         };
-        match self.tx.try_send(delivery) {
+        match self.tx.try_send(Queued::Event(delivery)) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(d)) => tracing::warn!(
-                stageset = %d.key,
-                reason = %d.reason,
-                "notification-controller queue full; event not forwarded"
-            ),
-            Err(mpsc::error::TrySendError::Closed(d)) => tracing::debug!(
-                stageset = %d.key,
-                reason = %d.reason,
-                "notification-controller forwarder stopped; event not forwarded"
-            ),
+            Err(mpsc::error::TrySendError::Full(Queued::Event(d))) => {
+                tracing::warn!(
+                    stageset = %d.key,
+                    reason = %d.reason,
+                    "notification-controller queue full; event not forwarded"
+                );
+                self.metrics.event_dropped(EventDropReason::QueueFull);
+            }
+            Err(mpsc::error::TrySendError::Closed(Queued::Event(d))) => {
+                tracing::debug!(
+                    stageset = %d.key,
+                    reason = %d.reason,
+                    "notification-controller forwarder stopped; event not forwarded"
+                );
+                self.metrics.event_dropped(EventDropReason::Undeliverable);
+            }
+            Err(_) => unreachable!("forward only queues events"),
+        }
+    }
+
+    /// Waits until every event queued before this call is finished:
+    /// delivered, discarded as a duplicate, or dropped. Returns at once when
+    /// no forwarder runs. Unlike [`Notifier::forward`] this waits, also for
+    /// room in the queue; the pipeline never calls it.
+    pub async fn flush(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.tx.send(Queued::Flush(done)).await.is_ok() {
+            // An error means the forwarder stopped: nothing is left to wait for.
+            let _ = finished.await;
         }
     }
 }
@@ -306,10 +357,18 @@ fn client(timeout: Duration) -> reqwest::Client {
 async fn deliver_all(
     client: reqwest::Client,
     address: Arc<str>,
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<Queued>,
     options: NotifierOptions,
+    metrics: Arc<Metrics>,
 ) {
-    while let Some(d) = rx.recv().await {
+    while let Some(queued) = rx.recv().await {
+        let d = match queued {
+            Queued::Event(d) => d,
+            Queued::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
+        };
         let outcome = tokio::time::timeout(
             options.deadline,
             deliver(&client, &address, &d.body, &options),
@@ -322,20 +381,26 @@ async fn deliver_all(
             Ok(Ok(Posted::Duplicate)) => {
                 tracing::debug!(stageset = %d.key, reason = %d.reason, "notification-controller discarded a duplicate event")
             }
-            Ok(Err(e)) => tracing::warn!(
-                stageset = %d.key,
-                reason = %d.reason,
-                address = %address,
-                error = %e,
-                "forwarding the event to notification-controller failed"
-            ),
-            Err(_) => tracing::warn!(
-                stageset = %d.key,
-                reason = %d.reason,
-                address = %address,
-                error = %format!("no success within {:?}", options.deadline),
-                "forwarding the event to notification-controller failed"
-            ),
+            Ok(Err(e)) => {
+                tracing::warn!(
+                    stageset = %d.key,
+                    reason = %d.reason,
+                    address = %address,
+                    error = %e,
+                    "forwarding the event to notification-controller failed; event dropped"
+                );
+                metrics.event_dropped(EventDropReason::Undeliverable);
+            }
+            Err(_) => {
+                tracing::warn!(
+                    stageset = %d.key,
+                    reason = %d.reason,
+                    address = %address,
+                    error = %format!("no success within {:?}", options.deadline),
+                    "forwarding the event to notification-controller failed; event dropped"
+                );
+                metrics.event_dropped(EventDropReason::Undeliverable);
+            }
         }
     }
 }

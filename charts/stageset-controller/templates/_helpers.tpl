@@ -42,17 +42,25 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{ include "stageset.name" . }}-webhook
 {{- end -}}
 
+{{/* Size limit of the self-signed mode's certificate emptyDir. */}}
+{{- define "stageset.certDirSizeLimit" -}}
+1Mi
+{{- end -}}
+
 {{- define "stageset.webhookCertName" -}}
 {{ include "stageset.name" . }}-webhook-cert
+{{- end -}}
+
+{{/* The CA certificate, its Secret and the CA Issuer the chart creates in
+cert-manager mode when no issuer is named. */}}
+{{- define "stageset.webhookCAName" -}}
+{{ include "stageset.name" . }}-webhook-ca
 {{- end -}}
 
 {{/* Fails rendering on value combinations the controller cannot run with. */}}
 {{- define "stageset.validate" -}}
 {{- if not (has .Values.webhook.certMode (list "cert-manager" "self-signed")) -}}
 {{- fail (printf "webhook.certMode must be cert-manager or self-signed, got %q" .Values.webhook.certMode) -}}
-{{- end -}}
-{{- if and .Values.webhook.enabled (eq .Values.webhook.certMode "cert-manager") (not .Values.webhook.certManager.issuerRef.name) -}}
-{{- fail "webhook.certManager.issuerRef.name is required when webhook.certMode is cert-manager" -}}
 {{- end -}}
 {{- if not (has .Values.rollbackStore.backend (list "none" "pvc" "s3")) -}}
 {{- fail (printf "rollbackStore.backend must be none, pvc or s3, got %q" .Values.rollbackStore.backend) -}}
@@ -71,10 +79,17 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{- if and (ne .Values.rollbackStore.backend "s3") (or .Values.rollbackStore.s3.endpoint .Values.rollbackStore.s3.bucket .Values.rollbackStore.s3.existingSecret) -}}
 {{- fail (printf "rollbackStore.s3 settings are set but rollbackStore.backend is %q: the PVC and S3 rollback stores are mutually exclusive, set backend: s3 to use S3" .Values.rollbackStore.backend) -}}
 {{- end -}}
+{{- /* The emptyDirs count against the container's ephemeral storage limit
+(the certificate Secret of cert-manager mode is memory-backed and does not). */ -}}
 {{- $eph := include "stageset.bytes" .Values.resources.ephemeralStorage | float64 -}}
-{{- $tmp := include "stageset.bytes" .Values.tmpSizeLimit | float64 -}}
-{{- if le $eph $tmp -}}
-{{- fail (printf "resources.ephemeralStorage (%v) must exceed tmpSizeLimit (%v): /tmp alone may grow to tmpSizeLimit, and the pod is evicted when its ephemeral storage limit is reached first; raise resources.ephemeralStorage or lower tmpSizeLimit" .Values.resources.ephemeralStorage .Values.tmpSizeLimit) -}}
+{{- $dirs := include "stageset.bytes" .Values.tmpSizeLimit | float64 -}}
+{{- $certDir := "" -}}
+{{- if and .Values.webhook.enabled (eq .Values.webhook.certMode "self-signed") -}}
+{{- $certDir = printf " plus %s for the self-signed certificate directory" (include "stageset.certDirSizeLimit" .) -}}
+{{- $dirs = addf $dirs (include "stageset.bytes" (include "stageset.certDirSizeLimit" .) | float64) -}}
+{{- end -}}
+{{- if le $eph $dirs -}}
+{{- fail (printf "resources.ephemeralStorage (%v) must exceed the emptyDir volumes it has to hold, tmpSizeLimit (%v)%s: the pod is evicted when its ephemeral storage limit is reached, so raise resources.ephemeralStorage or lower tmpSizeLimit" .Values.resources.ephemeralStorage .Values.tmpSizeLimit $certDir) -}}
 {{- end -}}
 {{- if lt (int .Values.replicas.max) (int .Values.replicas.min) -}}
 {{- fail (printf "replicas.max (%d) must not be below replicas.min (%d)" (int .Values.replicas.max) (int .Values.replicas.min)) -}}
