@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
 pub mod unsupported;
 
 use std::time::{Duration, Instant};
