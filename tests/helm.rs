@@ -903,10 +903,7 @@ async fn values_onprem_install() {
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
     // 027-helm-values-onprem.yaml exactly as the production guide writes it.
-    let Some(reference) = corpus::reference("the production guide's on-prem values file") else {
-        return;
-    };
-    let onprem = reference.join("corpus/integrations/027-helm-values-onprem.yaml");
+    let onprem = guide_values("values-onprem.yaml", "027-helm-values-onprem.yaml");
     let (_sim, client, release) =
         fresh_install(dir.path(), ns, std::slice::from_ref(&onprem), &[]).await;
 
@@ -1062,10 +1059,7 @@ async fn values_eks_install() {
     let ns = "stageset-system";
     let dir = tempfile::tempdir().unwrap();
     // 028-helm-values-eks.yaml exactly as the production guide writes it.
-    let Some(reference) = corpus::reference("the production guide's EKS values file") else {
-        return;
-    };
-    let eks = reference.join("corpus/integrations/028-helm-values-eks.yaml");
+    let eks = guide_values("values-eks.yaml", "028-helm-values-eks.yaml");
     let (_sim, client, _release) =
         fresh_install(dir.path(), ns, std::slice::from_ref(&eks), &[]).await;
     assert_chart_ca(&client, ns).await;
@@ -1435,8 +1429,39 @@ fn container_invocation(
     (args, env)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() {
+/// How a run of the rendered Deployment is set up beyond the chart's values.
+#[derive(Default)]
+struct RunSetup {
+    /// Values files, applied in order, and `--set-json` pairs.
+    values: Vec<PathBuf>,
+    set_json: Vec<String>,
+    /// `webhook.certMode: cert-manager`: the test plays cert-manager, writing
+    /// the serving certificate into the mounted Secret's directory and
+    /// injecting the CA into the webhook configuration.
+    cert_manager: bool,
+    /// Rewrites of rendered arguments (`--flag=` prefix → new value), for
+    /// addresses a pod would reach but this machine must not (an AWS
+    /// endpoint becomes the local S3 server).
+    rewrite: Vec<(String, String)>,
+    /// Environment a real pod would get from its surroundings (IRSA).
+    env: Vec<(String, String)>,
+    /// The tenant's StageSet asks for rollbacks.
+    rollback_on_failure: bool,
+}
+
+/// A running controller started exactly as the rendered Deployment starts
+/// it, as the chart's ServiceAccount, against a kube-sim the chart was
+/// installed into.
+struct Run {
+    sim: KubeSim,
+    client: kube::Client,
+    controller: Controller,
+    /// The pod's filesystem: each volume mount is a directory under it.
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn run_rendered(setup: RunSetup) -> Run {
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();
@@ -1485,17 +1510,12 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
     // on stands in for it: the events are dropped (tests/events.rs) and the
     // delivery below goes on regardless.
     let events_addr = format!("http://127.0.0.1:{}/", free_port());
-    install(
-        &sim,
-        dir.path(),
-        ns,
-        &[],
-        &[
-            format!("ports={ports_json}"),
-            format!("controller.eventsAddr={}", json!(events_addr)),
-        ],
-    )
-    .await;
+    let mut set_json = vec![
+        format!("ports={ports_json}"),
+        format!("controller.eventsAddr={}", json!(events_addr)),
+    ];
+    set_json.extend(setup.set_json.iter().cloned());
+    install(&sim, dir.path(), ns, &setup.values, &set_json).await;
 
     let deployment = must_get(
         &client,
@@ -1506,13 +1526,72 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
     )
     .await;
     let root = dir.path().join("pod");
-    let (mut args, env) =
+    let (args, env) =
         container_invocation(&deployment, "stageset-controller-6f7d9c-x2k4p", ns, &root);
+    let mut args: Vec<String> = args
+        .into_iter()
+        .map(|a| {
+            match setup
+                .rewrite
+                .iter()
+                .find(|(prefix, _)| a.starts_with(prefix.as_str()))
+            {
+                Some((prefix, value)) => format!("{prefix}{value}"),
+                None => a,
+            }
+        })
+        .collect();
     // The one extra flag: the artifact server below listens on 127.0.0.1 and
     // the controller refuses loopback artifact URLs (src/reconcile/outbound.rs)
     // unless this hidden, test-only flag is given (docs/decisions.md 13); the chart
     // never sets it.
     args.push("--allow-loopback-artifacts".into());
+    if setup.cert_manager {
+        // cert-manager issues the Certificate into the Secret the pod mounts
+        // and its CA injector fills the webhooks' caBundle.
+        let flag = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--webhook-cert-dir="))
+            .expect("the rendered args name the cert dir")
+            .to_string();
+        let certs = kube_sim::tls::generate(&[format!("stageset-controller-webhook.{ns}.svc")])
+            .expect("certificates");
+        std::fs::write(Path::new(&flag).join("tls.crt"), &certs.cert_pem).unwrap();
+        std::fs::write(Path::new(&flag).join("tls.key"), &certs.key_pem).unwrap();
+        let vwc = must_get(
+            &client,
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            None,
+            &cluster,
+        )
+        .await;
+        assert!(
+            vwc.pointer("/metadata/annotations/cert-manager.io~1inject-ca-from")
+                .is_some(),
+            "the chart asks cert-manager to inject the CA: {vwc}"
+        );
+        let ca = base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem);
+        let mut webhooks = vwc["webhooks"].as_array().cloned().unwrap_or_default();
+        for w in &mut webhooks {
+            w["clientConfig"]["caBundle"] = json!(ca);
+        }
+        dynamic(
+            &client,
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+            None,
+        )
+        .await
+        .0
+        .patch(
+            &cluster,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"webhooks": webhooks})),
+        )
+        .await
+        .expect("the CA is injected");
+    }
     let kubeconfig = dir.path().join("sa.kubeconfig");
     std::fs::write(&kubeconfig, token_kubeconfig(&sim, CONTROLLER_USER, token)).unwrap();
     // The identity is not privileged: what the chart does not grant is refused.
@@ -1537,6 +1616,7 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
         .args(&args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("KUBECONFIG", &kubeconfig)
         .env_remove("KUBERNETES_SERVICE_HOST")
         .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -1549,8 +1629,9 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
     };
     eprintln!("controller args: {args:?}\nenv: {env:?}");
 
-    // Self-signed mode: the binary writes its certificate into the cert volume
-    // and publishes its CA in both webhooks, with the chart's RBAC only.
+    // The webhooks carry a CA: self-signed mode has the binary write its
+    // certificate into the cert volume and publish its CA, with the chart's
+    // RBAC only; cert-manager mode got it injected above.
     let deadline = Instant::now() + DEADLINE;
     loop {
         controller.check_running();
@@ -1594,7 +1675,21 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+    let mut run = Run {
+        sim,
+        client,
+        controller,
+        root,
+        _dir: dir,
+    };
+    deliver_a_tenant_stageset(&mut run, setup.rollback_on_failure).await;
+    run
+}
 
+/// A tenant's StageSet, created through the chart's webhook and delivered
+/// by the running binary with nothing but the chart's RBAC.
+async fn deliver_a_tenant_stageset(run: &mut Run, rollback_on_failure: bool) {
+    let (sim, client) = (&run.sim, &run.client);
     // A tenant, as the cluster admin sets one up.
     let tenant = "team";
     let objects = [
@@ -1618,7 +1713,7 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
         )]),
     );
     publish_external_artifact(
-        &client,
+        client,
         tenant,
         "app",
         &published.url,
@@ -1630,18 +1725,20 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
 
     // Creating the StageSet goes through the chart's webhook (failurePolicy
     // Fail): kube-sim calls the binary over TLS, verified with the caBundle the
-    // binary published. Until the webhook answers, creation is refused.
+    // webhook configuration carries. Until the webhook answers, creation is
+    // refused.
     let stageset: StageSet = serde_json::from_value(json!({
         "apiVersion": "stages.metio.wtf/v1",
         "kind": "StageSet",
         "metadata": {"name": "shop", "namespace": tenant},
-        "spec": {"serviceAccountName": "deployer", "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}
+        "spec": {"serviceAccountName": "deployer", "rollbackOnFailure": rollback_on_failure,
+                 "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}
     }))
     .unwrap();
     let stagesets: Api<StageSet> = Api::namespaced(client.clone(), tenant);
     let deadline = Instant::now() + DEADLINE;
     loop {
-        controller.check_running();
+        run.controller.check_running();
         match stagesets.create(&PostParams::default(), &stageset).await {
             Ok(_) => break,
             Err(e) => assert!(
@@ -1671,9 +1768,14 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
 
     let deadline = Instant::now() + DEADLINE;
     loop {
-        controller.check_running();
+        run.controller.check_running();
         let ss = stagesets.get("shop").await.unwrap();
         if support::ready(&ss).is_some_and(|(s, _, _)| s == "True") {
+            if rollback_on_failure {
+                let snapshot = &ss.status.as_ref().unwrap().last_applied_snapshot;
+                assert_eq!(snapshot.len(), 1, "{snapshot:?}");
+                assert_eq!(snapshot[0].digest, published.digest);
+            }
             break;
         }
         assert!(
@@ -1683,11 +1785,11 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let cm = must_get(&client, "v1", "ConfigMap", Some(tenant), "app-config").await;
+    let cm = must_get(client, "v1", "ConfigMap", Some(tenant), "app-config").await;
     assert_eq!(cm["data"]["value"], "from-helm");
 
     // Nothing the controller did as itself was refused.
-    let log = controller.log();
+    let log = run.controller.log();
     let forbidden: Vec<&str> = log
         .lines()
         .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
@@ -1698,6 +1800,126 @@ async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() 
          or the tenant Role, lacks a grant):\n{}",
         forbidden.join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rendered_deployment_runs_the_controller_with_only_the_chart_rbac() {
+    let mut run = run_rendered(RunSetup::default()).await;
+    run.controller.check_running();
+}
+
+/// The production guide's reference setups, as shipped in the chart's
+/// `examples/` (and, when the upstream reference tree is present, equal to
+/// the guide's own files).
+fn guide_values(name: &str, upstream: &str) -> PathBuf {
+    let ours = Path::new(CHART).join("examples").join(name);
+    if let Some(reference) = corpus::reference("the guide's values files against ours") {
+        let load = |p: &Path| -> Value {
+            serde_yaml_ng::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        assert_eq!(
+            load(&ours),
+            load(&reference.join("corpus/integrations").join(upstream)),
+            "{name} differs from the production guide's {upstream}"
+        );
+    }
+    ours
+}
+
+/// The on-prem setup exactly as the guide writes it (HA, cert-manager, an RWX
+/// volume for the rollback store) runs, and the store on the volume holds the
+/// delivered rendering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_on_prem_setup_runs_as_written() {
+    let values = guide_values("values-onprem.yaml", "027-helm-values-onprem.yaml");
+    let mut run = run_rendered(RunSetup {
+        values: vec![values],
+        cert_manager: true,
+        rollback_on_failure: true,
+        ..RunSetup::default()
+    })
+    .await;
+    run.controller.check_running();
+    let store = run.root.join("var/lib/stageset/rollback");
+    let names: Vec<String> = std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.starts_with("team_shop_app_sha256-")),
+        "{names:?}"
+    );
+    let log = run.controller.log();
+    assert!(log.contains("rollback store enabled"), "{log}");
+    assert!(log.contains("use an encrypted volume"), "{log}");
+}
+
+/// The EKS setup exactly as the guide writes it (S3 with SSE-S3, credentials
+/// from IRSA) runs: the store's requests go to a local S3 server instead of
+/// AWS, and the pod's web-identity token is exchanged at a local STS, as the
+/// EKS pod identity webhook would arrange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guides_eks_setup_runs_as_written() {
+    use support::s3::{Moto, ROLE, Recorder, Sts, TEMP_KEY, WEB_TOKEN};
+    let values = guide_values("values-eks.yaml", "028-helm-values-eks.yaml");
+    let moto = Moto::start();
+    moto.create_bucket("my-org-stageset-rollback", false).await;
+    let recorder = Recorder::start(moto.addr.clone()).await;
+    let sts = Sts::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let token = scratch.path().join("token");
+    std::fs::write(&token, WEB_TOKEN).unwrap();
+    let ca = scratch.path().join("ca.pem");
+    std::fs::write(&ca, &sts.ca_pem).unwrap();
+    let mut run = run_rendered(RunSetup {
+        values: vec![values],
+        cert_manager: true,
+        rollback_on_failure: true,
+        rewrite: vec![
+            (
+                "--rollback-store-s3-endpoint=".into(),
+                recorder.addr.to_string(),
+            ),
+            ("--rollback-store-s3-use-ssl=".into(), "false".into()),
+        ],
+        env: vec![
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE".into(),
+                token.display().to_string(),
+            ),
+            ("AWS_ROLE_ARN".into(), ROLE.into()),
+            ("AWS_ENDPOINT_URL_STS".into(), sts.url.clone()),
+            ("SSL_CERT_FILE".into(), ca.display().to_string()),
+        ],
+        ..RunSetup::default()
+    })
+    .await;
+    run.controller.check_running();
+    // The rendering went to the bucket, signed with the role's temporary keys.
+    let seen = recorder.seen.lock().unwrap().clone();
+    let put = seen
+        .iter()
+        .find(|(request, _, _)| {
+            request.starts_with("PUT /my-org-stageset-rollback/team/shop/app/sha256-")
+        })
+        .unwrap_or_else(|| panic!("no rendering stored: {seen:?}"));
+    assert!(
+        put.1
+            .as_deref()
+            .is_some_and(|a| a.contains(&format!("Credential={TEMP_KEY}/"))),
+        "{put:?}"
+    );
+    let key = put
+        .0
+        .trim_start_matches("PUT /my-org-stageset-rollback/")
+        .to_string();
+    let head = moto.head("my-org-stageset-rollback", &key).await;
+    assert_eq!(
+        head.get("x-amz-server-side-encryption")
+            .map(|v| v.to_str().unwrap()),
+        Some("AES256")
+    );
+    assert!(!sts.calls.lock().unwrap().is_empty());
 }
 
 // --- the chart README ------------------------------------------------------------
