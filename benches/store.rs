@@ -98,7 +98,10 @@ fn main() {
     };
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
-        let line = lines.next().expect("moto_server prints its address").unwrap();
+        let line = lines
+            .next()
+            .expect("moto_server prints its address")
+            .unwrap();
         if let Some(rest) = line.split("Running on http://").nth(1) {
             break rest.trim().to_string();
         }

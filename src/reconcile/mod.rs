@@ -460,13 +460,16 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
                 let requeue = failure.requeue(interval);
-                let outcome = pass
-                    .finish_counted(
-                        Ready::new(failure.reason(), failure.ready_message()),
-                        requeue,
-                    )
-                    .await;
-                return roll_back(pass, outcome, interval).await;
+                let ready = Ready::new(failure.reason(), failure.ready_message());
+                let Some(snapshot) =
+                    rollback::snapshot_of(&pass.ss, &pass.previous.last_applied_snapshot)
+                else {
+                    return pass.finish_counted(ready, requeue).await;
+                };
+                // The failure is reported first; the pass is counted once,
+                // with the reason it ends with.
+                let outcome = pass.finish(ready, requeue).await;
+                return roll_back(pass, &snapshot, outcome, interval).await;
             }
             StageResult::Progressing(message, entry) => {
                 produced.push(entry);
@@ -540,12 +543,22 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
 /// condition when the restore works; a restore that cannot work replaces it
 /// with `PreviousRevisionUnavailable` (or `ImageUnverified`), and one that
 /// hit a transient error is retried with back-off.
-async fn roll_back(pass: &mut Pass<'_>, failed: Outcome, interval: Duration) -> Outcome {
-    let Some(snapshot) = rollback::snapshot_of(&pass.ss, &pass.previous.last_applied_snapshot)
-    else {
-        return failed;
+async fn roll_back(
+    pass: &mut Pass<'_>,
+    snapshot: &[crate::api::StageArtifactRef],
+    failed: Outcome,
+    interval: Duration,
+) -> Outcome {
+    let count_failure = |pass: &Pass<'_>| {
+        if let Some(ready) = &failed.ready {
+            pass.env.metrics.reconcile_counted(
+                &pass.namespace(),
+                &pass.ss.name_any(),
+                ready.reason,
+            );
+        }
     };
-    match rollback::restore(pass, &snapshot).await {
+    match rollback::restore(pass, snapshot).await {
         Ok(stages) => {
             let revisions: Vec<String> = snapshot
                 .iter()
@@ -562,10 +575,12 @@ async fn roll_back(pass: &mut Pass<'_>, failed: Outcome, interval: Duration) -> 
             tracing::warn!(stageset = %pass.key(), "{note}");
             pass.event(true, EventReason::RolledBack.as_str(), &note)
                 .await;
+            count_failure(pass);
             failed
         }
         Err(rollback::RollbackError::Transient(message)) => {
             tracing::warn!(stageset = %pass.key(), error = %message, "rollback failed; retrying");
+            count_failure(pass);
             Outcome {
                 requeue: Requeue::Backoff,
                 ..failed
