@@ -3,11 +3,13 @@
 //!
 //! (a) 500 StageSets × 1 stage × 20 ConfigMaps, creation to all Ready, at
 //!     `--concurrent` 1, 4 and 16;
-//! (b) one stage of 10,000 objects;
+//! (b) one stage of 10,000 objects, as plain manifests and again through a
+//!     kustomization (the in-memory kustomize build);
 //! (c) time from an ExternalArtifact revision change to the stage re-applied.
 //!
-//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run).
-//! Figures go to docs/performance.md.
+//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run, and
+//! `-- only=a`, `only=b` or `only=c` for one part). Figures go to
+//! docs/performance.md.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -177,13 +179,20 @@ async fn many_stagesets(count: usize, per_stage: usize, concurrent: usize) -> (f
     (secs, (count * per_stage) as f64 / secs, rss)
 }
 
-/// (b): one stage with `objects` ConfigMaps; returns (seconds, objects/s, RSS).
-async fn one_big_stage(objects: usize) -> (f64, f64, f64) {
+/// A kustomization over `cms.yaml` that touches every object (a label, a
+/// name prefix), so the stage goes through the kustomize build.
+const KUSTOMIZATION: &str = "resources: [cms.yaml]\nnamePrefix: k-\ncommonLabels:\n  bench: big\n";
+
+/// (b): one stage with `objects` ConfigMaps, through a kustomization when
+/// `kustomize`; returns (seconds, objects/s, RSS).
+async fn one_big_stage(objects: usize, kustomize: bool) -> (f64, f64, f64) {
     let env = env().await;
     let yaml = configmaps("big", objects);
-    let published = env
-        .artifacts
-        .publish("big.tar.gz", tar_gz(&[("cms.yaml", yaml.as_bytes())]));
+    let mut files: Vec<(&str, &[u8])> = vec![("cms.yaml", yaml.as_bytes())];
+    if kustomize {
+        files.push(("kustomization.yaml", KUSTOMIZATION.as_bytes()));
+    }
+    let published = env.artifacts.publish("big.tar.gz", tar_gz(&files));
     publish_external_artifact(
         &env.client,
         "default",
@@ -254,6 +263,8 @@ async fn revision_latency(rounds: usize) -> Vec<f64> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -262,23 +273,32 @@ fn main() {
     runtime.block_on(async {
         let (count, objects) = if quick { (100, 2_000) } else { (500, 10_000) };
         println!("stageset-controller delivery benchmark (controller binary vs kube-sim, loopback)\n");
-        println!("(a) {count} StageSets x 1 stage x 20 ConfigMaps, creation to all Ready\n");
-        println!("| --concurrent | seconds | objects/s | peak RSS (MiB) |");
-        println!("|---:|---:|---:|---:|");
-        let mut base = None;
-        for concurrent in [1usize, 4, 16] {
-            let (secs, rate, rss) = many_stagesets(count, 20, concurrent).await;
-            base.get_or_insert(secs);
-            println!(
-                "| {concurrent} | {secs:.1} | {rate:.0} | {rss:.1} |   speed-up {:.1}x",
-                base.unwrap() / secs
-            );
+        if run("a") {
+            println!("(a) {count} StageSets x 1 stage x 20 ConfigMaps, creation to all Ready\n");
+            println!("| --concurrent | seconds | objects/s | peak RSS (MiB) |");
+            println!("|---:|---:|---:|---:|");
+            let mut base = None;
+            for concurrent in [1usize, 4, 16] {
+                let (secs, rate, rss) = many_stagesets(count, 20, concurrent).await;
+                base.get_or_insert(secs);
+                println!(
+                    "| {concurrent} | {secs:.1} | {rate:.0} | {rss:.1} |   speed-up {:.1}x",
+                    base.unwrap() / secs
+                );
+            }
         }
-        println!("\n(b) one stage of {objects} ConfigMaps\n");
-        println!("| objects | seconds | objects/s | peak RSS (MiB) |");
-        println!("|---:|---:|---:|---:|");
-        let (secs, rate, rss) = one_big_stage(objects).await;
-        println!("| {objects} | {secs:.1} | {rate:.0} | {rss:.1} |");
+        if run("b") {
+            println!("\n(b) one stage of {objects} ConfigMaps\n");
+            println!("| objects | build | seconds | objects/s | peak RSS (MiB) |");
+            println!("|---:|---|---:|---:|---:|");
+            for (kustomize, build) in [(false, "plain manifests"), (true, "kustomization")] {
+                let (secs, rate, rss) = one_big_stage(objects, kustomize).await;
+                println!("| {objects} | {build} | {secs:.1} | {rate:.0} | {rss:.1} |");
+            }
+        }
+        if !run("c") {
+            return;
+        }
         println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
         let mut lat = revision_latency(10).await;
         lat.sort_by(f64::total_cmp);
