@@ -578,6 +578,8 @@ impl Builder<'_> {
     }
 
     fn accumulate_inner(&mut self, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+        // Only `append` adds to `ra` until the generators run.
+        let mut registered = Registered::of(ra);
         let mut entries = k.strings("resources")?;
         entries.extend(k.strings("bases")?);
         for entry in entries {
@@ -592,14 +594,14 @@ impl Builder<'_> {
                 let mut sub = Vec::new();
                 self.accumulate(&path, &mut sub, false)?;
                 for r in sub {
-                    append(ra, r, &k.file)?;
+                    registered.append(ra, r, &k.file)?;
                 }
             } else {
                 // Plain files are confined as the restrictions say.
                 let text = self.fs.read_string(&k.dir, &entry, &k.file)?;
                 let shown = self.fs.rel(&path);
                 for r in load_resources(&text, &shown)? {
-                    append(ra, r, &k.file)?;
+                    registered.append(ra, r, &k.file)?;
                 }
             }
         }
@@ -665,14 +667,96 @@ fn check_resource(v: Value, file: &str) -> Result<Resource, Error> {
     Ok(r)
 }
 
-pub(crate) fn append(ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
-    let id = r.cur_id();
-    if ra.iter().any(|x| x.cur_id().equals(&id)) {
-        return Err(invalid(
-            file,
-            format!("may not add resource with an already registered id: {id}"),
-        ));
+/// The resources of a list by kind and name, so that adding one compares
+/// its id with the few resources of the same kind and name only, rather than
+/// with every resource (which made a build of n objects quadratic).
+struct Registered {
+    by_kind_name: std::collections::HashMap<(String, String), Vec<usize>>,
+}
+
+impl Registered {
+    fn of(ra: &[Resource]) -> Registered {
+        let mut by_kind_name: std::collections::HashMap<_, Vec<usize>> = Default::default();
+        for (i, r) in ra.iter().enumerate() {
+            by_kind_name
+                .entry((r.kind(), r.name()))
+                .or_default()
+                .push(i);
+        }
+        Registered { by_kind_name }
     }
-    ra.push(r);
-    Ok(())
+
+    /// Adds `r` to `ra` (which must be the list this was made of, changed by
+    /// this only), refusing an id that is already there.
+    fn append(&mut self, ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
+        let id = r.cur_id();
+        let same = self
+            .by_kind_name
+            .entry((id.gvk.kind.clone(), id.name.clone()))
+            .or_default();
+        if same.iter().any(|&i| ra[i].cur_id().equals(&id)) {
+            return Err(invalid(
+                file,
+                format!("may not add resource with an already registered id: {id}"),
+            ));
+        }
+        same.push(ra.len());
+        ra.push(r);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesystem::Memory;
+
+    fn build_files(files: &[(&str, &str)]) -> Result<Vec<Value>, Error> {
+        let mut fs = Memory::new();
+        for (path, text) in files {
+            fs.insert(path, text.as_bytes().to_vec()).unwrap();
+        }
+        let options = Options {
+            restrictions: LoadRestrictions::None,
+            ..Options::default()
+        };
+        build_on(&fs, Path::new("."), Path::new("."), &options)
+    }
+
+    fn cm(name: &str, namespace: Option<&str>) -> String {
+        let ns = namespace.map_or(String::new(), |n| format!("\n  namespace: {n}"));
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\n---\n")
+    }
+
+    #[test]
+    fn ids_are_unique_by_group_kind_name_and_effective_namespace() {
+        let k = ("kustomization.yaml", "resources: [a.yaml, b.yaml]\n");
+        // Another namespace, another kind or another group is another id.
+        let b = format!(
+            "{}{}apiVersion: apps/v1\nkind: ConfigMap\nmetadata:\n  name: x\n---\n{}",
+            cm("x", Some("other")),
+            cm("y", None),
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n"
+        );
+        let objects = build_files(&[k, ("a.yaml", &cm("x", None)), ("b.yaml", &b)]).unwrap();
+        assert_eq!(objects.len(), 5);
+        // No namespace is `default`, within one file or across files.
+        let err = build_files(&[
+            k,
+            ("a.yaml", &cm("x", Some("default"))),
+            ("b.yaml", &cm("x", None)),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kustomization.yaml: may not add resource with an already registered id: v1 ConfigMap x"
+        );
+        let twice = format!("{}{}", cm("z", None), cm("z", Some("default")));
+        let err = build_files(&[k, ("a.yaml", &twice), ("b.yaml", "")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already registered id: v1 ConfigMap z (namespace default)"),
+            "{err}"
+        );
+    }
 }
