@@ -3,13 +3,20 @@
 //!
 //! (a) 500 StageSets × 1 stage × 20 ConfigMaps, creation to all Ready, at
 //!     `--concurrent` 1, 4 and 16;
-//! (b) one stage of 10,000 objects;
+//! (b) one stage of 10,000 objects, as plain manifests and again through a
+//!     kustomization (the in-memory kustomize build); besides the
+//!     controller's peak RSS, the heap the build itself needs, measured in
+//!     this process (extraction and `build::render` of the same artifact,
+//!     counted by a global allocator that only counts while armed);
 //! (c) time from an ExternalArtifact revision change to the stage re-applied.
 //!
-//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run).
-//! Figures go to docs/performance.md.
+//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run, and
+//! `-- only=a`, `only=b` or `only=c` for one part). Figures go to
+//! docs/performance.md.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -19,6 +26,58 @@ use serde_json::json;
 use stageset_controller::api::StageSet;
 use stageset_controller::dev::artifacts::{ArtifactServer, tar_gz};
 use stageset_controller::dev::{flux, publish_external_artifact};
+
+/// Counts heap bytes allocated minus freed while [`ARMED`], and the peak.
+struct Counting;
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
+
+fn count(delta: isize) {
+    if ARMED.load(Relaxed) {
+        let now = LIVE.fetch_add(delta, Relaxed) + delta;
+        PEAK.fetch_max(now, Relaxed);
+    }
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(-(layout.size() as isize));
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Heap of fetching and building `tar_gz` in this process, as the controller
+/// does it (extraction, then `build::render`, then the artifact dropped), in
+/// MiB: (peak above the start, the rendered objects alone).
+fn build_heap(tar_gz: &[u8]) -> (f64, f64) {
+    let mib = |b: isize| b as f64 / (1024.0 * 1024.0);
+    LIVE.store(0, Relaxed);
+    PEAK.store(0, Relaxed);
+    ARMED.store(true, Relaxed);
+    let files = stageset_controller::reconcile::artifact::extract(tar_gz, &Default::default())
+        .expect("the artifact extracts");
+    let objects = stageset_controller::reconcile::build::render(&files, "./", &[], None)
+        .expect("the artifact builds");
+    drop(files);
+    let retained = LIVE.load(Relaxed);
+    ARMED.store(false, Relaxed);
+    drop(objects);
+    (mib(PEAK.load(Relaxed)), mib(retained))
+}
 
 struct Env {
     _sim: KubeSim,
@@ -177,13 +236,24 @@ async fn many_stagesets(count: usize, per_stage: usize, concurrent: usize) -> (f
     (secs, (count * per_stage) as f64 / secs, rss)
 }
 
-/// (b): one stage with `objects` ConfigMaps; returns (seconds, objects/s, RSS).
-async fn one_big_stage(objects: usize) -> (f64, f64, f64) {
-    let env = env().await;
+/// A kustomization over `cms.yaml` that touches every object (a label, a
+/// name prefix), so the stage goes through the kustomize build.
+const KUSTOMIZATION: &str = "resources: [cms.yaml]\nnamePrefix: k-\ncommonLabels:\n  bench: big\n";
+
+/// (b): one stage with `objects` ConfigMaps, through a kustomization when
+/// `kustomize`; returns (seconds, objects/s, RSS, build heap peak, objects'
+/// heap), the last two from [`build_heap`].
+async fn one_big_stage(objects: usize, kustomize: bool) -> (f64, f64, f64, f64, f64) {
     let yaml = configmaps("big", objects);
-    let published = env
-        .artifacts
-        .publish("big.tar.gz", tar_gz(&[("cms.yaml", yaml.as_bytes())]));
+    let mut files: Vec<(&str, &[u8])> = vec![("cms.yaml", yaml.as_bytes())];
+    if kustomize {
+        files.push(("kustomization.yaml", KUSTOMIZATION.as_bytes()));
+    }
+    let artifact = tar_gz(&files);
+    // Before kube-sim starts, so nothing else allocates meanwhile.
+    let (heap_peak, heap_objects) = build_heap(&artifact);
+    let env = env().await;
+    let published = env.artifacts.publish("big.tar.gz", artifact);
     publish_external_artifact(
         &env.client,
         "default",
@@ -201,7 +271,7 @@ async fn one_big_stage(objects: usize) -> (f64, f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     let rss = stop(child);
     assert!(ok, "the big stage did not become Ready");
-    (secs, objects as f64 / secs, rss)
+    (secs, objects as f64 / secs, rss, heap_peak, heap_objects)
 }
 
 /// (c): seconds from a revision change to the stage re-applied, over `rounds`.
@@ -254,6 +324,8 @@ async fn revision_latency(rounds: usize) -> Vec<f64> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -262,23 +334,36 @@ fn main() {
     runtime.block_on(async {
         let (count, objects) = if quick { (100, 2_000) } else { (500, 10_000) };
         println!("stageset-controller delivery benchmark (controller binary vs kube-sim, loopback)\n");
-        println!("(a) {count} StageSets x 1 stage x 20 ConfigMaps, creation to all Ready\n");
-        println!("| --concurrent | seconds | objects/s | peak RSS (MiB) |");
-        println!("|---:|---:|---:|---:|");
-        let mut base = None;
-        for concurrent in [1usize, 4, 16] {
-            let (secs, rate, rss) = many_stagesets(count, 20, concurrent).await;
-            base.get_or_insert(secs);
-            println!(
-                "| {concurrent} | {secs:.1} | {rate:.0} | {rss:.1} |   speed-up {:.1}x",
-                base.unwrap() / secs
-            );
+        if run("a") {
+            println!("(a) {count} StageSets x 1 stage x 20 ConfigMaps, creation to all Ready\n");
+            println!("| --concurrent | seconds | objects/s | peak RSS (MiB) |");
+            println!("|---:|---:|---:|---:|");
+            let mut base = None;
+            for concurrent in [1usize, 4, 16] {
+                let (secs, rate, rss) = many_stagesets(count, 20, concurrent).await;
+                base.get_or_insert(secs);
+                println!(
+                    "| {concurrent} | {secs:.1} | {rate:.0} | {rss:.1} |   speed-up {:.1}x",
+                    base.unwrap() / secs
+                );
+            }
         }
-        println!("\n(b) one stage of {objects} ConfigMaps\n");
-        println!("| objects | seconds | objects/s | peak RSS (MiB) |");
-        println!("|---:|---:|---:|---:|");
-        let (secs, rate, rss) = one_big_stage(objects).await;
-        println!("| {objects} | {secs:.1} | {rate:.0} | {rss:.1} |");
+        if run("b") {
+            println!("\n(b) one stage of {objects} ConfigMaps\n");
+            println!(
+                "| objects | build | seconds | objects/s | peak RSS (MiB) | build heap peak (MiB) | objects' heap (MiB) |"
+            );
+            println!("|---:|---|---:|---:|---:|---:|---:|");
+            for (kustomize, build) in [(false, "plain manifests"), (true, "kustomization")] {
+                let (secs, rate, rss, peak, held) = one_big_stage(objects, kustomize).await;
+                println!(
+                    "| {objects} | {build} | {secs:.1} | {rate:.0} | {rss:.1} | {peak:.1} | {held:.1} |"
+                );
+            }
+        }
+        if !run("c") {
+            return;
+        }
         println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
         let mut lat = revision_latency(10).await;
         lat.sort_by(f64::total_cmp);

@@ -1,9 +1,10 @@
 //! Artifact download, verification and extraction (delivery.md §2.2).
 //!
 //! [`Fetcher::fetch`] GETs a Flux source artifact through the outbound guard
-//! ([`super::outbound`]), streams the body into an anonymous temp file while
-//! hashing it, verifies the SHA-256 digest, and only then extracts the
-//! tar.gz into an in-memory map `path → content` with [`extract`].
+//! ([`super::outbound`]), keeps the body in memory (the chunks as they
+//! arrive, nothing is written to disk) while hashing it, verifies the SHA-256
+//! digest, and only then extracts the tar.gz into an in-memory map
+//! `path → content` with [`extract`], releasing each chunk once read.
 //!
 //! Every size is bounded (see [`Limits`]); nothing is ever allocated in
 //! proportion to what the server or the archive *claims*, only to what was
@@ -12,13 +13,13 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::rc::Rc;
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 use super::outbound::{self, GuardError};
 
@@ -103,7 +104,7 @@ pub enum FetchError {
     /// The gzip or tar stream is corrupt.
     #[error("corrupt artifact archive: {0}")]
     Archive(String),
-    /// Local I/O (the temp file) failed.
+    /// Local I/O failed (the extraction task did not finish).
     #[error("artifact I/O error: {0}")]
     Io(String),
 }
@@ -268,8 +269,8 @@ impl Fetcher {
     /// GETs `url`, verifies it against `digest` and extracts it.
     ///
     /// Order: digest syntax, URL guard, GET (non-200 → [`FetchError::Http`]),
-    /// body streamed into a temp file with SHA-256 and the compressed cap,
-    /// digest comparison, extraction ([`extract`]) on a blocking thread.
+    /// body kept in memory with SHA-256 and the compressed cap, digest
+    /// comparison, extraction ([`extract`]) on a blocking thread.
     pub async fn fetch(&self, url: &str, digest: &str) -> Result<Artifact, FetchError> {
         let expected = parse_digest(digest)?;
         let parsed = outbound::check_url(url, self.allow_loopback)?;
@@ -296,10 +297,9 @@ impl Fetcher {
             });
         }
 
-        let mut file = tokio::io::BufWriter::with_capacity(
-            256 * 1024,
-            tokio::fs::File::from_std(tempfile::tempfile()?),
-        );
+        // The chunks as received: no copy into one buffer, no temporary file
+        // (the pod's ephemeral storage is small; production.md).
+        let mut body: Vec<Bytes> = Vec::new();
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
         while let Some(chunk) = resp.chunk().await.map_err(|e| request_error(&e))? {
@@ -310,9 +310,8 @@ impl Fetcher {
                 });
             }
             hasher.update(&chunk);
-            file.write_all(&chunk).await?;
+            body.push(chunk);
         }
-        file.flush().await?;
         drop(resp);
 
         let actual: [u8; 32] = hasher.finalize().into();
@@ -323,11 +322,15 @@ impl Fetcher {
             });
         }
 
-        let mut file = file.into_inner().into_std().await;
         let limits = self.limits;
         let files = tokio::task::spawn_blocking(move || {
-            file.rewind()?;
-            extract(io::BufReader::new(file), &limits)
+            extract(
+                Chunks {
+                    rest: body.into_iter(),
+                    current: Bytes::new(),
+                },
+                &limits,
+            )
         })
         .await
         .map_err(|e| FetchError::Io(format!("extraction task failed: {e}")))??;
@@ -349,6 +352,27 @@ fn request_error(e: &reqwest::Error) -> FetchError {
         msg.push_str(&format!(" (timeout {}s)", FETCH_TIMEOUT.as_secs()));
     }
     FetchError::Network(msg)
+}
+
+/// Reads a body kept as its chunks, dropping each once it is read.
+struct Chunks {
+    rest: std::vec::IntoIter<Bytes>,
+    current: Bytes,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
 }
 
 /// Counts bytes read out of the gzip decoder and fails once more than
@@ -908,6 +932,35 @@ mod tests {
         let files = extract(bytes.as_slice(), &Limits::default()).unwrap();
         assert_eq!(files.len(), 2);
         assert_eq!(files["b.yaml"], b"b\n");
+    }
+
+    #[test]
+    fn a_body_kept_as_chunks_reads_as_one() {
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&header(b"a.yaml", tar::EntryType::Regular, 2), &b"a\n"[..])
+            .unwrap();
+        b.append(&header(b"b.yaml", tar::EntryType::Regular, 2), &b"b\n"[..])
+            .unwrap();
+        let body = gz(&b.into_inner().unwrap());
+        // Uneven chunks, an empty one among them, as a server may send.
+        let mut chunks = vec![Bytes::new()];
+        let mut rest = body.as_slice();
+        for size in [1, 7, 0, 300].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (head, tail) = rest.split_at(size.min(rest.len()));
+            chunks.push(Bytes::copy_from_slice(head));
+            rest = tail;
+        }
+        let reader = Chunks {
+            rest: chunks.into_iter(),
+            current: Bytes::new(),
+        };
+        assert_eq!(
+            extract(reader, &Limits::default()).unwrap(),
+            extract(body.as_slice(), &Limits::default()).unwrap()
+        );
     }
 
     #[test]

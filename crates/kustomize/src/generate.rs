@@ -140,7 +140,7 @@ fn env_pairs(text: &str, file: &str, env_file: &str) -> Result<Vec<Pair>, Error>
 }
 
 fn generate_one(
-    b: &Builder,
+    b: &Builder<'_>,
     k: &Kustomization,
     spec: &Value,
     secret: bool,
@@ -228,7 +228,7 @@ fn generate_one(
                 (key, f.clone())
             }
         };
-        let bytes = b.fs.read(&k.dir, &path, file)?;
+        let bytes = b.fs.read(&k.dir, &path, file)?.into_owned();
         pairs.push(Pair { key, bytes });
     }
 
@@ -296,7 +296,7 @@ fn generate_one(
 
 /// Runs both generators and absorbs their output the way kustomize's
 /// appendReplaceOrMerge does.
-pub(crate) fn run(b: &Builder, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+pub(crate) fn run(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
     let global = parse_options(
         k.fields.get("generatorOptions"),
         &k.file,

@@ -9,8 +9,14 @@
 //! and no plugins, and fields it does not implement are refused by name
 //! rather than ignored. [`yaml`] writes the objects out the way `kubectl
 //! kustomize` prints them, quoted for YAML 1.1 readers.
+//!
+//! Everything is read through a [`filesystem::FileSystem`]: the real one
+//! ([`filesystem::Disk`], what [`build`] uses) or files held in memory
+//! ([`filesystem::Memory`], for a fetched artifact that is never written to
+//! disk), with [`build_on`].
 
 mod fieldspec;
+pub mod filesystem;
 mod generate;
 mod hash;
 mod nameref;
@@ -19,10 +25,12 @@ mod resource;
 mod transform;
 pub mod yaml;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use filesystem::FileSystem;
 use resource::Resource;
 
 /// Why a build failed. Every message names the file it is about, relative
@@ -109,28 +117,48 @@ pub fn build_with(
 
 /// [`build`] with explicit [`Options`].
 pub fn build_with_options(root: &Path, dir: &Path, options: &Options) -> Result<Vec<Value>, Error> {
-    let root = root.canonicalize().map_err(|e| Error::Invalid {
-        file: root.display().to_string(),
-        message: format!("cannot open root: {e}"),
-    })?;
+    build_on(&filesystem::Disk, root, dir, options)
+}
+
+/// [`build_with_options`] on the filesystem `files`: `root` and `dir` are
+/// paths in it, relative ones starting at [`FileSystem::current_dir`]. With
+/// [`filesystem::Memory`] (whose current directory is its root),
+/// `build_on(&files, Path::new("."), Path::new("app"), options)` builds
+/// the kustomization in `app/` of the files held in memory.
+pub fn build_on(
+    files: &dyn FileSystem,
+    root: &Path,
+    dir: &Path,
+    options: &Options,
+) -> Result<Vec<Value>, Error> {
+    let absolute = |p: &Path| -> Result<PathBuf, Error> {
+        if p.is_absolute() {
+            return Ok(p.to_path_buf());
+        }
+        Ok(files
+            .current_dir()
+            .map_err(|e| Error::Invalid {
+                file: p.display().to_string(),
+                message: e.to_string(),
+            })?
+            .join(p))
+    };
+    let root = files
+        .canonicalize(&absolute(root)?)
+        .map_err(|e| Error::Invalid {
+            file: root.display().to_string(),
+            message: format!("cannot open root: {e}"),
+        })?;
     let fs = Fs {
+        files,
         root: root.clone(),
         restrictions: options.restrictions,
     };
-    let dir_abs = if dir.is_absolute() {
-        dir.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map_err(|e| Error::Invalid {
-                file: dir.display().to_string(),
-                message: e.to_string(),
-            })?
-            .join(dir)
-    };
+    let dir_abs = absolute(dir)?;
     let shown = dir.display().to_string();
     let dir = match options.restrictions {
         LoadRestrictions::None => fs.confine(&root, &dir_abs, "", &shown)?,
-        LoadRestrictions::RootOnly => dir_abs.canonicalize().map_err(|e| Error::Invalid {
+        LoadRestrictions::RootOnly => files.canonicalize(&dir_abs).map_err(|e| Error::Invalid {
             file: shown.clone(),
             message: format!("cannot open the kustomization directory: {e}"),
         })?,
@@ -155,12 +183,13 @@ pub fn build_with_options(root: &Path, dir: &Path, options: &Options) -> Result<
     Ok(resources.into_iter().map(|r| r.obj).collect())
 }
 
-pub(crate) struct Fs {
+pub(crate) struct Fs<'a> {
+    files: &'a dyn FileSystem,
     root: PathBuf,
     restrictions: LoadRestrictions,
 }
 
-impl Fs {
+impl Fs<'_> {
     /// `p` (absolute, resolved) relative to the root: `.`, `base/x.yaml`, or
     /// `../shared/base` for a kustomization directory outside it.
     pub(crate) fn rel(&self, p: &Path) -> String {
@@ -189,10 +218,14 @@ impl Fs {
         let target = dir.join(entry);
         match self.restrictions {
             LoadRestrictions::None => self.confine(&self.root, &target, file, entry),
-            LoadRestrictions::RootOnly => target.canonicalize().map_err(|e| Error::Invalid {
-                file: file.to_string(),
-                message: format!("cannot read {entry:?}: {e}"),
-            }),
+            LoadRestrictions::RootOnly => {
+                self.files
+                    .canonicalize(&target)
+                    .map_err(|e| Error::Invalid {
+                        file: file.to_string(),
+                        message: format!("cannot read {entry:?}: {e}"),
+                    })
+            }
         }
     }
 
@@ -206,7 +239,7 @@ impl Fs {
         shown: &str,
     ) -> Result<PathBuf, Error> {
         let file = if file.is_empty() { shown } else { file };
-        let resolved = target.canonicalize().map_err(|e| {
+        let resolved = self.files.canonicalize(target).map_err(|e| {
             // A dangling or missing path: report whether it would escape
             // first, so `../../x` is an escape, not a "not found".
             if !lexically_inside(boundary, target) {
@@ -244,23 +277,44 @@ impl Fs {
         }
     }
 
-    pub(crate) fn read(&self, dir: &Path, rel: &str, file: &str) -> Result<Vec<u8>, Error> {
+    /// The bytes of the plain file `rel` named by the kustomization `file`
+    /// in `dir`, borrowed when the filesystem holds them in memory.
+    pub(crate) fn read(&self, dir: &Path, rel: &str, file: &str) -> Result<Cow<'_, [u8]>, Error> {
         let boundary = match self.restrictions {
             LoadRestrictions::RootOnly => dir,
             LoadRestrictions::None => self.root.as_path(),
         };
         let path = self.confine(boundary, &dir.join(rel), file, rel)?;
-        std::fs::read(&path).map_err(|e| Error::Invalid {
+        self.files.read(&path).map_err(|e| Error::Invalid {
             file: file.to_string(),
             message: format!("cannot read {rel:?}: {e}"),
         })
     }
 
-    pub(crate) fn read_string(&self, dir: &Path, rel: &str, file: &str) -> Result<String, Error> {
-        String::from_utf8(self.read(dir, rel, file)?).map_err(|_| Error::Invalid {
+    pub(crate) fn read_string(
+        &self,
+        dir: &Path,
+        rel: &str,
+        file: &str,
+    ) -> Result<Cow<'_, str>, Error> {
+        let not_utf8 = || Error::Invalid {
             file: file.to_string(),
             message: format!("{rel:?} is not UTF-8"),
-        })
+        };
+        match self.read(dir, rel, file)? {
+            Cow::Borrowed(b) => std::str::from_utf8(b)
+                .map(Cow::Borrowed)
+                .map_err(|_| not_utf8()),
+            Cow::Owned(v) => String::from_utf8(v).map(Cow::Owned).map_err(|_| not_utf8()),
+        }
+    }
+
+    pub(crate) fn is_dir(&self, path: &Path) -> bool {
+        self.files.is_dir(path)
+    }
+
+    fn is_file(&self, path: &Path) -> bool {
+        self.files.is_file(path)
     }
 }
 
@@ -407,19 +461,19 @@ pub(crate) fn string_map(
     }
 }
 
-pub(crate) struct Builder {
-    pub fs: Fs,
+pub(crate) struct Builder<'a> {
+    pub fs: Fs<'a>,
     stack: Vec<PathBuf>,
     /// [`Options::extra_patches`], for the top-level kustomization.
     extra_patches: Vec<Value>,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn load_kustomization(&self, dir: &Path) -> Result<Kustomization, Error> {
         let found: Vec<&str> = KUSTOMIZATION_FILES
             .iter()
             .copied()
-            .filter(|f| dir.join(f).is_file())
+            .filter(|f| self.fs.is_file(&dir.join(f)))
             .collect();
         let name = match found.as_slice() {
             [one] => *one,
@@ -524,6 +578,8 @@ impl Builder {
     }
 
     fn accumulate_inner(&mut self, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+        // Only `append` adds to `ra` until the generators run.
+        let mut registered = Registered::of(ra);
         let mut entries = k.strings("resources")?;
         entries.extend(k.strings("bases")?);
         for entry in entries {
@@ -534,18 +590,18 @@ impl Builder {
                 });
             }
             let path = self.fs.resolve_entry(&k.dir, &entry, &k.file)?;
-            if path.is_dir() {
+            if self.fs.is_dir(&path) {
                 let mut sub = Vec::new();
                 self.accumulate(&path, &mut sub, false)?;
                 for r in sub {
-                    append(ra, r, &k.file)?;
+                    registered.append(ra, r, &k.file)?;
                 }
             } else {
                 // Plain files are confined as the restrictions say.
                 let text = self.fs.read_string(&k.dir, &entry, &k.file)?;
                 let shown = self.fs.rel(&path);
                 for r in load_resources(&text, &shown)? {
-                    append(ra, r, &k.file)?;
+                    registered.append(ra, r, &k.file)?;
                 }
             }
         }
@@ -558,7 +614,7 @@ impl Builder {
                 });
             }
             let path = self.fs.resolve_entry(&k.dir, &entry, &k.file)?;
-            if !path.is_dir() {
+            if !self.fs.is_dir(&path) {
                 return Err(invalid(
                     &k.file,
                     format!("component {entry:?} must be a directory"),
@@ -611,14 +667,96 @@ fn check_resource(v: Value, file: &str) -> Result<Resource, Error> {
     Ok(r)
 }
 
-pub(crate) fn append(ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
-    let id = r.cur_id();
-    if ra.iter().any(|x| x.cur_id().equals(&id)) {
-        return Err(invalid(
-            file,
-            format!("may not add resource with an already registered id: {id}"),
-        ));
+/// The resources of a list by kind and name, so that adding one compares
+/// its id with the few resources of the same kind and name only, rather than
+/// with every resource (which made a build of n objects quadratic).
+struct Registered {
+    by_kind_name: std::collections::HashMap<(String, String), Vec<usize>>,
+}
+
+impl Registered {
+    fn of(ra: &[Resource]) -> Registered {
+        let mut by_kind_name: std::collections::HashMap<_, Vec<usize>> = Default::default();
+        for (i, r) in ra.iter().enumerate() {
+            by_kind_name
+                .entry((r.kind(), r.name()))
+                .or_default()
+                .push(i);
+        }
+        Registered { by_kind_name }
     }
-    ra.push(r);
-    Ok(())
+
+    /// Adds `r` to `ra` (which must be the list this was made of, changed by
+    /// this only), refusing an id that is already there.
+    fn append(&mut self, ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
+        let id = r.cur_id();
+        let same = self
+            .by_kind_name
+            .entry((id.gvk.kind.clone(), id.name.clone()))
+            .or_default();
+        if same.iter().any(|&i| ra[i].cur_id().equals(&id)) {
+            return Err(invalid(
+                file,
+                format!("may not add resource with an already registered id: {id}"),
+            ));
+        }
+        same.push(ra.len());
+        ra.push(r);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use filesystem::Memory;
+
+    fn build_files(files: &[(&str, &str)]) -> Result<Vec<Value>, Error> {
+        let mut fs = Memory::new();
+        for (path, text) in files {
+            fs.insert(path, text.as_bytes().to_vec()).unwrap();
+        }
+        let options = Options {
+            restrictions: LoadRestrictions::None,
+            ..Options::default()
+        };
+        build_on(&fs, Path::new("."), Path::new("."), &options)
+    }
+
+    fn cm(name: &str, namespace: Option<&str>) -> String {
+        let ns = namespace.map_or(String::new(), |n| format!("\n  namespace: {n}"));
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}{ns}\n---\n")
+    }
+
+    #[test]
+    fn ids_are_unique_by_group_kind_name_and_effective_namespace() {
+        let k = ("kustomization.yaml", "resources: [a.yaml, b.yaml]\n");
+        // Another namespace, another kind or another group is another id.
+        let b = format!(
+            "{}{}apiVersion: apps/v1\nkind: ConfigMap\nmetadata:\n  name: x\n---\n{}",
+            cm("x", Some("other")),
+            cm("y", None),
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: x\n"
+        );
+        let objects = build_files(&[k, ("a.yaml", &cm("x", None)), ("b.yaml", &b)]).unwrap();
+        assert_eq!(objects.len(), 5);
+        // No namespace is `default`, within one file or across files.
+        let err = build_files(&[
+            k,
+            ("a.yaml", &cm("x", Some("default"))),
+            ("b.yaml", &cm("x", None)),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "kustomization.yaml: may not add resource with an already registered id: v1 ConfigMap x"
+        );
+        let twice = format!("{}{}", cm("z", None), cm("z", Some("default")));
+        let err = build_files(&[k, ("a.yaml", &twice), ("b.yaml", "")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already registered id: v1 ConfigMap z (namespace default)"),
+            "{err}"
+        );
+    }
 }

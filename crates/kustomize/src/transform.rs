@@ -7,7 +7,7 @@ use crate::patch::{self, Selector};
 use crate::resource::{ResId, Resource};
 use crate::{Builder, Error, Kustomization, invalid, parse_docs};
 
-pub(crate) fn run(b: &Builder, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+pub(crate) fn run(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
     patches_strategic_merge(b, k, ra)?;
     patches(b, k, ra)?;
     namespace(k, ra)?;
@@ -36,7 +36,7 @@ fn apply_specs(
 
 /// A patch as written in the kustomization: a file or inline text.
 fn patch_docs(
-    b: &Builder,
+    b: &Builder<'_>,
     k: &Kustomization,
     path: Option<&str>,
     inline: Option<&str>,
@@ -120,7 +120,7 @@ fn find_by_id(ra: &[Resource], id: &ResId, file: &str) -> Result<usize, Error> {
 }
 
 fn patches_strategic_merge(
-    b: &Builder,
+    b: &Builder<'_>,
     k: &Kustomization,
     ra: &mut Vec<Resource>,
 ) -> Result<(), Error> {
@@ -154,7 +154,7 @@ fn select(ra: &[Resource], sel: &Selector, file: &str) -> Result<Vec<usize>, Err
     Ok(out)
 }
 
-fn patches(b: &Builder, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
+fn patches(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
     for entry in k.list("patches")? {
         let Value::Object(m) = &entry else {
             return Err(invalid(&k.file, "patches entries must be maps"));
@@ -204,7 +204,7 @@ fn patches(b: &Builder, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(),
     Ok(())
 }
 
-fn patches_json6902(b: &Builder, k: &Kustomization, ra: &mut [Resource]) -> Result<(), Error> {
+fn patches_json6902(b: &Builder<'_>, k: &Kustomization, ra: &mut [Resource]) -> Result<(), Error> {
     for entry in k.list("patchesJson6902")? {
         let Value::Object(m) = &entry else {
             return Err(invalid(&k.file, "patchesJson6902 entries must be maps"));

@@ -498,3 +498,73 @@ fn root_only_builds_bases_outside_the_root_with_extra_patches() {
         assert_eq!(&p, o);
     }
 }
+
+/// Every file below `dir` (regular files; testdata holds no links) keyed by
+/// its `/`-separated path relative to `dir`, as a fetched artifact is.
+fn read_tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).expect("directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path.strip_prefix(root).unwrap();
+                let key: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.insert(key.join("/"), std::fs::read(&path).expect("file"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// The controller builds fetched artifacts in memory
+/// ([`kustomize::filesystem::Memory`], [`kustomize::LoadRestrictions::None`]).
+/// Every case, successful or not, loaded into memory builds to the same
+/// objects, or fails with the same message, as the same directory on disk
+/// with the case directory as the root; only the operating system's error
+/// number (` (os error 2)`) is not there in memory.
+#[test]
+fn memory_builds_like_disk() {
+    let options = kustomize::Options {
+        restrictions: kustomize::LoadRestrictions::None,
+        ..kustomize::Options::default()
+    };
+    let mut all = cases();
+    let mut errors: Vec<PathBuf> = std::fs::read_dir(testdata().join("_errors"))
+        .expect("_errors")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    errors.sort();
+    all.extend(errors);
+    let os_error = regex::Regex::new(r" \(os error \d+\)").unwrap();
+    let (mut built, mut refused) = (0, 0);
+    for case in all {
+        let dir = build_dir(&case);
+        let disk = kustomize::build_with_options(&case, &dir, &options)
+            .map_err(|e| os_error.replace_all(&e.to_string(), "").into_owned());
+        let files = read_tree(&case);
+        let memory = kustomize::filesystem::Memory::borrowed(&files).unwrap();
+        let rel = dir.strip_prefix(&case).unwrap();
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        let mem =
+            kustomize::build_on(&memory, Path::new("."), rel, &options).map_err(|e| e.to_string());
+        assert_eq!(mem, disk, "{}", case.display());
+        match disk {
+            Ok(_) => built += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        built >= 20 && refused >= 10,
+        "{built} built, {refused} refused"
+    );
+}

@@ -1,12 +1,14 @@
 //! The kustomize half of a stage build (delivery.md §2.3 steps 3–6).
 //!
 //! Used when the build directory (or one of its sub-directories) holds a
-//! kustomization, or when the stage has `patches`. The artifact's file map is
-//! written to a private temporary directory (directories 0700, files 0600,
-//! removed afterwards), so the artifact itself is never modified:
+//! kustomization, or when the stage has `patches`. Nothing is written to
+//! disk: the engine reads the artifact's file map through
+//! [`kustomize::filesystem::Memory`], a view that borrows the files, and the
+//! few files the steps below add or change live only in that view, so the
+//! artifact itself is never modified:
 //!
 //! * With a kustomization in the build directory, that file is used; stage
-//!   patches are appended to its `patches` list in the temporary copy only.
+//!   patches are appended to its `patches` list in the view only.
 //! * Without one, a kustomization is generated the way Flux's generator does:
 //!   every `.yaml`/`.yml` file that is a Kubernetes manifest (has `apiVersion`
 //!   and `kind`), recursively, and every sub-directory that holds its own
@@ -14,18 +16,22 @@
 //!   directly in the build directory count as `*.yaml` (step 3). An empty list
 //!   gets a placeholder Namespace `_placeholder`, dropped from the output.
 //!
-//! The build itself is `kustomize::build_with` with `LoadRestrictions::None`
+//! The build itself is `kustomize::build_on` with `LoadRestrictions::None`
 //! (delivery.md §2.3 step 5, as Flux): files may load from anywhere inside the
-//! artifact root, never outside it; no remote bases, no plugins.
+//! artifact root, never outside it (outside the view there is nothing to
+//! load); no remote bases, no plugins. The artifact holds no symbolic links
+//! (the extractor keeps regular files only), so there are none to follow.
 //!
 //! `stageset-controller build` builds a directory that has its own
 //! kustomization with [`build_in_place`] instead: in the real directory, with
-//! `kubectl kustomize`'s `LoadRestrictions::RootOnly`, and the stage patches
-//! passed to the engine rather than written into a copy.
+//! `kubectl kustomize`'s `LoadRestrictions::RootOnly`, on the real filesystem
+//! (`kustomize::filesystem::Disk`), and the stage patches passed to the
+//! engine (`Options::extra_patches`) rather than written anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use kustomize::filesystem::Memory;
 use serde_json::{Value, json};
 
 use super::{BuildError, KUSTOMIZATION_FILES, extension};
@@ -42,38 +48,38 @@ pub(super) fn build(
     dir: &str,
     patches: &[Patch],
 ) -> Result<Vec<Value>, BuildError> {
-    let tmp = private_tempdir()?;
-    let root = tmp.path().join("artifact");
-    write_tree(&root, files)?;
-    let build_dir = if dir.is_empty() {
-        root.clone()
-    } else {
-        root.join(dir)
-    };
+    let mut view = Memory::borrowed(files).map_err(view_error)?;
     let display_dir = if dir.is_empty() { "." } else { dir };
+    let in_dir = |name: &str| {
+        if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        }
+    };
 
     let existing = KUSTOMIZATION_FILES
         .iter()
-        .map(|name| build_dir.join(name))
-        .find(|p| p.is_file());
-    let kustomization_path = match existing {
-        Some(path) => {
+        .map(|name| in_dir(name))
+        .find(|key| files.contains_key(key));
+    let kustomization = match existing {
+        Some(key) => {
             if !patches.is_empty() {
-                let text = std::fs::read(&path).map_err(|e| io_error(&path, &root, e))?;
-                let mut doc: Value = parse_yaml(&text).map_err(|message| BuildError::Yaml {
-                    file: artifact_path(&path, &root),
-                    message,
-                })?;
+                let mut doc: Value =
+                    parse_yaml(&files[&key]).map_err(|message| BuildError::Yaml {
+                        file: key.clone(),
+                        message,
+                    })?;
                 append_patches(&mut doc, patches).map_err(|message| {
                     BuildError::InvalidDocument {
-                        file: artifact_path(&path, &root),
+                        file: key.clone(),
                         message,
                     }
                 })?;
-                write_private(&path, &serde_json::to_vec(&doc).expect("JSON"))
-                    .map_err(|e| io_error(&path, &root, e))?;
+                view.insert(&key, serde_json::to_vec(&doc).expect("JSON"))
+                    .map_err(view_error)?;
             }
-            path
+            key
         }
         None => {
             let (mut doc, rewrites) = generate(files, dir)?;
@@ -86,33 +92,53 @@ pub(super) fn build(
                 })?;
             }
             // JSON normalisation (step 3) only when no kustomization exists.
-            normalise_json(files, dir, &build_dir)?;
+            normalise_json(files, &mut view, dir)?;
             for (rel, text) in rewrites {
-                let path = build_dir.join(rel);
-                write_private(&path, text.as_bytes()).map_err(|e| io_error(&path, &root, e))?;
+                view.insert(&in_dir(&rel), text.into_bytes())
+                    .map_err(view_error)?;
             }
             if doc["resources"][0] == PLACEHOLDER_FILE {
-                let path = build_dir.join(PLACEHOLDER_FILE);
                 let text =
                     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {PLACEHOLDER}\n");
-                write_private(&path, text.as_bytes()).map_err(|e| io_error(&path, &root, e))?;
+                view.insert(&in_dir(PLACEHOLDER_FILE), text.into_bytes())
+                    .map_err(view_error)?;
             }
-            let path = build_dir.join("kustomization.yaml");
-            write_private(&path, &serde_json::to_vec(&doc).expect("JSON"))
-                .map_err(|e| io_error(&path, &root, e))?;
-            path
+            let key = in_dir("kustomization.yaml");
+            view.insert(&key, serde_json::to_vec(&doc).expect("JSON"))
+                .map_err(view_error)?;
+            key
         }
     };
-    tracing::debug!(kustomization = %artifact_path(&kustomization_path, &root), "kustomize build");
+    tracing::debug!(%kustomization, "kustomize build");
 
     // Flux's secure build: files load from anywhere inside the artifact root
     // (not only below the kustomization), never from outside it.
-    let objects = kustomize::build_with(&root, &build_dir, kustomize::LoadRestrictions::None)
+    let options = kustomize::Options {
+        restrictions: kustomize::LoadRestrictions::None,
+        extra_patches: Vec::new(),
+    };
+    let objects = kustomize::build_on(&view, Path::new("."), Path::new(display_dir), &options)
         .map_err(|e| BuildError::Kustomize {
             path: display_dir.to_owned(),
-            message: e.to_string().replace(&format!("{}/", root.display()), ""),
+            message: e.to_string(),
         })?;
+    drop(view);
     clean_output(objects)
+}
+
+/// The view refused a file: a path that is both a file and a directory of
+/// the artifact (`a` and `a/b.yaml`), which no directory tree can hold.
+fn view_error(e: kustomize::Error) -> BuildError {
+    match e {
+        kustomize::Error::Invalid { file, message } => BuildError::Kustomize {
+            path: file,
+            message,
+        },
+        other => BuildError::Kustomize {
+            path: ".".to_owned(),
+            message: other.to_string(),
+        },
+    }
 }
 
 /// Builds `build_dir`, which holds a kustomization, where it is, as
@@ -155,8 +181,8 @@ fn clean_output(objects: Vec<Value>) -> Result<Vec<Value>, BuildError> {
 }
 
 /// The Flux generator's kustomization for a directory without one.
-/// Returns the kustomization and the listed files whose temporary copy must be
-/// rewritten: a top-level array of objects (e.g. JaaS `rendered.json`) becomes
+/// Returns the kustomization and the listed files whose content must be
+/// replaced in the view: a top-level array of objects (e.g. JaaS `rendered.json`) becomes
 /// one YAML document per element, as the plain-manifest path reads it.
 fn generate(
     files: &BTreeMap<String, Vec<u8>>,
@@ -290,11 +316,11 @@ fn classify(file: &str, bytes: &[u8]) -> Result<Manifest, BuildError> {
 }
 
 /// Renames `*.json` directly in the build directory to `*.yaml` (unless a
-/// same-named `.yaml` exists) in the temporary copy.
+/// file or directory of that name exists) in the view.
 fn normalise_json(
     files: &BTreeMap<String, Vec<u8>>,
+    view: &mut Memory<'_>,
     dir: &str,
-    build_dir: &Path,
 ) -> Result<(), BuildError> {
     let prefix = if dir.is_empty() {
         String::new()
@@ -308,13 +334,11 @@ fn normalise_json(
         if r.contains('/') || extension(r) != Some("json") {
             continue;
         }
-        let yaml = format!("{}.yaml", &r[..r.len() - ".json".len()]);
-        let target = build_dir.join(&yaml);
-        if !target.exists() {
-            std::fs::rename(build_dir.join(r), &target).map_err(|e| BuildError::Kustomize {
-                path: key.clone(),
-                message: format!("renaming to {yaml}: {e}"),
-            })?;
+        let yaml = format!("{}.yaml", &key[..key.len() - ".json".len()]);
+        if view.kind_of(&yaml).is_none()
+            && let Some(bytes) = view.remove(key)
+        {
+            view.insert(&yaml, bytes).map_err(view_error)?;
         }
     }
     Ok(())
@@ -354,81 +378,4 @@ fn parse_yaml(bytes: &[u8]) -> Result<Value, String> {
     let value: serde_yaml_ng::Value =
         serde_yaml_ng::from_slice(bytes).map_err(|e| super::yaml_error_message(&e))?;
     super::yaml_to_json(value)
-}
-
-/// A temporary directory only we can read.
-fn private_tempdir() -> Result<tempfile::TempDir, BuildError> {
-    let dir = tempfile::Builder::new()
-        .prefix("stageset-build-")
-        .tempdir()
-        .map_err(|e| BuildError::Kustomize {
-            path: ".".to_owned(),
-            message: format!("creating a temporary directory: {e}"),
-        })?;
-    set_mode(dir.path(), 0o700);
-    Ok(dir)
-}
-
-/// Writes the artifact under `root` (directories 0700, files 0600).
-fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), BuildError> {
-    std::fs::create_dir_all(root).map_err(|e| io_error(root, root, e))?;
-    set_mode(root, 0o700);
-    for (key, bytes) in files {
-        // Keys are cleaned artifact paths (no `..`, no leading `/`): the
-        // extractor refused anything else.
-        let path: PathBuf = root.join(key);
-        if let Some(parent) = path.parent() {
-            create_private_dirs(root, parent)?;
-        }
-        write_private(&path, bytes).map_err(|e| io_error(&path, root, e))?;
-    }
-    Ok(())
-}
-
-fn create_private_dirs(root: &Path, dir: &Path) -> Result<(), BuildError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    if let Some(parent) = dir.parent()
-        && parent != root
-    {
-        create_private_dirs(root, parent)?;
-    }
-    std::fs::create_dir(dir).map_err(|e| io_error(dir, root, e))?;
-    set_mode(dir, 0o700);
-    Ok(())
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    options.mode(0o600);
-    options.open(path)?.write_all(bytes)
-}
-
-fn set_mode(path: &Path, mode: u32) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
-    }
-    #[cfg(not(unix))]
-    let _ = (path, mode);
-}
-
-fn artifact_path(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root)
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| path.display().to_string())
-}
-
-fn io_error(path: &Path, root: &Path, e: std::io::Error) -> BuildError {
-    BuildError::Kustomize {
-        path: artifact_path(path, root),
-        message: e.to_string(),
-    }
 }

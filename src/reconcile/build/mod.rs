@@ -6,7 +6,8 @@
 //! directly in it, exactly the set Flux's kustomization generator would list.
 //! Everything else goes through kustomize ([`kustomization`]): an existing or
 //! generated kustomization, the stage patches layered on top, built by our
-//! confined kustomize engine (`crates/kustomize`) in a private temporary copy.
+//! confined kustomize engine (`crates/kustomize`) on an in-memory view of the
+//! artifact (nothing is written to disk).
 //! Post-build substitution ([`crate::reconcile::substitute`]) runs last
 //! ([`render`]).
 //!

@@ -301,6 +301,64 @@ fn kustomize_loads_files_anywhere_inside_the_artifact_only() {
 }
 
 #[test]
+fn kustomize_builds_read_the_artifact_in_memory() {
+    // A missing file is reported without an operating-system error number:
+    // nothing is looked up on disk.
+    let files = artifact(&[
+        ("kustomization.yaml", "resources: [missing.yaml]\n"),
+        ("a.yaml", &cm("a")),
+    ]);
+    assert_eq!(
+        build(&files, "").unwrap_err().to_string(),
+        "kustomize build of . failed: kustomization.yaml: cannot read \"missing.yaml\": No such file or directory"
+    );
+    // Absolute paths never reach the host's filesystem.
+    for path in ["/etc/passwd", "/tmp", "/"] {
+        let files = artifact(&[("app/kustomization.yaml", &format!("resources: [{path}]\n"))]);
+        let err = build(&files, "app").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "kustomize build of app failed: app/kustomization.yaml: path {path:?} is outside the root"
+            )
+        );
+    }
+    // A name that is a file and a directory at once (possible in a tarball,
+    // impossible on disk) fails the kustomize build, naming the file.
+    let files = artifact(&[
+        ("kustomization.yaml", "resources: [a.yaml]\n"),
+        ("a.yaml", &cm("a")),
+        ("x", "plain"),
+        ("x/b.yaml", &cm("b")),
+    ]);
+    assert_eq!(
+        build(&files, "").unwrap_err().to_string(),
+        "kustomize build of x failed: is both a file and a directory"
+    );
+    // Files the build adds (a renamed JSON file, the generated kustomization)
+    // are seen by the engine.
+    let files = artifact(&[
+        (
+            "app/a.json",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}"#,
+        ),
+        ("app/c/c.yaml", &cm("c")),
+    ]);
+    let patches = vec![Patch {
+        patch: "- op: add\n  path: /data\n  value: {k: v}\n".into(),
+        target: Some(crate::api::PatchSelector {
+            kind: Some("ConfigMap".into()),
+            ..Default::default()
+        }),
+    }];
+    let objects = build_with_patches(&files, "app", &patches).unwrap();
+    let mut got = names(&objects);
+    got.sort();
+    assert_eq!(got, ["ConfigMap/a", "ConfigMap/c"]);
+    assert!(objects.iter().all(|o| o["data"]["k"] == "v"));
+}
+
+#[test]
 fn render_dir_builds_a_kustomization_in_place_like_kubectl() {
     let tmp = tempfile::tempdir().unwrap();
     let write = |rel: &str, text: &str| {
