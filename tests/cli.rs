@@ -104,6 +104,19 @@ const SUPPORTED: &[&str] = &[
     "webhook-service-namespace",
     "webhook-validating-config-name",
     "events-addr",
+    "rollback-store-path",
+    "rollback-store-retention",
+    "rollback-store-s3-endpoint",
+    "rollback-store-s3-bucket",
+    "rollback-store-s3-prefix",
+    "rollback-store-s3-region",
+    "rollback-store-s3-use-ssl",
+    "rollback-store-s3-access-key",
+    "rollback-store-s3-secret-key",
+    "rollback-store-s3-session-token",
+    "rollback-store-s3-anonymous",
+    "rollback-store-s3-sse",
+    "rollback-store-s3-sse-kms-key",
     "log-level",
     "log-format",
     "zap-log-level",
@@ -415,7 +428,7 @@ fn the_first_failing_rule_wins() {
     );
     // Validation runs before the not-supported-yet check.
     assert_one_line_error(
-        &["--rollback-store-path=/data", "--concurrent=0"],
+        &["--tracing-endpoint=otel:4317", "--concurrent=0"],
         &["--concurrent"],
     );
 }
@@ -737,49 +750,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "image-verification-insecure-registry",
         "--image-verification-insecure-registry=reg:5000",
     ),
-    (
-        "rollback-store-path",
-        "--rollback-store-path=/var/lib/rollback",
-    ),
-    ("rollback-store-retention", "--rollback-store-retention=5"),
-    (
-        "rollback-store-s3-endpoint",
-        "--rollback-store-s3-endpoint=minio:9000",
-    ),
-    (
-        "rollback-store-s3-bucket",
-        "--rollback-store-s3-bucket=snapshots",
-    ),
-    ("rollback-store-s3-prefix", "--rollback-store-s3-prefix=p/"),
-    (
-        "rollback-store-s3-region",
-        "--rollback-store-s3-region=eu-west-1",
-    ),
-    (
-        "rollback-store-s3-use-ssl",
-        "--rollback-store-s3-use-ssl=false",
-    ),
-    (
-        "rollback-store-s3-access-key",
-        "--rollback-store-s3-access-key=AKIA",
-    ),
-    (
-        "rollback-store-s3-secret-key",
-        "--rollback-store-s3-secret-key=s",
-    ),
-    (
-        "rollback-store-s3-session-token",
-        "--rollback-store-s3-session-token=t",
-    ),
-    (
-        "rollback-store-s3-anonymous",
-        "--rollback-store-s3-anonymous",
-    ),
-    ("rollback-store-s3-sse", "--rollback-store-s3-sse=none"),
-    (
-        "rollback-store-s3-sse-kms-key",
-        "--rollback-store-s3-sse-kms-key=k",
-    ),
     ("tracing-endpoint", "--tracing-endpoint=otel:4317"),
     ("tracing-insecure", "--tracing-insecure"),
     ("tracing-sample-ratio", "--tracing-sample-ratio=0.5"),
@@ -827,8 +797,8 @@ fn not_supported_yet_in_the_binary() {
         &["--allowed-action-hosts is not supported yet"],
     );
     assert_one_line_error(
-        &["--rollback-store-path=/data"],
-        &["--rollback-store-path is not supported yet"],
+        &["--tracing-endpoint=otel:4317"],
+        &["--tracing-endpoint is not supported yet"],
     );
 
     // The same flags at values whose effective meaning is the default are fine.
