@@ -627,3 +627,78 @@ async fn a_failed_run_rolls_back_from_s3_configured_by_flags() {
     let h = moto.head("rollback", &object).await;
     assert_eq!(header(&h, "x-amz-server-side-encryption"), Some("AES256"));
 }
+
+/// Without a store, a revision the producer still serves is fetched again
+/// and rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_store_a_still_served_revision_is_fetched_again() {
+    let h = Harness::start().await;
+    h.namespace(NS).await;
+    let v1 = h.artifact("v1.tar.gz", &[("cm.yaml", &config_map("v1", false))]);
+    h.external_artifact(NS, "web", &v1, "v1").await;
+    h.stageset(NS, "site", spec()).await;
+    h.wait_ready_reason(NS, "site", "Succeeded", "").await;
+    let before = h.artifacts.hits("v1.tar.gz");
+    let v2 = h.artifact("v2.tar.gz", &[("cm.yaml", &config_map("v2", true))]);
+    h.external_artifact(NS, "web", &v2, "v2").await;
+    let seen = watch_data(&h, |seen| {
+        seen.iter()
+            .position(|d| release(d) == "v2")
+            .is_some_and(|i| seen[i..].iter().any(|d| release(d) == "v1"))
+    })
+    .await;
+    assert_eq!(
+        seen.iter().rev().find(|d| release(d) == "v1").unwrap(),
+        &seen[0]
+    );
+    assert!(
+        h.artifacts.hits("v1.tar.gz") > before,
+        "v1 was fetched again"
+    );
+}
+
+/// A rebuild with post-build variables that changed since the good run would
+/// not be the good run: the rollback refuses it ("fix forward").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_variables_refuse_a_rebuilt_rollback() {
+    let h = Harness::start().await;
+    h.namespace(NS).await;
+    let cm = |release: &str, broken: bool| {
+        config_map(release, broken).replace("data:\n", "data:\n  color: ${color}\n")
+    };
+    let with_color = |color: &str| {
+        let mut s = spec();
+        s["stages"][0]["postBuild"] = json!({"substitute": {"color": color}});
+        s
+    };
+    let v1 = h.artifact("v1.tar.gz", &[("cm.yaml", &cm("v1", false))]);
+    h.external_artifact(NS, "web", &v1, "v1").await;
+    h.stageset(NS, "site", with_color("blue")).await;
+    let ss = h.wait_ready_reason(NS, "site", "Succeeded", "").await;
+    let snapshot = &ss.status.as_ref().unwrap().last_applied_snapshot[0];
+    assert!(
+        snapshot
+            .substitution_digest
+            .as_deref()
+            .is_some_and(|d| d.len() == 64),
+        "{snapshot:?}"
+    );
+    // A new, failing revision and a new variable value arrive together.
+    let v2 = h.artifact("v2.tar.gz", &[("cm.yaml", &cm("v2", true))]);
+    h.external_artifact(NS, "web", &v2, "v2").await;
+    h.stageset(NS, "site", with_color("red")).await;
+    h.wait_ready_reason(
+        NS,
+        "site",
+        "PreviousRevisionUnavailable",
+        "its postBuild variables changed since it was applied; fix forward instead",
+    )
+    .await;
+    let cm: ConfigMap = Api::namespaced(h.client.clone(), NS)
+        .get("web-config")
+        .await
+        .unwrap();
+    let data = cm.data.unwrap();
+    assert_eq!(data["release"], "v2");
+    assert_eq!(data["color"], "red");
+}
