@@ -682,6 +682,36 @@ impl Metrics {
             .inc_by(entries);
     }
 
+    /// `stageset_action_runs_total`: a pre/post action of `scope` ran.
+    pub fn action_run(&self, namespace: &str, name: &str, scope: &str) {
+        self.custom
+            .action_runs
+            .get_or_create(&ScopeLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                scope: scope.into(),
+            })
+            .inc();
+    }
+
+    /// `stageset_ledger_anchor_errors_total`: a completionAnchor was
+    /// unreadable (the completion was kept).
+    pub fn ledger_anchor_error(&self, namespace: &str, name: &str) {
+        self.custom
+            .ledger_anchor_errors
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
+    /// `stageset_ledger_adoptions_total`: a first reconcile adopted a
+    /// StageLedger that already had completions.
+    pub fn ledger_adopted(&self, namespace: &str, name: &str) {
+        self.custom
+            .ledger_adoptions
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
     /// `stageset_teardown_force_drop_total`: a finalizer was force-dropped.
     pub fn teardown_force_dropped(&self, namespace: &str, name: &str, reason: ForceDropReason) {
         self.custom

@@ -56,6 +56,11 @@ pub enum Error {
     /// archive): `StageFailed`, re-checked at the StageSet's interval.
     #[error("{0}")]
     Terminal(String),
+    /// A stage with a pending Lifetime action failed its actions too often
+    /// (§3.6.5): `ActionDirty`. Its actions stay halted until a
+    /// `requestedAt` token; the StageSet is re-checked at its interval.
+    #[error("{0}")]
+    Dirty(String),
     /// Anything else: `StageFailed`, retried with exponential back-off.
     #[error("{0}")]
     Transient(String),
@@ -68,6 +73,7 @@ impl Error {
             Error::Denied(_) => StageSetReason::RBACDenied,
             Error::InvalidSpec(_) => StageSetReason::InvalidSpec,
             Error::Unverified(_) => StageSetReason::ImageUnverified,
+            Error::Dirty(_) => StageSetReason::ActionDirty,
             Error::Terminal(_) | Error::Transient(_) => StageSetReason::StageFailed,
         }
     }
@@ -76,7 +82,7 @@ impl Error {
     pub fn requeue(&self, interval: Duration) -> Requeue {
         match self {
             Error::Denied(_) => Requeue::After(PERMANENT_RETRY),
-            Error::InvalidSpec(_) | Error::Unverified(_) | Error::Terminal(_) => {
+            Error::InvalidSpec(_) | Error::Unverified(_) | Error::Terminal(_) | Error::Dirty(_) => {
                 Requeue::After(super::jitter(interval))
             }
             Error::Transient(_) => Requeue::Backoff,

@@ -7,6 +7,7 @@
 //! apply, drift report, write-ahead inventory, verify → success bookkeeping. The
 //! first failing or holding stage ends the pass; later stages are not touched.
 
+pub mod actions;
 pub mod apply;
 pub mod artifact;
 pub mod build;
@@ -140,6 +141,9 @@ struct Pass<'a> {
     ss: StageSet,
     status: StageSetStatus,
     previous: StageSetStatus,
+    /// The StageLedger (R16), when the StageSet has Lifetime actions or
+    /// adopts one.
+    lifetime: Option<actions::ledger::Lifetime>,
 }
 
 impl Pass<'_> {
@@ -313,6 +317,7 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         status: previous.clone(),
         previous,
         ss,
+        lifetime: None,
     };
     // R3: suspend (the requestedAt token is not marked handled).
     if pass.ss.spec.suspend == Some(true) {
@@ -415,6 +420,12 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
             env.metrics
                 .inventory_skipped(&namespace, &ss_name, &record.stage, malformed as u64);
         }
+    }
+
+    // R16: the Lifetime ledger.
+    if let Err(e) = load_lifetime(pass).await {
+        tracing::warn!(stageset = %pass.key(), error = %e, "reading the StageLedger failed; retrying");
+        return Outcome::quiet(Requeue::Backoff);
     }
 
     // R18: the stage loop.
@@ -538,6 +549,45 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     .await
 }
 
+/// R16: loads (or creates) the StageLedger when the StageSet has Lifetime
+/// actions, or when a first reconcile may adopt one; reports an adoption;
+/// promotes `spec.baseline`.
+async fn load_lifetime(pass: &mut Pass<'_>) -> Result<(), error::Error> {
+    let first = pass.previous.stages.is_empty();
+    if !first && !actions::ledger::uses_lifetime(&pass.ss) {
+        return Ok(());
+    }
+    let client = pass.env.clients.controller();
+    let Some(mut lifetime) = actions::ledger::Lifetime::load(&client, &pass.ss).await? else {
+        return Ok(());
+    };
+    if first && lifetime.has_completions() {
+        let note = "adopted the StageLedger of an earlier StageSet of this name: its Lifetime actions are not run again";
+        pass.env
+            .metrics
+            .ledger_adopted(&pass.namespace(), &pass.ss.name_any());
+        pass.event(false, EventReason::LedgerAdopted.as_str(), note)
+            .await;
+    }
+    if let Some(unresolved) = lifetime.promote_baseline(&client, &pass.ss).await? {
+        let note = format!(
+            "baseline entries that name no Lifetime pre/post action of StageSet {}: {}",
+            pass.ss.name_any(),
+            unresolved.join(", ")
+        );
+        lifetime
+            .event(
+                &client,
+                &pass.env.instance,
+                EventReason::BaselineInvalid,
+                &note,
+            )
+            .await;
+    }
+    pass.lifetime = Some(lifetime);
+    Ok(())
+}
+
 /// After a stage failure has been reported: restores the last good run when
 /// the StageSet asks for it (delivery.md §5.6). The failure stays the Ready
 /// condition when the restore works; a restore that cannot work replaces it
@@ -575,6 +625,7 @@ async fn roll_back(
             tracing::warn!(stageset = %pass.key(), "{note}");
             pass.event(true, EventReason::RolledBack.as_str(), &note)
                 .await;
+            actions::hooks::on_rollback(pass).await;
             count_failure(pass);
             failed
         }

@@ -136,6 +136,27 @@ pub async fn resolve(
     r: &SourceReference,
     no_cross_namespace: bool,
 ) -> Result<ResolvedSource, ResolveError> {
+    resolve_as(
+        clients,
+        &clients.controller(),
+        stage,
+        ss_namespace,
+        r,
+        no_cross_namespace,
+    )
+    .await
+}
+
+/// [`resolve`] reading the source objects as `reader` (actions resolve their
+/// sources as the stage's identity, delivery.md §1.4).
+pub async fn resolve_as(
+    clients: &ClientFactory,
+    reader: &kube::Client,
+    stage: &str,
+    ss_namespace: &str,
+    r: &SourceReference,
+    no_cross_namespace: bool,
+) -> Result<ResolvedSource, ResolveError> {
     let namespace = r
         .namespace
         .as_deref()
@@ -219,8 +240,7 @@ pub async fn resolve(
             ));
         }
     };
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(clients.controller(), &namespace, &resource.api);
+    let api: Api<DynamicObject> = Api::namespaced_with(reader.clone(), &namespace, &resource.api);
     let holder: DynamicObject = if producer {
         let list = api.list(&ListParams::default()).await.map_err(|e| {
             api_failure(

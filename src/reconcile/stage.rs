@@ -13,6 +13,8 @@ use crate::api::reasons::{EventReason, StageOp};
 use crate::api::{StagePhase, StageSet, StageStatus, keys};
 use crate::config::InventoryMode;
 
+use super::actions::hooks::{self, Hook, StageHooks};
+use super::actions::ledger;
 use super::error::{self, StageFailure};
 use super::{
     Env, Pass, apply, build, cel, conflict, images, inventory, prune, rollback, source, substitute,
@@ -54,51 +56,71 @@ pub(super) struct StageContext<'a> {
     pub(super) claimed: &'a BTreeMap<String, String>,
 }
 
-fn failed_entry(
-    stage: &str,
-    revision: &str,
-    failure: &StageFailure,
-    prior: Option<&StageStatus>,
-) -> StageStatus {
-    StageStatus {
-        name: stage.to_string(),
-        phase: Some(StagePhase::Failed),
-        applied_revision: Some(revision.to_string()),
-        message: Some(failure.stage_message()),
-        ..prior.cloned().map(carry_ledgers).unwrap_or_default()
+impl StageContext<'_> {
+    /// The stage's entry after `failure`: the attempted revision, the
+    /// revision ledger as far as it got, the handled tokens of before (a
+    /// forced stage that fails is forced again next pass).
+    fn failed(&self, failure: StageFailure, executed: &[String]) -> StageResult {
+        let entry = StageStatus {
+            phase: Some(StagePhase::Failed),
+            message: Some(failure.stage_message()),
+            ..self.entry(executed)
+        };
+        StageResult::Failed(failure, entry)
     }
-}
 
-/// The fields of a previous stage entry that survive a new pass (ledgers and
-/// handled tokens; actions and promotion arrive in later issues).
-fn carry_ledgers(prior: StageStatus) -> StageStatus {
-    StageStatus {
-        executed_actions: prior.executed_actions,
-        ledger_revision: prior.ledger_revision,
-        executed_version_actions: prior.executed_version_actions,
-        ledger_version: prior.ledger_version,
-        last_handled_reconcile_at: prior.last_handled_reconcile_at,
-        last_handled_promotion: prior.last_handled_promotion,
-        promotion_state: prior.promotion_state,
-        ..StageStatus::default()
-    }
-}
-
-/// Runs one stage: [`prepare`], then [`deploy`].
-pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
-    match prepare(pass, &ctx).await {
-        Ok(prepared) => deploy(pass, ctx, prepared).await,
-        Err(f) => {
-            let entry = failed_entry(&ctx.stage.name, &ctx.source.revision, &f, ctx.prior);
-            StageResult::Failed(f, entry)
+    /// The stage's entry for this pass's revision, with the fields of a
+    /// previous entry that survive (handled tokens, promotion) and the
+    /// revision ledger as it stands.
+    fn entry(&self, executed: &[String]) -> StageStatus {
+        let prior = self.prior.cloned().unwrap_or_default();
+        StageStatus {
+            name: self.stage.name.clone(),
+            applied_revision: Some(self.source.revision.clone()),
+            executed_actions: executed.to_vec(),
+            ledger_revision: Some(self.source.revision.clone()),
+            executed_version_actions: prior.executed_version_actions,
+            ledger_version: prior.ledger_version,
+            last_handled_reconcile_at: prior.last_handled_reconcile_at,
+            last_handled_promotion: prior.last_handled_promotion,
+            promotion_state: prior.promotion_state,
+            ..StageStatus::default()
         }
+    }
+}
+
+/// Runs one stage: its identity (S4), [`prepare`], then [`deploy`].
+pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
+    let stage = ctx.stage;
+    // S2, R15: the revision ledger, unless a reconcile-stage token clears it.
+    let forced = ledger::force_token(&pass.ss, &stage.name, ctx.prior);
+    let executed = ledger::revision_ledger(ctx.prior, &ctx.source.revision, forced.is_some());
+    // S4: the stage identity.
+    let client = match pass
+        .env
+        .clients
+        .for_service_account(&pass.namespace(), effective_sa(&pass.ss, Some(stage)))
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            let f = StageFailure::new(&stage.name, StageOp::ConnectTargetCluster, e.to_string());
+            return ctx.failed(f, &executed);
+        }
+    };
+    let mut hooks = StageHooks {
+        stage,
+        client,
+        executed,
+    };
+    match prepare(pass, &ctx, &mut hooks).await {
+        Ok(prepared) => deploy(pass, &ctx, prepared, &mut hooks, forced).await,
+        Err(f) => ctx.failed(f, &hooks.executed),
     }
 }
 
 /// What [`prepare`] hands to [`deploy`].
 struct Prepared {
-    /// The stage identity's client for the target cluster.
-    client: kube::Client,
     /// The rendered, labelled objects, conflict policies not applied yet.
     objects: Vec<serde_json::Value>,
     /// Their references, sorted by inventory id, without duplicates.
@@ -109,9 +131,14 @@ struct Prepared {
     substitution_digest: String,
 }
 
-/// S4–S12 and R20: everything before the first write to the target
-/// cluster. A failure here leaves the cluster untouched.
-async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, StageFailure> {
+/// S5–S13 and R20: everything before the stage's objects are applied. Only
+/// the pre actions write to the target cluster; a failure here leaves the
+/// stage's objects untouched.
+async fn prepare(
+    pass: &mut Pass<'_>,
+    ctx: &StageContext<'_>,
+    hooks: &mut StageHooks<'_>,
+) -> Result<Prepared, StageFailure> {
     let StageContext {
         stage,
         source,
@@ -120,21 +147,6 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
     } = *ctx;
     let env = pass.env;
     let namespace = pass.namespace();
-    // S4: the stage identity.
-    let client = match env
-        .clients
-        .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            return Err(StageFailure::new(
-                &stage.name,
-                StageOp::ConnectTargetCluster,
-                e.to_string(),
-            ));
-        }
-    };
     // CEL ready expressions are compiled before anything is applied (the
     // webhook rejects bad ones; this catches StageSets that bypassed it).
     let mut exprs = Vec::new();
@@ -159,6 +171,13 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
             }
         }
     }
+    // The ActionDirty halt, S5 the Lifetime gate, S7 the pre actions (no
+    // onFailure: nothing of the stage is applied yet).
+    if let Some(halted) = hooks::dirty_halt(pass, stage) {
+        return Err(halted);
+    }
+    hooks::lifetime_gate(pass, hooks).await?;
+    hooks::run_hook(pass, hooks, Hook::Pre).await?;
     // Post-build variables are resolved before the download: a missing or
     // forbidden ConfigMap/Secret fails the stage without fetching anything.
     let vars = post_build_vars(env, &pass.ss, &namespace, stage).await?;
@@ -194,7 +213,6 @@ async fn prepare(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Result<Prepared, St
         .await
         .map_err(|e| StageFailure::new(&stage.name, StageOp::ImageVerification, e))?;
     Ok(Prepared {
-        client,
         objects,
         rendered,
         exprs,
@@ -234,9 +252,16 @@ pub(super) fn render_objects(
     Ok(objects)
 }
 
-/// S14–S19: conflict policies, apply, drift report, write-ahead inventory
-/// and verify.
-async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) -> StageResult {
+/// S14–S20: conflict policies, apply, drift report, write-ahead inventory,
+/// verify and the post actions. Every failure from the apply on runs the
+/// stage's `onFailure` list first.
+async fn deploy(
+    pass: &mut Pass<'_>,
+    ctx: &StageContext<'_>,
+    prepared: Prepared,
+    hooks: &mut StageHooks<'_>,
+    forced: Option<String>,
+) -> StageResult {
     let StageContext {
         position,
         stage,
@@ -245,21 +270,17 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         record,
         reconstruct,
         ..
-    } = ctx;
+    } = *ctx;
     let Prepared {
-        client,
         mut objects,
         rendered,
         exprs,
         substitution_digest,
     } = prepared;
+    let client = hooks.client.clone();
     let env = pass.env;
     let namespace = pass.namespace();
     let ss_name = pass.ss.name_any();
-    let fail = |f: StageFailure| {
-        let entry = failed_entry(&stage.name, &source.revision, &f, prior);
-        StageResult::Failed(f, entry)
-    };
     let entries_count = objects.len() as i64;
     // The rendering as applied (before conflict annotations), kept for
     // rollbacks after the apply (S17).
@@ -267,7 +288,8 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
     // S14: conflict policies.
     let token = conflict::fresh_token();
     if let Err(e) = conflict::resolve(&mut objects, stage, &token) {
-        return fail(StageFailure::new(&stage.name, StageOp::ConflictPolicy, e));
+        let f = StageFailure::new(&stage.name, StageOp::ConflictPolicy, e);
+        return ctx.failed(f, &hooks.executed);
     }
     // S15: apply.
     let options = apply::ApplyOptions {
@@ -276,7 +298,10 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
     };
     let changes = match apply::apply(&env.clients, &client, objects, &options).await {
         Ok(c) => c,
-        Err(e) => return fail(StageFailure::new(&stage.name, StageOp::Apply, e)),
+        Err(e) => {
+            let f = StageFailure::new(&stage.name, StageOp::Apply, e);
+            return failed_deployed(pass, ctx, hooks, f).await;
+        }
     };
     // S17: the rollback store.
     if let Some(rendering) = rendering {
@@ -356,7 +381,10 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
     .await
     {
         Ok(n) => n,
-        Err(e) => return fail(StageFailure::new(&stage.name, StageOp::RecordInventory, e)),
+        Err(e) => {
+            let f = StageFailure::new(&stage.name, StageOp::RecordInventory, e);
+            return failed_deployed(pass, ctx, hooks, f).await;
+        }
     };
     // S19: verify.
     let ready_checks = stage.ready_checks.as_ref();
@@ -414,12 +442,10 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         }
     };
     let ready_entry = StageStatus {
-        name: stage.name.clone(),
         phase: Some(StagePhase::Ready),
-        applied_revision: Some(source.revision.clone()),
         entries_count: Some(entries_count),
         shards: Some(shards as i32),
-        ..prior.cloned().map(carry_ledgers).unwrap_or_default()
+        ..ctx.entry(&hooks.executed)
     };
     // A stage already verified at this revision stays Ready while re-verified.
     let reverify = prior.is_some_and(|p| {
@@ -442,8 +468,39 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
         verdict =
             cel::wait_exprs(&env.clients, &client, &applied, &exprs, deadline, &deleting).await;
     }
-    let done = StageDone {
-        entry: ready_entry.clone(),
+    match verdict {
+        verify::Verdict::Ready => {}
+        verify::Verdict::Deleted => return StageResult::Deleted,
+        verify::Verdict::Progressing(message) => {
+            let on_timeout = stage.on_timeout.or(pass.ss.spec.on_timeout);
+            if on_timeout == Some(crate::api::OnTimeout::Rollback) {
+                let f = StageFailure::new(&stage.name, StageOp::Verify, message);
+                return failed_deployed(pass, ctx, hooks, f).await;
+            }
+            let entry = StageStatus {
+                phase: Some(StagePhase::Verifying),
+                message: Some(format!("verify: {message}")),
+                ..ready_entry
+            };
+            return StageResult::Progressing(message, entry);
+        }
+        verify::Verdict::Failed(message) => {
+            let f = StageFailure::new(&stage.name, StageOp::Verify, message);
+            return failed_deployed(pass, ctx, hooks, f).await;
+        }
+    }
+    // S20: the post actions; the stage is Ready once they all succeeded.
+    if let Err(f) = hooks::run_hook(pass, hooks, Hook::Post).await {
+        return failed_deployed(pass, ctx, hooks, f).await;
+    }
+    let entry = StageStatus {
+        executed_actions: hooks.executed.clone(),
+        last_handled_reconcile_at: forced.or(ready_entry.last_handled_reconcile_at.clone()),
+        ..ready_entry
+    };
+    pass.progress(entry.clone()).await;
+    StageResult::Ready(Box::new(StageDone {
+        entry,
         position,
         rendered,
         recorded_extra,
@@ -455,30 +512,19 @@ async fn deploy(pass: &mut Pass<'_>, ctx: StageContext<'_>, prepared: Prepared) 
             &source.revision,
             &substitution_digest,
         ),
-    };
-    match verdict {
-        verify::Verdict::Ready => {
-            pass.progress(ready_entry).await;
-            StageResult::Ready(Box::new(done))
-        }
-        verify::Verdict::Deleted => StageResult::Deleted,
-        verify::Verdict::Progressing(message) => {
-            let on_timeout = stage.on_timeout.or(pass.ss.spec.on_timeout);
-            if on_timeout == Some(crate::api::OnTimeout::Rollback) {
-                fail(StageFailure::new(&stage.name, StageOp::Verify, message))
-            } else {
-                let entry = StageStatus {
-                    phase: Some(StagePhase::Verifying),
-                    message: Some(format!("verify: {message}")),
-                    ..ready_entry
-                };
-                StageResult::Progressing(message, entry)
-            }
-        }
-        verify::Verdict::Failed(message) => {
-            fail(StageFailure::new(&stage.name, StageOp::Verify, message))
-        }
-    }
+    }))
+}
+
+/// A failure from the apply on: the `onFailure` list runs (best effort),
+/// then the stage fails as it would have.
+async fn failed_deployed(
+    pass: &mut Pass<'_>,
+    ctx: &StageContext<'_>,
+    hooks: &StageHooks<'_>,
+    failure: StageFailure,
+) -> StageResult {
+    hooks::on_failure(pass, hooks, &failure).await;
+    ctx.failed(failure, &hooks.executed)
 }
 
 /// delivery.md §2.3.4: the variables of a stage's `postBuild`. `substituteFrom`

@@ -236,6 +236,7 @@ impl Validator<'_> {
                         )));
                     }
                     seen.insert(&a.name, phase);
+                    wait_expr(&format!("stage {name} action {an} ({phase})"), a)?;
                     let ptr = format!("/spec/stages/{i}/actions/{phase}/{j}/scope");
                     if let Some(scope) = self.bad(&ptr) {
                         return Err(rule(format!(
@@ -295,6 +296,7 @@ impl Validator<'_> {
                     "onRollback has duplicate action name {an}; action names must be unique"
                 )));
             }
+            wait_expr(&format!("onRollback action {an}"), a)?;
             let ptr = format!("/spec/onRollback/{j}/scope");
             if a.scope.is_some() || self.bad(&ptr).is_some() {
                 return Err(rule(format!(
@@ -777,6 +779,42 @@ fn parse_group_version(gv: &str) -> Result<(), String> {
         return Err(format!("unexpected GroupVersion string: {gv}"));
     }
     Ok(())
+}
+
+/// A wait action's `expr` (used when no `duration` is set) needs a target
+/// and must compile, with the compiler the action runs it with.
+fn wait_expr(at: &str, a: &Action) -> Res {
+    let Some(w) = &a.wait else {
+        return Ok(());
+    };
+    let Some(expr) = w.expr.as_deref().filter(|e| !e.trim().is_empty()) else {
+        return Ok(());
+    };
+    if w.duration.is_some() {
+        return Ok(());
+    }
+    let Some(target) = &w.target else {
+        return Err(rule(format!(
+            "{at}: wait.expr needs wait.target, the object it is evaluated on"
+        )));
+    };
+    let check = CustomHealthCheck {
+        api_version: target.api_version.clone().unwrap_or_else(|| "v1".into()),
+        kind: target.kind.clone(),
+        current: Some(expr.to_string()),
+        ..Default::default()
+    };
+    match super::cel::compile(&check) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let detail = e.strip_prefix("current: ").unwrap_or(&e);
+            Err(rule(format!(
+                "{at}: wait.expr {}: {}",
+                q(expr),
+                detail.replace("invalid CEL expression: ", "compile CEL: ")
+            )))
+        }
+    }
 }
 
 /// WS-64, WS-65 for one `readyChecks.exprs[]` entry, compiled with the

@@ -1223,3 +1223,34 @@ fn ivp_rules() {
     })))
     .unwrap();
 }
+
+#[test]
+fn wait_expressions_need_a_target_and_compile() {
+    let waits = |w: Value| one_stage(json!({"actions": {"pre": [{"name": "w", "wait": w}]}}));
+    ok(waits(
+        json!({"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "expr": "status.availableReplicas >= 3", "timeout": "5m"}),
+    ));
+    // A duration wins: the expression is not used, so not checked.
+    ok(waits(json!({"duration": "1s", "expr": "not ( valid"})));
+    assert_eq!(
+        err(waits(json!({"expr": "status.ready == true"}))),
+        "stage \"app\" action \"w\" (pre): wait.expr needs wait.target, the object it is evaluated on"
+    );
+    let e = err(waits(
+        json!({"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "db"},
+        "expr": "object.data.phase == 'running'"}),
+    ));
+    assert_eq!(
+        e,
+        "stage \"app\" action \"w\" (pre): wait.expr \"object.data.phase == 'running'\": compile CEL: undeclared reference to 'object' (the variables are apiVersion, kind, metadata, spec and status)"
+    );
+    let e = err(
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "a"}}],
+        "onRollback": [{"name": "w", "wait": {"target": {"kind": "ConfigMap", "name": "db"}, "expr": "(("}}]}),
+    );
+    assert!(
+        e.starts_with("onRollback action \"w\": wait.expr \"((\": compile CEL: "),
+        "{e}"
+    );
+}

@@ -27,7 +27,7 @@ pub enum Place {
 #[derive(Clone, Copy, Debug)]
 pub struct Unsupported {
     /// The field's path as users write it (`spec.kubeConfig`,
-    /// `spec.stages[].actions`).
+    /// `spec.stages[].promotion`).
     pub field: &'static str,
     /// What the field would do: the feature that is missing.
     pub feature: &'static str,
@@ -79,11 +79,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.version)),
     },
     Unsupported {
-        field: "spec.onRollback",
-        feature: "rollback actions",
-        place: Place::Spec(|s| non_empty(&s.on_rollback)),
-    },
-    Unsupported {
         field: "spec.updateWindows",
         feature: "update windows",
         place: Place::Spec(|s| non_empty(&s.update_windows)),
@@ -97,15 +92,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         field: "spec.errorBudget",
         feature: "error-budget freezes",
         place: Place::Spec(|s| some(&s.error_budget)),
-    },
-    Unsupported {
-        field: "spec.stages[].actions",
-        feature: "stage actions",
-        place: Place::Stage(|s| {
-            s.actions.as_ref().is_some_and(|a| {
-                non_empty(&a.pre) || non_empty(&a.post) || non_empty(&a.on_failure)
-            })
-        }),
     },
     Unsupported {
         field: "spec.stages[].promotion",
@@ -125,7 +111,7 @@ pub fn message(path: &str) -> String {
 }
 
 /// Every use of a not-yet-supported field in `ss`, as concrete paths
-/// (`spec.stages[2].actions`), in table order, then stage order.
+/// (`spec.stages[2].promotion`), in table order, then stage order.
 pub fn uses(ss: &StageSet) -> Vec<String> {
     let mut found = Vec::new();
     for row in NOT_SUPPORTED_YET {
@@ -187,12 +173,12 @@ mod tests {
     fn stage_rows_name_the_stage_index() {
         let ss = stageset(json!({"stages": [
             app(json!({})),
-            {"name": "two", "sourceRef": {"name": "b"}, "actions": {"post": [{"name": "w", "wait": {"duration": "1s"}}]}},
+            {"name": "two", "sourceRef": {"name": "b"}, "promotion": {"soak": "1m"}},
         ]}));
-        assert_eq!(uses(&ss), ["spec.stages[1].actions"]);
+        assert_eq!(uses(&ss), ["spec.stages[1].promotion"]);
         assert_eq!(
             check(&ss).unwrap_err(),
-            "spec.stages[1].actions is not supported yet by this controller"
+            "spec.stages[1].promotion is not supported yet by this controller"
         );
     }
 

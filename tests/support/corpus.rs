@@ -113,72 +113,12 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.migrations is not supported yet by this controller",
     ),
     (
-        "008-stageset-rollback-onrollback.yaml",
-        "spec.onRollback is not supported yet by this controller",
-    ),
-    (
         "009-stageset-windows-recurring-and-absolute.yaml",
         "spec.updateWindows is not supported yet by this controller",
     ),
     (
-        "016-stageset-stage-actions-all-phases.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "017-stageset-action-verb-catalog.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "019-stageset-actions-pre-post-onfailure.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "020-stageset-action-job.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "021-stageset-action-http-headers-body.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "022-stageset-action-wait.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "023-stageset-action-patch-merge.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "024-stageset-action-patch-selector.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "025-stageset-action-delete.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "026-stageset-action-delete-orphan.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "027-stageset-action-apply-transient.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
         "028-stageset-action-scope-version.yaml",
         "spec.version is not supported yet by this controller",
-    ),
-    (
-        "029-stageset-action-scope-lifetime.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "030-stageset-action-completion-anchor.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "031-stageset-rollback-maintenance-mode.yaml",
-        "spec.onRollback is not supported yet by this controller",
     ),
     (
         "044-stageset-checkout-error-budget.yaml",
@@ -195,10 +135,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "047-stageset-error-budget-per-stage.yaml",
         "spec.stages[1].errorBudget is not supported yet by this controller",
-    ),
-    (
-        "051-stageset-rollback-maintenance.yaml",
-        "spec.onRollback is not supported yet by this controller",
     ),
     (
         "052-stageset-web-soak.yaml",
@@ -293,10 +229,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "081-stageset-best-practices-anchor.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
         "087-stageset-resourceset-embedded-tenant.yaml",
         "spec.updateWindows is not supported yet by this controller",
     ),
@@ -331,22 +263,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "108-stageset-smoke-errorbudget-webhook.yaml",
         "spec.errorBudget is not supported yet by this controller",
-    ),
-    (
-        "121-stageset-test-action-exactly-one-patch.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "123-stageset-test-onrollback-shares-stage-action-name.yaml",
-        "spec.onRollback is not supported yet by this controller",
-    ),
-    (
-        "124-stageset-test-action-names-distinct-across-phases.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "125-stageset-test-delete-verb.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
     ),
     (
         "128-stageset-test-analysis-policies.yaml",
@@ -393,10 +309,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "139-stageset-test-scope-lifetime-pre-unversioned.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
         "140-stageset-test-completion-anchor-lifetime.yaml",
         "spec.version is not supported yet by this controller",
     ),
@@ -417,19 +329,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.migrations is not supported yet by this controller",
     ),
     (
-        "146-stageset-test-patch-type-json6902.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
         "147-stageset-test-windowscope-all.yaml",
         "spec.windowScope is not supported yet by this controller",
-    ),
-    (
-        "149-stageset-test-http-methods-and-status-bounds.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
-    ),
-    (
-        "150-stageset-test-webhook-envtest-wait-action.yaml",
-        "spec.stages[0].actions is not supported yet by this controller",
     ),
 ];

@@ -39,12 +39,10 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.onRollback" => json!({"stages": [app], "onRollback": wait}),
                 "spec.updateWindows" => json!({"stages": [app],
                     "updateWindows": [{"type": "Deny", "schedule": "0 18 * * 5", "duration": "62h", "timeZone": "Europe/Berlin"}]}),
                 "spec.windowScope" => json!({"stages": [app], "windowScope": "All"}),
                 "spec.errorBudget" => json!({"stages": [app], "errorBudget": budget}),
-                "spec.stages[].actions" => json!({"stages": stage(json!({"actions": {"post": wait}}))}),
                 "spec.stages[].promotion" => {
                     json!({"stages": stage(json!({"promotion": {"requireManualPromotion": true}}))})
                 }

@@ -1,0 +1,1087 @@
+//! Stage actions on kube-sim (delivery.md §3, issue 14): each verb, each hook,
+//! the order pre → apply → Ready → post seen through watches, a failing pre
+//! action applying nothing, onFailure on every failure, onRollback, the
+//! Revision and Lifetime scopes across revisions, forced stages, controller
+//! restarts and StageSet re-creation, completion anchors, and ActionDirty.
+//! Http actions need a receiver off loopback: they are in tests/outbound_net.rs,
+//! which runs in a private network namespace.
+
+#![recursion_limit = "256"]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use serde_json::{Value, json};
+use stageset_controller::api::{StageLedger, StageSet};
+use support::*;
+
+const NS: &str = "shop";
+
+async fn harness() -> Harness {
+    let h = Harness::start().await;
+    h.namespace(NS).await;
+    h
+}
+
+/// Publishes the stage artifact `app` at `revision`: one ConfigMap whose
+/// data is the revision, plus `extra` files.
+async fn app_source(h: &Harness, revision: &str, extra: &[(&str, &str)]) {
+    let cm = configmap(NS, "app-config", revision);
+    let mut files = vec![("cm.yaml", cm.as_str())];
+    files.extend_from_slice(extra);
+    let art = h.artifact(&format!("app-{revision}.tar.gz"), &files);
+    h.external_artifact(NS, "app", &art, revision).await;
+}
+
+fn cms(h: &Harness) -> Api<ConfigMap> {
+    Api::namespaced(h.client.clone(), NS)
+}
+
+fn stagesets(h: &Harness) -> Api<StageSet> {
+    Api::namespaced(h.client.clone(), NS)
+}
+
+/// Creates (or replaces) a ConfigMap with `data`.
+async fn put_cm(h: &Harness, name: &str, data: Value) {
+    let body: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": NS}, "data": data
+    }))
+    .unwrap();
+    let _ = cms(h).delete(name, &DeleteParams::default()).await;
+    cms(h).create(&PostParams::default(), &body).await.unwrap();
+}
+
+async fn cm_data(h: &Harness, name: &str) -> Option<Value> {
+    cms(h)
+        .get_opt(name)
+        .await
+        .unwrap()
+        .map(|c| serde_json::to_value(c.data.unwrap_or_default()).unwrap())
+}
+
+async fn exists(h: &Harness, name: &str) -> bool {
+    cms(h).get_opt(name).await.unwrap().is_some()
+}
+
+/// Waits until a ConfigMap is gone (an action deleted it).
+async fn wait_gone(h: &Harness, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exists(h, name).await {
+        assert!(
+            Instant::now() < deadline,
+            "ConfigMap {name} was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Annotates the StageSet and waits until a pass handled `token`: the status
+/// carries it, which a pass writes only after its pre actions ran.
+async fn request(h: &Harness, name: &str, token: &str) -> StageSet {
+    annotate(h, name, "reconcile.fluxcd.io/requestedAt", token).await;
+    h.wait_stageset(NS, name, &format!("requestedAt {token} handled"), |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some(token)
+            && ready(ss).is_some_and(|(s, _, _)| s != "Unknown")
+    })
+    .await
+}
+
+async fn annotate(h: &Harness, name: &str, key: &str, value: &str) {
+    stagesets(h)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+fn succeeded(ss: &StageSet) -> bool {
+    ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+}
+
+fn stage_entry(ss: &StageSet) -> stageset_controller::api::StageStatus {
+    ss.status.as_ref().unwrap().stages[0].clone()
+}
+
+fn one_stage(actions: Value) -> Value {
+    json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": actions}]})
+}
+
+async fn ledger(h: &Harness, name: &str) -> Option<StageLedger> {
+    Api::<StageLedger>::namespaced(h.client.clone(), NS)
+        .get_opt(name)
+        .await
+        .unwrap()
+}
+
+async fn event_reasons(h: &Harness, name: &str) -> Vec<(String, String)> {
+    h.events(NS, name)
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// What a watch saw, ordered by the API server's resourceVersion.
+type Seen = Arc<Mutex<Vec<(u64, String)>>>;
+
+/// Watches one kind from the current resourceVersion and records what
+/// `label` makes of each event of the object `name`.
+fn watch<K, F>(h: &Harness, api: Api<K>, name: &'static str, seen: Seen, label: F)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    F: Fn(&K) -> Option<String> + Send + 'static,
+{
+    let from = h.sim.resource_version().to_string();
+    tokio::spawn(async move {
+        let wp = WatchParams::default().fields(&format!("metadata.name={name}"));
+        let mut stream = api.watch(&wp, &from).await.unwrap().boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            let (WatchEvent::Added(o) | WatchEvent::Modified(o)) = event else {
+                continue;
+            };
+            let rv: u64 = o
+                .meta()
+                .resource_version
+                .as_deref()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if let Some(l) = label(&o) {
+                let mut seen = seen.lock().unwrap();
+                if !seen.iter().any(|(_, s)| *s == l) {
+                    seen.push((rv, l));
+                }
+            }
+        }
+    });
+}
+
+// --- hooks and their order ----------------------------------------------------
+
+/// The pre action runs before anything of the stage is applied, the post
+/// action only once the stage's objects are healthy, and the stage is Ready
+/// only after the post action: seen through watches, ordered by the API
+/// server's resourceVersions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_apply_ready_post_run_in_order() {
+    let h = harness().await;
+    app_source(&h, "r1", &[("web.yaml", &deployment(NS, "web"))]).await;
+    put_cm(&h, "log", json!({"created": "yes"})).await;
+    let seen: Seen = Arc::default();
+    watch(&h, cms(&h), "log", seen.clone(), |cm: &ConfigMap| {
+        let data = cm.data.clone().unwrap_or_default();
+        if data.contains_key("post") {
+            Some("post action".into())
+        } else if data.contains_key("pre") {
+            Some("pre action".into())
+        } else {
+            None
+        }
+    });
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(h.client.clone(), NS);
+    watch(&h, deployments, "web", seen.clone(), |d| {
+        let ready = d
+            .status
+            .as_ref()
+            .and_then(|s| s.available_replicas)
+            .is_some_and(|n| n >= 1);
+        Some(if ready { "web healthy" } else { "web applied" }.into())
+    });
+    watch(&h, stagesets(&h), "ordered", seen.clone(), |ss| {
+        succeeded(ss).then(|| "StageSet Ready".into())
+    });
+    h.stageset(
+        NS,
+        "ordered",
+        one_stage(json!({
+            "pre": [{"name": "mark-pre", "patch": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "log"},
+                "patch": "{\"data\": {\"pre\": \"done\"}}"}}],
+            "post": [{"name": "mark-post", "patch": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "log"},
+                "type": "json6902",
+                "patch": "[{\"op\": \"add\", \"path\": \"/data/post\", \"value\": \"done\"}]"}}],
+        })),
+    )
+    .await;
+    h.wait_exists("apps/v1", "Deployment", Some(NS), "web")
+        .await;
+    // Applied, not healthy: the pre action ran, the post action did not.
+    let ss = h
+        .wait_stageset(NS, "ordered", "the stage verifying", |ss| {
+            stage_phase(ss, "app").as_deref() == Some("Verifying")
+        })
+        .await;
+    assert!(!succeeded(&ss));
+    let log = cm_data(&h, "log").await.unwrap();
+    assert_eq!(log["pre"], "done");
+    assert!(log.get("post").is_none(), "{log}");
+    h.set_ready("apps/v1", "Deployment", NS, "web");
+    let ss = h.wait_stageset(NS, "ordered", "Ready", succeeded).await;
+    assert_eq!(stage_entry(&ss).executed_actions, ["mark-pre", "mark-post"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut order = seen.lock().unwrap().clone();
+        if order.len() == 5 {
+            order.sort();
+            let names: Vec<&str> = order.iter().map(|(_, l)| l.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    "pre action",
+                    "web applied",
+                    "web healthy",
+                    "post action",
+                    "StageSet Ready"
+                ]
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "watches saw {order:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A failing pre action fails the stage with `pre-action`, applies nothing
+/// of the stage and does not run onFailure (nothing was applied); once its
+/// cause is fixed the retry rolls the stage out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_pre_action_applies_nothing() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    h.stageset(
+        NS,
+        "gated",
+        one_stage(json!({
+            "pre": [{"name": "open-gate", "patch": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "gate"},
+                "patch": "{\"data\": {\"open\": \"yes\"}}"}}],
+            "onFailure": [{"name": "drop-flag", "delete": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}],
+        })),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "gated",
+            "StageFailed",
+            "stage \"app\" pre-action: action \"open-gate\": ",
+        )
+        .await;
+    let message = ready(&ss).unwrap().2;
+    assert!(message.contains("gate"), "{message}");
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    assert!(
+        !exists(&h, "app-config").await,
+        "nothing of the stage is applied"
+    );
+    assert!(
+        exists(&h, "flag").await,
+        "onFailure does not run for pre actions"
+    );
+    // The missing object appears; the back-off retry succeeds.
+    put_cm(&h, "gate", json!({})).await;
+    let ss = h.wait_stageset(NS, "gated", "Ready", succeeded).await;
+    assert_eq!(cm_data(&h, "gate").await.unwrap()["open"], "yes");
+    assert!(exists(&h, "app-config").await);
+    assert!(exists(&h, "flag").await);
+    assert_eq!(stage_entry(&ss).executed_actions, ["open-gate"]);
+}
+
+/// onFailure runs after every failure from the apply on, not once per
+/// revision (docs/decisions.md 10): a failed verify, the same failure again
+/// at the same revision, and an apply the API server refuses. Its own
+/// failure is a Warning, never the stage's failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_runs_on_every_failure() {
+    let h = harness().await;
+    app_source(&h, "r1", &[("web.yaml", &deployment(NS, "web"))]).await;
+    put_cm(&h, "flag", json!({})).await;
+    let on_failure = json!([
+        {"name": "drop-flag", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}},
+        {"name": "page", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pager"},
+            "patch": "{\"data\": {\"paged\": \"yes\"}}"}},
+    ]);
+    h.stageset(NS, "flaky", one_stage(json!({"onFailure": on_failure})))
+        .await;
+    h.wait_exists("apps/v1", "Deployment", Some(NS), "web")
+        .await;
+    h.sim
+        .set_failed("apps/v1", "Deployment", NS, "web")
+        .unwrap();
+    h.wait_ready_reason(NS, "flaky", "StageFailed", "stage \"app\" verify: ")
+        .await;
+    wait_gone(&h, "flag").await;
+    // The second onFailure action fails (no pager ConfigMap): a Warning
+    // event, the Ready condition still names the verify failure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = event_reasons(&h, "flaky").await;
+        if let Some((_, m)) = events.iter().find(|(r, _)| r == "OnFailureAction") {
+            assert!(
+                m.contains("stage \"app\" onFailure (after verify): action \"page\""),
+                "{m}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no OnFailureAction event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The same failure at the same revision runs onFailure again.
+    put_cm(&h, "flag", json!({})).await;
+    let ss = request(&h, "flaky", "again").await;
+    assert_eq!(ready(&ss).unwrap().1, "StageFailed");
+    wait_gone(&h, "flag").await;
+    // An apply the API server refuses (a ConfigMap with a malformed name).
+    put_cm(&h, "flag", json!({})).await;
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Name\n  namespace: shop\n";
+    let art = h.artifact("bad.tar.gz", &[("bad.yaml", bad)]);
+    h.external_artifact(NS, "app", &art, "r2").await;
+    h.wait_ready_reason(NS, "flaky", "StageFailed", "stage \"app\" apply: ")
+        .await;
+    wait_gone(&h, "flag").await;
+}
+
+/// A failing post action runs onFailure and keeps the stage from Ready;
+/// the pre actions that succeeded are not repeated by the retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_post_action_runs_on_failure_and_blocks_ready() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    put_cm(&h, "counter", json!({})).await;
+    h.stageset(
+        NS,
+        "smoke",
+        one_stage(json!({
+            "pre": [{"name": "drop-counter", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "counter"}}}],
+            "post": [{"name": "smoke-test", "wait": {
+                "target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "smoke"},
+                "expr": "status.availableReplicas >= 1", "timeout": "1s"}}],
+            "onFailure": [{"name": "drop-flag", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}],
+        })),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "smoke",
+            "StageFailed",
+            "stage \"app\" post-action: action \"smoke-test\": ",
+        )
+        .await;
+    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    assert_eq!(stage_entry(&ss).executed_actions, ["drop-counter"]);
+    assert!(exists(&h, "app-config").await, "the stage was applied");
+    wait_gone(&h, "flag").await;
+    assert!(!exists(&h, "counter").await);
+    // The pre action is in the revision ledger: recreated, its object stays.
+    put_cm(&h, "counter", json!({})).await;
+    h.sim
+        .load(serde_yaml_ng::from_str(&deployment(NS, "smoke")).unwrap())
+        .unwrap();
+    h.set_ready("apps/v1", "Deployment", NS, "smoke");
+    let ss = h.wait_stageset(NS, "smoke", "Ready", succeeded).await;
+    assert_eq!(
+        stage_entry(&ss).executed_actions,
+        ["drop-counter", "smoke-test"]
+    );
+    assert!(
+        exists(&h, "counter").await,
+        "the pre action did not run twice"
+    );
+}
+
+// --- scopes ---------------------------------------------------------------------
+
+/// Revision scope: once per pinned revision; a new revision or a
+/// `reconcile-stage` token for the stage runs the action again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_actions_run_once_per_revision_unless_forced() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    h.stageset(
+        NS,
+        "rev",
+        one_stage(json!({"pre": [{"name": "drop-flag", "delete": {
+            "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]})),
+    )
+    .await;
+    let ss = h.wait_stageset(NS, "rev", "Ready", succeeded).await;
+    assert!(!exists(&h, "flag").await);
+    let entry = stage_entry(&ss);
+    assert_eq!(entry.executed_actions, ["drop-flag"]);
+    assert_eq!(entry.ledger_revision.as_deref(), Some("r1"));
+    // Same revision, another pass: skipped.
+    put_cm(&h, "flag", json!({})).await;
+    let ss = request(&h, "rev", "t1").await;
+    assert!(succeeded(&ss));
+    assert!(exists(&h, "flag").await, "the action ran twice at r1");
+    // A new revision runs it again.
+    app_source(&h, "r2", &[]).await;
+    let ss = h
+        .wait_stageset(NS, "rev", "r2 applied", |ss| {
+            succeeded(ss) && stage_entry(ss).ledger_revision.as_deref() == Some("r2")
+        })
+        .await;
+    assert_eq!(stage_entry(&ss).executed_actions, ["drop-flag"]);
+    assert!(!exists(&h, "flag").await);
+    // A reconcile-stage token clears the stage's ledger once.
+    put_cm(&h, "flag", json!({})).await;
+    annotate(&h, "rev", "stages.metio.wtf/reconcile-stage", "app@force-1").await;
+    h.wait_stageset(NS, "rev", "the force handled", |ss| {
+        stage_entry(ss).last_handled_reconcile_at.as_deref() == Some("force-1")
+    })
+    .await;
+    assert!(
+        !exists(&h, "flag").await,
+        "the forced stage re-ran its action"
+    );
+    // Handled: the same token does not force again.
+    put_cm(&h, "flag", json!({})).await;
+    request(&h, "rev", "t2").await;
+    assert!(exists(&h, "flag").await);
+}
+
+/// Lifetime scope: once for the StageSet's name, across revisions, a
+/// controller restart, and deleting and re-creating the StageSet (the
+/// StageLedger has no owner and is adopted, with an event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_actions_run_once_ever() {
+    let mut h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    let spec = one_stage(
+        json!({"pre": [{"name": "seed", "scope": "Lifetime", "delete": {
+        "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]}),
+    );
+    h.stageset(NS, "once", spec.clone()).await;
+    let ss = h.wait_stageset(NS, "once", "Ready", succeeded).await;
+    assert!(!exists(&h, "flag").await);
+    assert!(
+        stage_entry(&ss).executed_actions.is_empty(),
+        "not a revision action"
+    );
+    let l = ledger(&h, "once").await.expect("the StageLedger exists");
+    assert!(l.metadata.owner_references.unwrap_or_default().is_empty());
+    let done = l.status.unwrap().completed_actions;
+    assert_eq!(done.len(), 1);
+    assert_eq!(
+        (done[0].stage.as_str(), done[0].action.as_str()),
+        ("app", "seed")
+    );
+    // A new revision after a controller restart: not again.
+    h.stop_controller();
+    put_cm(&h, "flag", json!({})).await;
+    app_source(&h, "r2", &[]).await;
+    h.start_controller().await;
+    h.wait_stageset(NS, "once", "r2 applied", |ss| {
+        succeeded(ss) && stage_entry(ss).applied_revision.as_deref() == Some("r2")
+    })
+    .await;
+    assert!(exists(&h, "flag").await, "a Lifetime action ran twice");
+    // Deleted and re-created: the ledger is adopted.
+    stagesets(&h)
+        .delete("once", &DeleteParams::default())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stagesets(&h).get_opt("once").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the StageSet was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ledger(&h, "once").await.is_some(), "the ledger survives");
+    h.stageset(NS, "once", spec).await;
+    h.wait_stageset(NS, "once", "Ready", succeeded).await;
+    assert!(exists(&h, "flag").await, "the adopted completion holds");
+    let events = event_reasons(&h, "once").await;
+    assert!(
+        events.iter().any(|(r, _)| r == "LedgerAdopted"),
+        "{events:?}"
+    );
+}
+
+/// A Lifetime completion with a completionAnchor holds while the anchor
+/// exists with the UID recorded; replaced, the action runs again (with a
+/// LedgerInvalidated event). An anchor that is missing when the action
+/// completes fails the action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_anchors_revoke_lifetime_completions() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    h.stageset(
+        NS,
+        "anchored",
+        one_stage(json!({"post": [{"name": "seed-db", "scope": "Lifetime",
+            "completionAnchor": {"apiVersion": "v1", "kind": "ConfigMap", "name": "database"},
+            "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]})),
+    )
+    .await;
+    // No anchor yet: the action ran, but its completion cannot be recorded
+    // (the retries soon escalate to ActionDirty: the action is pending).
+    h.wait_stageset(NS, "anchored", "the anchor missing", |ss| {
+        ready(ss).is_some_and(|(_, _, m)| m.contains(
+            "action \"seed-db\": recording its completion: the completion anchor ConfigMap database does not exist",
+        ))
+    })
+    .await;
+    put_cm(&h, "database", json!({})).await;
+    let uid = cms(&h).get("database").await.unwrap().metadata.uid.unwrap();
+    annotate(
+        &h,
+        "anchored",
+        "reconcile.fluxcd.io/requestedAt",
+        "anchor-created",
+    )
+    .await;
+    h.wait_stageset(NS, "anchored", "Ready", succeeded).await;
+    let l = ledger(&h, "anchored").await.unwrap();
+    let anchor = l.status.unwrap().completed_actions[0]
+        .anchor
+        .clone()
+        .unwrap();
+    assert_eq!(anchor.uid, uid);
+    // Still there: a new pass skips it.
+    put_cm(&h, "flag", json!({})).await;
+    request(&h, "anchored", "t1").await;
+    assert!(exists(&h, "flag").await);
+    // The database is re-created (a new UID): the action runs again.
+    put_cm(&h, "database", json!({})).await;
+    let new_uid = cms(&h).get("database").await.unwrap().metadata.uid.unwrap();
+    assert_ne!(new_uid, uid);
+    request(&h, "anchored", "t2").await;
+    wait_gone(&h, "flag").await;
+    let events = event_reasons(&h, "anchored").await;
+    let invalidated = events
+        .iter()
+        .find(|(r, _)| r == "LedgerInvalidated")
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(invalidated.1.contains("seed-db"), "{}", invalidated.1);
+    let done = ledger(&h, "anchored")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .completed_actions;
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].anchor.as_ref().unwrap().uid, new_uid);
+}
+
+/// Five failed runs of a stage with a pending Lifetime action halt it with
+/// ActionDirty: the action does not run again (not on a spec change, not
+/// when its cause is fixed) until a requestedAt token resets the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_dirty_halts_until_a_reconcile_is_requested() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    let spec = |timeout: &str| {
+        json!({"interval": "1h", "timeout": timeout, "stages": [{"name": "app", "sourceRef": {"name": "app"},
+            "actions": {"pre": [{"name": "migrate-once", "scope": "Lifetime", "patch": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "schema"},
+                "patch": "{\"data\": {\"migrated\": \"yes\"}}"}}]}}]})
+    };
+    h.stageset(NS, "dirty", spec("5m")).await;
+    let ss = h
+        .wait_ready_reason(NS, "dirty", "ActionDirty", "action \"migrate-once\"")
+        .await;
+    assert_eq!(ss.status.as_ref().unwrap().action_failure_count, Some(5));
+    assert!(!exists(&h, "app-config").await);
+    // The cause is fixed and the spec changes: still halted.
+    put_cm(&h, "schema", json!({})).await;
+    h.stageset(NS, "dirty", spec("6m")).await;
+    let ss = h
+        .wait_stageset(NS, "dirty", "the new generation halted", |ss| {
+            let s = ss.status.as_ref().unwrap();
+            s.observed_generation == ss.metadata.generation
+                && ready(ss).is_some_and(|(_, r, m)| r == "ActionDirty" && m.contains("halted"))
+        })
+        .await;
+    assert_eq!(ss.status.as_ref().unwrap().action_failure_count, Some(5));
+    assert!(
+        cm_data(&h, "schema")
+            .await
+            .unwrap()
+            .get("migrated")
+            .is_none()
+    );
+    // A requested reconcile clears the halt.
+    annotate(&h, "dirty", "reconcile.fluxcd.io/requestedAt", "fixed").await;
+    let ss = h.wait_stageset(NS, "dirty", "Ready", succeeded).await;
+    assert_eq!(ss.status.as_ref().unwrap().action_failure_count, Some(0));
+    assert_eq!(cm_data(&h, "schema").await.unwrap()["migrated"], "yes");
+}
+
+/// A failing action of a stage without a pending Lifetime action never
+/// escalates to ActionDirty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revision_failures_do_not_escalate() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    h.stageset(
+        NS,
+        "plain",
+        one_stage(json!({"pre": [{"name": "needs-gate", "patch": {
+            "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "gate"},
+            "patch": "{\"data\": {\"x\": \"y\"}}"}}]})),
+    )
+    .await;
+    // Well past five back-off retries, still StageFailed.
+    for token in ["a", "b", "c", "d", "e", "f"] {
+        let ss = request(&h, "plain", token).await;
+        assert_eq!(ready(&ss).unwrap().1, "StageFailed");
+    }
+    let ss = h.get_stageset(NS, "plain").await;
+    assert!(ss.status.unwrap().action_failure_count.unwrap_or(0) == 0);
+}
+
+// --- verbs ----------------------------------------------------------------------
+
+const WIDGET_CRD: &str = r#"{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+ "metadata": {"name": "widgets.example.com"},
+ "spec": {"group": "example.com", "scope": "Namespaced",
+  "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+  "versions": [{"name": "v1", "served": true, "storage": true,
+   "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}}"#;
+
+/// patch: a merge patch is a JSON merge patch (works on custom resources,
+/// DECISIONS 10), json6902 a JSON patch; by name or by selector (every
+/// match patched, none matching is success); a missing target fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_actions() {
+    let h = harness().await;
+    h.sim
+        .load(serde_json::from_str(WIDGET_CRD).unwrap())
+        .unwrap();
+    h.sim
+        .load(json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w", "namespace": NS}, "spec": {"size": 1, "color": "red"}}))
+        .unwrap();
+    for (name, app) in [("data-a", "db"), ("data-b", "db"), ("logs", "other")] {
+        h.sim
+            .load(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": app}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+            .unwrap();
+        // Bound (kube-sim plays the volume controller): only bound claims grow.
+        h.set_ready("v1", "PersistentVolumeClaim", NS, name);
+    }
+    put_cm(&h, "svc-like", json!({"selector": "blue"})).await;
+    app_source(&h, "r1", &[]).await;
+    h.stageset(
+        NS,
+        "patches",
+        one_stage(json!({"pre": [
+            {"name": "grow", "patch": {"target": {"apiVersion": "example.com/v1", "kind": "Widget", "name": "w"},
+                "patch": "{\"spec\": {\"size\": 3, \"color\": null}}"}},
+            {"name": "switch", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "svc-like"},
+                "type": "merge", "patch": "{ \"data\": { \"selector\": \"green\" } }"}},
+            {"name": "json", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "svc-like"},
+                "type": "json6902", "patch": "- op: add\n  path: /data/extra\n  value: \"1\"\n"}},
+            {"name": "grow-volumes", "patch": {"target": {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "selector": {"matchLabels": {"app": "db"}}},
+                "patch": "{ \"spec\": { \"resources\": { \"requests\": { \"storage\": \"5Gi\" } } } }"}},
+            {"name": "nothing-matches", "patch": {"target": {"kind": "ConfigMap",
+                "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["none"]}]}},
+                "patch": "{\"data\": {\"x\": \"y\"}}"}},
+        ]})),
+    )
+    .await;
+    h.wait_stageset(NS, "patches", "Ready", succeeded).await;
+    let w = h
+        .get_opt("example.com/v1", "Widget", Some(NS), "w")
+        .await
+        .unwrap();
+    assert_eq!(w.data["spec"], json!({"size": 3}), "a JSON merge patch");
+    assert_eq!(
+        cm_data(&h, "svc-like").await.unwrap(),
+        json!({"selector": "green", "extra": "1"})
+    );
+    for (name, size) in [("data-a", "5Gi"), ("data-b", "5Gi"), ("logs", "1Gi")] {
+        let pvc = h
+            .get_opt("v1", "PersistentVolumeClaim", Some(NS), name)
+            .await
+            .unwrap();
+        assert_eq!(
+            pvc.data["spec"]["resources"]["requests"]["storage"], size,
+            "{name}"
+        );
+    }
+}
+
+/// delete: missing is success; `cascade: Orphan` leaves the dependents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_actions() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "legacy", json!({})).await;
+    h.sim
+        .load(json!({"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "legacy-migration", "namespace": NS},
+            "spec": {"template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "m", "image": "busybox"}]}}}}))
+        .unwrap();
+    h.stageset(
+        NS,
+        "deletes",
+        one_stage(json!({"pre": [
+            {"name": "drop-legacy", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "legacy"}}},
+            {"name": "drop-missing", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "never-was"}}},
+            {"name": "drop-job", "delete": {"target": {"apiVersion": "batch/v1", "kind": "Job", "name": "legacy-migration"},
+                "cascade": "Orphan"}},
+        ]})),
+    )
+    .await;
+    h.wait_stageset(NS, "deletes", "Ready", succeeded).await;
+    assert!(!exists(&h, "legacy").await);
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while jobs.get_opt("legacy-migration").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Job was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// wait: a duration, or a CEL expression polled on a target until true,
+/// failing at its timeout with the last evaluation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_actions() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    h.sim
+        .load(serde_yaml_ng::from_str(&deployment(NS, "db")).unwrap())
+        .unwrap();
+    h.stageset(
+        NS,
+        "waits",
+        one_stage(json!({"pre": [
+            {"name": "settle", "wait": {"duration": "1s"}},
+            {"name": "until-db", "wait": {"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "db"},
+                "expr": "status.availableReplicas >= 1", "timeout": "5m"}},
+        ]})),
+    )
+    .await;
+    // The stage is applied only after the expression held: the Deployment
+    // was available before the stage's ConfigMap was created.
+    let seen: Seen = Arc::default();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(h.client.clone(), NS);
+    watch(&h, deployments, "db", seen.clone(), |d| {
+        (d.status.as_ref()?.available_replicas? >= 1).then(|| "db available".into())
+    });
+    watch(&h, cms(&h), "app-config", seen.clone(), |_: &ConfigMap| {
+        Some("stage applied".into())
+    });
+    h.set_ready("apps/v1", "Deployment", NS, "db");
+    let ss = h.wait_stageset(NS, "waits", "Ready", succeeded).await;
+    assert_eq!(stage_entry(&ss).executed_actions, ["settle", "until-db"]);
+    let mut order = seen.lock().unwrap().clone();
+    order.sort();
+    let order: Vec<&str> = order.iter().map(|(_, l)| l.as_str()).collect();
+    assert_eq!(order, ["db available", "stage applied"]);
+    // A timeout fails the action.
+    app_source(&h, "r2", &[]).await;
+    h.sim
+        .load(serde_yaml_ng::from_str(&deployment(NS, "db2")).unwrap())
+        .unwrap();
+    h.stageset(
+        NS,
+        "waits",
+        json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {"pre": [
+            {"name": "until-db", "timeout": "2s", "wait": {"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "db2"},
+                "expr": "status.availableReplicas >= 1"}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "waits",
+            "StageFailed",
+            "action \"until-db\": timed out after 2s",
+        )
+        .await;
+    assert_eq!(stage_entry(&ss).applied_revision.as_deref(), Some("r2"));
+}
+
+/// job: Jobs rendered from a source artifact at run time, named after the
+/// job artifact's revision, awaited, and deleted afterwards; a failed Job
+/// fails the action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_actions() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    let job = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: migrate:1\n";
+    let art = h.artifact(
+        "jobs-1.tar.gz",
+        &[("jobs/migrate.yaml", job), ("README.md", "not a manifest")],
+    );
+    h.external_artifact(NS, "migrations", &art, "m1").await;
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
+    let created: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    {
+        let created = created.clone();
+        let jobs = jobs.clone();
+        let from = h.sim.resource_version().to_string();
+        tokio::spawn(async move {
+            let mut stream = jobs
+                .watch(&WatchParams::default(), &from)
+                .await
+                .unwrap()
+                .boxed();
+            while let Ok(Some(WatchEvent::Added(j))) = stream.try_next().await {
+                created.lock().unwrap().insert(j.metadata.name.unwrap());
+            }
+        });
+    }
+    h.stageset(
+        NS,
+        "jobs",
+        one_stage(
+            json!({"pre": [{"name": "migrate", "timeout": "5m", "retries": 1,
+            "job": {"sourceRef": {"name": "migrations"}, "path": "./jobs"}}]}),
+        ),
+    )
+    .await;
+    // The Job appears with the revision suffix; kube-sim plays the Job
+    // controller and completes it.
+    let name = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = jobs.list(&ListParams::default()).await.unwrap();
+            if let Some(j) = list.items.into_iter().next() {
+                break j.metadata.name.unwrap();
+            }
+            assert!(Instant::now() < deadline, "no Job was created");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(
+        name.starts_with("migrate-") && name.len() == "migrate-".len() + 8,
+        "{name}"
+    );
+    assert!(
+        !exists(&h, "app-config").await,
+        "the stage waits for the Job"
+    );
+    h.set_ready("batch/v1", "Job", NS, &name);
+    h.wait_stageset(NS, "jobs", "Ready", succeeded).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while jobs.get_opt(&name).await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the Job was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A new job artifact revision: a new Job name; it fails, so does the action.
+    let art = h.artifact("jobs-2.tar.gz", &[("jobs/migrate.yaml", job)]);
+    h.external_artifact(NS, "migrations", &art, "m2").await;
+    app_source(&h, "r2", &[]).await;
+    let second = {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let list = jobs.list(&ListParams::default()).await.unwrap();
+            if let Some(j) = list
+                .items
+                .into_iter()
+                .find(|j| j.metadata.name.as_deref() != Some(&name))
+            {
+                break j.metadata.name.unwrap();
+            }
+            assert!(Instant::now() < deadline, "no second Job was created");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_ne!(second, name);
+    h.sim.set_failed("batch/v1", "Job", NS, &second).unwrap();
+    h.wait_ready_reason(NS, "jobs", "StageFailed", "action \"migrate\": ")
+        .await;
+    assert!(created.lock().unwrap().contains(&name));
+}
+
+/// apply: objects from a source artifact applied with the owner labels but
+/// no stage label, never recorded in the inventory (so never pruned), and
+/// with `wait: true` awaited until healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_actions() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    let canary = h.artifact(
+        "canary.tar.gz",
+        &[
+            ("canary/web.yaml", &deployment(NS, "canary")),
+            ("canary/cm.yaml", &configmap(NS, "canary-config", "c")),
+        ],
+    );
+    h.external_artifact(NS, "canary", &canary, "c1").await;
+    h.stageset(
+        NS,
+        "applies",
+        one_stage(json!({"pre": [{"name": "canary", "apply": {
+            "sourceRef": {"name": "canary"}, "path": "./canary", "wait": true}}]})),
+    )
+    .await;
+    let web = h
+        .wait_exists("apps/v1", "Deployment", Some(NS), "canary")
+        .await;
+    assert!(
+        !exists(&h, "app-config").await,
+        "the apply waits for health"
+    );
+    let labels = web.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get("stages.metio.wtf/name").map(String::as_str),
+        Some("applies")
+    );
+    assert_eq!(
+        labels.get("stages.metio.wtf/namespace").map(String::as_str),
+        Some(NS)
+    );
+    assert!(!labels.contains_key("stages.metio.wtf/stage"), "{labels:?}");
+    h.set_ready("apps/v1", "Deployment", NS, "canary");
+    h.wait_stageset(NS, "applies", "Ready", succeeded).await;
+    // Not in the inventory: a new revision without the action prunes nothing.
+    let inventories = h
+        .dynamic("stages.metio.wtf/v1", "StageInventory", Some(NS))
+        .await
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let text = serde_json::to_string(&inventories.items).unwrap();
+    assert!(text.contains("app-config"), "{text}");
+    assert!(!text.contains("canary"), "{text}");
+    app_source(&h, "r2", &[]).await;
+    h.stageset(NS, "applies", one_stage(json!({}))).await;
+    h.wait_stageset(NS, "applies", "r2 applied", |ss| {
+        succeeded(ss) && stage_entry(ss).applied_revision.as_deref() == Some("r2")
+    })
+    .await;
+    assert!(
+        exists(&h, "canary-config").await,
+        "transient objects are never pruned"
+    );
+}
+
+// --- identity and onRollback -----------------------------------------------------
+
+/// Every cluster call of a stage's action is made as the stage's
+/// ServiceAccount: a tenant that may not touch Secrets cannot patch one
+/// through an action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_run_as_the_tenant() {
+    let h = harness().await;
+    for obj in [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": NS}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "deployer", "namespace": NS},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer", "namespace": NS},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": NS}]}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-creds", "namespace": NS}, "stringData": {"k": "v"}}),
+    ] {
+        h.sim.load(obj).unwrap();
+    }
+    app_source(&h, "r1", &[]).await;
+    h.stageset(
+        NS,
+        "tenant",
+        json!({"interval": "1h", "serviceAccountName": "deployer", "stages": [{"name": "app", "sourceRef": {"name": "app"},
+            "actions": {"pre": [{"name": "rotate", "patch": {"target": {"apiVersion": "v1", "kind": "Secret", "name": "db-creds"},
+                "patch": "{\"metadata\": {\"labels\": {\"rotated\": \"yes\"}}}"}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(NS, "tenant", "RBACDenied", "action \"rotate\"")
+        .await;
+    let message = ready(&ss).unwrap().2;
+    assert!(
+        message.contains("system:serviceaccount:shop:deployer"),
+        "{message}"
+    );
+    let secret = h
+        .get_opt("v1", "Secret", Some(NS), "db-creds")
+        .await
+        .unwrap();
+    assert!(
+        secret
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("rotated")
+            .is_none()
+    );
+    assert!(!exists(&h, "app-config").await);
+}
+
+/// onRollback runs after a whole-run rollback, as the StageSet-level
+/// identity, every time; its failure is a Warning event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_rollback_runs_after_a_rollback() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "maintenance", json!({})).await;
+    h.stageset(
+        NS,
+        "rb",
+        json!({"interval": "1h", "rollbackOnFailure": true,
+            "stages": [{"name": "app", "sourceRef": {"name": "app"},
+                "readyChecks": {"exprs": [{"apiVersion": "v1", "kind": "ConfigMap", "current": "true",
+                    "failed": "has(metadata.annotations) && 'broken' in metadata.annotations"}]}}],
+            "onRollback": [
+                {"name": "drop-maintenance", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "maintenance"}}},
+                {"name": "notify", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pager"},
+                    "patch": "{\"data\": {\"x\": \"y\"}}"}}]}),
+    )
+    .await;
+    h.wait_stageset(NS, "rb", "Ready", succeeded).await;
+    assert!(
+        exists(&h, "maintenance").await,
+        "no rollback, no onRollback"
+    );
+    // "broken" fails its ready check: the run rolls back to r1, then
+    // onRollback runs.
+    let broken = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\n  namespace: shop\n  annotations:\n    broken: \"yes\"\ndata:\n  value: broken\n";
+    let art = h.artifact("app-broken.tar.gz", &[("cm.yaml", broken)]);
+    h.external_artifact(NS, "app", &art, "broken").await;
+    wait_gone(&h, "maintenance").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = event_reasons(&h, "rb").await;
+        let rolled = events.iter().any(|(r, _)| r == "RolledBack");
+        let warned = events
+            .iter()
+            .find(|(r, _)| r == "OnRollbackAction")
+            .map(|(_, m)| m.clone());
+        if rolled && let Some(m) = warned {
+            assert!(m.contains("onRollback: action \"notify\""), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "events: {events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+    // Every rollback runs it again (no ledger).
+    put_cm(&h, "maintenance", json!({})).await;
+    request(&h, "rb", "again").await;
+    wait_gone(&h, "maintenance").await;
+}
