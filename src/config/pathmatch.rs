@@ -216,7 +216,11 @@ fn match_chunk<'a>(chunk: &str, s: &'a str) -> Result<(&'a str, bool), BadPatter
             }
         }
     }
-    if failed { Ok(("", false)) } else { Ok((s, true)) }
+    if failed {
+        Ok(("", false))
+    } else {
+        Ok((s, true))
+    }
 }
 
 /// One possibly escaped character of a class, and the rest of the chunk.
@@ -355,7 +359,14 @@ mod tests {
             assert_eq!(check_pattern(p), Err(BadPattern), "{p:?}");
             assert_eq!(m(p, "nothing-like-it"), Err(BadPattern), "{p:?}");
         }
-        for p in ["*", "*.example.com", "[a-z]*.svc", "\\[x\\]", "a,b", "host:9090"] {
+        for p in [
+            "*",
+            "*.example.com",
+            "[a-z]*.svc",
+            "\\[x\\]",
+            "a,b",
+            "host:9090",
+        ] {
             assert_eq!(check_pattern(p), Ok(()), "{p:?}");
         }
     }
