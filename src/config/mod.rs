@@ -81,7 +81,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     // Manager and leader election
     // Watch scope
     // Reconciliation
-    "allowed-action-hosts",
     "object-level-kms",
     "require-verified-migration-sources",
     "require-pinned-migration-sources",
