@@ -158,9 +158,8 @@ impl ActionPolicy {
         } else {
             let name = host_name(&host);
             if !self.host_allowed(&name) {
-                return Err(GuardError::NotAllowed {
-                    host: name.trim_end_matches('.').to_string(),
-                });
+                let host = name.strip_suffix('.').unwrap_or(&name).to_string();
+                return Err(GuardError::NotAllowed { host });
             }
         }
         check_literal_ip(&host, rules)
