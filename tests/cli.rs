@@ -83,6 +83,7 @@ const ADDED_FLAGS: &[(&str, &str)] = &[
 /// Flags that work today; every other flag is "not supported yet".
 const SUPPORTED: &[&str] = &[
     "leader-elect",
+    "allowed-action-hosts",
     "concurrent",
     "watch-namespaces",
     "inventory-shard-cap",
@@ -731,7 +732,6 @@ fn watch_namespaces_env_fallback() {
 
 /// A non-default value for every flag whose feature is not built yet.
 const NON_DEFAULT: &[(&str, &str)] = &[
-    ("allowed-action-hosts", "--allowed-action-hosts=*.svc"),
     ("object-level-kms", "--object-level-kms=true"),
     (
         "require-verified-migration-sources",
@@ -791,10 +791,6 @@ fn not_supported_yet_in_the_binary() {
     assert_eq!(
         stderr(&out),
         format!("stageset-controller: --{name} is not supported yet\n")
-    );
-    assert_one_line_error(
-        &["--allowed-action-hosts=*.svc"],
-        &["--allowed-action-hosts is not supported yet"],
     );
     assert_one_line_error(
         &["--tracing-endpoint=otel:4317"],

@@ -40,6 +40,7 @@
 
 mod flags;
 mod goflags;
+mod pathmatch;
 #[cfg(test)]
 mod tests;
 
@@ -55,6 +56,7 @@ use tracing::level_filters::LevelFilter;
 use self::flags::{Cli, Cmd, Flags};
 use self::goflags::go_style_args;
 pub use self::goflags::{IntError, parse_go_bool, parse_go_int};
+pub use self::pathmatch::{BadPattern, check_pattern, path_match};
 use crate::duration::GoDuration;
 use crate::logging::{self, StacktraceLevel};
 
@@ -79,7 +81,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     // Manager and leader election
     // Watch scope
     // Reconciliation
-    "allowed-action-hosts",
     "object-level-kms",
     "require-verified-migration-sources",
     "require-pinned-migration-sources",
@@ -327,6 +328,8 @@ pub struct Config {
     pub watch_namespaces: Vec<String>,
     pub inventory_shard_cap: usize,
     pub inventory_mode: InventoryMode,
+    /// Host globs (Go `path.Match`, checked by [`check_pattern`]) that http
+    /// actions may reach; empty = any host but loopback and forbidden literals.
     pub allowed_action_hosts: Vec<String>,
     pub no_cross_namespace_refs: bool,
     pub object_level_kms: bool,
@@ -735,6 +738,15 @@ impl Config {
                 f.rollback_store_retention
             ));
         };
+        // --allowed-action-hosts: Go `path.Match` globs. Upstream lets a
+        // malformed pattern silently match nothing; we refuse it at start-up.
+        for glob in &f.allowed_action_hosts {
+            if let Err(why) = check_pattern(glob) {
+                return invalid(format!(
+                    "invalid --allowed-action-hosts {glob:?}: {why} (Go path.Match syntax: `*`, `?`, `[...]` classes, `\\` escapes)"
+                ));
+            }
+        }
         let events_addr = if f.events_addr.is_empty() {
             None
         } else if let Err(why) = check_http_url(&f.events_addr) {

@@ -185,3 +185,40 @@ fn boolean_flags_are_go_bools() {
         assert_eq!(hidden, long == "allow-loopback-artifacts", "{long}");
     }
 }
+
+#[test]
+fn allowed_action_hosts_are_go_globs() {
+    let c = run(&[
+        "--allowed-action-hosts=*.svc.cluster.local",
+        "--allowed-action-hosts=hook?.example.com",
+        "--allowed-action-hosts=[a-c].example.com",
+        "--allowed-action-hosts=\\*.literal",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.allowed_action_hosts,
+        [
+            "*.svc.cluster.local",
+            "hook?.example.com",
+            "[a-c].example.com",
+            "\\*.literal"
+        ]
+    );
+    // Supported: the parser with the not-supported-yet gate takes it.
+    let argv = [PROGRAM, "--allowed-action-hosts=*.svc"];
+    assert!(parse_from(argv, &|_| None).is_ok());
+
+    for bad in ["[a-", "*.example.[com", "x\\", "[]", "[^].svc"] {
+        let arg = format!("--allowed-action-hosts={bad}");
+        let err = run(&["--allowed-action-hosts=*.ok", &arg]).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad}");
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(&format!(
+                "{PROGRAM}: invalid --allowed-action-hosts {bad:?}: syntax error in pattern"
+            )),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+}

@@ -63,6 +63,9 @@ pub struct Settings {
     pub inventory_mode: InventoryMode,
     /// `--max-teardown-wait`.
     pub max_teardown_wait: Duration,
+    /// `--allowed-action-hosts` (Go `path.Match` globs, validated at
+    /// start-up); `outbound::ActionPolicy::new` takes them.
+    pub allowed_action_hosts: Vec<String>,
 }
 
 impl Default for Settings {
@@ -75,6 +78,7 @@ impl Default for Settings {
             staging_timeout: Duration::from_secs(60),
             inventory_mode: InventoryMode::Hybrid,
             max_teardown_wait: Duration::from_secs(3600),
+            allowed_action_hosts: Vec::new(),
         }
     }
 }

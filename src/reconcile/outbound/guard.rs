@@ -1,35 +1,14 @@
-//! The outbound-request guard (delivery.md §2.2 "URL guard" / "Dial guard",
-//! §3.7 "SSRF / outbound policy summary").
-//!
-//! Every request the controller makes to a tenant-chosen URL (artifact
-//! fetches, and later `http` actions and metric sources) goes through a
-//! client built by [`guarded_client`] after the URL passed [`check_url`]:
-//!
-//! * [`check_url`] refuses non-HTTP schemes, URLs without a host, `localhost`
-//!   names and literal IPs that are loopback, link-local (incl. the cloud
-//!   metadata address 169.254.169.254), multicast or unspecified. IPv4
-//!   literals in any inet_aton form (`0x7f000001`, `2130706433`, `127.1`,
-//!   octal) are normalised by the `url` crate (WHATWG host parser) before the
-//!   check, so they cannot slip through as "domain names".
-//! * [`GuardedResolver`] resolves a host name once and refuses the whole name
-//!   if **any** resolved address is forbidden; the connector then dials only
-//!   the validated addresses (no second lookup, so DNS rebinding between
-//!   "check" and "dial" is impossible).
-//! * The redirect policy re-runs [`check_url`] on every hop (at most
-//!   [`MAX_REDIRECTS`]); hosts reached by a redirect go through the resolver
-//!   like the first one.
-//! * Environment proxies (`HTTP_PROXY`, …) are ignored: a proxy would dial on
-//!   our behalf and bypass the dial guard.
-//!
-//! Private ranges (RFC 1918, CGNAT 100.64/10, IPv6 ULA fc00::/7) are
-//! **allowed**: source-controller lives there.
-//!
-//! The hidden `--allow-loopback-artifacts` flag (docs/decisions.md 13) is the
-//! `allow_loopback` argument: it relaxes loopback (127.0.0.0/8, ::1 and the
-//! `localhost` names) and nothing else.
+//! The shared guard: which addresses are forbidden, the URL checks, the
+//! resolver that pins every dial to a checked address, and the client
+//! builder. Artifact fetches and http actions both build on these; see the
+//! module docs of [`super`] for how.
 
 use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +45,65 @@ pub enum GuardError {
         addr: IpAddr,
         reason: &'static str,
     },
+    /// `--allowed-action-hosts` is set and no glob matches the host
+    /// (http actions only).
+    #[error("host {host:?} is not in --allowed-action-hosts")]
+    NotAllowed { host: String },
 }
+
+/// Which addresses a guarded client refuses, literal or resolved.
+///
+/// Always refused: loopback, link-local (incl. 169.254.169.254), multicast,
+/// unspecified, and the never-a-server addresses listed at
+/// [`is_forbidden_ip`]. The two constructors differ only in the two knobs
+/// below; private ranges are allowed by both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AddressRules {
+    /// Relax 127.0.0.0/8 and ::1 (the hidden `--allow-loopback-artifacts`).
+    allow_loopback: bool,
+    /// Also refuse the cloud metadata endpoints that are not link-local:
+    /// 100.100.100.200 (Alibaba Cloud) and fd00:ec2::254 (AWS IMDS over
+    /// IPv6). Both sit in ranges that are otherwise allowed (CGNAT, ULA).
+    metadata: bool,
+}
+
+impl AddressRules {
+    /// Artifact fetches (delivery.md §2.2): the spec's deny-list;
+    /// `allow_loopback` is the hidden `--allow-loopback-artifacts` flag
+    /// (docs/decisions.md 13).
+    pub const fn artifacts(allow_loopback: bool) -> AddressRules {
+        AddressRules {
+            allow_loopback,
+            metadata: false,
+        }
+    }
+
+    /// Calls to tenant-chosen endpoints (http actions): the spec's
+    /// deny-list plus the metadata endpoints above. Nothing relaxes it: the
+    /// loopback flag is for artifacts only (docs/decisions.md 16).
+    pub const ACTIONS: AddressRules = AddressRules {
+        allow_loopback: false,
+        metadata: true,
+    };
+
+    /// Why `ip` is refused, or `None` when it may be dialled.
+    pub fn forbidden_reason(self, ip: IpAddr) -> Option<&'static str> {
+        match ip {
+            IpAddr::V4(v4) => forbidden_v4(v4, self),
+            IpAddr::V6(v6) => forbidden_v6(v6, self),
+        }
+    }
+
+    /// Whether loopback is relaxed (only ever for artifact fetches).
+    pub fn allows_loopback(self) -> bool {
+        self.allow_loopback
+    }
+}
+
+/// Alibaba Cloud's metadata service (inside CGNAT 100.64.0.0/10).
+const ALIBABA_METADATA: Ipv4Addr = Ipv4Addr::new(100, 100, 100, 200);
+/// AWS's instance metadata service over IPv6 (inside ULA fc00::/7).
+const AWS_METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
 
 /// Whether the controller must not connect to `ip`.
 ///
@@ -82,26 +119,28 @@ pub enum GuardError {
 /// Private ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7) are
 /// allowed. `allow_loopback` relaxes 127.0.0.0/8 and ::1 (also when
 /// IPv4-mapped) and nothing else.
+///
+/// These are the artifact fetcher's rules ([`AddressRules::artifacts`]);
+/// http actions use [`AddressRules::ACTIONS`].
 pub fn is_forbidden_ip(ip: IpAddr, allow_loopback: bool) -> bool {
     forbidden_reason(ip, allow_loopback).is_some()
 }
 
 /// Like [`is_forbidden_ip`], naming the class of the forbidden address.
 pub fn forbidden_reason(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4, allow_loopback),
-        IpAddr::V6(v6) => forbidden_v6(v6, allow_loopback),
-    }
+    AddressRules::artifacts(allow_loopback).forbidden_reason(ip)
 }
 
-fn forbidden_v4(ip: Ipv4Addr, allow_loopback: bool) -> Option<&'static str> {
+fn forbidden_v4(ip: Ipv4Addr, rules: AddressRules) -> Option<&'static str> {
     let o = ip.octets();
     if ip.is_unspecified() {
         Some("unspecified")
     } else if o[0] == 0 {
         Some("this-network 0.0.0.0/8")
     } else if ip.is_loopback() {
-        (!allow_loopback).then_some("loopback")
+        (!rules.allow_loopback).then_some("loopback")
+    } else if rules.metadata && ip == ALIBABA_METADATA {
+        Some("cloud metadata endpoint")
     } else if ip == Ipv4Addr::new(169, 254, 169, 254) {
         Some("link-local, cloud metadata endpoint")
     } else if ip.is_link_local() {
@@ -115,15 +154,17 @@ fn forbidden_v4(ip: Ipv4Addr, allow_loopback: bool) -> Option<&'static str> {
     }
 }
 
-fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
+fn forbidden_v6(ip: Ipv6Addr, rules: AddressRules) -> Option<&'static str> {
     if let Some(v4) = ip.to_ipv4_mapped() {
-        return forbidden_v4(v4, allow_loopback);
+        return forbidden_v4(v4, rules);
     }
     let seg = ip.segments();
     if ip.is_unspecified() {
         Some("unspecified")
     } else if ip.is_loopback() {
-        (!allow_loopback).then_some("loopback")
+        (!rules.allow_loopback).then_some("loopback")
+    } else if rules.metadata && ip == AWS_METADATA_V6 {
+        Some("cloud metadata endpoint")
     } else if seg[0] & 0xffc0 == 0xfe80 {
         Some("link-local")
     } else if ip.is_multicast() {
@@ -135,7 +176,7 @@ fn forbidden_v6(ip: Ipv6Addr, allow_loopback: bool) -> Option<&'static str> {
         let [a, b, c, d] = ip.octets()[12..] else {
             unreachable!()
         };
-        forbidden_v4(Ipv4Addr::new(a, b, c, d), allow_loopback)
+        forbidden_v4(Ipv4Addr::new(a, b, c, d), rules)
             .map(|_| "NAT64 form of a forbidden IPv4 address")
     } else {
         None
@@ -176,57 +217,86 @@ fn display_raw(url: &str) -> String {
 /// Validates an outbound URL (see the module docs) and returns it parsed.
 ///
 /// Host names other than `localhost` are not resolved here; that happens at
-/// dial time in [`GuardedResolver`].
+/// dial time in [`GuardedResolver`]. These are the artifact fetcher's rules.
 pub fn check_url(url: &str, allow_loopback: bool) -> Result<Url, GuardError> {
-    let parsed = match Url::parse(url) {
-        Ok(u) => u,
-        Err(url::ParseError::EmptyHost) => {
-            return Err(GuardError::MissingHost {
-                url: display_raw(url),
-            });
-        }
-        Err(e) => {
-            return Err(GuardError::InvalidUrl {
-                url: display_raw(url),
-                reason: e.to_string(),
-            });
-        }
-    };
+    let parsed = parse_url(url)?;
     check_parsed(&parsed, allow_loopback)?;
     Ok(parsed)
 }
 
+/// Parses an outbound URL, mapping an empty host to [`GuardError::MissingHost`].
+pub fn parse_url(url: &str) -> Result<Url, GuardError> {
+    match Url::parse(url) {
+        Ok(u) => Ok(u),
+        Err(url::ParseError::EmptyHost) => Err(GuardError::MissingHost {
+            url: display_raw(url),
+        }),
+        Err(e) => Err(GuardError::InvalidUrl {
+            url: display_raw(url),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// [`check_url`] on an already parsed URL.
 pub fn check_parsed(url: &Url, allow_loopback: bool) -> Result<(), GuardError> {
-    let shown = || display_url(url);
+    let rules = AddressRules::artifacts(allow_loopback);
+    let host = check_scheme_and_host(url)?;
+    check_localhost_name(url, &host, rules)?;
+    check_literal_ip(&host, rules)
+}
+
+/// Step 1 of every URL check: `http`/`https` and a non-empty host, which is
+/// returned.
+pub fn check_scheme_and_host(url: &Url) -> Result<Host<&str>, GuardError> {
     match url.scheme() {
         "http" | "https" => {}
         other => {
             return Err(GuardError::InvalidScheme {
-                url: shown(),
+                url: display_url(url),
                 scheme: other.to_string(),
             });
         }
     }
-    let (host_str, ip) = match url.host() {
-        None => return Err(GuardError::MissingHost { url: shown() }),
-        Some(Host::Domain("")) => return Err(GuardError::MissingHost { url: shown() }),
-        Some(Host::Domain(d)) => {
-            if !allow_loopback && is_localhost_name(d) {
-                return Err(GuardError::ForbiddenHost {
-                    url: shown(),
-                    host: d.to_string(),
-                    reason: "localhost",
-                });
-            }
-            return Ok(());
+    match url.host() {
+        None | Some(Host::Domain("")) => Err(GuardError::MissingHost {
+            url: display_url(url),
+        }),
+        Some(host) => Ok(host),
+    }
+}
+
+/// The `localhost` string check: refuses `localhost` and `*.localhost`
+/// names unless `rules` relax loopback.
+pub fn check_localhost_name(
+    url: &Url,
+    host: &Host<&str>,
+    rules: AddressRules,
+) -> Result<(), GuardError> {
+    match host {
+        Host::Domain(d) if !rules.allow_loopback && is_localhost_name(d) => {
+            Err(GuardError::ForbiddenHost {
+                url: display_url(url),
+                host: d.to_string(),
+                reason: "localhost",
+            })
         }
-        Some(Host::Ipv4(v4)) => (v4.to_string(), IpAddr::V4(v4)),
-        Some(Host::Ipv6(v6)) => (v6.to_string(), IpAddr::V6(v6)),
+        _ => Ok(()),
+    }
+}
+
+/// The address check of a literal-IP host. The connector dials literal IPs
+/// without asking the resolver, so this is their dial-time guard as well:
+/// every URL a guarded client requests (first or redirected) must pass it.
+pub fn check_literal_ip(host: &Host<&str>, rules: AddressRules) -> Result<(), GuardError> {
+    let ip = match host {
+        Host::Domain(_) => return Ok(()),
+        Host::Ipv4(v4) => IpAddr::V4(*v4),
+        Host::Ipv6(v6) => IpAddr::V6(*v6),
     };
-    match forbidden_reason(ip, allow_loopback) {
+    match rules.forbidden_reason(ip) {
         Some(reason) => Err(GuardError::ForbiddenAddress {
-            host: host_str,
+            host: ip.to_string(),
             addr: ip,
             reason,
         }),
@@ -234,36 +304,79 @@ pub fn check_parsed(url: &Url, allow_loopback: bool) -> Result<(), GuardError> {
     }
 }
 
-/// The dial-time guard: resolves a host once (system resolver via
-/// `tokio::net::lookup_host`) and refuses it if any resolved address is
-/// forbidden. Only the validated addresses are handed to the connector.
+/// The future a [`HostLookup`] returns.
+pub type LookupFuture = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send>>;
+
+/// Turns a host name into addresses. [`GuardedResolver`] checks whatever it
+/// returns; production uses [`SystemLookup`]. Another source (a fixed table
+/// in tests, say) changes which addresses a name has, never which addresses
+/// may be dialled.
+pub trait HostLookup: fmt::Debug + Send + Sync {
+    fn lookup(&self, host: &str) -> LookupFuture;
+}
+
+/// The system resolver (`getaddrinfo` via `tokio::net::lookup_host`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemLookup;
+
+impl HostLookup for SystemLookup {
+    fn lookup(&self, host: &str) -> LookupFuture {
+        let host = host.to_string();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
+/// The dial-time guard: resolves a host once (through its [`HostLookup`])
+/// and refuses it if any resolved address is forbidden by its
+/// [`AddressRules`]. Only the validated addresses are handed to the
+/// connector, which dials them without a second lookup.
 ///
 /// Literal-IP hosts never reach a resolver (the connector dials them
-/// directly); they are covered by [`check_url`] and the redirect policy.
-#[derive(Clone, Copy, Debug)]
+/// directly); they are covered by [`check_literal_ip`], which every URL
+/// check runs.
+#[derive(Clone, Debug)]
 pub struct GuardedResolver {
-    pub allow_loopback: bool,
+    rules: AddressRules,
+    lookup: Arc<dyn HostLookup>,
+}
+
+impl GuardedResolver {
+    /// A resolver looking names up through `lookup`.
+    pub fn new(rules: AddressRules, lookup: Arc<dyn HostLookup>) -> GuardedResolver {
+        GuardedResolver { rules, lookup }
+    }
+
+    /// A resolver on the system resolver.
+    pub fn system(rules: AddressRules) -> GuardedResolver {
+        GuardedResolver::new(rules, Arc::new(SystemLookup))
+    }
 }
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
-        let allow_loopback = self.allow_loopback;
+        let rules = self.rules;
+        let lookup = self.lookup.lookup(&host);
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if addrs.is_empty() {
+            let ips = lookup.await?;
+            if ips.is_empty() {
                 return Err(format!("host {host:?} resolved to no addresses").into());
             }
-            for a in &addrs {
-                if let Some(reason) = forbidden_reason(a.ip(), allow_loopback) {
+            for ip in &ips {
+                if let Some(reason) = rules.forbidden_reason(*ip) {
                     return Err(Box::new(GuardError::ForbiddenAddress {
                         host: host.clone(),
-                        addr: a.ip(),
+                        addr: *ip,
                         reason,
                     }) as Box<dyn StdError + Send + Sync>);
                 }
             }
+            let addrs: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, 0)).collect();
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
@@ -310,11 +423,28 @@ pub fn install_crypto_provider() {
 /// Callers must still run [`check_url`] on the initial URL: literal-IP hosts
 /// are not seen by the resolver.
 pub fn guarded_client(allow_loopback: bool, timeout: Duration) -> reqwest::Client {
+    build_client(
+        GuardedResolver::system(AddressRules::artifacts(allow_loopback)),
+        || redirect_policy(allow_loopback),
+        timeout,
+    )
+}
+
+/// The client behind [`guarded_client`] and the http-action client: dial
+/// guard `resolver`, the redirect policy `redirect` makes, no proxy,
+/// `timeout`, our user agent, and the TLS set-up described at
+/// [`guarded_client`].
+pub fn build_client(
+    resolver: GuardedResolver,
+    redirect: impl Fn() -> reqwest::redirect::Policy,
+    timeout: Duration,
+) -> reqwest::Client {
     install_crypto_provider();
+    let resolver = Arc::new(resolver);
     let builder = || {
         reqwest::Client::builder()
-            .dns_resolver(Arc::new(GuardedResolver { allow_loopback }))
-            .redirect(redirect_policy(allow_loopback))
+            .dns_resolver(resolver.clone())
+            .redirect(redirect())
             .no_proxy()
             .timeout(timeout)
             .user_agent(concat!("stageset-controller/", env!("CARGO_PKG_VERSION")))
@@ -552,9 +682,7 @@ mod tests {
 
     #[tokio::test]
     async fn resolver_refuses_loopback_names() {
-        let r = GuardedResolver {
-            allow_loopback: false,
-        };
+        let r = GuardedResolver::system(AddressRules::artifacts(false));
         let err = match r.resolve("localhost".parse().unwrap()).await {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e,
@@ -562,9 +690,7 @@ mod tests {
         let g = guard_error_of(err.as_ref()).expect("a guard error");
         assert!(matches!(g, GuardError::ForbiddenAddress { .. }), "{g}");
 
-        let r = GuardedResolver {
-            allow_loopback: true,
-        };
+        let r = GuardedResolver::system(AddressRules::artifacts(true));
         let addrs: Vec<_> = match r.resolve("localhost".parse().unwrap()).await {
             Ok(a) => a.collect(),
             Err(e) => panic!("{e}"),

@@ -1,0 +1,786 @@
+//! Http actions against real receivers (delivery.md §3.3, operations.md §8.6,
+//! docs/decisions.md 16).
+//!
+//! The client refuses loopback, so a receiver must listen on an address that
+//! is not: 192.0.2.10 (TEST-NET-1) on the `lo` of a private network
+//! namespace that scripts/test.sh creates (`unshare -n`, `ip addr add
+//! 192.0.2.10/32 dev lo`). Outside such a namespace every test returns after
+//! one line on stderr, unless STAGESET_REQUIRE_NETNS=1 (the script sets it),
+//! which makes that a failure. Nothing here sends to any address but
+//! 192.0.2.10 and 127.0.0.1: names resolve through a fixed table, and the
+//! only system lookup is of `localhost`.
+//!
+//! Loopback listeners stand where a refused request would land; they count
+//! connections, and "refused" means that count stayed 0.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{self, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use stageset_controller::api::action::HttpMethod;
+use stageset_controller::reconcile::outbound::{
+    ActionPolicy, GuardError, HostLookup, HttpActionError, HttpActionRequest, LookupFuture,
+    MAX_ERROR_BODY, MAX_REDIRECTS, MAX_RESPONSE_BODY, send,
+};
+use tokio::net::TcpListener;
+
+/// The receiver's address: local only inside the test namespace.
+const NETNS_ADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+
+/// Whether this runs inside the test namespace; prints the skip line once.
+fn in_netns() -> bool {
+    static IN_NETNS: OnceLock<bool> = OnceLock::new();
+    *IN_NETNS.get_or_init(|| {
+        if std::net::TcpListener::bind((NETNS_ADDR, 0)).is_ok() {
+            return true;
+        }
+        if std::env::var("STAGESET_REQUIRE_NETNS").as_deref() == Ok("1") {
+            panic!(
+                "STAGESET_REQUIRE_NETNS=1, but {NETNS_ADDR} is not a local address: run this binary the way scripts/test.sh does (unshare -n, ip addr add {NETNS_ADDR}/32 dev lo)"
+            );
+        }
+        // Straight to stderr: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            io::stderr(),
+            "outbound_net: skipped: {NETNS_ADDR} is not a local address (scripts/test.sh runs these tests in a private network namespace)"
+        );
+        false
+    })
+}
+
+// --- receivers --------------------------------------------------------------------
+
+/// One request as the receiver saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    headers: Vec<(String, Vec<u8>)>,
+    body: Vec<u8>,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// An HTTP server on 192.0.2.10 whose answers the path chooses:
+///
+/// * `/ok` → 200 `ok`
+/// * `/status/<code>` → `<code>` with body `status <code>`
+/// * `/redirect/<code>?to=<location>` → `<code>` with that `Location`
+/// * `/chain/<n>` → 307 to `/chain/<n-1>` (relative), `/chain/0` → 200
+/// * `/big/<code>/<bytes>` → `<code>` with a body of that many bytes
+/// * `/echo/<code>` → `<code>` with every request header value in the body
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let listener = TcpListener::bind((NETNS_ADDR, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (store, count) = (seen.clone(), connections.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| answer(req, store.clone()));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            seen,
+            connections,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    store: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or_default().to_string();
+    let headers = req
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect::<Vec<_>>();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    let seen = Seen {
+        method,
+        path: path.clone(),
+        headers,
+        body,
+    };
+    store.lock().unwrap().push(seen.clone());
+
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let code = |s: &str| s.parse::<u16>().unwrap();
+    let mut resp = Response::builder();
+    let body: Vec<u8> = match parts.as_slice() {
+        ["ok"] => b"ok".to_vec(),
+        ["status", c] => {
+            resp = resp.status(code(c));
+            format!("status {c}").into_bytes()
+        }
+        ["redirect", c] => {
+            let to = form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "to")
+                .map(|(_, v)| v.into_owned())
+                .expect("a to= parameter");
+            resp = resp.status(code(c)).header("location", to);
+            Vec::new()
+        }
+        ["chain", n] => match code(n) {
+            0 => b"done".to_vec(),
+            n => {
+                resp = resp
+                    .status(307)
+                    .header("location", format!("/chain/{}", n - 1));
+                Vec::new()
+            }
+        },
+        ["big", c, n] => {
+            resp = resp.status(code(c));
+            vec![b'x'; n.parse::<usize>().unwrap()]
+        }
+        ["echo", c] => {
+            resp = resp.status(code(c));
+            let mut out = b"you sent:".to_vec();
+            for (name, value) in &seen.headers {
+                out.extend_from_slice(format!(" {name}=").as_bytes());
+                out.extend_from_slice(value);
+            }
+            out.extend_from_slice(b" body=");
+            out.extend_from_slice(&seen.body);
+            out.extend(std::iter::repeat_n(b'.', 2000));
+            out
+        }
+        _ => {
+            resp = resp.status(404);
+            b"no such route".to_vec()
+        }
+    };
+    Ok(resp.body(Full::new(Bytes::from(body))).unwrap())
+}
+
+/// A listener on 127.0.0.1 that only counts connections: where a request
+/// the guard must refuse would land.
+struct Trap {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Trap {
+    async fn start() -> Trap {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Trap {
+            port,
+            connections,
+            task,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+// --- the client's side ---------------------------------------------------------------
+
+/// Test names: `a.test` and `b.test` are the receiver's address,
+/// `loop.test` and `localhost` are loopback; nothing else resolves. A
+/// trailing dot is ignored, as by the system resolver.
+#[derive(Debug)]
+struct TestNames(BTreeMap<&'static str, Vec<IpAddr>>);
+
+impl HostLookup for TestNames {
+    fn lookup(&self, host: &str) -> LookupFuture {
+        let found = self.0.get(host.trim_end_matches('.')).cloned();
+        Box::pin(async move {
+            found.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "not a test name"))
+        })
+    }
+}
+
+fn policy(globs: &[&str]) -> ActionPolicy {
+    let v4 = |ip: Ipv4Addr| vec![IpAddr::V4(ip)];
+    let names = TestNames(BTreeMap::from([
+        ("a.test", v4(NETNS_ADDR)),
+        ("b.test", v4(NETNS_ADDR)),
+        ("loop.test", v4(Ipv4Addr::LOCALHOST)),
+        (
+            "localhost",
+            vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
+        ),
+    ]));
+    ActionPolicy::with_lookup(
+        globs.iter().map(|g| g.to_string()).collect(),
+        Arc::new(names),
+    )
+}
+
+fn request(url: impl Into<String>, method: HttpMethod) -> HttpActionRequest {
+    HttpActionRequest::new(url, method)
+}
+
+fn with_token(mut req: HttpActionRequest) -> HttpActionRequest {
+    req.headers
+        .insert("Authorization".into(), TOKEN.as_bytes().to_vec());
+    req
+}
+
+const TOKEN: &str = "Bearer tok-5e1f2a9c8b7d";
+
+fn redirect(code: u16, to: &str) -> String {
+    let to: String = form_urlencoded::byte_serialize(to.as_bytes()).collect();
+    format!("/redirect/{code}?to={to}")
+}
+
+fn guard_of(err: &HttpActionError) -> &GuardError {
+    err.guard_error()
+        .unwrap_or_else(|| panic!("expected a guard refusal, got {err}"))
+}
+
+// --- tests ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_receiver_gets_method_headers_and_body_exactly() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&[]);
+    let body: Vec<u8> = b"{\"deploy\":\"v1.2.3\"}\n\x00\xff binary tail".to_vec();
+    let methods = [
+        (HttpMethod::Post, "POST", true),
+        (HttpMethod::Put, "PUT", true),
+        (HttpMethod::Patch, "PATCH", true),
+        (HttpMethod::Delete, "DELETE", true),
+        (HttpMethod::Get, "GET", false),
+        (HttpMethod::Head, "HEAD", false),
+    ];
+    for (method, name, with_body) in methods {
+        let mut req = with_token(request(rx.url(&format!("/ok?m={name}")), method));
+        req.headers
+            .insert("X-Signature".into(), b"sha256=0f0e, v=1;  x".to_vec());
+        req.headers
+            .insert("Content-Type".into(), b"application/json".to_vec());
+        if with_body {
+            req.body = Some(body.clone());
+            req.body_from_secret = true;
+        }
+        let resp = send(req, &p)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(resp.status, 200, "{name}");
+        assert_eq!(resp.redirects, 0);
+        let want_body: &[u8] = if method == HttpMethod::Head {
+            b""
+        } else {
+            b"ok"
+        };
+        assert_eq!(resp.body.as_ref(), want_body, "{name}");
+        assert!(!resp.body_truncated);
+
+        let seen = rx.seen().pop().unwrap();
+        assert_eq!(seen.method, name);
+        assert_eq!(seen.path, "/ok");
+        assert_eq!(seen.header("authorization"), Some(TOKEN.as_bytes()));
+        assert_eq!(
+            seen.header("x-signature"),
+            Some(&b"sha256=0f0e, v=1;  x"[..])
+        );
+        assert_eq!(seen.header("content-type"), Some(&b"application/json"[..]));
+        assert_eq!(
+            seen.header("host"),
+            Some(rx.addr.to_string().as_bytes()),
+            "{name}"
+        );
+        let want: &[u8] = if with_body { &body } else { b"" };
+        assert_eq!(seen.body, want, "{name}");
+    }
+    assert_eq!(rx.seen().len(), methods.len());
+}
+
+#[tokio::test]
+async fn expected_status_is_honoured() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&[]);
+    let call = |path: &str, expected: &[u16]| {
+        let mut req = request(rx.url(path), HttpMethod::Post);
+        req.expected_status = expected.to_vec();
+        send(req, &p)
+    };
+    assert_eq!(call("/status/202", &[]).await.unwrap().status, 202);
+    assert_eq!(call("/status/204", &[]).await.unwrap().status, 204);
+    assert_eq!(call("/status/418", &[418]).await.unwrap().status, 418);
+    assert_eq!(call("/status/201", &[200, 201]).await.unwrap().status, 201);
+
+    let err = call("/status/200", &[204]).await.unwrap_err();
+    assert_eq!(err.status(), Some(200));
+    assert!(err.is_retryable(), "an unexpected 2xx may change: {err}");
+    assert!(err.to_string().contains("expected one of 204"), "{err}");
+
+    // A listed redirect status is the answer, not followed.
+    let before = rx.seen().len();
+    let resp = call(&redirect(302, "/ok"), &[302]).await.unwrap();
+    assert_eq!((resp.status, resp.redirects), (302, 0));
+    assert_eq!(rx.seen().len(), before + 1);
+}
+
+#[tokio::test]
+async fn client_errors_are_terminal_server_errors_retryable() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&[]);
+    for code in [400, 401, 403, 404, 409, 422] {
+        let err = send(
+            request(rx.url(&format!("/status/{code}")), HttpMethod::Post),
+            &p,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_terminal(), "{code}: {err}");
+        assert_eq!(err.status(), Some(code));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&rx.addr.to_string())
+                && msg.contains(&format!("status {code}"))
+                && msg.contains(&format!("body: \"status {code}\"")),
+            "{msg}"
+        );
+    }
+    for code in [408, 429, 500, 502, 503, 504] {
+        let err = send(
+            request(rx.url(&format!("/status/{code}")), HttpMethod::Post),
+            &p,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_retryable(), "{code}: {err}");
+    }
+
+    // A receiver that echoes the request: the error quotes at most 512
+    // bytes and none of the secrets.
+    let mut req = with_token(request(rx.url("/echo/500"), HttpMethod::Post));
+    req.headers
+        .insert("X-Api-Key".into(), b"k3y-9b8c7d6e".to_vec());
+    req.body = Some(b"secret-body-4711".to_vec());
+    req.body_from_secret = true;
+    let err = send(req, &p).await.unwrap_err();
+    let HttpActionError::Status { body, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(body.len() <= MAX_ERROR_BODY, "{}", body.len());
+    assert!(body.starts_with("you sent:"), "{body}");
+    let msg = err.to_string();
+    for secret in ["tok-5e1f2a9c8b7d", "k3y-9b8c7d6e", "secret-body-4711"] {
+        assert!(!msg.contains(secret), "{msg}");
+    }
+    assert!(msg.contains("<redacted>"), "{msg}");
+
+    // Nothing listens: a network error, retryable.
+    let closed = {
+        let l = std::net::TcpListener::bind((NETNS_ADDR, 0)).unwrap();
+        l.local_addr().unwrap()
+    };
+    let err = send(request(format!("http://{closed}/"), HttpMethod::Get), &p)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, HttpActionError::Network { .. }) && err.is_retryable(),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn same_origin_redirect_chains_are_followed() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&["a.test"]);
+    let base = format!("http://a.test:{}", rx.port());
+
+    // Ten redirects (307, relative): followed, the secret header on every hop.
+    let mut req = with_token(request(
+        format!("{base}/chain/{MAX_REDIRECTS}"),
+        HttpMethod::Post,
+    ));
+    req.body = Some(b"payload".to_vec());
+    let resp = send(req, &p).await.unwrap();
+    assert_eq!((resp.status, resp.redirects), (200, MAX_REDIRECTS));
+    assert_eq!(resp.body.as_ref(), b"done");
+    assert_eq!(resp.url, format!("{base}/chain/0"));
+    let seen = rx.seen();
+    assert_eq!(seen.len(), MAX_REDIRECTS + 1);
+    for s in &seen {
+        assert_eq!(s.method, "POST", "307 keeps the method");
+        assert_eq!(s.body, b"payload", "307 keeps the body");
+        assert_eq!(s.header("authorization"), Some(TOKEN.as_bytes()));
+    }
+
+    // Eleven: the eleventh redirect is not followed.
+    let before = rx.seen().len();
+    let err = send(
+        request(
+            format!("{base}/chain/{}", MAX_REDIRECTS + 1),
+            HttpMethod::Get,
+        ),
+        &p,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, HttpActionError::TooManyRedirects { .. }) && err.is_retryable(),
+        "{err}"
+    );
+    assert_eq!(rx.seen().len(), before + MAX_REDIRECTS + 1);
+
+    // 303 (and 301/302) turn a POST into a GET without a body; absolute
+    // same-origin Location.
+    for code in [301, 302, 303] {
+        let mut req = with_token(request(
+            format!("{base}{}", redirect(code, &format!("{base}/ok"))),
+            HttpMethod::Put,
+        ));
+        req.body = Some(b"payload".to_vec());
+        let resp = send(req, &p).await.unwrap();
+        assert_eq!((resp.status, resp.redirects), (200, 1), "{code}");
+        let last = rx.seen().pop().unwrap();
+        assert_eq!((last.method.as_str(), last.path.as_str()), ("GET", "/ok"));
+        assert!(last.body.is_empty(), "{code}");
+        assert_eq!(last.header("authorization"), Some(TOKEN.as_bytes()));
+    }
+    // 308 repeats the request as it was.
+    let mut req = request(format!("{base}{}", redirect(308, "/ok")), HttpMethod::Patch);
+    req.body = Some(b"payload".to_vec());
+    send(req, &p).await.unwrap();
+    let last = rx.seen().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.body.as_slice()),
+        ("PATCH", &b"payload"[..])
+    );
+
+    // Each hop is re-checked: a chain that ends on a host outside the
+    // allow-list stops there.
+    let err = send(
+        request(
+            format!("{base}{}", redirect(302, &rx.url("/ok"))),
+            HttpMethod::Get,
+        ),
+        &p,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(guard_of(&err), GuardError::NotAllowed { host } if host == "192.0.2.10"),
+        "{err}"
+    );
+    assert!(err.is_terminal());
+    assert!(
+        err.to_string().starts_with("redirect from http://a.test:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_to_loopback_are_refused_without_a_connection() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let trap = Trap::start().await;
+    let port = trap.port;
+    let targets = [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://127.1:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://0x7f000001:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://loop.test:{port}/"),
+    ];
+    // Without an allow-list, and with one that lets every host through (so
+    // only the dial guard is left to refuse).
+    for p in [policy(&[]), policy(&["*"])] {
+        for to in &targets {
+            let err = send(request(rx.url(&redirect(302, to)), HttpMethod::Get), &p)
+                .await
+                .unwrap_err();
+            let g = guard_of(&err);
+            assert!(
+                matches!(
+                    g,
+                    GuardError::ForbiddenAddress { .. } | GuardError::ForbiddenHost { .. }
+                ),
+                "{to}: {err}"
+            );
+            assert!(err.is_terminal(), "{to}");
+        }
+    }
+    assert_eq!(rx.seen().len(), 2 * targets.len());
+    assert_eq!(
+        trap.connections(),
+        0,
+        "nothing reached the loopback listener"
+    );
+}
+
+#[tokio::test]
+async fn secret_material_never_follows_a_redirect_to_another_origin() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let other = Receiver::start().await;
+    let p = policy(&["*.test", "192.0.2.10"]);
+
+    type AddSecret = fn(HttpActionRequest) -> HttpActionRequest;
+    let secret_kinds: [(&str, AddSecret); 3] = [
+        ("header", with_token),
+        ("secret body", |mut r| {
+            r.body = Some(b"from-a-secret".to_vec());
+            r.body_from_secret = true;
+            r
+        }),
+        ("URL credentials", |mut r| {
+            r.url = r.url.replacen("http://", "http://user:pw@", 1);
+            r
+        }),
+    ];
+    let cross = [
+        // The same address, another port.
+        other.url("/ok"),
+        // The same address and port under another name.
+        format!("http://b.test:{}/ok", rx.port()),
+        // Another scheme.
+        format!("https://192.0.2.10:{}/ok", rx.port()),
+    ];
+    for (kind, make) in secret_kinds {
+        for to in &cross {
+            let req = make(request(rx.url(&redirect(302, to)), HttpMethod::Post));
+            let before = rx.seen().len();
+            let err = send(req, &p).await.unwrap_err();
+            assert!(
+                matches!(err, HttpActionError::SecretRedirect { .. }),
+                "{kind} -> {to}: {err}"
+            );
+            assert!(err.is_terminal());
+            assert_eq!(rx.seen().len(), before + 1, "{kind} -> {to}");
+        }
+    }
+    assert_eq!(other.connections(), 0);
+
+    // The same origin, written out in full: followed, secret and all.
+    let req = with_token(request(
+        rx.url(&redirect(307, &rx.url("/ok"))),
+        HttpMethod::Post,
+    ));
+    assert_eq!(send(req, &p).await.unwrap().redirects, 1);
+
+    // Without secret material a redirect may go to another origin (checked
+    // like the first URL); an inline body is not secret.
+    let mut req = request(rx.url(&redirect(307, &other.url("/ok"))), HttpMethod::Post);
+    req.body = Some(b"inline".to_vec());
+    let resp = send(req, &p).await.unwrap();
+    assert_eq!((resp.status, resp.redirects), (200, 1));
+    let seen = other.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body, b"inline");
+    assert_eq!(seen[0].header("authorization"), None);
+}
+
+#[tokio::test]
+async fn an_allow_list_that_does_not_match_refuses_before_connecting() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&["*.example.internal", "b.test"]);
+    for url in [
+        rx.url("/ok"),
+        format!("http://a.test:{}/ok", rx.port()),
+        format!("http://a.test.:{}/ok", rx.port()),
+    ] {
+        let err = send(request(&url, HttpMethod::Post), &p).await.unwrap_err();
+        assert!(
+            matches!(guard_of(&err), GuardError::NotAllowed { .. }),
+            "{url}: {err}"
+        );
+        assert!(err.is_terminal());
+    }
+    assert_eq!(rx.connections(), 0);
+
+    // The port is not part of the match; a trailing dot is trimmed.
+    for url in [
+        format!("http://b.test:{}/ok", rx.port()),
+        format!("http://b.test.:{}/ok", rx.port()),
+    ] {
+        assert_eq!(
+            send(request(&url, HttpMethod::Get), &p)
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn allow_listed_names_that_resolve_to_loopback_are_refused_at_dial_time() {
+    if !in_netns() {
+        return;
+    }
+    let trap = Trap::start().await;
+    let port = trap.port;
+    // The test table: loop.test is 127.0.0.1.
+    let p = policy(&["loop.test", "127.0.0.1", "localhost", "*"]);
+    for url in [
+        format!("http://loop.test:{port}/"),
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::1]:{port}/"),
+    ] {
+        let err = send(with_token(request(&url, HttpMethod::Post)), &p)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(guard_of(&err), GuardError::ForbiddenAddress { .. }),
+            "{url}: {err}"
+        );
+        assert!(err.is_terminal());
+    }
+    // The system resolver, as in production: `localhost` is allow-listed, and
+    // what it resolves to is still refused.
+    let system = ActionPolicy::new(vec!["localhost".into()]);
+    let err = send(
+        request(format!("http://localhost:{port}/"), HttpMethod::Get),
+        &system,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.is_terminal(), "{err}");
+    assert!(
+        matches!(guard_of(&err), GuardError::ForbiddenAddress { .. }),
+        "{err}"
+    );
+    assert_eq!(trap.connections(), 0);
+}
+
+#[tokio::test]
+async fn oversized_response_bodies_are_capped() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let p = policy(&[]);
+    let resp = send(request(rx.url("/big/200/4194304"), HttpMethod::Get), &p)
+        .await
+        .unwrap();
+    assert_eq!(resp.body.len(), MAX_RESPONSE_BODY);
+    assert!(resp.body_truncated);
+
+    let resp = send(
+        request(
+            rx.url(&format!("/big/200/{MAX_RESPONSE_BODY}")),
+            HttpMethod::Get,
+        ),
+        &p,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.body.len(), MAX_RESPONSE_BODY);
+    assert!(!resp.body_truncated);
+
+    let err = send(request(rx.url("/big/503/4194304"), HttpMethod::Get), &p)
+        .await
+        .unwrap_err();
+    let HttpActionError::Status { body, status, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((*status, body.len()), (503, MAX_ERROR_BODY));
+    assert!(err.is_retryable());
+}
