@@ -253,6 +253,9 @@ async fn run(plan: Plan) -> Result<Started, String> {
     let env = Arc::new(Env {
         clients,
         fetcher: Fetcher::new(plan.allow_loopback),
+        actions: crate::reconcile::outbound::ActionPolicy::new(
+            plan.settings.allowed_action_hosts.clone(),
+        ),
         settings: plan.settings,
         instance: instance_name(),
         metrics: metrics.clone(),

@@ -1023,12 +1023,11 @@ async fn actions_run_as_the_tenant() {
         .await
         .unwrap();
     assert!(
-        secret
+        !secret
             .metadata
             .labels
             .unwrap_or_default()
-            .get("rotated")
-            .is_none()
+            .contains_key("rotated")
     );
     assert!(!exists(&h, "app-config").await);
 }

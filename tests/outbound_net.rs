@@ -13,6 +13,8 @@
 //! Loopback listeners stand where a refused request would land; they count
 //! connections, and "refused" means that count stayed 0.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{self, Write};
@@ -783,4 +785,226 @@ async fn oversized_response_bodies_are_capped() {
     };
     assert_eq!((*status, body.len()), (503, MAX_ERROR_BODY));
     assert!(err.is_retryable());
+}
+
+// --- http actions of a StageSet, end to end ----------------------------------------
+
+const NS: &str = "shop";
+
+/// A controller on kube-sim (both on 127.0.0.1 inside the namespace) whose
+/// http actions may reach 192.0.2.* only, one stage artifact, and the
+/// Secrets the actions read.
+async fn stageset_harness() -> support::Harness {
+    let h = support::Harness::start_with(support::HarnessOptions {
+        flags: vec!["--allowed-action-hosts=192.0.2.*".into()],
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
+    let art = h.artifact(
+        "app.tar.gz",
+        &[("cm.yaml", &support::configmap(NS, "app-config", "r1"))],
+    );
+    h.external_artifact(NS, "app", &art, "r1").await;
+    for secret in [
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-creds", "namespace": NS},
+            "stringData": {"Authorization": TOKEN, "X-Team": "payments"}}),
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hook-body", "namespace": NS},
+            "stringData": {"body": "{\"release\":\"r1\"}"}}),
+    ] {
+        h.sim.load(secret).unwrap();
+    }
+    h
+}
+
+/// Everything a tenant can read about a StageSet: its status and events.
+async fn visible(h: &support::Harness, name: &str) -> String {
+    let ss = h.get_stageset(NS, name).await;
+    let events = h.events(NS, name).await;
+    format!(
+        "{} {}",
+        serde_json::to_string(&ss.status).unwrap(),
+        serde_json::to_string(&events).unwrap()
+    )
+}
+
+/// Pre and post http actions reach the receiver with the method, the
+/// headers from a Secret and the body from a Secret, in order, and the
+/// stage is Ready after them; no Secret value shows in status or events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_http_actions_deliver_method_headers_and_body() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let h = stageset_harness().await;
+    h.stageset(
+        NS,
+        "hooks",
+        serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
+            "pre": [{"name": "announce", "http": {"url": rx.url("/status/202"), "method": "PUT",
+                "headersFrom": [{"name": "hook-creds", "key": "Authorization"}, {"name": "hook-creds", "key": "X-Team"}],
+                "bodyFrom": {"name": "hook-body", "key": "body"}, "expectedStatus": [202]}}],
+            "post": [{"name": "done", "http": {"url": rx.url("/ok"), "body": "deployed"}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_stageset(NS, "hooks", "Ready", |ss| {
+            support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+        })
+        .await;
+    assert_eq!(
+        ss.status.unwrap().stages[0].executed_actions,
+        ["announce", "done"]
+    );
+    let seen = rx.seen();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("PUT", "/status/202")
+    );
+    assert_eq!(seen[0].header("authorization"), Some(TOKEN.as_bytes()));
+    assert_eq!(seen[0].header("x-team"), Some(&b"payments"[..]));
+    assert_eq!(seen[0].body, br#"{"release":"r1"}"#);
+    assert_eq!(
+        (seen[1].method.as_str(), seen[1].path.as_str()),
+        ("POST", "/ok")
+    );
+    assert_eq!(seen[1].body, b"deployed");
+    assert!(seen[1].header("authorization").is_none());
+    let text = visible(&h, "hooks").await;
+    assert!(!text.contains("tok-5e1f2a9c8b7d"), "{text}");
+}
+
+/// A 4xx answer fails the action at once (no retries), a 5xx is retried
+/// `retries` times; the failure runs onFailure (an http call too) and never
+/// shows the Secret values the request carried, even when the receiver
+/// echoes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_http_actions_retry_only_what_may_heal() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let h = stageset_harness().await;
+    h.stageset(
+        NS,
+        "calls",
+        serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
+            "post": [
+                {"name": "flaky", "retries": 2, "http": {"url": rx.url("/status/503"), "method": "GET"}},
+            ],
+            "onFailure": [{"name": "page", "http": {"url": rx.url("/ok"), "method": "POST"}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "calls",
+            "StageFailed",
+            "stage \"app\" post-action: action \"flaky\": ",
+        )
+        .await;
+    let message = support::ready(&ss).unwrap().2;
+    assert!(message.contains("503"), "{message}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let seen = rx.seen();
+        let flaky = seen.iter().filter(|s| s.path == "/status/503").count();
+        let paged = seen.iter().filter(|s| s.path == "/ok").count();
+        if flaky >= 3 && paged >= 1 {
+            // Three attempts before the first onFailure call.
+            let first_page = seen.iter().position(|s| s.path == "/ok").unwrap();
+            assert_eq!(seen[..first_page].len(), 3, "{seen:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // A 4xx with a Secret header echoed back (its own receiver): one
+    // attempt per pass, each followed by the onFailure call however many
+    // retries are allowed; the value is redacted.
+    let rx = Receiver::start().await;
+    h.stageset(
+        NS,
+        "echo",
+        serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
+            "post": [{"name": "echo", "retries": 5, "http": {"url": rx.url("/echo/403"),
+                "headersFrom": [{"name": "hook-creds", "key": "Authorization"}]}}],
+            "onFailure": [{"name": "page", "http": {"url": rx.url("/ok"), "method": "POST"}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(NS, "echo", "StageFailed", "action \"echo\": ")
+        .await;
+    let message = support::ready(&ss).unwrap().2;
+    assert!(message.contains("403"), "{message}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let calls: Vec<String> = loop {
+        let calls: Vec<String> = rx.seen().iter().map(|s| s.path.clone()).collect();
+        if calls.len() >= 4 {
+            break calls;
+        }
+        assert!(std::time::Instant::now() < deadline, "{calls:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    for pair in calls.chunks(2).filter(|c| c.len() == 2) {
+        assert_eq!(pair, ["/echo/403", "/ok"], "{calls:?}");
+    }
+    let text = visible(&h, "echo").await;
+    assert!(!text.contains("tok-5e1f2a9c8b7d"), "{text}");
+}
+
+/// The guard cannot be talked past from a StageSet: loopback in any
+/// spelling and hosts outside `--allowed-action-hosts` fail the stage
+/// before any connection, without retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_http_actions_to_forbidden_hosts_never_connect() {
+    if !in_netns() {
+        return;
+    }
+    let trap = Trap::start().await;
+    let h = stageset_harness().await;
+    for (n, url) in [
+        format!("http://127.0.0.1:{}/", trap.port),
+        format!("http://0x7f000001:{}/", trap.port),
+        format!("http://[::ffff:127.0.0.1]:{}/", trap.port),
+        format!("http://localhost:{}/", trap.port),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://hooks.example.com/".to_string(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("refused-{n}");
+        h.stageset(
+            NS,
+            &name,
+            serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
+                "pre": [{"name": "call", "retries": 3, "http": {"url": url}}]}}]}),
+        )
+        .await;
+        let ss = h
+            .wait_ready_reason(
+                NS,
+                &name,
+                "StageFailed",
+                "stage \"app\" pre-action: action \"call\": ",
+            )
+            .await;
+        let message = support::ready(&ss).unwrap().2;
+        assert!(
+            message.contains("refused")
+                || message.contains("not allowed")
+                || message.contains("not in"),
+            "{url}: {message}"
+        );
+    }
+    assert_eq!(trap.connections(), 0);
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "app-config")
+            .await
+            .is_none(),
+        "nothing was applied"
+    );
 }

@@ -98,6 +98,9 @@ pub struct Env {
     pub inventory_writes: Arc<inventory::InventoryWrites>,
     /// The rollback store (`--rollback-store-*`), if one is configured.
     pub rollback_store: Option<rollback::Store>,
+    /// The outbound guard and client of http actions
+    /// (`--allowed-action-hosts`).
+    pub actions: outbound::ActionPolicy,
 }
 
 /// The result of one pass.

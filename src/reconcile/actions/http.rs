@@ -1,14 +1,75 @@
-//! The `http` verb (api.md §2.9.3): wired to the outbound guard's client.
+//! The `http` verb (api.md §2.9.3): one call through the outbound guard
+//! (`reconcile::outbound`), with headers and body read from Secrets as the
+//! action's identity. Secret values travel only in the request: the guard's
+//! errors never carry them, and nothing here logs them.
 
-use crate::api::HttpAction;
+use std::collections::BTreeMap;
 
-use super::{ActionCtx, Attempt};
+use crate::api::{HttpAction, HttpMethod, SecretKeyReference};
+use crate::reconcile::outbound::{self, HttpActionError, HttpActionRequest};
 
-/// One attempt of an http action.
-pub(super) async fn send(_ctx: &ActionCtx<'_>, _h: &HttpAction) -> Result<(), Attempt> {
-    // WIP: the guarded client lands with the outbound-guard change; until
-    // then http actions stay refused by admission (validate::unsupported).
-    Err(Attempt::Stop(
-        "http actions are not wired to the outbound guard yet".into(),
-    ))
+use super::{ActionCtx, Attempt, verbs};
+
+async fn secret(
+    ctx: &ActionCtx<'_>,
+    what: &str,
+    r: &SecretKeyReference,
+) -> Result<Vec<u8>, Attempt> {
+    let key = r
+        .key
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| Attempt::Stop(format!("{what} Secret {} names no key", r.name)))?;
+    verbs::secret_value(ctx, &r.name, key).await
+}
+
+/// The request an action describes, its Secrets read.
+async fn request(ctx: &ActionCtx<'_>, h: &HttpAction) -> Result<HttpActionRequest, Attempt> {
+    let mut headers = BTreeMap::new();
+    for r in h.headers_from.iter().flatten() {
+        let key = r.key.clone().unwrap_or_default();
+        let value = secret(ctx, "headersFrom", r).await?;
+        headers.insert(key, value);
+    }
+    let (body, body_from_secret) = match (&h.body_from, &h.body) {
+        (Some(r), _) => (Some(secret(ctx, "bodyFrom", r).await?), true),
+        (None, Some(b)) => (Some(b.clone().into_bytes()), false),
+        (None, None) => (None, false),
+    };
+    let expected_status = h
+        .expected_status
+        .iter()
+        .flatten()
+        .map(|s| {
+            u16::try_from(*s)
+                .map_err(|_| Attempt::Stop(format!("expectedStatus {s} is not an HTTP status")))
+        })
+        .collect::<Result<Vec<u16>, Attempt>>()?;
+    Ok(HttpActionRequest {
+        url: h.url.clone(),
+        method: h.method.unwrap_or(HttpMethod::Post),
+        headers,
+        body,
+        body_from_secret,
+        expected_status,
+    })
+}
+
+/// One attempt of an http action: refusals by the guard and 4xx answers
+/// (but 408 and 429) stop the action, the rest may be retried.
+pub(super) async fn send(ctx: &ActionCtx<'_>, h: &HttpAction) -> Result<(), Attempt> {
+    let req = request(ctx, h).await?;
+    match outbound::send(req, &ctx.env.actions).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(attempt(e)),
+    }
+}
+
+fn attempt(e: HttpActionError) -> Attempt {
+    let message = e.to_string();
+    if e.is_retryable() {
+        Attempt::Retry(message)
+    } else {
+        Attempt::Stop(message)
+    }
 }

@@ -504,23 +504,22 @@ pub(super) async fn read_uid(
     }
 }
 
-/// Secret values, read as the context's identity in the StageSet's namespace.
+/// A Secret value, read as the context's identity in the StageSet's
+/// namespace. The error names the Secret and key, never the value.
 pub(super) async fn secret_value(
     ctx: &ActionCtx<'_>,
     name: &str,
     key: &str,
-) -> Result<String, Attempt> {
+) -> Result<Vec<u8>, Attempt> {
     use k8s_openapi::api::core::v1::Secret;
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
         .get(name)
         .await
         .map_err(|e| api_error(&format!("reading Secret {name}"), &e))?;
-    let data: BTreeMap<String, k8s_openapi::ByteString> = secret.data.unwrap_or_default();
-    let value = data
-        .get(key)
-        .ok_or_else(|| Attempt::Stop(format!("Secret {name} has no key {key:?}")))?;
-    String::from_utf8(value.0.clone())
-        .map_err(|_| Attempt::Stop(format!("Secret {name} key {key:?} is not UTF-8")))
+    let mut data: BTreeMap<String, k8s_openapi::ByteString> = secret.data.unwrap_or_default();
+    data.remove(key)
+        .map(|v| v.0)
+        .ok_or_else(|| Attempt::Stop(format!("Secret {name} has no key {key:?}")))
 }
 
 #[cfg(test)]
