@@ -118,6 +118,22 @@ fn stage_entry(ss: &StageSet) -> stageset_controller::api::StageStatus {
     ss.status.as_ref().unwrap().stages[0].clone()
 }
 
+/// Waits until the last pass failed the stage with `contains` in the Ready
+/// message *and* the stage entry says Failed: a retry pass may already be
+/// under way and write its progress phase before its verdict.
+async fn wait_stage_failed(h: &Harness, name: &str, contains: &str) -> StageSet {
+    h.wait_stageset(
+        NS,
+        name,
+        &format!("Ready StageFailed containing {contains:?} with the stage Failed"),
+        |ss| {
+            ready(ss).is_some_and(|(_, r, m)| r == "StageFailed" && m.contains(contains))
+                && stage_phase(ss, "app").as_deref() == Some("Failed")
+        },
+    )
+    .await
+}
+
 fn one_stage(actions: Value) -> Value {
     json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": actions}]})
 }
@@ -279,17 +295,14 @@ async fn a_failing_pre_action_applies_nothing() {
         })),
     )
     .await;
-    let ss = h
-        .wait_ready_reason(
-            NS,
-            "gated",
-            "StageFailed",
-            "stage \"app\" pre-action: action \"open-gate\": ",
-        )
-        .await;
+    let ss = wait_stage_failed(
+        &h,
+        "gated",
+        "stage \"app\" pre-action: action \"open-gate\": ",
+    )
+    .await;
     let message = ready(&ss).unwrap().2;
     assert!(message.contains("gate"), "{message}");
-    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
     assert!(
         !exists(&h, "app-config").await,
         "nothing of the stage is applied"
@@ -384,15 +397,12 @@ async fn a_failing_post_action_runs_on_failure_and_blocks_ready() {
         })),
     )
     .await;
-    let ss = h
-        .wait_ready_reason(
-            NS,
-            "smoke",
-            "StageFailed",
-            "stage \"app\" post-action: action \"smoke-test\": ",
-        )
-        .await;
-    assert_eq!(stage_phase(&ss, "app").as_deref(), Some("Failed"));
+    let ss = wait_stage_failed(
+        &h,
+        "smoke",
+        "stage \"app\" post-action: action \"smoke-test\": ",
+    )
+    .await;
     assert_eq!(stage_entry(&ss).executed_actions, ["drop-counter"]);
     assert!(exists(&h, "app-config").await, "the stage was applied");
     wait_gone(&h, "flag").await;
@@ -802,8 +812,10 @@ async fn wait_actions() {
     order.sort();
     let order: Vec<&str> = order.iter().map(|(_, l)| l.as_str()).collect();
     assert_eq!(order, ["db available", "stage applied"]);
-    // A timeout fails the action.
-    app_source(&h, "r2", &[]).await;
+    // A timeout fails the action. The spec changes first and is observed
+    // at r1 (whose ledger holds "until-db", so nothing runs); only then does
+    // the revision move, so no pass of the old spec can record "until-db"
+    // for r2.
     h.sim
         .load(serde_yaml_ng::from_str(&deployment(NS, "db2")).unwrap())
         .unwrap();
@@ -815,6 +827,11 @@ async fn wait_actions() {
                 "expr": "status.availableReplicas >= 1"}}]}}]}),
     )
     .await;
+    h.wait_stageset(NS, "waits", "the new spec observed and Ready", |ss| {
+        succeeded(ss) && ss.status.as_ref().unwrap().observed_generation == ss.metadata.generation
+    })
+    .await;
+    app_source(&h, "r2", &[]).await;
     let ss = h
         .wait_ready_reason(
             NS,
@@ -1078,7 +1095,13 @@ async fn on_rollback_runs_after_a_rollback() {
         assert!(Instant::now() < deadline, "events: {events:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+    // The retry passes apply "broken" again and roll back again, so the
+    // object alternates: wait for the restored r1 rather than read it once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cm_data(&h, "app-config").await.unwrap()["value"] != "r1" {
+        assert!(Instant::now() < deadline, "r1 was never restored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // Every rollback runs it again (no ledger).
     put_cm(&h, "maintenance", json!({})).await;
     request(&h, "rb", "again").await;
