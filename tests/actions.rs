@@ -8,6 +8,8 @@
 
 #![recursion_limit = "256"]
 
+#[path = "support/corpus.rs"]
+mod corpus;
 mod support;
 
 use std::collections::BTreeSet;
@@ -132,6 +134,62 @@ async fn wait_stage_failed(h: &Harness, name: &str, contains: &str) -> StageSet 
         },
     )
     .await
+}
+
+/// The names of the Jobs created in the namespace from now on (they are
+/// deleted once their action is done, so a later list would miss them).
+fn record_jobs(h: &Harness) -> Arc<Mutex<BTreeSet<String>>> {
+    let created: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
+    let from = h.sim.resource_version().to_string();
+    let names = created.clone();
+    tokio::spawn(async move {
+        let mut stream = jobs
+            .watch(&WatchParams::default(), &from)
+            .await
+            .unwrap()
+            .boxed();
+        while let Ok(Some(event)) = stream.try_next().await {
+            if let WatchEvent::Added(j) = event {
+                names.lock().unwrap().insert(j.metadata.name.unwrap());
+            }
+        }
+    });
+    created
+}
+
+/// Waits until Jobs whose names start with each of `prefixes` were created.
+async fn wait_jobs_created(created: &Arc<Mutex<BTreeSet<String>>>, prefixes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let names = created.lock().unwrap().clone();
+        if prefixes
+            .iter()
+            .all(|p| names.iter().any(|n| n.starts_with(&format!("{p}-"))))
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "Jobs created: {names:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A source artifact with one Job (`name`) at `dir` (the root if empty).
+async fn job_source(h: &Harness, source: &str, name: &str, dir: &str) {
+    let job = format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: tools:1\n"
+    );
+    let path = if dir.is_empty() {
+        format!("{name}.yaml")
+    } else {
+        format!("{dir}/{name}.yaml")
+    };
+    let art = h.artifact(
+        &format!("{source}.tar.gz"),
+        &[(path.as_str(), job.as_str())],
+    );
+    h.external_artifact(NS, source, &art, &format!("{source}-1"))
+        .await;
 }
 
 fn one_stage(actions: Value) -> Value {
@@ -331,6 +389,7 @@ async fn on_failure_runs_on_every_failure() {
     put_cm(&h, "flag", json!({})).await;
     let on_failure = json!([
         {"name": "drop-flag", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}},
+        {"name": "hold", "wait": {"duration": "100ms"}},
         {"name": "page", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pager"},
             "patch": "{\"data\": {\"paged\": \"yes\"}}"}},
     ]);
@@ -601,6 +660,99 @@ async fn completion_anchors_revoke_lifetime_completions() {
     assert_eq!(done[0].anchor.as_ref().unwrap().uid, new_uid);
 }
 
+/// `spec.baseline` of a StageLedger written before the StageSet: the named
+/// Lifetime action counts as done (origin Baselined) and never runs; an
+/// entry naming no Lifetime action is held and reported (BaselineValid
+/// False/Unresolved, a BaselineInvalid event on the ledger). Editing the
+/// ledger wakes the StageSet: fixing the entry resolves the condition
+/// without waiting for the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_entries_adopt_completions_without_running_them() {
+    let h = harness().await;
+    app_source(&h, "r1", &[]).await;
+    put_cm(&h, "flag", json!({})).await;
+    let ledgers: Api<StageLedger> = Api::namespaced(h.client.clone(), NS);
+    let body: StageLedger = serde_json::from_value(json!({
+        "apiVersion": "stages.metio.wtf/v1", "kind": "StageLedger",
+        "metadata": {"name": "adopted", "namespace": NS},
+        "spec": {"baseline": [{"stage": "app", "action": "seed"}, {"stage": "app", "action": "ghost"}]}
+    }))
+    .unwrap();
+    ledgers.create(&PostParams::default(), &body).await.unwrap();
+    h.stageset(
+        NS,
+        "adopted",
+        one_stage(
+            json!({"pre": [{"name": "seed", "scope": "Lifetime", "delete": {
+            "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]}),
+        ),
+    )
+    .await;
+    h.wait_stageset(NS, "adopted", "Ready", succeeded).await;
+    assert!(exists(&h, "flag").await, "a baselined action never runs");
+    let status = ledger(&h, "adopted").await.unwrap().status.unwrap();
+    assert_eq!(status.completed_actions.len(), 1);
+    let done = &status.completed_actions[0];
+    assert_eq!((done.stage.as_str(), done.action.as_str()), ("app", "seed"));
+    assert_eq!(
+        serde_json::to_value(done.origin).unwrap(),
+        json!("Baselined")
+    );
+    let valid = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "BaselineValid")
+        .expect("a BaselineValid condition");
+    assert_eq!(serde_json::to_value(valid.status).unwrap(), json!("False"));
+    assert_eq!(valid.reason, "Unresolved");
+    assert!(valid.message.contains("app/ghost"), "{}", valid.message);
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(h.client.clone(), NS)
+        .list(
+            &ListParams::default()
+                .fields("involvedObject.kind=StageLedger,involvedObject.name=adopted"),
+        )
+        .await
+        .unwrap()
+        .items;
+    let invalid = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("BaselineInvalid"))
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert!(
+        invalid
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("app/ghost"),
+        "{invalid:?}"
+    );
+    // The user drops the stray entry: the edit alone (the interval is an
+    // hour) resolves the condition; the completion stays.
+    ledgers
+        .patch(
+            "adopted",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"baseline": [{"stage": "app", "action": "seed"}]}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = ledger(&h, "adopted").await.unwrap().status.unwrap();
+        let resolved = status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "BaselineValid" && c.reason == "AllResolved");
+        if resolved {
+            assert_eq!(status.completed_actions.len(), 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(exists(&h, "flag").await);
+}
+
 /// Five failed runs of a stage with a pending Lifetime action halt it with
 /// ActionDirty: the action does not run again (not on a spec change, not
 /// when its cause is fixed) until a requestedAt token resets the count.
@@ -748,6 +900,7 @@ async fn delete_actions() {
     let h = harness().await;
     app_source(&h, "r1", &[]).await;
     put_cm(&h, "legacy", json!({})).await;
+    put_cm(&h, "old-config", json!({})).await;
     h.sim
         .load(json!({"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": "legacy-migration", "namespace": NS},
@@ -762,11 +915,18 @@ async fn delete_actions() {
             {"name": "drop-missing", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "never-was"}}},
             {"name": "drop-job", "delete": {"target": {"apiVersion": "batch/v1", "kind": "Job", "name": "legacy-migration"},
                 "cascade": "Orphan"}},
+        ], "post": [
+            {"name": "drop-old-config", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "old-config"}}},
         ]})),
     )
     .await;
-    h.wait_stageset(NS, "deletes", "Ready", succeeded).await;
+    let ss = h.wait_stageset(NS, "deletes", "Ready", succeeded).await;
+    assert_eq!(
+        stage_entry(&ss).executed_actions,
+        ["drop-legacy", "drop-missing", "drop-job", "drop-old-config"]
+    );
     assert!(!exists(&h, "legacy").await);
+    assert!(!exists(&h, "old-config").await);
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
     let deadline = Instant::now() + Duration::from_secs(30);
     while jobs.get_opt("legacy-migration").await.unwrap().is_some() {
@@ -791,7 +951,7 @@ async fn wait_actions() {
             {"name": "settle", "wait": {"duration": "1s"}},
             {"name": "until-db", "wait": {"target": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "db"},
                 "expr": "status.availableReplicas >= 1", "timeout": "5m"}},
-        ]})),
+        ], "post": [{"name": "cool-down", "wait": {"duration": "200ms"}}]})),
     )
     .await;
     // The stage is applied only after the expression held: the Deployment
@@ -807,7 +967,10 @@ async fn wait_actions() {
     });
     h.set_ready("apps/v1", "Deployment", NS, "db");
     let ss = h.wait_stageset(NS, "waits", "Ready", succeeded).await;
-    assert_eq!(stage_entry(&ss).executed_actions, ["settle", "until-db"]);
+    assert_eq!(
+        stage_entry(&ss).executed_actions,
+        ["settle", "until-db", "cool-down"]
+    );
     let mut order = seen.lock().unwrap().clone();
     order.sort();
     let order: Vec<&str> = order.iter().map(|(_, l)| l.as_str()).collect();
@@ -857,22 +1020,7 @@ async fn job_actions() {
     );
     h.external_artifact(NS, "migrations", &art, "m1").await;
     let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
-    let created: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    {
-        let created = created.clone();
-        let jobs = jobs.clone();
-        let from = h.sim.resource_version().to_string();
-        tokio::spawn(async move {
-            let mut stream = jobs
-                .watch(&WatchParams::default(), &from)
-                .await
-                .unwrap()
-                .boxed();
-            while let Ok(Some(WatchEvent::Added(j))) = stream.try_next().await {
-                created.lock().unwrap().insert(j.metadata.name.unwrap());
-            }
-        });
-    }
+    let created = record_jobs(&h);
     h.stageset(
         NS,
         "jobs",
@@ -936,6 +1084,87 @@ async fn job_actions() {
     assert!(created.lock().unwrap().contains(&name));
 }
 
+/// The job shapes users write: a whole artifact or a path, a timeout, and
+/// run-once Jobs after the stage (one anchored to an object the stage
+/// created); every Job is created, completes and is cleaned up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_action_shapes() {
+    let h = Harness::start_with(HarnessOptions {
+        auto_ready: Some(Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
+    app_source(&h, "r1", &[]).await;
+    job_source(&h, "maintenance-on", "maintenance-on", "").await;
+    job_source(&h, "schema", "schema", "jobs").await;
+    job_source(&h, "warm", "warm-cache", "").await;
+    job_source(&h, "install", "install-db", "").await;
+    job_source(&h, "seed", "seed-db", "").await;
+    let created = record_jobs(&h);
+    h.stageset(
+        NS,
+        "moodle",
+        one_stage(json!({
+            "pre": [
+                {"name": "enable-maintenance-mode", "job": {"sourceRef": {"name": "maintenance-on"}}},
+                {"name": "migrate", "job": {"sourceRef": {"name": "schema"}, "path": "./jobs"}},
+                {"name": "warm", "timeout": "5m", "job": {"sourceRef": {"name": "warm"}}}],
+            "post": [
+                {"name": "install-database", "scope": "Lifetime", "job": {"sourceRef": {"name": "install"}}},
+                {"name": "seed-database", "scope": "Lifetime",
+                    "completionAnchor": {"apiVersion": "v1", "kind": "ConfigMap", "name": "app-config"},
+                    "job": {"sourceRef": {"name": "seed"}}}],
+        })),
+    )
+    .await;
+    let ss = h.wait_stageset(NS, "moodle", "Ready", succeeded).await;
+    assert_eq!(
+        stage_entry(&ss).executed_actions,
+        ["enable-maintenance-mode", "migrate", "warm"]
+    );
+    wait_jobs_created(
+        &created,
+        &[
+            "maintenance-on",
+            "schema",
+            "warm-cache",
+            "install-db",
+            "seed-db",
+        ],
+    )
+    .await;
+    let done = ledger(&h, "moodle")
+        .await
+        .expect("the StageLedger exists")
+        .status
+        .unwrap()
+        .completed_actions;
+    let names: Vec<&str> = done.iter().map(|c| c.action.as_str()).collect();
+    assert_eq!(names, ["install-database", "seed-database"]);
+    assert!(done[0].anchor.is_none());
+    let uid = cms(&h)
+        .get("app-config")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(done[1].anchor.as_ref().unwrap().uid, uid);
+    let jobs: Api<Job> = Api::namespaced(h.client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !jobs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the Jobs were not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// apply: objects from a source artifact applied with the owner labels but
 /// no stage label, never recorded in the inventory (so never pruned), and
 /// with `wait: true` awaited until healthy.
@@ -951,11 +1180,18 @@ async fn apply_actions() {
         ],
     );
     h.external_artifact(NS, "canary", &canary, "c1").await;
+    // Without a path: the whole artifact.
+    let whole = h.artifact(
+        "whole.tar.gz",
+        &[("whole.yaml", &configmap(NS, "whole-config", "w"))],
+    );
+    h.external_artifact(NS, "whole", &whole, "w1").await;
     h.stageset(
         NS,
         "applies",
-        one_stage(json!({"pre": [{"name": "canary", "apply": {
-            "sourceRef": {"name": "canary"}, "path": "./canary", "wait": true}}]})),
+        one_stage(json!({"pre": [
+            {"name": "canary", "apply": {"sourceRef": {"name": "canary"}, "path": "./canary", "wait": true}},
+            {"name": "whole", "apply": {"sourceRef": {"name": "whole"}, "wait": true}}]})),
     )
     .await;
     let web = h
@@ -977,6 +1213,7 @@ async fn apply_actions() {
     assert!(!labels.contains_key("stages.metio.wtf/stage"), "{labels:?}");
     h.set_ready("apps/v1", "Deployment", NS, "canary");
     h.wait_stageset(NS, "applies", "Ready", succeeded).await;
+    assert_eq!(cm_data(&h, "whole-config").await.unwrap()["value"], "w");
     // Not in the inventory: a new revision without the action prunes nothing.
     let inventories = h
         .dynamic("stages.metio.wtf/v1", "StageInventory", Some(NS))
@@ -1053,9 +1290,18 @@ async fn actions_run_as_the_tenant() {
 /// identity, every time; its failure is a Warning event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_rollback_runs_after_a_rollback() {
-    let h = harness().await;
+    // Jobs complete by themselves here.
+    let h = Harness::start_with(HarnessOptions {
+        auto_ready: Some(Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
     app_source(&h, "r1", &[]).await;
     put_cm(&h, "maintenance", json!({})).await;
+    job_source(&h, "maintenance-off", "maintenance-off", "").await;
+    job_source(&h, "announce", "announce", "").await;
+    let created = record_jobs(&h);
     h.stageset(
         NS,
         "rb",
@@ -1065,6 +1311,9 @@ async fn on_rollback_runs_after_a_rollback() {
                     "failed": "has(metadata.annotations) && 'broken' in metadata.annotations"}]}}],
             "onRollback": [
                 {"name": "drop-maintenance", "delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "maintenance"}}},
+                {"name": "settle", "wait": {"duration": "100ms"}},
+                {"name": "disable-maintenance-mode", "timeout": "5m", "job": {"sourceRef": {"name": "maintenance-off"}}},
+                {"name": "announce", "job": {"sourceRef": {"name": "announce"}}},
                 {"name": "notify", "patch": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "pager"},
                     "patch": "{\"data\": {\"x\": \"y\"}}"}}]}),
     )
@@ -1074,6 +1323,7 @@ async fn on_rollback_runs_after_a_rollback() {
         exists(&h, "maintenance").await,
         "no rollback, no onRollback"
     );
+    assert!(created.lock().unwrap().is_empty(), "no rollback, no Jobs");
     // "broken" fails its ready check: the run rolls back to r1, then
     // onRollback runs.
     let broken = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app-config\n  namespace: shop\n  annotations:\n    broken: \"yes\"\ndata:\n  value: broken\n";
@@ -1095,6 +1345,8 @@ async fn on_rollback_runs_after_a_rollback() {
         assert!(Instant::now() < deadline, "events: {events:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The Jobs ran (and completed: the last action came after them).
+    wait_jobs_created(&created, &["maintenance-off", "announce"]).await;
     // The retry passes apply "broken" again and roll back again, so the
     // object alternates: wait for the restored r1 rather than read it once.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -1106,4 +1358,211 @@ async fn on_rollback_runs_after_a_rollback() {
     put_cm(&h, "maintenance", json!({})).await;
     request(&h, "rb", "again").await;
     wait_gone(&h, "maintenance").await;
+}
+
+// --- corpus coverage -------------------------------------------------------------
+
+/// Every action shape (hook, verb, the verb's fields, the common fields)
+/// in the admitted corpus files, and the test that runs that shape against
+/// kube-sim (http in tests/outbound_net.rs, in the private network
+/// namespace).
+const COVERED: &[(&str, &str)] = &[
+    (
+        "onFailure delete [target] []",
+        "on_failure_runs_on_every_failure",
+    ),
+    (
+        "onFailure http [method, url] []",
+        "failing_http_actions_retry_only_what_may_heal",
+    ),
+    (
+        "onFailure http [url] []",
+        "failing_http_actions_retry_only_what_may_heal",
+    ),
+    (
+        "onFailure wait [duration] []",
+        "on_failure_runs_on_every_failure",
+    ),
+    (
+        "onRollback job [sourceRef] []",
+        "on_rollback_runs_after_a_rollback",
+    ),
+    (
+        "onRollback job [sourceRef] [timeout]",
+        "on_rollback_runs_after_a_rollback",
+    ),
+    (
+        "onRollback wait [duration] []",
+        "on_rollback_runs_after_a_rollback",
+    ),
+    ("post delete [target] []", "delete_actions"),
+    (
+        "post http [expectedStatus, headersFrom, method, url] []",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "post http [expectedStatus, method, url] []",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "post http [expectedStatus, method, url] [retries]",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "post http [expectedStatus, url] [retries]",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "post http [method, url] []",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "post job [sourceRef] [completionAnchor, scope]",
+        "job_action_shapes",
+    ),
+    ("post job [sourceRef] [scope]", "job_action_shapes"),
+    ("post wait [duration] []", "wait_actions"),
+    ("pre apply [path, sourceRef, wait] []", "apply_actions"),
+    ("pre apply [sourceRef, wait] []", "apply_actions"),
+    ("pre delete [cascade, target] []", "delete_actions"),
+    ("pre delete [target] []", "delete_actions"),
+    (
+        "pre http [bodyFrom, expectedStatus, headersFrom, method, url] []",
+        "stage_http_actions_deliver_method_headers_and_body",
+    ),
+    (
+        "pre http [bodyFrom, url] []",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
+        "pre http [url] [scope]",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    ("pre job [path, sourceRef] []", "job_action_shapes"),
+    (
+        "pre job [path, sourceRef] [retries, timeout]",
+        "job_actions",
+    ),
+    ("pre job [sourceRef] []", "job_action_shapes"),
+    ("pre job [sourceRef] [timeout]", "job_action_shapes"),
+    (
+        "pre patch [patch, target, target.apiVersion, target.kind, target.name] []",
+        "pre_apply_ready_post_run_in_order",
+    ),
+    (
+        "pre patch [patch, target, target.apiVersion, target.kind, target.selector] []",
+        "patch_actions",
+    ),
+    (
+        "pre patch [patch, target, type, target.apiVersion, target.kind, target.name] []",
+        "patch_actions",
+    ),
+    ("pre wait [duration] []", "wait_actions"),
+    ("pre wait [expr, target, timeout] []", "wait_actions"),
+];
+
+/// The shape of one action as [`COVERED`] spells it.
+fn shape(hook: &str, action: &serde_json::Map<String, Value>) -> String {
+    const VERBS: [&str; 6] = ["http", "job", "apply", "patch", "delete", "wait"];
+    let verb = *VERBS
+        .iter()
+        .find(|v| action.contains_key(**v))
+        .unwrap_or_else(|| panic!("an action without a verb: {action:?}"));
+    let body = action[verb].as_object().unwrap();
+    let mut fields: Vec<String> = body.keys().cloned().collect();
+    fields.sort();
+    if verb == "patch" {
+        let mut target: Vec<String> = body["target"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| format!("target.{k}"))
+            .collect();
+        target.sort();
+        fields.extend(target);
+    }
+    let mut common: Vec<&str> = action
+        .keys()
+        .map(String::as_str)
+        .filter(|k| *k != "name" && *k != verb)
+        .collect();
+    common.sort();
+    format!(
+        "{hook} {verb} [{}] [{}]",
+        fields.join(", "),
+        common.join(", ")
+    )
+}
+
+/// The action shapes of the corpus' admitted StageSets, each with a file
+/// that uses it.
+fn corpus_shapes(valid: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    let refused: BTreeSet<&str> = corpus::NOT_SUPPORTED_YET.iter().map(|(f, _)| *f).collect();
+    let mut shapes = std::collections::BTreeMap::new();
+    let mut files: Vec<_> = std::fs::read_dir(valid)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for path in files {
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        if refused.contains(file.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let Ok(doc) = <Value as serde::Deserialize>::deserialize(doc) else {
+                continue;
+            };
+            if doc["kind"] != "StageSet" {
+                continue;
+            }
+            let mut actions: Vec<(String, &Value)> = Vec::new();
+            for a in doc["spec"]["onRollback"].as_array().into_iter().flatten() {
+                actions.push(("onRollback".into(), a));
+            }
+            for stage in doc["spec"]["stages"].as_array().into_iter().flatten() {
+                for (hook, list) in stage["actions"].as_object().into_iter().flatten() {
+                    for a in list.as_array().into_iter().flatten() {
+                        actions.push((hook.clone(), a));
+                    }
+                }
+            }
+            for (hook, a) in actions {
+                shapes
+                    .entry(shape(&hook, a.as_object().unwrap()))
+                    .or_insert_with(|| file.clone());
+            }
+        }
+    }
+    shapes
+}
+
+/// Every action shape the corpus admits runs in a test here or in
+/// tests/outbound_net.rs, and [`COVERED`] lists no shape the corpus lacks.
+#[test]
+fn every_corpus_action_shape_runs_in_a_test() {
+    let Some(reference) = corpus::reference("the corpus action shapes") else {
+        return;
+    };
+    let shapes = corpus_shapes(&reference.join("corpus/examples/valid"));
+    assert!(shapes.len() >= 30, "{shapes:?}");
+    let sources = [include_str!("actions.rs"), include_str!("outbound_net.rs")];
+    let covered: std::collections::BTreeMap<&str, &str> = COVERED.iter().copied().collect();
+    for (shape, file) in &shapes {
+        let test = covered
+            .get(shape.as_str())
+            .unwrap_or_else(|| panic!("{file}: no test runs the action shape {shape}"));
+        let declared = format!("async fn {test}()");
+        assert!(
+            sources.iter().any(|s| s.contains(&declared)),
+            "{shape}: no test {test}"
+        );
+    }
+    for (shape, _) in COVERED {
+        assert!(
+            shapes.contains_key(*shape),
+            "COVERED names {shape}, which no admitted corpus file uses"
+        );
+    }
 }

@@ -931,7 +931,7 @@ async fn failing_http_actions_retry_only_what_may_heal() {
         serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
             "post": [{"name": "echo", "retries": 5, "http": {"url": rx.url("/echo/403"),
                 "headersFrom": [{"name": "hook-creds", "key": "Authorization"}]}}],
-            "onFailure": [{"name": "page", "http": {"url": rx.url("/ok"), "method": "POST"}}]}}]}),
+            "onFailure": [{"name": "page", "http": {"url": rx.url("/ok")}}]}}]}),
     )
     .await;
     let ss = h
@@ -951,8 +951,78 @@ async fn failing_http_actions_retry_only_what_may_heal() {
     for pair in calls.chunks(2).filter(|c| c.len() == 2) {
         assert_eq!(pair, ["/echo/403", "/ok"], "{calls:?}");
     }
+    // Without a method, POST.
+    let page = rx.seen().into_iter().find(|s| s.path == "/ok").unwrap();
+    assert_eq!(page.method, "POST");
     let text = visible(&h, "echo").await;
     assert!(!text.contains("tok-5e1f2a9c8b7d"), "{text}");
+}
+
+/// The http shapes users write (corpus files 016, 017, 019, 139, 149):
+/// every method, expected statuses, headers, a body from a Secret, a
+/// run-once call; each reaches the receiver exactly once, as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http_shape_users_write_is_delivered() {
+    if !in_netns() {
+        return;
+    }
+    let rx = Receiver::start().await;
+    let h = stageset_harness().await;
+    h.stageset(
+        NS,
+        "shapes",
+        serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {
+            "pre": [
+                {"name": "announce", "http": {"url": rx.url("/ok"), "bodyFrom": {"name": "hook-body", "key": "body"}}},
+                {"name": "register", "scope": "Lifetime", "http": {"url": rx.url("/status/200")}}],
+            "post": [
+                {"name": "smoke", "http": {"url": rx.url("/status/200"), "method": "GET", "expectedStatus": [200],
+                    "headersFrom": [{"name": "hook-creds", "key": "X-Team"}]}},
+                {"name": "put", "http": {"url": rx.url("/status/201"), "method": "PUT", "expectedStatus": [201]}},
+                {"name": "delete", "retries": 0, "http": {"url": rx.url("/status/204"), "method": "DELETE",
+                    "expectedStatus": [201, 204]}},
+                {"name": "ping", "retries": 2, "http": {"url": rx.url("/status/202"), "expectedStatus": [202]}},
+                {"name": "head", "http": {"url": rx.url("/ok"), "method": "HEAD"}},
+                {"name": "patch", "http": {"url": rx.url("/status/299"), "method": "PATCH", "expectedStatus": [299]}}],
+            "onFailure": [{"name": "page", "http": {"url": rx.url("/status/500")}}]}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_stageset(NS, "shapes", "Ready", |ss| {
+            support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+        })
+        .await;
+    assert_eq!(
+        ss.status.unwrap().stages[0].executed_actions,
+        [
+            "announce", "smoke", "put", "delete", "ping", "head", "patch"
+        ]
+    );
+    let seen: Vec<(String, String)> = rx.seen().into_iter().map(|s| (s.method, s.path)).collect();
+    let want = [
+        ("POST", "/ok"),
+        ("POST", "/status/200"),
+        ("GET", "/status/200"),
+        ("PUT", "/status/201"),
+        ("DELETE", "/status/204"),
+        ("POST", "/status/202"),
+        ("HEAD", "/ok"),
+        ("PATCH", "/status/299"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(seen, want, "onFailure never ran");
+    let all = rx.seen();
+    assert_eq!(all[0].body, br#"{"release":"r1"}"#);
+    assert_eq!(all[2].header("x-team"), Some(&b"payments"[..]));
+    let done = h
+        .get_opt("stages.metio.wtf/v1", "StageLedger", Some(NS), "shapes")
+        .await
+        .expect("the StageLedger exists");
+    let text = serde_json::to_string(&done).unwrap();
+    assert!(text.contains("\"register\""), "{text}");
 }
 
 /// The guard cannot be talked past from a StageSet: loopback in any

@@ -1,12 +1,14 @@
 //! The actor system (docs/architecture.md, "What runs"): a Supervisor owning the
 //! StageSet watch and one StageSetActor per StageSet, a SourceWatcher for the
-//! Flux source kinds and an InventoryWatcher for owned StageInventories;
+//! Flux source kinds, an InventoryWatcher for owned StageInventories and a
+//! LedgerWatcher for StageLedgers users edit;
 //! the LeaseActor (lease.rs) and the certificate actors (cert.rs) beside
 //! them. `src/controller.rs` runs them on an actix System.
 
 pub mod cert;
 pub mod inventories;
 pub mod lease;
+pub mod ledgers;
 pub mod rollback_store;
 pub mod sources;
 pub mod stageset;
@@ -46,6 +48,12 @@ pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) 
     inventories::InventoryWatcher::new(
         client.clone(),
         inventory_writes,
+        options.watch_namespaces.clone(),
+        addr.clone().recipient(),
+    )
+    .start();
+    ledgers::LedgerWatcher::new(
+        client.clone(),
         options.watch_namespaces.clone(),
         addr.clone().recipient(),
     )

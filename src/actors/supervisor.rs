@@ -3,7 +3,7 @@
 //! StageSet, stops it when the StageSet is gone, and routes triggers: creation,
 //! spec changes, the annotations that request work, and source changes reported
 //! by the SourceWatcher, and StageInventories changed or deleted by someone
-//! else (InventoryWatcher). A StageSet's own status writes never wake it; a change
+//! else (InventoryWatcher), and StageLedgers a user edited (LedgerWatcher). A StageSet's own status writes never wake it; a change
 //! of what `dependsOn` gates on (Ready status/reason, observedGeneration,
 //! version, a window-held revision), its creation or its deletion wakes the
 //! StageSets in the same namespace that depend on it (delivery.md §1.2).
@@ -443,6 +443,27 @@ impl Handler<InventoryChanged> for Supervisor {
                 msg.what
             );
             addr.do_send(Reconcile("inventory changed"));
+        }
+    }
+}
+
+/// A user edited the StageLedger of a StageSet (from the LedgerWatcher).
+#[derive(Message, Clone, Debug, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct LedgerChanged {
+    pub namespace: String,
+    /// The StageSet of the same name.
+    pub stageset: String,
+}
+
+impl Handler<LedgerChanged> for Supervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LedgerChanged, _ctx: &mut Context<Self>) {
+        let key = format!("{}/{}", msg.namespace, msg.stageset);
+        if let Some((addr, _)) = self.actors.get(&key) {
+            tracing::info!(stageset = %key, "its StageLedger was edited; reconciling");
+            addr.do_send(Reconcile("ledger changed"));
         }
     }
 }

@@ -311,11 +311,15 @@ impl Lifetime {
         note: &str,
     ) {
         let namespace = self.ledger.namespace().unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now();
         let ev = serde_json::json!({
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": format!("{}.", self.ledger.name_any()), "namespace": namespace},
-            "eventTime": k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            // `<name>.<hex>` as for StageSet events: a generateName may not
+            // end in the dot (the API server masks a trailing dash only).
+            "metadata": {"name": format!("{}.{:016x}", self.ledger.name_any(), (now.as_nanosecond() as u64) ^ fastrand::u64(..)),
+                "namespace": namespace},
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
             "reportingController": keys::EVENT_REPORTER,
             "reportingInstance": instance,
             "action": reason.as_str(),
