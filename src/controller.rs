@@ -264,6 +264,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
             .as_deref()
             .map(|addr| crate::reconcile::notify::Notifier::new(addr, metrics.clone())),
         inventory_writes: Default::default(),
+        targets: Default::default(),
         rollback_store,
     });
     let client = env.clients.controller();

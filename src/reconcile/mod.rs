@@ -26,6 +26,7 @@ pub mod source;
 mod stage;
 pub mod status;
 pub mod substitute;
+pub mod target;
 pub mod teardown;
 pub mod verify;
 
@@ -101,6 +102,8 @@ pub struct Env {
     /// The outbound guard and client of http actions
     /// (`--allowed-action-hosts`).
     pub actions: outbound::ActionPolicy,
+    /// Connections to the remote clusters StageSets deliver to.
+    pub targets: target::Targets,
 }
 
 /// The result of one pass.
@@ -151,11 +154,23 @@ struct Pass<'a> {
     /// The StageLedger (R16), when the StageSet has Lifetime actions or
     /// adopts one.
     lifetime: Option<actions::ledger::Lifetime>,
+    /// The clients of the cluster the StageSet delivers to (R11): the
+    /// controller's own until a remote one is resolved, or why it could not
+    /// be.
+    target: Result<ClientFactory, target::TargetError>,
 }
 
 impl Pass<'_> {
     fn namespace(&self) -> String {
         self.ss.namespace().unwrap_or_default()
+    }
+
+    /// The target cluster's clients (see [`Pass::target`]); the error
+    /// message when it could not be reached.
+    fn target(&self) -> Result<&ClientFactory, String> {
+        self.target
+            .as_ref()
+            .map_err(|e| format!("connect to target cluster: {e}"))
     }
 
     fn generation(&self) -> i64 {
@@ -325,6 +340,7 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         previous,
         ss,
         lifetime: None,
+        target: Ok(env.clients.clone()),
     };
     // R3: suspend (the requestedAt token is not marked handled).
     if pass.ss.spec.suspend == Some(true) {
@@ -434,6 +450,10 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         tracing::warn!(stageset = %pass.key(), error = %e, "reading the StageLedger failed; retrying");
         return Outcome::quiet(Requeue::Backoff);
     }
+
+    // R11: the target cluster. A failure to reach it fails the first stage
+    // (S4, "connect to target cluster") and nothing is applied.
+    pass.target = env.targets.resolve(&env.clients, &pass.ss).await;
 
     // R18: the stage loop.
     let spec_names: Vec<String> = pass.ss.spec.stages.iter().map(|s| s.name.clone()).collect();

@@ -138,12 +138,14 @@ pub(super) async fn prune_pass(
             tracing::info!(stageset = %pass.key(), stage = %stage_name, count = objects.len(), "prune: false, leaving objects that left the stage in place");
             continue;
         }
-        let client = env
-            .clients
+        let target = pass
+            .target()
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        let client = target
             .for_service_account(&namespace, effective_sa(&pass.ss, stage))
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
-        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+        teardown::delete_objects(target, &client, objects, &ss_name, &namespace)
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         let subjects: Vec<String> = objects.iter().map(apply::ObjectRef::subject).collect();
@@ -166,12 +168,14 @@ pub(super) async fn prune_pass(
     }
     // Stages removed from the spec: torn down as the StageSet, last first.
     for (stage_name, objects) in &plan.removed {
-        let client = env
-            .clients
+        let target = pass
+            .target()
+            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        let client = target
             .for_service_account(&namespace, effective_sa(&pass.ss, None))
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
-        teardown::delete_objects(&env.clients, &client, objects, &ss_name, &namespace)
+        teardown::delete_objects(target, &client, objects, &ss_name, &namespace)
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         inventory::delete_stage(
@@ -192,18 +196,16 @@ pub(super) async fn prune_pass(
 /// The live members of a stage's ApplySet (`applyset` mode): objects of the
 /// recorded or rendered group-kinds labelled with the stage's ApplySet id.
 async fn applyset_members(pass: &Pass<'_>, d: &StageDone) -> Result<Vec<apply::ObjectRef>, String> {
-    let env = pass.env;
     let namespace = pass.namespace();
     let id = inventory::stage_applyset_id(&pass.ss.name_any(), &namespace, &d.entry.name);
     let stage = pass.ss.spec.stages.iter().find(|s| s.name == d.entry.name);
-    let client = env
-        .clients
+    let target = pass.target()?;
+    let client = target
         .for_service_account(&namespace, effective_sa(&pass.ss, stage))
         .await
         .map_err(|e| e.to_string())?;
     let selector = format!("{}={id}", keys::APPLYSET_PART_OF_LABEL);
-    let (found, errors) =
-        inventory::list_labelled(&env.clients, &client, &d.rendered, &selector).await;
+    let (found, errors) = inventory::list_labelled(target, &client, &d.rendered, &selector).await;
     if errors.is_empty() {
         Ok(found)
     } else {

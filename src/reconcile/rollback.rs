@@ -304,8 +304,8 @@ async fn restore_stage(
     let mut refs: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
     refs.sort_by_key(inventory::entry_id);
     refs.dedup_by_key(|r| inventory::entry_id(r));
-    let client = env
-        .clients
+    let target = pass.target().map_err(unavailable)?;
+    let client = target
         .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
         .await
         .map_err(|e| unavailable(format!("connecting as the stage's identity: {e}")))?;
@@ -313,7 +313,7 @@ async fn restore_stage(
         staging_timeout: env.settings.staging_timeout,
         force_token: None,
     };
-    apply::apply(&env.clients, &client, objects, &options)
+    apply::apply(target, &client, objects, &options)
         .await
         .map_err(|e| unavailable(format!("re-applying: {e}")))?;
     // 5. The stage's inventory is what was restored.

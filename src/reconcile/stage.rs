@@ -95,10 +95,27 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
     // S2, R15: the revision ledger, unless a reconcile-stage token clears it.
     let forced = ledger::force_token(&pass.ss, &stage.name, ctx.prior);
     let executed = ledger::revision_ledger(ctx.prior, &ctx.source.revision, forced.is_some());
-    // S4: the stage identity.
-    let client = match pass
-        .env
-        .clients
+    // S4: the target cluster (R11) and the stage identity on it.
+    let clients = match &pass.target {
+        Ok(clients) => clients.clone(),
+        Err(e) => {
+            let f = if e.denied {
+                StageFailure::rbac(
+                    &stage.name,
+                    StageOp::ConnectTargetCluster,
+                    e.message.clone(),
+                )
+            } else {
+                StageFailure::new(
+                    &stage.name,
+                    StageOp::ConnectTargetCluster,
+                    e.message.clone(),
+                )
+            };
+            return ctx.failed(f, &executed);
+        }
+    };
+    let client = match clients
         .for_service_account(&pass.namespace(), effective_sa(&pass.ss, Some(stage)))
         .await
     {
@@ -111,6 +128,7 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
     let mut hooks = StageHooks {
         stage,
         client,
+        clients,
         executed,
     };
     match prepare(pass, &ctx, &mut hooks).await {
@@ -296,7 +314,7 @@ async fn deploy(
         staging_timeout: env.settings.staging_timeout,
         force_token: Some(token),
     };
-    let changes = match apply::apply(&env.clients, &client, objects, &options).await {
+    let changes = match apply::apply(&hooks.clients, &client, objects, &options).await {
         Ok(c) => c,
         Err(e) => {
             let f = StageFailure::new(&stage.name, StageOp::Apply, e);
@@ -357,7 +375,7 @@ async fn deploy(
             stage.name
         );
         let (found, errors) =
-            inventory::list_labelled(&env.clients, &client, &rendered, &selector).await;
+            inventory::list_labelled(&hooks.clients, &client, &rendered, &selector).await;
         if !errors.is_empty() {
             tracing::warn!(stageset = %pass.key(), stage = %stage.name, errors = %errors.join("; "), "inventory reconstruction is partial");
         }
@@ -407,7 +425,7 @@ async fn deploy(
     {
         let api_version = check.api_version.clone().unwrap_or_else(|| "v1".into());
         // Cluster-scoped kinds ignore the namespace; unknown kinds count as namespaced.
-        let namespaced = env
+        let namespaced = hooks
             .clients
             .resource(&api_version, &check.kind)
             .await
@@ -463,10 +481,17 @@ async fn deploy(
     // CEL expressions (upstream gives each a full timeout).
     let deadline = tokio::time::Instant::now() + timeout;
     let mut verdict =
-        verify::wait_ready(&env.clients, &client, &wait_set, timeout, &deleting).await;
+        verify::wait_ready(&hooks.clients, &client, &wait_set, timeout, &deleting).await;
     if verdict == verify::Verdict::Ready && !exprs.is_empty() {
-        verdict =
-            cel::wait_exprs(&env.clients, &client, &applied, &exprs, deadline, &deleting).await;
+        verdict = cel::wait_exprs(
+            &hooks.clients,
+            &client,
+            &applied,
+            &exprs,
+            deadline,
+            &deleting,
+        )
+        .await;
     }
     match verdict {
         verify::Verdict::Ready => {}

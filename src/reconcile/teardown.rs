@@ -157,6 +157,16 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, 
     let records = inventory::read(&env.clients.controller(), &namespace, &name)
         .await
         .map_err(|e| ("read inventory", DeleteError::from(e)))?;
+    if records.is_empty() {
+        return Ok(());
+    }
+    // The objects live on the target cluster (a remote one needs its
+    // kubeconfig Secret still in place).
+    let target = env
+        .targets
+        .resolve(&env.clients, ss)
+        .await
+        .map_err(|e| ("connect to target cluster", DeleteError::plain(e.message)))?;
     let mut ordered: Vec<&inventory::StageRecord> = records.values().collect();
     ordered.sort_by(|a, b| b.position.cmp(&a.position).then(a.stage.cmp(&b.stage)));
     for record in ordered {
@@ -169,8 +179,7 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, 
             .and_then(|s| s.service_account_name.as_deref())
             .filter(|s| !s.is_empty())
             .or(ss.spec.service_account_name.as_deref());
-        let client = env
-            .clients
+        let client = target
             .for_service_account(&namespace, sa)
             .await
             .map_err(|e| {
@@ -179,7 +188,7 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, 
                     DeleteError::plain(e.to_string()),
                 )
             })?;
-        delete_objects(&env.clients, &client, &record.objects(), &name, &namespace)
+        delete_objects(&target, &client, &record.objects(), &name, &namespace)
             .await
             .map_err(|e| ("delete objects", e))?;
     }

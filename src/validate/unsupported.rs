@@ -49,9 +49,13 @@ fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
 /// hears about the one they wrote.
 pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
     Unsupported {
-        field: "spec.kubeConfig",
-        feature: "delivery to remote clusters",
-        place: Place::Spec(|s| some(&s.kube_config)),
+        field: "spec.kubeConfig.configMapRef",
+        feature: "cloud workload identity for remote clusters",
+        place: Place::Spec(|s| {
+            s.kube_config
+                .as_ref()
+                .is_some_and(|k| k.config_map_ref.is_some())
+        }),
     },
     Unsupported {
         field: "spec.decryption",
@@ -228,14 +232,14 @@ mod tests {
             "stages": [app(json!({"promotion": {"soak": "1m"}}))],
             "errorBudget": {"source": {"prometheus": {"address": "http://p:9090", "query": "up"}},
                             "freezeThreshold": "0.1"},
-            "kubeConfig": {"secretRef": {"name": "kc"}},
+            "kubeConfig": {"configMapRef": {"name": "kc"}},
             "version": {"value": "1.0.0"},
             "migrations": [{"name": "m", "to": "1.0.0"}],
         }));
         assert_eq!(
             uses(&ss),
             [
-                "spec.kubeConfig",
+                "spec.kubeConfig.configMapRef",
                 "spec.migrations",
                 "spec.version",
                 "spec.errorBudget",
@@ -244,7 +248,7 @@ mod tests {
         );
         assert_eq!(
             check(&ss).unwrap_err(),
-            "spec.kubeConfig is not supported yet by this controller"
+            "spec.kubeConfig.configMapRef is not supported yet by this controller"
         );
     }
 }

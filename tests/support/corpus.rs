@@ -106,7 +106,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "006-stageset-remote-cluster-sops.yaml",
-        "spec.kubeConfig is not supported yet by this controller",
+        "spec.decryption is not supported yet by this controller",
     ),
     (
         "007-stageset-version-fromobject-migration.yaml",
@@ -253,12 +253,8 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.decryption is not supported yet by this controller",
     ),
     (
-        "101-stageset-kubeconfig-secretref.yaml",
-        "spec.kubeConfig is not supported yet by this controller",
-    ),
-    (
         "102-stageset-kubeconfig-configmapref.yaml",
-        "spec.kubeConfig is not supported yet by this controller",
+        "spec.kubeConfig.configMapRef is not supported yet by this controller",
     ),
     (
         "108-stageset-smoke-errorbudget-webhook.yaml",

@@ -27,8 +27,8 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
         .iter()
         .map(|row| {
             let spec = match row.field {
-                "spec.kubeConfig" => {
-                    json!({"stages": [app], "kubeConfig": {"secretRef": {"name": "remote"}}})
+                "spec.kubeConfig.configMapRef" => {
+                    json!({"stages": [app], "kubeConfig": {"configMapRef": {"name": "eks-identity"}}})
                 }
                 "spec.decryption" => {
                     json!({"stages": [app], "decryption": {"provider": "sops", "secretRef": {"name": "age"}}})

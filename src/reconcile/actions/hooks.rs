@@ -9,6 +9,7 @@ use kube::ResourceExt;
 
 use crate::api::reasons::{EventReason, StageOp};
 use crate::api::{Action, ActionScope, AnchorWitness, NamespacedObjectKindReference, Stage};
+use crate::kube_client::ClientFactory;
 use crate::reconcile::Pass;
 use crate::reconcile::error::{Error, StageFailure};
 
@@ -49,6 +50,8 @@ pub struct StageHooks<'s> {
     pub stage: &'s Stage,
     /// The stage identity's client for the target cluster.
     pub client: kube::Client,
+    /// The target cluster's clients (discovery, tenant clients).
+    pub clients: crate::kube_client::ClientFactory,
     /// The revision ledger: Revision-scoped names done at `revision`.
     pub executed: Vec<String>,
 }
@@ -108,7 +111,7 @@ pub async fn lifetime_gate(
     let mut invalidated = Vec::new();
     let mut unreadable = Vec::new();
     {
-        let ctx = hooks_ctx(pass, &hooks.client);
+        let ctx = hooks_ctx(pass, &hooks.clients, &hooks.client);
         for (action, anchor) in &anchored {
             let reference = anchor_ref(&anchor.api_version, &anchor.kind, &anchor.name);
             match verbs::read_uid(&ctx, &reference).await {
@@ -174,7 +177,7 @@ pub async fn run_hook(
     let metrics = pass.env.metrics.clone();
     let mut result = Ok(());
     {
-        let ctx = hooks_ctx(pass, &hooks.client);
+        let ctx = hooks_ctx(pass, &hooks.clients, &hooks.client);
         for action in actions.iter().filter(|a| !skip.contains(&a.name)) {
             let ran = match super::run(&ctx, action).await {
                 Ok(()) => record(&ctx, &mut lifetime, &mut hooks.executed, stage, action)
@@ -290,9 +293,14 @@ async fn record(
     }
 }
 
-fn hooks_ctx<'a>(pass: &'a Pass<'_>, client: &kube::Client) -> ActionCtx<'a> {
+fn hooks_ctx<'a>(
+    pass: &'a Pass<'_>,
+    clients: &ClientFactory,
+    client: &kube::Client,
+) -> ActionCtx<'a> {
     ActionCtx {
         env: pass.env,
+        clients: clients.clone(),
         client: client.clone(),
         namespace: pass.namespace(),
         ss: &pass.ss,
@@ -312,7 +320,7 @@ pub async fn on_failure(pass: &Pass<'_>, hooks: &StageHooks<'_>, failure: &Stage
     if actions.is_empty() {
         return;
     }
-    let ctx = hooks_ctx(pass, &hooks.client);
+    let ctx = hooks_ctx(pass, &hooks.clients, &hooks.client);
     if let Err(f) = run_best_effort(&ctx, actions).await {
         let note = format!(
             "stage \"{}\" onFailure (after {}): {}",
@@ -334,17 +342,25 @@ pub async fn on_rollback(pass: &Pass<'_>) {
     }
     let namespace = pass.namespace();
     let sa = crate::reconcile::stage::effective_sa(&pass.ss, None);
-    let client = match pass.env.clients.for_service_account(&namespace, sa).await {
+    let connected = match pass.target() {
+        Ok(clients) => clients
+            .for_service_account(&namespace, sa)
+            .await
+            .map(|c| (clients.clone(), c))
+            .map_err(|e| format!("connect to target cluster: {e}")),
+        Err(e) => Err(e),
+    };
+    let (clients, client) = match connected {
         Ok(c) => c,
         Err(e) => {
-            let note = format!("onRollback: connect to target cluster: {e}");
+            let note = format!("onRollback: {e}");
             tracing::warn!(stageset = %pass.key(), "{note}");
             pass.event(true, EventReason::OnRollbackAction.as_str(), &note)
                 .await;
             return;
         }
     };
-    let ctx = hooks_ctx(pass, &client);
+    let ctx = hooks_ctx(pass, &clients, &client);
     if let Err(f) = run_best_effort(&ctx, actions).await {
         let note = format!("onRollback: {}", f.message);
         tracing::warn!(stageset = %pass.key(), "{note}");

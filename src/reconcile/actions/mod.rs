@@ -27,6 +27,9 @@ use super::Env;
 /// Where actions run: the identity and namespace their cluster calls use.
 pub struct ActionCtx<'a> {
     pub env: &'a Env,
+    /// The target cluster's clients (discovery; the cluster `client` talks
+    /// to).
+    pub clients: crate::kube_client::ClientFactory,
     /// The stage's effective identity (the StageSet-level one for
     /// `onRollback`).
     pub client: kube::Client,

@@ -42,7 +42,6 @@ pub(super) async fn resource(
 ) -> Result<Resource, Attempt> {
     if let Some(api_version) = api_version.filter(|a| !a.is_empty()) {
         return ctx
-            .env
             .clients
             .resource(api_version, kind)
             .await
@@ -281,7 +280,7 @@ async fn build_source(
     path: Option<&str>,
 ) -> Result<(Vec<Value>, String), Attempt> {
     let resolved = source::resolve_as(
-        &ctx.env.clients,
+        &ctx.clients,
         &ctx.client,
         "action",
         &ctx.namespace,
@@ -445,7 +444,7 @@ pub(super) async fn apply_objects(
             .is_none_or(str::is_empty)
         {
             let r = apply::ObjectRef::of(o);
-            if let Ok(res) = ctx.env.clients.resource(&r.api_version, &r.kind).await
+            if let Ok(res) = ctx.clients.resource(&r.api_version, &r.kind).await
                 && res.namespaced
             {
                 o["metadata"]["namespace"] = Value::String(ctx.namespace.clone());
@@ -467,7 +466,7 @@ pub(super) async fn apply_objects(
     }
     if a.wait == Some(true) {
         match verify::wait_ready(
-            &ctx.env.clients,
+            &ctx.clients,
             &ctx.client,
             &refs,
             limit.unwrap_or(APPLY_WAIT),
