@@ -339,7 +339,7 @@ mod tests {
 
     #[tokio::test]
     async fn unparseable_kubeconfigs_never_echo_their_content() {
-        let secret = "token: s3cr3t-value {{{";
+        let secret = "users: [{name: u, token: s3cr3t-value";
         let err = match connect(secret.as_bytes()).await {
             Err(e) => e,
             Ok(_) => panic!("parsed"),
