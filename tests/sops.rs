@@ -20,9 +20,8 @@ use stageset_controller::reconcile::decrypt::{
 use tempfile::TempDir;
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
 }
 
 fn require_tools() -> bool {
@@ -37,7 +36,10 @@ fn tools(what: &str, needed: &[&str]) -> bool {
         return true;
     }
     if require_tools() {
-        panic!("STAGESET_REQUIRE_TOOLS=1, but {} is missing", missing.join(", "));
+        panic!(
+            "STAGESET_REQUIRE_TOOLS=1, but {} is missing",
+            missing.join(", ")
+        );
     }
     eprintln!("skipped: {what} ({} not installed)", missing.join(", "));
     false
@@ -205,7 +207,12 @@ fn yaml_secret_with_string_data_and_data() {
     assert!(is_encrypted("secret.yaml", &enc));
     assert!(!String::from_utf8_lossy(&enc).contains("hunter2"));
     let want = lab.sops_decrypt("secret.yaml", &[("SOPS_AGE_KEY_FILE", &k.file)]);
-    let got = ours("secret.yaml", &enc, &keys(&[("identity.agekey", k.text.as_bytes())])).unwrap();
+    let got = ours(
+        "secret.yaml",
+        &enc,
+        &keys(&[("identity.agekey", k.text.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
     assert!(String::from_utf8_lossy(&got).contains("hunter2-very-secret"));
 }
@@ -217,19 +224,33 @@ fn yaml_encrypted_regex_leaves_metadata_clear_and_in_the_mac() {
     let enc = lab.encrypt(
         "secret.yaml",
         SECRET_YAML,
-        &["--age", &k.recipient, "--encrypted-regex", "^(data|stringData)$"],
+        &[
+            "--age",
+            &k.recipient,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ],
     );
     let text = String::from_utf8_lossy(&enc);
     assert!(text.contains("name: db") && !text.contains("hunter2"));
     let want = lab.sops_decrypt("secret.yaml", &[("SOPS_AGE_KEY_FILE", &k.file)]);
-    let got = ours("secret.yaml", &enc, &keys(&[("k.agekey", k.text.as_bytes())])).unwrap();
+    let got = ours(
+        "secret.yaml",
+        &enc,
+        &keys(&[("k.agekey", k.text.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
 
     // The clear values count towards the MAC: changing one fails the file.
     let tampered = text.replace("name: db", "name: dc");
     assert_ne!(tampered, text);
-    let e = ours("secret.yaml", tampered.as_bytes(), &keys(&[("k.agekey", k.text.as_bytes())]))
-        .unwrap_err();
+    let e = ours(
+        "secret.yaml",
+        tampered.as_bytes(),
+        &keys(&[("k.agekey", k.text.as_bytes())]),
+    )
+    .unwrap_err();
     assert_eq!(e.kind, DecryptErrorKind::MacMismatch, "{}", e.detail());
     assert_clean(&e, &["hunter2", &k.text]);
 }
@@ -246,7 +267,11 @@ fn yaml_rules_suffixes_regexes_and_mac_only_encrypted() {
         vec!["--unencrypted-regex", "^(user|nested)"],
         vec!["--encrypted-regex", "^pass"],
         vec!["--unencrypted-suffix", "_plain", "--mac-only-encrypted"],
-        vec!["--encrypted-regex", "^(password|other)$", "--mac-only-encrypted"],
+        vec![
+            "--encrypted-regex",
+            "^(password|other)$",
+            "--mac-only-encrypted",
+        ],
     ]
     .into_iter()
     .enumerate()
@@ -268,7 +293,12 @@ fn yaml_multi_document_with_comments_and_anchors() {
     let plain = "# head comment\na: &anchor\n  x: 1 # trailing\n  y: two\nb: *anchor\n---\nkind: ConfigMap\ndata:\n  k: v\n";
     let enc = lab.encrypt("multi.yaml", plain, &["--age", &k.recipient]);
     let want = lab.sops_decrypt("multi.yaml", &[("SOPS_AGE_KEY_FILE", &k.file)]);
-    let got = ours("multi.yaml", &enc, &keys(&[("k.agekey", k.text.as_bytes())])).unwrap();
+    let got = ours(
+        "multi.yaml",
+        &enc,
+        &keys(&[("k.agekey", k.text.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
     assert_eq!(yaml_docs(&got).len(), 2);
 }
@@ -280,10 +310,18 @@ fn json_file() {
     let plain = r#"{"b": 1, "a": {"x": [1.5, true, null, "s<&>", 1e21, 12345678901234567890, -0.0]}, "c_unencrypted": 2, "e": "", "z": {}}"#;
     let enc = lab.encrypt("config.json", plain, &["--age", &k.recipient]);
     let want = lab.sops_decrypt("config.json", &[("SOPS_AGE_KEY_FILE", &k.file)]);
-    let got = ours("config.json", &enc, &keys(&[("k.agekey", k.text.as_bytes())])).unwrap();
+    let got = ours(
+        "config.json",
+        &enc,
+        &keys(&[("k.agekey", k.text.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(json_doc(&got), json_doc(&want));
     // Go's layout too (tabs, key order).
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
 }
 
 #[test]
@@ -295,7 +333,10 @@ fn dotenv_file_is_byte_identical() {
     assert!(is_encrypted("app.env", &enc));
     let want = lab.sops_decrypt("app.env", &[("SOPS_AGE_KEY_FILE", &k.file)]);
     let got = ours("app.env", &enc, &keys(&[("k.agekey", k.text.as_bytes())])).unwrap();
-    assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
 }
 
 #[test]
@@ -331,12 +372,22 @@ fn several_age_recipients_open_with_the_second_key_alone() {
     let recipients = format!("{},{}", k1.recipient, k2.recipient);
     let enc = lab.encrypt("secret.yaml", SECRET_YAML, &["--age", &recipients]);
     let want = lab.sops_decrypt("secret.yaml", &[("SOPS_AGE_KEY_FILE", &k2.file)]);
-    let got = ours("secret.yaml", &enc, &keys(&[("second.agekey", k2.text.as_bytes())])).unwrap();
+    let got = ours(
+        "secret.yaml",
+        &enc,
+        &keys(&[("second.agekey", k2.text.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
     // Several identities in one entry, as a combined key file holds them.
     let other = lab.age_key("three");
     let combined = format!("{}\n{}", other.text, k2.text);
-    let got = ours("secret.yaml", &enc, &keys(&[("all.agekey", combined.as_bytes())])).unwrap();
+    let got = ours(
+        "secret.yaml",
+        &enc,
+        &keys(&[("all.agekey", combined.as_bytes())]),
+    )
+    .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
 }
 
@@ -357,11 +408,19 @@ fn shamir_key_groups() {
     let got = ours(
         "groups.yaml",
         &enc,
-        &keys(&[("a.agekey", k[0].text.as_bytes()), ("c.agekey", k[2].text.as_bytes())]),
+        &keys(&[
+            ("a.agekey", k[0].text.as_bytes()),
+            ("c.agekey", k[2].text.as_bytes()),
+        ]),
     )
     .unwrap();
     assert_eq!(yaml_docs(&got), yaml_docs(&want));
-    let e = ours("groups.yaml", &enc, &keys(&[("b.agekey", k[1].text.as_bytes())])).unwrap_err();
+    let e = ours(
+        "groups.yaml",
+        &enc,
+        &keys(&[("b.agekey", k[1].text.as_bytes())]),
+    )
+    .unwrap_err();
     assert_eq!(e.kind, DecryptErrorKind::NoMatchingKey, "{}", e.detail());
     assert_clean(&e, &["hunter2", &k[1].text]);
 }
@@ -389,7 +448,10 @@ fn gpg_key(algo: &str) -> Option<Gpg> {
     if !tools("SOPS OpenPGP oracle tests", &["gpg"]) {
         return None;
     }
-    let home = tempfile::Builder::new().prefix("g").tempdir_in("/tmp").unwrap();
+    let home = tempfile::Builder::new()
+        .prefix("g")
+        .tempdir_in("/tmp")
+        .unwrap();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -398,17 +460,42 @@ fn gpg_key(algo: &str) -> Option<Gpg> {
     let gpg = |args: &[&str]| {
         run(Command::new("gpg")
             .env("GNUPGHOME", home.path())
-            .args(["--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--batch",
+                "--quiet",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
             .args(args))
     };
-    gpg(&["--quick-gen-key", "StageSet Test <test@example.invalid>", algo, "default", "never"]);
-    let listing = String::from_utf8(gpg(&["--list-secret-keys", "--with-colons"])).unwrap();
+    gpg(&[
+        "--quick-gen-key",
+        "StageSet Test <test@example.invalid>",
+        algo,
+        "default",
+        "never",
+    ]);
+    let mut listing = String::from_utf8(gpg(&["--list-secret-keys", "--with-colons"])).unwrap();
     let fingerprint = listing
         .lines()
         .find_map(|l| l.strip_prefix("fpr:"))
         .and_then(|l| l.split(':').find(|f| f.len() == 40))
         .expect("a fingerprint")
         .to_string();
+    // An explicit algorithm makes only the primary key: add the encryption
+    // subkey sops needs.
+    if !listing.lines().any(|l| l.starts_with("ssb:")) {
+        let sub = if algo.starts_with("rsa") {
+            algo
+        } else {
+            "cv25519"
+        };
+        gpg(&["--quick-add-key", &fingerprint, sub, "encr", "never"]);
+        listing = String::from_utf8(gpg(&["--list-secret-keys", "--with-colons"])).unwrap();
+        assert!(listing.lines().any(|l| l.starts_with("ssb:")), "{listing}");
+    }
     let armored = gpg(&["--export-secret-keys", "--armor", &fingerprint]);
     Some(Gpg {
         home,
@@ -420,7 +507,7 @@ fn gpg_key(algo: &str) -> Option<Gpg> {
 #[test]
 fn pgp_keys_rsa_and_curve25519() {
     let Some(lab) = Lab::new() else { return };
-    for algo in ["rsa3072", "future-default"] {
+    for algo in ["rsa3072", "ed25519"] {
         let Some(gpg) = gpg_key(algo) else { return };
         let name = format!("pgp-{}.yaml", algo.replace('-', ""));
         std::fs::write(lab.path(&name), SECRET_YAML).unwrap();
@@ -449,19 +536,32 @@ fn files_without_metadata_pass_through_byte_identical() {
     let Some(lab) = Lab::new() else { return };
     let k = lab.age_key("one");
     let plain_yaml = b"# about sops: nothing here is encrypted\nkind: ConfigMap\ndata:\n  sops: \"a word\"\n  n: 017\n".to_vec();
-    let enc_env = lab.encrypt("secret.env", "PASSWORD=hunter2-very-secret\n", &["--age", &k.recipient]);
+    let enc_env = lab.encrypt(
+        "secret.env",
+        "PASSWORD=hunter2-very-secret\n",
+        &["--age", &k.recipient],
+    );
     let mut files = BTreeMap::new();
     files.insert("app/configmap.yaml".to_string(), plain_yaml.clone());
-    files.insert("app/kustomization.yaml".to_string(), b"secretGenerator:\n- name: s\n  envs: [secret.env]\n".to_vec());
+    files.insert(
+        "app/kustomization.yaml".to_string(),
+        b"secretGenerator:\n- name: s\n  envs: [secret.env]\n".to_vec(),
+    );
     files.insert("app/secret.env".to_string(), enc_env);
-    files.insert("app/readme.txt".to_string(), b"sops ENC[AES256_GCM,".to_vec());
+    files.insert(
+        "app/readme.txt".to_string(),
+        b"sops ENC[AES256_GCM,".to_vec(),
+    );
     let before = files.clone();
     let decrypted = decrypt_files(&mut files, &keys(&[("k.agekey", k.text.as_bytes())])).unwrap();
     assert_eq!(decrypted, vec!["app/secret.env".to_string()]);
     for (path, content) in &before {
         if path != "app/secret.env" {
             assert_eq!(&files[path], content, "{path}");
-            assert!(!is_encrypted(path, content) || path.ends_with(".env"), "{path}");
+            assert!(
+                !is_encrypted(path, content) || path.ends_with(".env"),
+                "{path}"
+            );
         }
     }
     assert_eq!(files["app/secret.env"], b"PASSWORD=hunter2-very-secret\n");
@@ -472,7 +572,12 @@ fn flip_after(text: &str, marker: &str) -> String {
     let at = text.find(marker).expect("the marker") + marker.len();
     let c = text[at..].chars().next().unwrap();
     let replacement = if c == 'A' { 'B' } else { 'A' };
-    format!("{}{}{}", &text[..at], replacement, &text[at + c.len_utf8()..])
+    format!(
+        "{}{}{}",
+        &text[..at],
+        replacement,
+        &text[at + c.len_utf8()..]
+    )
 }
 
 #[test]
@@ -507,16 +612,24 @@ fn tampering_wrong_keys_and_clean_errors() {
     // binds the path, so it does not) or the MAC catches it.
     let e = ours(
         "secrets/db.yaml",
-        text.replace("lastmodified: \"", "lastmodified: \"1").as_bytes(),
+        text.replace("lastmodified: \"", "lastmodified: \"1")
+            .as_bytes(),
         &ks,
     )
     .unwrap_err();
-    assert!(matches!(e.kind, DecryptErrorKind::Malformed | DecryptErrorKind::MacMismatch));
+    assert!(matches!(
+        e.kind,
+        DecryptErrorKind::Malformed | DecryptErrorKind::MacMismatch
+    ));
     assert_clean(&e, &secrets);
 
     // The wrong key.
-    let e = ours("secrets/db.yaml", &enc, &keys(&[("wrong.agekey", wrong.text.as_bytes())]))
-        .unwrap_err();
+    let e = ours(
+        "secrets/db.yaml",
+        &enc,
+        &keys(&[("wrong.agekey", wrong.text.as_bytes())]),
+    )
+    .unwrap_err();
     assert_eq!(e.kind, DecryptErrorKind::NoMatchingKey);
     assert_eq!(e.to_string(), "decryption failed for \"secrets/db.yaml\"");
     assert!(e.detail().contains(&k.recipient), "{}", e.detail());
@@ -536,7 +649,10 @@ fn tampering_wrong_keys_and_clean_errors() {
 
     // A bad key entry names the entry, not its content.
     let mut data = BTreeMap::new();
-    data.insert("broken.agekey".to_string(), format!("{}x\n", k.text.trim()).into_bytes());
+    data.insert(
+        "broken.agekey".to_string(),
+        format!("{}x\n", k.text.trim()).into_bytes(),
+    );
     let e = Keys::from_secret_data(&data).unwrap_err();
     assert_eq!(e.kind, DecryptErrorKind::BadKey);
     assert!(e.detail().contains("broken.agekey"));

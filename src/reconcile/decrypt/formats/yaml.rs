@@ -379,12 +379,34 @@ fn to_yaml(node: &Node) -> serde_yaml_ng::Value {
         Node::Null => Value::Null,
         Node::Str(s) => Value::String(s.clone()),
         Node::Int(i) => Value::Number((*i).into()),
-        Node::Float(f) => Value::Number((*f).into()),
+        Node::Float(f) => go_yaml_float(*f),
         Node::Bool(b) => Value::Bool(*b),
         Node::Bytes(b) => Value::String(String::from_utf8_lossy(b).into_owned()),
         Node::Seq(items) => Value::Sequence(items.iter().map(to_yaml).collect()),
         Node::Map(entries) => Value::Mapping(mapping(entries)),
     }
+}
+
+/// A float as go-yaml v3 writes it (`strconv.FormatFloat(f, 'g', -1, 64)`,
+/// `.inf`, `.nan`), read back: `1000.0` is written `1000` and so reads back
+/// as an integer, as it does from `sops --decrypt`.
+fn go_yaml_float(f: f64) -> serde_yaml_ng::Value {
+    let text = if f.is_nan() {
+        ".nan".to_string()
+    } else if f.is_infinite() {
+        if f > 0.0 { ".inf" } else { "-.inf" }.to_string()
+    } else {
+        let e = format!("{f:e}");
+        let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        if !(-4..6).contains(&exp) {
+            let sign = if exp < 0 { '-' } else { '+' };
+            format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+        } else {
+            format!("{f}")
+        }
+    };
+    serde_yaml_ng::from_str(&text).unwrap_or(serde_yaml_ng::Value::Number(f.into()))
 }
 
 fn mapping(entries: &[Entry]) -> serde_yaml_ng::Mapping {
@@ -434,7 +456,8 @@ mod tests {
             ("True", Node::Bool(true)),
             ("~", Node::Null),
             ("2001-12-14", Node::Str("2001-12-14".into())),
-            ("018", Node::Str("018".into())),
+            ("018", Node::Float(18.0)),
+            ("+0x1F", Node::Int(31)),
             ("1:20", Node::Str("1:20".into())),
             ("-", Node::Str("-".into())),
             ("99999999999999999999", Node::Float(1e20)),
@@ -443,6 +466,16 @@ mod tests {
             assert_eq!(&resolve_plain(text).unwrap(), want, "{text}");
         }
         assert!(resolve_plain("18446744073709551615").is_err());
+    }
+
+    #[test]
+    fn decrypt_yaml_floats_as_go_yaml_writes_them() {
+        use serde_yaml_ng::Value;
+        assert_eq!(go_yaml_float(1000.0), Value::Number(1000.into()));
+        assert_eq!(go_yaml_float(0.25), Value::Number(0.25.into()));
+        assert_eq!(go_yaml_float(1e6), Value::Number(1e6.into()));
+        assert_eq!(go_yaml_float(-1.5e-7), Value::Number((-1.5e-7).into()));
+        assert_eq!(go_yaml_float(100000.0), Value::Number(100000.into()));
     }
 
     #[test]
