@@ -658,3 +658,34 @@ fn tampering_wrong_keys_and_clean_errors() {
     assert!(e.detail().contains("broken.agekey"));
     assert_clean(&e, &secrets);
 }
+
+#[test]
+fn comment_rules_yaml_and_dotenv() {
+    let Some(lab) = Lab::new() else { return };
+    let k = lab.age_key("one");
+    let ks = keys(&[("k.agekey", k.text.as_bytes())]);
+    let yaml = "plain: visible\n# sops:enc\nsecret: hunter2-very-secret\nnested:\n  # sops:enc\n  inner: also-secret\n  open: clear\n  # keep:clear\n  kept: x\n";
+    let env =
+        "PLAIN=visible\n# sops:enc\nSECRET=hunter2-very-secret\n# keep:clear\nKEPT=x\nOTHER=y\n";
+    for (name, plain) in [("c.yaml", yaml), ("c.env", env)] {
+        for rule in [
+            ["--encrypted-comment-regex", "sops:enc"],
+            ["--unencrypted-comment-regex", "keep:clear"],
+        ] {
+            let enc = lab.encrypt(name, plain, &["--age", &k.recipient, rule[0], rule[1]]);
+            assert!(is_encrypted(name, &enc), "{name} {rule:?}");
+            let want = lab.sops_decrypt(name, &[("SOPS_AGE_KEY_FILE", &k.file)]);
+            let got =
+                ours(name, &enc, &ks).unwrap_or_else(|e| panic!("{name} {rule:?}: {}", e.detail()));
+            if name.ends_with(".yaml") {
+                assert_eq!(yaml_docs(&got), yaml_docs(&want), "{rule:?}");
+            } else {
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{rule:?}"
+                );
+            }
+        }
+    }
+}

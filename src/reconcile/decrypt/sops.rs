@@ -532,13 +532,12 @@ impl Walk<'_> {
         }
     }
 
-    fn add(&mut self, encrypted: bool, node: &Node) -> Result<(), DecryptError> {
-        if !self.md.mac_only_encrypted || encrypted {
-            if let Some(bytes) = mac_bytes(node) {
-                self.hash.update(&bytes);
-            }
+    fn add(&mut self, encrypted: bool, node: &Node) {
+        if (!self.md.mac_only_encrypted || encrypted)
+            && let Some(bytes) = mac_bytes(node)
+        {
+            self.hash.update(&bytes);
         }
-        Ok(())
     }
 
     /// A leaf (onLeaves of `Tree.Decrypt`).
@@ -571,7 +570,7 @@ impl Walk<'_> {
         } else {
             node
         };
-        self.add(encrypted, &value)?;
+        self.add(encrypted, &value);
         Ok(value)
     }
 
@@ -591,7 +590,7 @@ impl Walk<'_> {
             Ok(Plain::Comment(c)) => Ok(c),
             Ok(Plain::Value(Node::Str(s))) => {
                 // SOPS adds a comment that decrypts to a string to the MAC.
-                self.add(true, &Node::Str(s.clone()))?;
+                self.add(true, &Node::Str(s.clone()));
                 Ok(s)
             }
             Ok(Plain::Value(_)) => Err(DecryptError::malformed(format!(
