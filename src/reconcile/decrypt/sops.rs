@@ -501,8 +501,23 @@ fn path_text(path: &[String]) -> String {
     s
 }
 
+/// A path for diagnostics: the clear keys, each cut to 64 characters.
+fn shown_path(path: &[String]) -> String {
+    let parts: Vec<String> = path
+        .iter()
+        .map(|p| {
+            if p.chars().count() > 64 {
+                format!("{}…", p.chars().take(64).collect::<String>())
+            } else {
+                p.clone()
+            }
+        })
+        .collect();
+    path_text(&parts)
+}
+
 fn value_error(e: ValueError, path: &[String]) -> DecryptError {
-    let at = path_text(path);
+    let at = shown_path(path);
     match e {
         ValueError::Format => {
             DecryptError::malformed(format!("the value at {at:?} is not a SOPS encrypted value"))
@@ -553,7 +568,7 @@ impl Walk<'_> {
             let Node::Str(text) = &node else {
                 return Err(DecryptError::malformed(format!(
                     "the value at {:?} should be encrypted but is not a string",
-                    path_text(path)
+                    shown_path(path)
                 )));
             };
             match decrypt_value(text, self.key, &path_text(path))
@@ -563,7 +578,7 @@ impl Walk<'_> {
                 Plain::Comment(_) => {
                     return Err(DecryptError::malformed(format!(
                         "the value at {:?} decrypts to a comment",
-                        path_text(path)
+                        shown_path(path)
                     )));
                 }
             }
@@ -595,7 +610,7 @@ impl Walk<'_> {
             }
             Ok(Plain::Value(_)) => Err(DecryptError::malformed(format!(
                 "a comment at {:?} decrypts to a non-string value",
-                path_text(path)
+                shown_path(path)
             ))),
             Err(_) => Ok(text),
         }
