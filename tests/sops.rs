@@ -28,20 +28,28 @@ fn require_tools() -> bool {
     std::env::var("STAGESET_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
 }
 
-/// Whether every tool is there; otherwise one line on stderr (or a panic
-/// under `STAGESET_REQUIRE_TOOLS=1`).
+/// Whether every tool is there; otherwise one line on stderr (once per
+/// binary and tool set, written past the test harness's capture) or a
+/// panic under `STAGESET_REQUIRE_TOOLS=1`.
 fn tools(what: &str, needed: &[&str]) -> bool {
+    use std::io::Write;
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let missing: Vec<&str> = needed.iter().copied().filter(|t| !on_path(t)).collect();
     if missing.is_empty() {
         return true;
     }
+    let missing = missing.join(", ");
     if require_tools() {
-        panic!(
-            "STAGESET_REQUIRE_TOOLS=1, but {} is missing",
-            missing.join(", ")
+        panic!("STAGESET_REQUIRE_TOOLS=1, but these tools are missing: {missing}");
+    }
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if !said.contains(&missing) {
+        said.push(missing.clone());
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: {what} (not installed: {missing})"
         );
     }
-    eprintln!("skipped: {what} ({} not installed)", missing.join(", "));
     false
 }
 
