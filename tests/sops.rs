@@ -460,6 +460,10 @@ impl Drop for Gpg {
 }
 
 fn gpg_key(algo: &str) -> Option<Gpg> {
+    gpg_key_with(algo, "")
+}
+
+fn gpg_key_with(algo: &str, passphrase: &str) -> Option<Gpg> {
     if !tools("SOPS OpenPGP oracle tests", &["gpg"]) {
         return None;
     }
@@ -481,7 +485,7 @@ fn gpg_key(algo: &str) -> Option<Gpg> {
                 "--pinentry-mode",
                 "loopback",
                 "--passphrase",
-                "",
+                passphrase,
             ])
             .args(args))
     };
@@ -800,4 +804,21 @@ fn flipped_bytes_anywhere_never_panic_nor_leak() {
         0,
         "a panic was caught inside decrypt_files"
     );
+}
+
+#[test]
+fn passphrase_protected_pgp_keys_are_bad_keys() {
+    if Lab::new().is_none() {
+        return;
+    }
+    let Some(gpg) = gpg_key_with("default", "correct-horse-battery") else {
+        return;
+    };
+    let mut data = BTreeMap::new();
+    data.insert("locked.asc".to_string(), gpg.armored.clone());
+    let e = Keys::from_secret_data(&data).unwrap_err();
+    assert_eq!(e.kind, DecryptErrorKind::BadKey, "{}", e.detail());
+    assert!(e.detail().contains("passphrase"), "{}", e.detail());
+    assert!(e.detail().contains(&gpg.fingerprint), "{}", e.detail());
+    assert_clean(&e, &["correct-horse-battery"]);
 }

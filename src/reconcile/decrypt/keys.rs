@@ -89,6 +89,20 @@ impl Keys {
                     return Err(bad_key(name, "holds no OpenPGP secret key"));
                 }
                 for key in &parsed {
+                    let unlocked = !key.primary_key.secret_params().is_encrypted()
+                        || key
+                            .secret_subkeys
+                            .iter()
+                            .any(|k| !k.key.secret_params().is_encrypted());
+                    if !unlocked {
+                        return Err(bad_key(
+                            name,
+                            &format!(
+                                "OpenPGP key {:X} is protected by a passphrase",
+                                key.fingerprint()
+                            ),
+                        ));
+                    }
                     if key.verify_bindings().is_err() {
                         return Err(bad_key(
                             name,
