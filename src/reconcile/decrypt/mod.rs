@@ -150,8 +150,10 @@ pub fn decrypt_files(
 
 /// Whether a file carries SOPS metadata (by its extension's format: a
 /// top-level `sops` mapping in YAML or JSON, `sops_mac` or
-/// `sops_lastmodified` in dotenv, a `[sops]` section in INI). Files of other
-/// formats, and files that do not parse, are not encrypted.
+/// `sops_lastmodified` in dotenv, a `[sops]` section in INI), or holds
+/// SOPS-encrypted values (`ENC[AES256_GCM,...]`) whose metadata is damaged
+/// or missing: exactly the files [`decrypt_files`] does not pass through.
+/// Files of other formats are never encrypted.
 pub fn is_encrypted(path: &str, content: &[u8]) -> bool {
     let Some(format) = formats::Format::of(path) else {
         return false;
