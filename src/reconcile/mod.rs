@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod build;
 pub mod cel;
 pub mod conflict;
+pub mod decrypt;
 pub mod depends;
 pub mod error;
 pub mod health;
