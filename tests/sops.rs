@@ -10,6 +10,10 @@
 //! failure; without `gpg` only the OpenPGP tests are skipped (the same
 //! variable makes that a failure too).
 
+#![recursion_limit = "256"]
+
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -821,4 +825,257 @@ fn passphrase_protected_pgp_keys_are_bad_keys() {
     assert!(e.detail().contains("passphrase"), "{}", e.detail());
     assert!(e.detail().contains(&gpg.fingerprint), "{}", e.detail());
     assert_clean(&e, &["correct-horse-battery"]);
+}
+
+// --- end to end: a StageSet with spec.decryption on kube-sim ---------------------
+
+const NS: &str = "shop";
+
+/// A Secret manifest for the shop namespace, encrypted as users do it.
+const SHOP_SECRET: &str = "apiVersion: v1
+kind: Secret
+metadata:
+  name: db
+  namespace: shop
+type: Opaque
+stringData:
+  password: hunter2-very-secret
+  user: app
+";
+
+/// A controller on kube-sim with the age key in the Secret `sops-age` and
+/// the stage artifact `app` holding `files`.
+async fn sops_harness(lab: &Lab, key: &AgeKey, files: &[(&str, String)]) -> support::Harness {
+    let h = support::Harness::start().await;
+    h.namespace(NS).await;
+    h.sim
+        .load(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "sops-age", "namespace": NS},
+            "stringData": {"identity.agekey": key.text}}))
+        .unwrap();
+    publish(&h, "app", "r1", files).await;
+    let _ = lab;
+    h
+}
+
+async fn publish(h: &support::Harness, source: &str, revision: &str, files: &[(&str, String)]) {
+    let files: Vec<(&str, &str)> = files.iter().map(|(n, c)| (*n, c.as_str())).collect();
+    let art = h.artifact(&format!("{source}-{revision}.tar.gz"), &files);
+    h.external_artifact(NS, source, &art, revision).await;
+}
+
+/// A one-stage spec reading `source`, decrypting with the key Secret
+/// `secret` (None: no spec.decryption).
+fn spec(source: &str, secret: Option<&str>) -> serde_json::Value {
+    let mut spec = serde_json::json!({"interval": "1h",
+        "stages": [{"name": "app", "sourceRef": {"name": source}}]});
+    if let Some(secret) = secret {
+        spec["decryption"] = serde_json::json!({"provider": "sops", "secretRef": {"name": secret}});
+    }
+    spec
+}
+
+async fn secret_data(h: &support::Harness, name: &str) -> Option<BTreeMap<String, String>> {
+    let api: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    let secret = api.get_opt(name).await.unwrap()?;
+    Some(
+        secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, String::from_utf8(v.0).unwrap()))
+            .collect(),
+    )
+}
+
+/// Everything a tenant can read about a StageSet: its status and events.
+async fn visible(h: &support::Harness, name: &str) -> String {
+    let ss = h.get_stageset(NS, name).await;
+    format!(
+        "{} {}",
+        serde_json::to_string(&ss.status).unwrap(),
+        serde_json::to_string(&h.events(NS, name).await).unwrap()
+    )
+}
+
+/// An encrypted Secret manifest and an encrypted env file behind a
+/// secretGenerator are applied with exactly what `sops -d` gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stagesets_apply_what_sops_decrypts() {
+    let Some(lab) = Lab::new() else { return };
+    let key = lab.age_key("stage");
+    let secret = lab.encrypt(
+        "secret.yaml",
+        SHOP_SECRET,
+        &[
+            "--age",
+            &key.recipient,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ],
+    );
+    let env = lab.encrypt(
+        "app.env",
+        "API_TOKEN=tok-1234-very-secret\nMODE=live\n",
+        &["--age", &key.recipient],
+    );
+    let kustomization = "apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: shop
+resources:
+- secret.yaml
+- cm.yaml
+secretGenerator:
+- name: app-env
+  envs:
+  - app.env
+generatorOptions:
+  disableNameSuffixHash: true
+";
+    let files = [
+        ("kustomization.yaml", kustomization.to_string()),
+        ("secret.yaml", String::from_utf8(secret).unwrap()),
+        ("app.env", String::from_utf8(env).unwrap()),
+        ("cm.yaml", support::configmap(NS, "app-config", "r1")),
+    ];
+    let h = sops_harness(&lab, &key, &files).await;
+    h.stageset(NS, "secrets", spec("app", Some("sops-age")))
+        .await;
+    h.wait_stageset(NS, "secrets", "Ready", |ss| {
+        support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    // The oracle.
+    let plain = lab.sops_decrypt("secret.yaml", &[("SOPS_AGE_KEY_FILE", &key.file)]);
+    let plain: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&plain).unwrap();
+    let want: BTreeMap<String, String> = plain["stringData"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().unwrap().to_string(),
+                v.as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(secret_data(&h, "db").await.unwrap(), want);
+    let env = String::from_utf8(lab.sops_decrypt("app.env", &[("SOPS_AGE_KEY_FILE", &key.file)]))
+        .unwrap();
+    let want: BTreeMap<String, String> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(secret_data(&h, "app-env").await.unwrap(), want);
+    let text = visible(&h, "secrets").await;
+    assert!(!text.contains("very-secret"), "{text}");
+}
+
+/// A flipped byte in a value or in the MAC, the wrong key, no decryption
+/// at all, a missing key Secret: the stage fails with the spec's message,
+/// nothing of it is applied (not even its clear files), and no plaintext
+/// or key material shows in status or events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_and_wrong_keys_fail_the_stage_and_apply_nothing() {
+    let Some(lab) = Lab::new() else { return };
+    let key = lab.age_key("stage");
+    let wrong = lab.age_key("wrong");
+    let enc = String::from_utf8(lab.encrypt(
+        "secret.yaml",
+        SHOP_SECRET,
+        &[
+            "--age",
+            &key.recipient,
+            "--encrypted-regex",
+            "^(data|stringData)$",
+        ],
+    ))
+    .unwrap();
+    let cm = support::configmap(NS, "app-config", "r1");
+    let h = sops_harness(
+        &lab,
+        &key,
+        &[("cm.yaml", cm.clone()), ("secret.yaml", enc.clone())],
+    )
+    .await;
+    h.sim
+        .load(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "wrong-age", "namespace": NS},
+            "stringData": {"identity.agekey": wrong.text}}))
+        .unwrap();
+    let secrets = [
+        "hunter2",
+        "very-secret",
+        key.text.trim(),
+        wrong.text.trim(),
+        "AGE-SECRET-KEY",
+    ];
+    // Each case reads its own source, so no case sees another's files.
+    let check = |name: &'static str,
+                 key_secret: Option<&'static str>,
+                 secret_file: String,
+                 want: &'static str| {
+        let h = &h;
+        let cm = cm.clone();
+        async move {
+            publish(
+                h,
+                name,
+                "r1",
+                &[("cm.yaml", cm), ("secret.yaml", secret_file)],
+            )
+            .await;
+            h.stageset(NS, name, spec(name, key_secret)).await;
+            let ss = h.wait_ready_reason(NS, name, "StageFailed", want).await;
+            let text = visible(h, name).await;
+            for s in secrets {
+                assert!(!text.contains(s), "{name}: {s} shows in {text}");
+            }
+            ss
+        }
+    };
+    check(
+        "flipped-value",
+        Some("sops-age"),
+        flip_after(&enc, "password: ENC[AES256_GCM,data:"),
+        "stage \"app\" decrypt: decryption failed for \"secret.yaml\"",
+    )
+    .await;
+    check(
+        "flipped-mac",
+        Some("sops-age"),
+        flip_after(&enc, "mac: ENC[AES256_GCM,data:"),
+        "stage \"app\" decrypt: decryption failed for \"secret.yaml\"",
+    )
+    .await;
+    check(
+        "wrong-key",
+        Some("wrong-age"),
+        enc.clone(),
+        "stage \"app\" decrypt: decryption failed for \"secret.yaml\"",
+    )
+    .await;
+    check(
+        "no-decryption",
+        None,
+        enc.clone(),
+        "decryption failed for \"secret.yaml\": the file is SOPS-encrypted, but the StageSet sets no spec.decryption",
+    )
+    .await;
+    check(
+        "no-key-secret",
+        Some("never-created"),
+        enc.clone(),
+        "stage \"app\" configure decryption: decryption failed: the Secret \"never-created\" does not exist",
+    )
+    .await;
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    assert!(
+        api.get_opt("app-config").await.unwrap().is_none(),
+        "nothing was applied"
+    );
+    assert!(secret_data(&h, "db").await.is_none());
 }

@@ -159,6 +159,9 @@ struct Pass<'a> {
     /// controller's own until a remote one is resolved, or why it could not
     /// be.
     target: Result<ClientFactory, target::TargetError>,
+    /// The SOPS keys (R14) when the StageSet sets `spec.decryption`, or why
+    /// they could not be loaded.
+    keys: Option<Result<Arc<decrypt::Keys>, error::Error>>,
 }
 
 impl Pass<'_> {
@@ -342,6 +345,7 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         ss,
         lifetime: None,
         target: Ok(env.clients.clone()),
+        keys: None,
     };
     // R3: suspend (the requestedAt token is not marked handled).
     if pass.ss.spec.suspend == Some(true) {
@@ -455,6 +459,9 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     // R11: the target cluster. A failure to reach it fails the first stage
     // (S4, "connect to target cluster") and nothing is applied.
     pass.target = env.targets.resolve(&env.clients, &pass.ss).await;
+    // R14: the decryption keys (a failure fails the first stage, "configure
+    // decryption").
+    pass.keys = load_keys(pass).await;
 
     // R18: the stage loop.
     let spec_names: Vec<String> = pass.ss.spec.stages.iter().map(|s| s.name.clone()).collect();
@@ -575,6 +582,72 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         Requeue::After(jitter(steady)),
     )
     .await
+}
+
+/// R14: the SOPS keys of `spec.decryption`, read from its Secret as the
+/// StageSet-level tenant on the controller's cluster. None without
+/// `spec.decryption`. Messages name the Secret and its entry at most, never
+/// key material; the detail of a key that does not parse goes to the log.
+async fn load_keys(pass: &Pass<'_>) -> Option<Result<Arc<decrypt::Keys>, error::Error>> {
+    let decryption = pass.ss.spec.decryption.as_ref()?;
+    let Some(reference) = decryption.secret_ref.as_ref() else {
+        // No Secret: only files we cannot open anyway (cloud KMS) would
+        // need keys; they fail with "decryption failed" per file.
+        return Some(
+            decrypt::Keys::from_secret_data(&BTreeMap::new())
+                .map(Arc::new)
+                .map_err(|e| error::Error::Transient(e.to_string())),
+        );
+    };
+    let namespace = pass.namespace();
+    let reader = match pass
+        .env
+        .clients
+        .for_service_account(&namespace, pass.ss.spec.service_account_name.as_deref())
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return Some(Err(error::Error::Transient(e.to_string()))),
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(reader, &namespace);
+    let secret = match secrets.get_opt(&reference.name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Some(Err(error::Error::Transient(format!(
+                "decryption failed: the Secret \"{}\" does not exist",
+                reference.name
+            ))));
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return Some(Err(error::Error::Denied(error::rbac_denied_message(
+                &format!("reading the decryption Secret \"{}\"", reference.name),
+                &s.message,
+            ))));
+        }
+        Err(e) => {
+            return Some(Err(error::Error::Transient(format!(
+                "reading the decryption Secret \"{}\": {}",
+                reference.name,
+                describe(&e)
+            ))));
+        }
+    };
+    let data: BTreeMap<String, Vec<u8>> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect();
+    Some(match decrypt::Keys::from_secret_data(&data) {
+        Ok(keys) => Ok(Arc::new(keys)),
+        Err(e) => {
+            tracing::warn!(stageset = %pass.key(), secret = %reference.name, error = %e.detail(), "the decryption keys do not load");
+            Err(error::Error::Transient(format!(
+                "{e}: the Secret \"{}\" holds a key that cannot be used",
+                reference.name
+            )))
+        }
+    })
 }
 
 /// R16: loads (or creates) the StageLedger when the StageSet has Lifetime

@@ -27,7 +27,7 @@ use crate::api::{Stage, StageArtifactRef, StageSet};
 use crate::config::InventoryMode;
 
 use super::error::Error;
-use super::stage::{effective_sa, post_build_vars, render_objects};
+use super::stage::{build_stage, effective_sa, post_build_vars};
 use super::{Pass, apply, images, inventory};
 
 /// The most a stored rendering may weigh; larger reads are errors.
@@ -289,8 +289,9 @@ async fn restore_stage(
                 .fetch(&entry.url, &entry.digest)
                 .await
                 .map_err(|e| unavailable(format!("the artifact is no longer fetchable: {e}")))?;
-            render_objects(env, &pass.ss, stage, &artifact.files, vars.as_ref())
-                .map_err(|e| unavailable(format!("rebuilding: {e}")))?
+            // Decrypted again with today's keys: rotated away, it fails closed.
+            build_stage(pass, stage, artifact.files, vars.as_ref())
+                .map_err(|f| unavailable(format!("rebuilding: {} {}", f.op, f.error)))?
         }
     };
     // 3. Image verification (never bypassed by a rollback).

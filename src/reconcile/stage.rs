@@ -17,8 +17,8 @@ use super::actions::hooks::{self, Hook, StageHooks};
 use super::actions::ledger;
 use super::error::{self, StageFailure};
 use super::{
-    Env, Pass, apply, build, cel, conflict, images, inventory, prune, rollback, source, substitute,
-    verify,
+    Env, Pass, apply, build, cel, conflict, decrypt, images, inventory, prune, rollback, source,
+    substitute, verify,
 };
 
 /// What a stage that finished Ready hands back to the pass.
@@ -115,6 +115,12 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
             return ctx.failed(f, &executed);
         }
     };
+    // R14's keys: a Secret that cannot be read or a key that does not
+    // parse fails here, before anything is fetched.
+    if let Some(Err(e)) = &pass.keys {
+        let f = StageFailure::new(&stage.name, StageOp::ConfigureDecryption, e.clone());
+        return ctx.failed(f, &executed);
+    }
     let client = match clients
         .for_service_account(&pass.namespace(), effective_sa(&pass.ss, Some(stage)))
         .await
@@ -205,10 +211,8 @@ async fn prepare(
         .fetch(&source.url, &source.digest)
         .await
         .map_err(|e| StageFailure::new(&stage.name, StageOp::FetchArtifact, e))?;
-    // S11, S12: build, then the stage, owner and ApplySet labels.
-    let objects = render_objects(env, &pass.ss, stage, &artifact.files, vars.as_ref())
-        .map_err(|e| StageFailure::new(&stage.name, StageOp::Build, e))?;
-    drop(artifact);
+    // S9, S11, S12: decrypt, build, then the stage, owner and ApplySet labels.
+    let objects = build_stage(pass, stage, artifact.files, vars.as_ref())?;
     let mut rendered: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
     rendered.sort_by_key(inventory::entry_id);
     rendered.dedup_by_key(|r| inventory::entry_id(r));
@@ -236,6 +240,69 @@ async fn prepare(
         exprs,
         substitution_digest: vars.as_ref().map(|v| v.digest()).unwrap_or_default(),
     })
+}
+
+/// S9 then [`render_objects`]: decrypts the SOPS files of the artifact
+/// with the pass's keys (R14), builds, and refuses output that still holds
+/// SOPS ciphertext, so an encrypted value is never applied as it is. Shared
+/// by a pass and by the rebuild of a rollback.
+pub(super) fn build_stage(
+    pass: &Pass<'_>,
+    stage: &crate::api::Stage,
+    mut files: BTreeMap<String, Vec<u8>>,
+    vars: Option<&substitute::Vars>,
+) -> Result<Vec<serde_json::Value>, StageFailure> {
+    let keys = match &pass.keys {
+        Some(Ok(keys)) => Some(keys.as_ref()),
+        Some(Err(e)) => {
+            return Err(StageFailure::new(
+                &stage.name,
+                StageOp::ConfigureDecryption,
+                e.clone(),
+            ));
+        }
+        None => None,
+    };
+    let dir = stage.path.as_deref().unwrap_or("./");
+    let leftovers = match decrypt::decrypt_for_stage(&mut files, keys, dir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(stageset = %pass.key(), stage = %stage.name, error = %e.detail(), "decryption failed");
+            return Err(StageFailure::new(
+                &stage.name,
+                StageOp::Decrypt,
+                decrypt_message(&e, keys.is_some()),
+            ));
+        }
+    };
+    let objects = render_objects(pass.env, &pass.ss, stage, &files, vars)
+        .map_err(|e| StageFailure::new(&stage.name, StageOp::Build, e))?;
+    if let Some(subject) = decrypt::ciphertext_in(&objects) {
+        let why = match &leftovers.first {
+            Some(e) => {
+                tracing::warn!(stageset = %pass.key(), stage = %stage.name, error = %e.detail(), "decryption failed");
+                decrypt_message(e, keys.is_some())
+            }
+            None if keys.is_none() => "the StageSet sets no spec.decryption".to_string(),
+            None => "a value was not decrypted".to_string(),
+        };
+        return Err(StageFailure::new(
+            &stage.name,
+            StageOp::Decrypt,
+            format!("{subject} holds SOPS-encrypted data; nothing is applied ({why})"),
+        ));
+    }
+    Ok(objects)
+}
+
+/// The status text of a decryption failure: "decryption failed" and the
+/// file, plus the one fact a user needs when decryption is not configured.
+fn decrypt_message(e: &decrypt::DecryptError, configured: bool) -> String {
+    if configured {
+        e.to_string()
+    } else {
+        format!("{e}: the file is SOPS-encrypted, but the StageSet sets no spec.decryption")
+    }
 }
 
 /// S11 and S12: builds a stage's objects from its artifact's files (path,

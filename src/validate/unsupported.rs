@@ -58,11 +58,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         }),
     },
     Unsupported {
-        field: "spec.decryption",
-        feature: "SOPS decryption",
-        place: Place::Spec(|s| some(&s.decryption)),
-    },
-    Unsupported {
         field: "spec.migrations",
         feature: "versioned migrations",
         place: Place::Spec(|s| non_empty(&s.migrations)),

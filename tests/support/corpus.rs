@@ -102,11 +102,7 @@ pub const SCHEMA_LEVEL_INVALID: &[&str] = &[
 pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "001-stageset-payments-flagship.yaml",
-        "spec.decryption is not supported yet by this controller",
-    ),
-    (
-        "006-stageset-remote-cluster-sops.yaml",
-        "spec.decryption is not supported yet by this controller",
+        "spec.migrations is not supported yet by this controller",
     ),
     (
         "007-stageset-version-fromobject-migration.yaml",
@@ -235,22 +231,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "089-stageset-runbook-migration-anchor.yaml",
         "spec.stages[0].migrationAnchor is not supported yet by this controller",
-    ),
-    (
-        "092-stageset-payments-sops.yaml",
-        "spec.decryption is not supported yet by this controller",
-    ),
-    (
-        "093-stageset-sops-secrets-then-app.yaml",
-        "spec.decryption is not supported yet by this controller",
-    ),
-    (
-        "094-stageset-sops-kms-no-secretref.yaml",
-        "spec.decryption is not supported yet by this controller",
-    ),
-    (
-        "095-stageset-sops-pgp-keys.yaml",
-        "spec.decryption is not supported yet by this controller",
     ),
     (
         "102-stageset-kubeconfig-configmapref.yaml",

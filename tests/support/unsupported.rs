@@ -30,9 +30,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.kubeConfig.configMapRef" => {
                     json!({"stages": [app], "kubeConfig": {"configMapRef": {"name": "eks-identity"}}})
                 }
-                "spec.decryption" => {
-                    json!({"stages": [app], "decryption": {"provider": "sops", "secretRef": {"name": "age"}}})
-                }
                 "spec.migrations" => json!({"stages": [app], "version": {"value": "1.2.0"},
                     "migrations": [{"name": "schema-v2", "to": "1.2.0", "actions": wait}]}),
                 "spec.migrationsSourceRef" => json!({"stages": [app], "version": {"value": "1.2.0"},

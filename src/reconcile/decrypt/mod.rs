@@ -164,5 +164,92 @@ pub fn is_encrypted(path: &str, content: &[u8]) -> bool {
     std::panic::catch_unwind(|| formats::has_metadata(format, content)).unwrap_or(false)
 }
 
+/// What decrypting a stage's artifact left behind: files that would not
+/// decrypt outside the stage's directory (the build may never read them).
+#[derive(Debug, Default)]
+pub struct Leftovers {
+    /// The first such failure, reported if ciphertext reaches the build's
+    /// output after all.
+    pub first: Option<DecryptError>,
+}
+
+/// Decrypts the SOPS files of a stage's artifact in place (delivery.md
+/// §2.4). Every file that decrypts is replaced. A file inside the stage's
+/// directory `dir` that does not decrypt fails the stage, as does one that
+/// is encrypted while the StageSet has no decryption (`keys` None): nothing
+/// is applied rather than ciphertext. Files outside `dir` belong to other
+/// stages or teams as often as to this one's bases, so their failures are
+/// only kept in the [`Leftovers`]; [`ciphertext_in`] on the build's output
+/// catches any that was used after all.
+pub fn decrypt_for_stage(
+    files: &mut BTreeMap<String, Vec<u8>>,
+    keys: Option<&Keys>,
+    dir: &str,
+) -> Result<Leftovers, DecryptError> {
+    let dir = dir.trim_start_matches("./").trim_end_matches('/');
+    let inside = |path: &str| {
+        dir.is_empty() || dir == "." || path == dir || path.starts_with(&format!("{dir}/"))
+    };
+    let encrypted: Vec<String> = files
+        .iter()
+        .filter(|(path, content)| is_encrypted(path, content))
+        .map(|(path, _)| path.clone())
+        .collect();
+    let mut leftovers = Leftovers::default();
+    for path in encrypted {
+        let result = match keys {
+            None => Err(DecryptError::new(
+                DecryptErrorKind::NoMatchingKey,
+                "the file is SOPS-encrypted, but the StageSet sets no spec.decryption",
+            )
+            .in_file(&path)),
+            Some(keys) => {
+                let mut one = BTreeMap::new();
+                one.insert(path.clone(), files[&path].clone());
+                decrypt_files(&mut one, keys).map(|_| one.remove(&path))
+            }
+        };
+        match result {
+            Ok(Some(plain)) => {
+                files.insert(path, plain);
+            }
+            Ok(None) => {}
+            Err(e) if inside(&path) => return Err(e),
+            Err(e) => {
+                leftovers.first.get_or_insert(e);
+            }
+        }
+    }
+    Ok(leftovers)
+}
+
+/// The prefix of every value SOPS encrypts.
+const CIPHERTEXT_PREFIX: &str = "ENC[AES256_GCM,";
+
+/// The first rendered object that still carries SOPS metadata (a top-level
+/// `sops` field) or an encrypted value, as `Kind/namespace/name`.
+pub fn ciphertext_in(objects: &[serde_json::Value]) -> Option<String> {
+    fn encrypted(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => s.starts_with(CIPHERTEXT_PREFIX),
+            serde_json::Value::Array(a) => a.iter().any(encrypted),
+            serde_json::Value::Object(m) => m.values().any(encrypted),
+            _ => false,
+        }
+    }
+    objects
+        .iter()
+        .find(|o| o.get("sops").is_some_and(|s| s.is_object()) || encrypted(o))
+        .map(|o| {
+            let s = |p: &str| o.pointer(p).and_then(|v| v.as_str()).unwrap_or("");
+            let ns = s("/metadata/namespace");
+            if ns.is_empty() {
+                format!("{}/{}", s("/kind"), s("/metadata/name"))
+            } else {
+                format!("{}/{ns}/{}", s("/kind"), s("/metadata/name"))
+            }
+        })
+}
+
 #[cfg(test)]
 mod tests;
