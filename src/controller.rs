@@ -129,6 +129,7 @@ struct Plan {
     store: Option<StorePlan>,
     actors: ActorOptions,
     servers: ServerOptions,
+    clock: crate::reconcile::Clock,
 }
 
 /// [`start`] with the HTTP listeners given explicitly (tests bind port 0).
@@ -136,6 +137,21 @@ pub fn start_with(
     config: &Config,
     kube_config: kube::Config,
     servers: ServerOptions,
+) -> Result<ControllerHandle, String> {
+    start_with_clock(
+        config,
+        kube_config,
+        servers,
+        crate::reconcile::Clock::system(),
+    )
+}
+
+/// [`start_with`] on a clock the caller controls (tests of update windows).
+pub fn start_with_clock(
+    config: &Config,
+    kube_config: kube::Config,
+    servers: ServerOptions,
+    clock: crate::reconcile::Clock,
 ) -> Result<ControllerHandle, String> {
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -186,6 +202,7 @@ pub fn start_with(
             watch_namespaces: config.watch_namespaces.clone(),
         },
         servers,
+        clock,
     };
     let handle = spawn(plan).map_err(|e| format!("starting the controller: {e}"))?;
     let b = handle.bound();
@@ -265,6 +282,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
             .map(|addr| crate::reconcile::notify::Notifier::new(addr, metrics.clone())),
         inventory_writes: Default::default(),
         targets: Default::default(),
+        clock: plan.clock.clone(),
         rollback_store,
     });
     let client = env.clients.controller();

@@ -712,6 +712,15 @@ impl Metrics {
             .inc();
     }
 
+    /// `stageset_update_deferred_total`: an update window started holding a
+    /// StageSet.
+    pub fn update_deferred(&self, namespace: &str, name: &str) {
+        self.custom
+            .update_deferred
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
     /// `stageset_teardown_force_drop_total`: a finalizer was force-dropped.
     pub fn teardown_force_dropped(&self, namespace: &str, name: &str, reason: ForceDropReason) {
         self.custom

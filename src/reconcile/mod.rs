@@ -30,6 +30,7 @@ pub mod substitute;
 pub mod target;
 pub mod teardown;
 pub mod verify;
+pub mod windows;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -85,6 +86,38 @@ impl Default for Settings {
     }
 }
 
+/// The pipeline's time source: the system clock, or one a test moves.
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> jiff::Timestamp + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(Arc::new(jiff::Timestamp::now))
+    }
+
+    /// A clock that reads `now` (tests).
+    pub fn from_fn(now: impl Fn() -> jiff::Timestamp + Send + Sync + 'static) -> Clock {
+        Clock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> jiff::Timestamp {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// What the pipeline needs from the outside world.
 pub struct Env {
     pub clients: ClientFactory,
@@ -105,6 +138,8 @@ pub struct Env {
     pub actions: outbound::ActionPolicy,
     /// Connections to the remote clusters StageSets deliver to.
     pub targets: target::Targets,
+    /// What time it is (update windows).
+    pub clock: Clock,
 }
 
 /// The result of one pass.
@@ -433,6 +468,11 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     }
     pass.status.last_attempted_revisions = attempted.clone();
 
+    // R8: update windows.
+    if let Some(outcome) = window_gate(pass, &attempted, retry).await {
+        return outcome;
+    }
+
     // R17: what every stage recorded before this pass.
     let previous = match inventory::read(&env.clients.controller(), &namespace, &ss_name).await {
         Ok(p) => p,
@@ -582,6 +622,91 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         Requeue::After(jitter(steady)),
     )
     .await
+}
+
+/// R8 (delivery.md §5.1): holds the pass while the update windows say no,
+/// returning its outcome; None lets it proceed. The one-shot `update-now`
+/// token lets one pass through whatever the windows say.
+async fn window_gate(
+    pass: &mut Pass<'_>,
+    pinned: &BTreeMap<String, String>,
+    retry: Duration,
+) -> Option<Outcome> {
+    if let Some(token) = pass
+        .ss
+        .annotations()
+        .get(keys::ANNOTATION_UPDATE_NOW)
+        .filter(|t| !t.is_empty())
+        && pass.previous.last_handled_update_override.as_deref() != Some(token.as_str())
+    {
+        pass.status.last_handled_update_override = Some(token.clone());
+        pass.status.pending_update = None;
+        return None;
+    }
+    let declared = pass.ss.spec.update_windows.clone().unwrap_or_default();
+    if declared.is_empty() {
+        pass.status.pending_update = None;
+        return None;
+    }
+    let compiled = match windows::compile(&declared) {
+        Ok(w) => w,
+        Err(message) => {
+            return Some(
+                pass.finish(
+                    Ready::new(StageSetReason::InvalidSpec, message),
+                    Requeue::After(error::PERMANENT_RETRY),
+                )
+                .await,
+            );
+        }
+    };
+    let now = pass.env.clock.now();
+    let new_revision = pinned
+        .iter()
+        .any(|(k, r)| pass.previous.last_applied_revisions.get(k) != Some(r));
+    let hard_freeze = pass.ss.spec.window_scope == Some(crate::api::WindowScope::All);
+    if windows::allowed(&compiled, now) || (!new_revision && !hard_freeze) {
+        pass.status.pending_update = None;
+        return None;
+    }
+    let next = windows::next_change(&compiled, now);
+    let entering = pass.previous.pending_update.is_none();
+    pass.status.pending_update = Some(crate::api::PendingUpdate {
+        revisions: if new_revision {
+            pinned.clone()
+        } else {
+            BTreeMap::new()
+        },
+        next_window_opens: next.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+    });
+    let opens = next.map_or_else(|| "not scheduled".to_string(), |t| t.to_string());
+    if entering {
+        pass.env
+            .metrics
+            .update_deferred(&pass.namespace(), &pass.ss.name_any());
+        let note = format!("delivery held by update window (next window opens {opens})");
+        pass.event(false, EventReason::UpdateDeferred.as_str(), &note)
+            .await;
+    }
+    let requeue = match next {
+        Some(at) => {
+            let wait = Duration::try_from(at.duration_since(now)).unwrap_or_default();
+            wait.clamp(Duration::from_secs(5), Duration::from_secs(3600))
+        }
+        None => retry,
+    };
+    let ready = if pass.previous.last_applied_revisions.is_empty() {
+        Ready::new(
+            StageSetReason::UpdateDeferred,
+            format!("delivery held by update window (next window opens {opens})"),
+        )
+    } else {
+        Ready::new(
+            StageSetReason::Succeeded,
+            format!("Deployed; delivery held by update window (next window opens {opens})"),
+        )
+    };
+    Some(pass.finish(ready, Requeue::After(requeue)).await)
 }
 
 /// R14: the SOPS keys of `spec.decryption`, read from its Secret as the

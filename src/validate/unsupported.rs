@@ -78,16 +78,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.version)),
     },
     Unsupported {
-        field: "spec.updateWindows",
-        feature: "update windows",
-        place: Place::Spec(|s| non_empty(&s.update_windows)),
-    },
-    Unsupported {
-        field: "spec.windowScope",
-        feature: "update windows",
-        place: Place::Spec(|s| some(&s.window_scope)),
-    },
-    Unsupported {
         field: "spec.errorBudget",
         feature: "error-budget freezes",
         place: Place::Spec(|s| some(&s.error_budget)),

@@ -109,10 +109,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.migrations is not supported yet by this controller",
     ),
     (
-        "009-stageset-windows-recurring-and-absolute.yaml",
-        "spec.updateWindows is not supported yet by this controller",
-    ),
-    (
         "028-stageset-action-scope-version.yaml",
         "spec.version is not supported yet by this controller",
     ),
@@ -161,22 +157,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.stages[0].promotion is not supported yet by this controller",
     ),
     (
-        "059-stageset-deny-window-business-hours.yaml",
-        "spec.updateWindows is not supported yet by this controller",
-    ),
-    (
-        "060-stageset-allow-window.yaml",
-        "spec.updateWindows is not supported yet by this controller",
-    ),
-    (
-        "061-stageset-absolute-freeze.yaml",
-        "spec.updateWindows is not supported yet by this controller",
-    ),
-    (
-        "062-stageset-window-scope.yaml",
-        "spec.windowScope is not supported yet by this controller",
-    ),
-    (
         "063-stageset-version-value.yaml",
         "spec.version is not supported yet by this controller",
     ),
@@ -223,10 +203,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "080-stageset-best-practices-scopes.yaml",
         "spec.version is not supported yet by this controller",
-    ),
-    (
-        "087-stageset-resourceset-embedded-tenant.yaml",
-        "spec.updateWindows is not supported yet by this controller",
     ),
     (
         "089-stageset-runbook-migration-anchor.yaml",
@@ -289,10 +265,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "142-stageset-test-window-recurring.yaml",
-        "spec.updateWindows is not supported yet by this controller",
-    ),
-    (
         "143-stageset-test-migration-from-forms.yaml",
         "spec.migrations is not supported yet by this controller",
     ),
@@ -303,9 +275,5 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "145-stageset-test-migration-action-retries-at-cap.yaml",
         "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "147-stageset-test-windowscope-all.yaml",
-        "spec.windowScope is not supported yet by this controller",
     ),
 ];

@@ -29,6 +29,7 @@ pub struct Harness {
     pub flags: Vec<String>,
     pub listeners: bool,
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    pub clock: stageset_controller::reconcile::Clock,
 }
 
 pub struct HarnessOptions {
@@ -37,6 +38,8 @@ pub struct HarnessOptions {
     pub auto_ready: Option<Duration>,
     /// Extra controller flags.
     pub flags: Vec<String>,
+    /// The controller's clock (None: the system clock).
+    pub clock: Option<stageset_controller::reconcile::Clock>,
     /// Start the controller right away.
     pub start_controller: bool,
     /// Serve metrics, health and gate on loopback ports chosen by the OS.
@@ -51,6 +54,7 @@ impl Default for HarnessOptions {
         HarnessOptions {
             auto_ready: None,
             flags: Vec::new(),
+            clock: None,
             start_controller: true,
             listeners: false,
             webhook_cert_dir: None,
@@ -112,6 +116,7 @@ impl Harness {
             flags,
             listeners: options.listeners,
             webhook_cert_dir: options.webhook_cert_dir,
+            clock: options.clock.unwrap_or_default(),
         };
         if options.start_controller {
             h.start_controller().await;
@@ -148,8 +153,13 @@ impl Harness {
             });
         }
         self.controller = Some(
-            stageset_controller::controller::start_with(&config, kc, servers)
-                .expect("controller starts"),
+            stageset_controller::controller::start_with_clock(
+                &config,
+                kc,
+                servers,
+                self.clock.clone(),
+            )
+            .expect("controller starts"),
         );
     }
 

@@ -36,9 +36,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.updateWindows" => json!({"stages": [app],
-                    "updateWindows": [{"type": "Deny", "schedule": "0 18 * * 5", "duration": "62h", "timeZone": "Europe/Berlin"}]}),
-                "spec.windowScope" => json!({"stages": [app], "windowScope": "All"}),
                 "spec.errorBudget" => json!({"stages": [app], "errorBudget": budget}),
                 "spec.stages[].promotion" => {
                     json!({"stages": stage(json!({"promotion": {"requireManualPromotion": true}}))})

@@ -1,0 +1,304 @@
+//! Update windows end to end (delivery.md §5.1, issue 16) on a clock the
+//! test moves: a weekend freeze holds a new StageSet (`UpdateDeferred`) and
+//! a new revision of a deployed one ("Deployed; delivery held…", the held
+//! revisions in `status.pendingUpdate`, dependents not ready), lets drift
+//! correction through unless `windowScope: All`, opens on time, and the
+//! one-shot `update-now` token lets one pass through. Schedules, zones and
+//! DST are unit-tested in `src/reconcile/windows.rs`.
+
+#![recursion_limit = "256"]
+
+#[path = "support/corpus.rs"]
+mod corpus;
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use stageset_controller::api::StageSet;
+use stageset_controller::reconcile::Clock;
+use support::*;
+
+const NS: &str = "shop";
+/// Friday 18:00 UTC for 62 hours: no deploys over the weekend.
+const WEEKEND: &str = "0 18 * * 5";
+
+/// A harness whose controller reads the returned time.
+async fn harness_at(at: &str) -> (Harness, Arc<Mutex<Timestamp>>) {
+    let now = Arc::new(Mutex::new(at.parse::<Timestamp>().unwrap()));
+    let read = now.clone();
+    let h = Harness::start_with(HarnessOptions {
+        clock: Some(Clock::from_fn(move || *read.lock().unwrap())),
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
+    (h, now)
+}
+
+fn set_time(now: &Arc<Mutex<Timestamp>>, at: &str) {
+    *now.lock().unwrap() = at.parse().unwrap();
+}
+
+async fn app_source(h: &Harness, revision: &str) {
+    let art = h.artifact(
+        &format!("app-{revision}.tar.gz"),
+        &[("cm.yaml", &configmap(NS, "app-config", revision))],
+    );
+    h.external_artifact(NS, "app", &art, revision).await;
+}
+
+fn frozen(extra: Value) -> Value {
+    let mut spec = json!({"interval": "1h",
+        "updateWindows": [{"type": "Deny", "schedule": WEEKEND, "duration": "62h"}],
+        "stages": [{"name": "app", "sourceRef": {"name": "app"}}]});
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    spec
+}
+
+async fn annotate(h: &Harness, name: &str, key: &str, value: &str) {
+    Api::<StageSet>::namespaced(h.client.clone(), NS)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn value(h: &Harness) -> Option<String> {
+    let cm = Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .get_opt("app-config")
+        .await
+        .unwrap()?;
+    cm.data.unwrap_or_default().get("value").cloned()
+}
+
+fn succeeded(ss: &StageSet) -> bool {
+    ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+}
+
+fn observed(ss: &StageSet) -> bool {
+    ss.status.as_ref().and_then(|s| s.observed_generation) == ss.metadata.generation
+}
+
+/// A StageSet created during the freeze is not deployed: UpdateDeferred,
+/// the next opening in status, an event; on Monday it goes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_stageset_waits_for_the_window() {
+    let (h, now) = harness_at("2026-12-05T10:00:00Z").await;
+    app_source(&h, "r1").await;
+    h.stageset(NS, "shop", frozen(json!({}))).await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "shop",
+            "UpdateDeferred",
+            "delivery held by update window (next window opens 2026-12-07T08:00:00Z)",
+        )
+        .await;
+    let pending = ss.status.unwrap().pending_update.unwrap();
+    assert_eq!(pending.revisions.values().collect::<Vec<_>>(), ["r1"]);
+    assert_eq!(
+        pending.next_window_opens.unwrap().0.to_string(),
+        "2026-12-07T08:00:00Z"
+    );
+    assert_eq!(value(&h).await, None, "nothing is applied in the freeze");
+    let events = h.events(NS, "shop").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("UpdateDeferred")),
+        "{events:?}"
+    );
+    // Monday morning: the next pass (here requested) delivers.
+    set_time(&now, "2026-12-07T08:00:00Z");
+    annotate(&h, "shop", "reconcile.fluxcd.io/requestedAt", "monday").await;
+    let ss = h.wait_stageset(NS, "shop", "Ready", succeeded).await;
+    assert!(ss.status.unwrap().pending_update.is_none());
+    assert_eq!(value(&h).await.as_deref(), Some("r1"));
+}
+
+/// A deployed StageSet stays Ready while a new revision is held; its
+/// dependents are not ready meanwhile; `update-now` lets exactly one pass
+/// through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_revisions_are_held_and_update_now_lets_one_through() {
+    let (h, now) = harness_at("2026-12-04T12:00:00Z").await;
+    app_source(&h, "r1").await;
+    h.stageset(NS, "shop", frozen(json!({}))).await;
+    h.wait_stageset(NS, "shop", "Ready", succeeded).await;
+    assert_eq!(value(&h).await.as_deref(), Some("r1"));
+    // Saturday, r2 arrives: held.
+    set_time(&now, "2026-12-05T09:00:00Z");
+    app_source(&h, "r2").await;
+    let ss = h
+        .wait_stageset(NS, "shop", "r2 held", |ss| {
+            ss.status
+                .as_ref()
+                .and_then(|s| s.pending_update.as_ref())
+                .is_some_and(|p| p.revisions.values().any(|r| r == "r2"))
+        })
+        .await;
+    let (status, reason, message) = ready(&ss).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Succeeded"));
+    assert_eq!(
+        message,
+        "Deployed; delivery held by update window (next window opens 2026-12-07T08:00:00Z)"
+    );
+    assert_eq!(value(&h).await.as_deref(), Some("r1"));
+    // A StageSet that depends on it waits.
+    let art = h.artifact(
+        "other.tar.gz",
+        &[("cm.yaml", &configmap(NS, "other", "o1"))],
+    );
+    h.external_artifact(NS, "other", &art, "o1").await;
+    h.stageset(
+        NS,
+        "downstream",
+        json!({"interval": "1h", "dependsOn": [{"name": "shop"}],
+            "stages": [{"name": "app", "sourceRef": {"name": "other"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "downstream",
+        "DependencyNotReady",
+        "has a new revision held by an update window",
+    )
+    .await;
+    // update-now: one pass through the freeze (it does not trigger a pass
+    // by itself; like the CLI, the test bumps requestedAt with it).
+    annotate(&h, "shop", "stages.metio.wtf/update-now", "hotfix-1").await;
+    annotate(&h, "shop", "reconcile.fluxcd.io/requestedAt", "hotfix-1").await;
+    let ss = h
+        .wait_stageset(NS, "shop", "r2 deployed", |ss| {
+            succeeded(ss)
+                && ss
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.last_applied_revisions.values().any(|r| r == "r2"))
+        })
+        .await;
+    let status = ss.status.unwrap();
+    assert!(status.pending_update.is_none());
+    assert_eq!(
+        status.last_handled_update_override.as_deref(),
+        Some("hotfix-1")
+    );
+    assert_eq!(value(&h).await.as_deref(), Some("r2"));
+    // The token is spent: r3 is held again.
+    app_source(&h, "r3").await;
+    h.wait_stageset(NS, "shop", "r3 held", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.pending_update.as_ref())
+            .is_some_and(|p| p.revisions.values().any(|r| r == "r3"))
+    })
+    .await;
+    assert_eq!(value(&h).await.as_deref(), Some("r2"));
+}
+
+/// In the freeze, drift is corrected with `windowScope: Updates` (the
+/// default) and left alone with `All`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_scope_all_also_holds_drift_correction() {
+    let (h, now) = harness_at("2026-12-04T12:00:00Z").await;
+    app_source(&h, "r1").await;
+    h.stageset(NS, "shop", frozen(json!({}))).await;
+    h.wait_stageset(NS, "shop", "Ready", succeeded).await;
+    set_time(&now, "2026-12-05T09:00:00Z");
+    let drift = |v: &'static str| {
+        let client = h.client.clone();
+        async move {
+            Api::<ConfigMap>::namespaced(client, NS)
+                .patch(
+                    "app-config",
+                    &PatchParams::apply("someone").force(),
+                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "app-config", "namespace": NS}, "data": {"value": v}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    // Updates: corrected.
+    drift("edited").await;
+    annotate(&h, "shop", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while value(&h).await.as_deref() != Some("r1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "drift was not corrected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // All: held, with no revisions pending.
+    h.stageset(NS, "shop", frozen(json!({"windowScope": "All"})))
+        .await;
+    let ss = h
+        .wait_stageset(NS, "shop", "the hard freeze", |ss| {
+            observed(ss)
+                && ss
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.pending_update.as_ref())
+                    .is_some_and(|p| p.revisions.is_empty())
+        })
+        .await;
+    assert!(succeeded(&ss));
+    drift("edited-again").await;
+    annotate(&h, "shop", "reconcile.fluxcd.io/requestedAt", "t2").await;
+    h.wait_stageset(NS, "shop", "t2 handled", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t2")
+    })
+    .await;
+    assert_eq!(value(&h).await.as_deref(), Some("edited-again"));
+}
+
+/// Every update window of an admitted corpus StageSet evaluates (what
+/// admission accepts, the reconciler can run).
+#[test]
+fn every_admitted_corpus_window_compiles() {
+    let Some(reference) = corpus::reference("the corpus update windows") else {
+        return;
+    };
+    let refused: std::collections::BTreeSet<&str> =
+        corpus::NOT_SUPPORTED_YET.iter().map(|(f, _)| *f).collect();
+    let dir = reference.join("corpus/examples/valid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().to_string();
+        if refused.contains(file.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let Ok(ss) = <StageSet as serde::Deserialize>::deserialize(doc) else {
+                continue;
+            };
+            let windows = ss.spec.update_windows.clone().unwrap_or_default();
+            if windows.is_empty() {
+                continue;
+            }
+            seen += 1;
+            let compiled = stageset_controller::reconcile::windows::compile(&windows)
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            // And answers at an arbitrary instant.
+            let t: Timestamp = "2027-03-28T01:30:00Z".parse().unwrap();
+            let _ = stageset_controller::reconcile::windows::allowed(&compiled, t);
+            let _ = stageset_controller::reconcile::windows::next_change(&compiled, t);
+        }
+    }
+    assert!(seen >= 5, "{seen} StageSets with windows");
+}
