@@ -712,6 +712,27 @@ impl Metrics {
             .inc();
     }
 
+    /// `stageset_stage_promotion_pending` / `_blocked` of a stage that
+    /// reached its promotion gate.
+    pub fn promotion(
+        &self,
+        namespace: &str,
+        stageset: &str,
+        stage: &str,
+        pending: bool,
+        blocked: bool,
+    ) {
+        let labels = stageset_stage_labels(namespace, stageset, stage);
+        self.custom
+            .promotion_pending
+            .get_or_create(&labels)
+            .set(i64::from(pending));
+        self.custom
+            .promotion_blocked
+            .get_or_create(&labels)
+            .set(i64::from(blocked));
+    }
+
     /// `stageset_update_deferred_total`: an update window started holding a
     /// StageSet.
     pub fn update_deferred(&self, namespace: &str, name: &str) {

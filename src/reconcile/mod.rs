@@ -21,6 +21,7 @@ pub mod images;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;
+pub mod promotion;
 pub mod prune;
 pub mod rollback;
 pub mod source;
@@ -569,6 +570,20 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                         ),
                         Requeue::After(jitter(retry)),
                     )
+                    .await;
+            }
+            StageResult::Held {
+                entry,
+                reason,
+                message,
+                requeue,
+            } => {
+                env.metrics.stage_applied(&namespace, &ss_name, &stage.name);
+                produced.push(entry);
+                pass.status.stages =
+                    status::merge_stages(&spec_names, &pass.previous.stages, &produced);
+                return pass
+                    .finish_counted(Ready::new(reason, message), Requeue::After(requeue))
                     .await;
             }
             StageResult::Deleted => return Outcome::quiet(Requeue::Now),

@@ -17,8 +17,8 @@ use super::actions::hooks::{self, Hook, StageHooks};
 use super::actions::ledger;
 use super::error::{self, StageFailure};
 use super::{
-    Env, Pass, apply, build, cel, conflict, decrypt, images, inventory, prune, rollback, source,
-    substitute, verify,
+    Env, Pass, apply, build, cel, conflict, decrypt, images, inventory, promotion, prune, rollback,
+    source, substitute, verify,
 };
 
 /// What a stage that finished Ready hands back to the pass.
@@ -37,6 +37,13 @@ pub(super) struct StageDone {
 
 pub(super) enum StageResult {
     Ready(Box<StageDone>),
+    /// Ready, but its promotion gate holds the stages after it (S21).
+    Held {
+        entry: StageStatus,
+        reason: crate::api::reasons::StageSetReason,
+        message: String,
+        requeue: std::time::Duration,
+    },
     Failed(StageFailure, StageStatus),
     Progressing(String, StageStatus),
     Deleted,
@@ -585,12 +592,53 @@ async fn deploy(
     if let Err(f) = hooks::run_hook(pass, hooks, Hook::Post).await {
         return failed_deployed(pass, ctx, hooks, f).await;
     }
-    let entry = StageStatus {
+    let mut entry = StageStatus {
         executed_actions: hooks.executed.clone(),
         last_handled_reconcile_at: forced.or(ready_entry.last_handled_reconcile_at.clone()),
         ..ready_entry
     };
+    // S21: the promotion gate.
+    let (_, retry, _) = super::intervals(&pass.ss, &env.settings);
+    let annotation = pass
+        .ss
+        .annotations()
+        .get(keys::ANNOTATION_PROMOTE)
+        .map(String::as_str);
+    let gate = promotion::decide(&promotion::Inputs {
+        stage,
+        namespace: &namespace,
+        stageset: &ss_name,
+        prior: ctx.prior,
+        revision: &source.revision,
+        token: promotion::promote_token(annotation, &stage.name),
+        now: env.clock.now(),
+        retry,
+    });
+    if stage.promotion.is_some() || gate.handled_token.is_some() {
+        entry.promotion_state = Some(gate.state.clone());
+    }
+    if let Some(token) = gate.handled_token.clone() {
+        entry.last_handled_promotion = Some(token);
+    }
+    let held = matches!(gate.decision, promotion::Decision::Hold { .. });
+    if stage.promotion.is_some() {
+        env.metrics
+            .promotion(&namespace, &ss_name, &stage.name, held, false);
+    }
     pass.progress(entry.clone()).await;
+    if let promotion::Decision::Hold {
+        reason,
+        message,
+        requeue,
+    } = gate.decision
+    {
+        return StageResult::Held {
+            entry,
+            reason,
+            message,
+            requeue,
+        };
+    }
     StageResult::Ready(Box::new(StageDone {
         entry,
         position,

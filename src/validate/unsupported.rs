@@ -83,9 +83,28 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.error_budget)),
     },
     Unsupported {
-        field: "spec.stages[].promotion",
-        feature: "promotion gates",
-        place: Place::Stage(|s| some(&s.promotion)),
+        field: "spec.stages[].promotion.analysis",
+        feature: "metric analysis before promotion",
+        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.analysis.is_some())),
+    },
+    Unsupported {
+        field: "spec.stages[].promotion.fastTrack",
+        feature: "fast-tracked soaks",
+        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.fast_track.is_some())),
+    },
+    Unsupported {
+        field: "spec.stages[].promotion.restartGate",
+        feature: "restart gates",
+        place: Place::Stage(|s| {
+            s.promotion
+                .as_ref()
+                .is_some_and(|p| p.restart_gate.is_some())
+        }),
+    },
+    Unsupported {
+        field: "spec.stages[].promotion.eventGate",
+        feature: "event gates",
+        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.event_gate.is_some())),
     },
     Unsupported {
         field: "spec.stages[].errorBudget",
@@ -162,12 +181,13 @@ mod tests {
     fn stage_rows_name_the_stage_index() {
         let ss = stageset(json!({"stages": [
             app(json!({})),
-            {"name": "two", "sourceRef": {"name": "b"}, "promotion": {"soak": "1m"}},
+            {"name": "two", "sourceRef": {"name": "b"}, "promotion": {"soak": "1m",
+                "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}, "reasons": ["OOMKilling"]}]}}},
         ]}));
-        assert_eq!(uses(&ss), ["spec.stages[1].promotion"]);
+        assert_eq!(uses(&ss), ["spec.stages[1].promotion.eventGate"]);
         assert_eq!(
             check(&ss).unwrap_err(),
-            "spec.stages[1].promotion is not supported yet by this controller"
+            "spec.stages[1].promotion.eventGate is not supported yet by this controller"
         );
     }
 
@@ -214,7 +234,8 @@ mod tests {
     #[test]
     fn the_first_use_is_reported_and_all_are_listed() {
         let ss = stageset(json!({
-            "stages": [app(json!({"promotion": {"soak": "1m"}}))],
+            "stages": [app(json!({"promotion": {"soak": "1m", "restartGate": {"checks": [
+                {"name": "web", "selector": {"matchLabels": {"app": "web"}}}]}}}))],
             "errorBudget": {"source": {"prometheus": {"address": "http://p:9090", "query": "up"}},
                             "freezeThreshold": "0.1"},
             "kubeConfig": {"configMapRef": {"name": "kc"}},
@@ -228,7 +249,7 @@ mod tests {
                 "spec.migrations",
                 "spec.version",
                 "spec.errorBudget",
-                "spec.stages[0].promotion"
+                "spec.stages[0].promotion.restartGate"
             ]
         );
         assert_eq!(

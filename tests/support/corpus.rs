@@ -129,32 +129,20 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.stages[1].errorBudget is not supported yet by this controller",
     ),
     (
-        "052-stageset-web-soak.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
-    ),
-    (
         "053-stageset-restart-gate.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.restartGate is not supported yet by this controller",
     ),
     (
         "054-stageset-event-gate.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
-    ),
-    (
-        "055-stageset-manual-promotion.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.eventGate is not supported yet by this controller",
     ),
     (
         "056-stageset-analysis-two-checks.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.analysis is not supported yet by this controller",
     ),
     (
         "057-stageset-fast-track.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
-    ),
-    (
-        "058-stageset-soak-plus-manual.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.fastTrack is not supported yet by this controller",
     ),
     (
         "063-stageset-version-value.yaml",
@@ -218,19 +206,19 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "128-stageset-test-analysis-policies.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.analysis is not supported yet by this controller",
     ),
     (
         "129-stageset-test-metric-source-webhook.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.analysis is not supported yet by this controller",
     ),
     (
         "130-stageset-test-restart-gate-onfailure.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.restartGate is not supported yet by this controller",
     ),
     (
         "131-stageset-test-event-gate-onfailure.yaml",
-        "spec.stages[0].promotion is not supported yet by this controller",
+        "spec.stages[0].promotion.eventGate is not supported yet by this controller",
     ),
     (
         "132-stageset-test-per-stage-errorbudget-webhook.yaml",

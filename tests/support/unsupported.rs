@@ -37,9 +37,18 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
                 "spec.errorBudget" => json!({"stages": [app], "errorBudget": budget}),
-                "spec.stages[].promotion" => {
-                    json!({"stages": stage(json!({"promotion": {"requireManualPromotion": true}}))})
-                }
+                "spec.stages[].promotion.analysis" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
+                    "analysis": {"checks": [{"name": "errors", "source": {"prometheus": {
+                        "address": "http://prometheus.monitoring:9090", "query": "slo:errors:ratio"}},
+                        "threshold": {"max": "0.01"}}]}}}))}),
+                "spec.stages[].promotion.fastTrack" => json!({"stages": stage(json!({"promotion": {"soak": "30m",
+                    "fastTrack": {"after": "5m", "max": "1", "source": {"prometheus": {
+                        "address": "http://prometheus.monitoring:9090", "query": "slo:burn_rate"}}}}}))}),
+                "spec.stages[].promotion.restartGate" => json!({"stages": stage(json!({"promotion": {
+                    "restartGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
+                "spec.stages[].promotion.eventGate" => json!({"stages": stage(json!({"promotion": {
+                    "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}},
+                        "reasons": ["OOMKilling"]}]}}}))}),
                 "spec.stages[].errorBudget" => json!({"stages": stage(json!({"errorBudget": budget}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };

@@ -1,4 +1,9 @@
-//! Update windows end to end (delivery.md §5.1, issue 16) on a clock the
+//! Gated delivery end to end (issue 16). Promotion (delivery.md §5.5): a
+//! soak holds the next stage until its end on the test's clock and starts
+//! again for a new revision; a manual gate waits for a fresh
+//! `stages.metio.wtf/promote` token.
+//!
+//! Update windows (delivery.md §5.1) on a clock the
 //! test moves: a weekend freeze holds a new StageSet (`UpdateDeferred`) and
 //! a new revision of a deployed one ("Deployed; delivery held…", the held
 //! revisions in `status.pendingUpdate`, dependents not ready), lets drift
@@ -301,4 +306,154 @@ fn every_admitted_corpus_window_compiles() {
         }
     }
     assert!(seen >= 5, "{seen} StageSets with windows");
+}
+
+// --- promotion ---------------------------------------------------------------------
+
+async fn source(h: &Harness, name: &str, revision: &str) {
+    let art = h.artifact(
+        &format!("{name}-{revision}.tar.gz"),
+        &[(
+            "cm.yaml",
+            &configmap(NS, &format!("{name}-config"), revision),
+        )],
+    );
+    h.external_artifact(NS, name, &art, revision).await;
+}
+
+async fn cm_value(h: &Harness, name: &str) -> Option<String> {
+    let cm = Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    cm.data.unwrap_or_default().get("value").cloned()
+}
+
+fn two_stages(promotion: Value) -> Value {
+    json!({"interval": "1h", "stages": [
+        {"name": "canary", "sourceRef": {"name": "canary"}, "promotion": promotion},
+        {"name": "prod", "sourceRef": {"name": "prod"}}]})
+}
+
+fn stage_phase_of(ss: &StageSet, stage: &str) -> Option<String> {
+    let entry = ss
+        .status
+        .as_ref()?
+        .stages
+        .iter()
+        .find(|s| s.name == stage)?;
+    entry
+        .promotion_state
+        .as_ref()?
+        .phase
+        .map(|p| format!("{p:?}"))
+}
+
+/// A soak holds the next stage until it ends (on the test's clock), then
+/// promotes; a new revision soaks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_soak_holds_the_next_stage_until_it_ends() {
+    let (h, now) = harness_at("2026-12-07T10:00:00Z").await;
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(NS, "web", two_stages(json!({"soak": "10m"})))
+        .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "Soaking",
+            "stage \"canary\" is soaking until 2026-12-07T10:10:00Z",
+        )
+        .await;
+    assert_eq!(stage_phase_of(&ss, "canary").as_deref(), Some("Soaking"));
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));
+    assert_eq!(cm_value(&h, "prod-config").await, None, "prod waits");
+    // Five minutes on: still soaking, the same end.
+    set_time(&now, "2026-12-07T10:05:00Z");
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "web", "t1 handled", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t1")
+            && ready(ss).is_some_and(|(_, r, m)| r == "Soaking" && m.contains("10:10:00Z"))
+    })
+    .await;
+    assert_eq!(cm_value(&h, "prod-config").await, None);
+    // The soak is over.
+    set_time(&now, "2026-12-07T10:10:00Z");
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t2").await;
+    let ss = h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(stage_phase_of(&ss, "canary").as_deref(), Some("Promoted"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // A new canary revision soaks again; prod keeps what it has.
+    set_time(&now, "2026-12-07T11:00:00Z");
+    source(&h, "canary", "r2").await;
+    h.wait_ready_reason(
+        NS,
+        "web",
+        "Soaking",
+        "stage \"canary\" is soaking until 2026-12-07T11:10:00Z",
+    )
+    .await;
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r2"));
+}
+
+/// A manual gate waits for a promote token for its stage; a spent token
+/// does not promote the next revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_promotion_waits_for_a_fresh_token() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(
+        NS,
+        "web",
+        two_stages(json!({"requireManualPromotion": true})),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(NS, "web", "AwaitingPromotion", "waits for manual promotion")
+        .await;
+    let message = ready(&ss).unwrap().2;
+    assert!(
+        message.contains("kubectl -n shop annotate stageset/web --overwrite stages.metio.wtf/promote=canary@<token>"),
+        "{message}"
+    );
+    assert_eq!(cm_value(&h, "prod-config").await, None);
+    // A token for another stage does nothing.
+    annotate(&h, "web", "stages.metio.wtf/promote", "prod@x").await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t0").await;
+    h.wait_stageset(NS, "web", "t0 handled", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t0")
+            && ready(ss).is_some_and(|(_, r, _)| r == "AwaitingPromotion")
+    })
+    .await;
+    assert_eq!(cm_value(&h, "prod-config").await, None);
+    // Promoted.
+    annotate(&h, "web", "stages.metio.wtf/promote", "canary@approved-1").await;
+    let ss = h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    let canary = ss
+        .status
+        .as_ref()
+        .unwrap()
+        .stages
+        .iter()
+        .find(|s| s.name == "canary")
+        .unwrap()
+        .clone();
+    assert_eq!(canary.last_handled_promotion.as_deref(), Some("approved-1"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // r2 waits again: the spent token does not carry over.
+    source(&h, "canary", "r2").await;
+    source(&h, "prod", "p2").await;
+    h.wait_stageset(NS, "web", "r2 awaiting", |ss| {
+        ready(ss).is_some_and(|(_, r, m)| r == "AwaitingPromotion" && m.contains("revision r2"))
+    })
+    .await;
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
 }

@@ -1,0 +1,316 @@
+//! Stage promotion (delivery.md §5.5, S21): after a stage is Ready and its
+//! post actions ran, whether the next stage may start. Pure: the caller
+//! passes the stage's previous status entry, the revision, the promote
+//! token and the time.
+//!
+//! Built here: `soak`, `requireManualPromotion` and the break-glass
+//! `stages.metio.wtf/promote="<stage>@<token>"` annotation, decided in the
+//! spec's order (rules 1, 2, 6, 8 and 9 of `gatePromotion`). The metric,
+//! restart and event gates (`analysis`, `fastTrack`, `restartGate`,
+//! `eventGate`) are refused by admission until they are built
+//! (`validate::unsupported`), so a spec that reaches this module has none.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::reasons::StageSetReason;
+use crate::api::{PromotionPhase, PromotionState, Stage, StageStatus};
+
+/// What the gate decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// The next stage may start.
+    Promoted,
+    /// The loop stops here: the Ready reason and message, and when to look
+    /// again.
+    Hold {
+        reason: StageSetReason,
+        message: String,
+        requeue: Duration,
+    },
+}
+
+/// The gate's verdict with the stage's new promotion state and, when a
+/// promote token was consumed, the token to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    pub decision: Decision,
+    pub state: PromotionState,
+    pub handled_token: Option<String>,
+}
+
+/// The token of a `promote` annotation for `stage` (`<stage>@<token>`).
+pub fn promote_token<'a>(annotation: Option<&'a str>, stage: &str) -> Option<&'a str> {
+    let (target, token) = annotation?.split_once('@')?;
+    (target == stage && !token.is_empty()).then_some(token)
+}
+
+/// The inputs of one decision.
+pub struct Inputs<'a> {
+    pub stage: &'a Stage,
+    /// The StageSet, for the promote command in messages.
+    pub namespace: &'a str,
+    pub stageset: &'a str,
+    /// The stage's entry before this pass.
+    pub prior: Option<&'a StageStatus>,
+    /// The revision the stage is Ready at now.
+    pub revision: &'a str,
+    /// The promote annotation's token for this stage, if any.
+    pub token: Option<&'a str>,
+    pub now: Timestamp,
+    /// The StageSet's retry interval (requeue of a manual hold).
+    pub retry: Duration,
+}
+
+fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+/// `gatePromotion` (delivery.md §5.5, "Decision").
+pub fn decide(i: &Inputs<'_>) -> Gate {
+    let promotion = i.stage.promotion.as_ref();
+    let prior_state = i.prior.and_then(|p| p.promotion_state.clone());
+    let same_revision = i
+        .prior
+        .and_then(|p| p.applied_revision.as_deref())
+        .is_some_and(|r| r == i.revision);
+    let prior_phase = prior_state
+        .as_ref()
+        .filter(|_| same_revision)
+        .and_then(|s| s.phase);
+    let promoted = |since: Timestamp, handled: Option<String>| Gate {
+        decision: Decision::Promoted,
+        state: PromotionState {
+            phase: Some(PromotionPhase::Promoted),
+            since: Some(time(since)),
+            ..PromotionState::default()
+        },
+        handled_token: handled,
+    };
+    // 1. Promoted at this revision: no gating again (drift reconciles).
+    if prior_phase == Some(PromotionPhase::Promoted) {
+        let since = prior_state.and_then(|s| s.since).map_or(i.now, |t| t.0);
+        return promoted(since, None);
+    }
+    // 2. The break-glass token.
+    let handled = i.prior.and_then(|p| p.last_handled_promotion.as_deref());
+    if let Some(token) = i.token.filter(|t| Some(*t) != handled) {
+        return promoted(i.now, Some(token.to_string()));
+    }
+    let Some(promotion) = promotion else {
+        return promoted(i.now, None);
+    };
+    // 6. Soak.
+    let soak = promotion
+        .soak
+        .as_ref()
+        .and_then(|d| d.parse().ok())
+        .and_then(|d| d.to_std())
+        .filter(|d: &Duration| !d.is_zero());
+    if let Some(soak) = soak
+        && !matches!(
+            prior_phase,
+            Some(PromotionPhase::Analyzing | PromotionPhase::AwaitingManual)
+        )
+    {
+        let soak_span = jiff::SignedDuration::try_from(soak).unwrap_or(jiff::SignedDuration::MAX);
+        let known_until = prior_state
+            .as_ref()
+            .filter(|_| same_revision)
+            .and_then(|s| s.soak_until.as_ref())
+            .map(|t| t.0);
+        let soaking_since = prior_state
+            .as_ref()
+            .filter(|s| same_revision && s.phase == Some(PromotionPhase::Soaking))
+            .and_then(|s| s.since.as_ref())
+            .map(|t| t.0);
+        let start = known_until
+            .and_then(|u| u.checked_sub(soak_span).ok())
+            .or(soaking_since)
+            .unwrap_or(i.now);
+        let until = start.checked_add(soak_span).unwrap_or(Timestamp::MAX);
+        if i.now < until {
+            let wait = Duration::try_from(until.duration_since(i.now)).unwrap_or_default();
+            return Gate {
+                decision: Decision::Hold {
+                    reason: StageSetReason::Soaking,
+                    message: format!("stage \"{}\" is soaking until {until}", i.stage.name),
+                    requeue: wait.max(Duration::from_secs(1)),
+                },
+                state: PromotionState {
+                    phase: Some(PromotionPhase::Soaking),
+                    since: Some(time(soaking_since.unwrap_or(start))),
+                    soak_until: Some(time(until)),
+                    ..PromotionState::default()
+                },
+                handled_token: None,
+            };
+        }
+    }
+    // 8. A human decides.
+    if promotion.require_manual_promotion == Some(true) {
+        let since = prior_state
+            .as_ref()
+            .filter(|_| prior_phase == Some(PromotionPhase::AwaitingManual))
+            .and_then(|s| s.since.as_ref())
+            .map_or(i.now, |t| t.0);
+        return Gate {
+            decision: Decision::Hold {
+                reason: StageSetReason::AwaitingPromotion,
+                message: format!(
+                    "stage \"{stage}\" is Ready at revision {rev} and waits for manual promotion: kubectl -n {ns} annotate stageset/{ss} --overwrite stages.metio.wtf/promote={stage}@<token>",
+                    stage = i.stage.name,
+                    rev = i.revision,
+                    ns = i.namespace,
+                    ss = i.stageset,
+                ),
+                requeue: i.retry,
+            },
+            state: PromotionState {
+                phase: Some(PromotionPhase::AwaitingManual),
+                since: Some(time(since)),
+                ..PromotionState::default()
+            },
+            handled_token: None,
+        };
+    }
+    // 9.
+    promoted(i.now, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stage(promotion: serde_json::Value) -> Stage {
+        serde_json::from_value(
+            json!({"name": "canary", "sourceRef": {"name": "app"}, "promotion": promotion}),
+        )
+        .unwrap()
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn run(stage: &Stage, prior: Option<&StageStatus>, token: Option<&str>, now: &str) -> Gate {
+        decide(&Inputs {
+            stage,
+            namespace: "shop",
+            stageset: "web",
+            prior,
+            revision: "r2",
+            token,
+            now: ts(now),
+            retry: Duration::from_secs(60),
+        })
+    }
+
+    fn prior(gate: &Gate, revision: &str, handled: Option<&str>) -> StageStatus {
+        StageStatus {
+            name: "canary".into(),
+            applied_revision: Some(revision.into()),
+            promotion_state: Some(gate.state.clone()),
+            last_handled_promotion: handled.map(String::from),
+            ..StageStatus::default()
+        }
+    }
+
+    #[test]
+    fn soak_holds_until_its_end_and_survives_passes() {
+        let s = stage(json!({"soak": "10m"}));
+        let g = run(&s, None, None, "2026-12-07T10:00:00Z");
+        assert_eq!(g.state.phase, Some(PromotionPhase::Soaking));
+        assert_eq!(
+            g.state.soak_until.as_ref().unwrap().0,
+            ts("2026-12-07T10:10:00Z")
+        );
+        assert!(
+            matches!(&g.decision, Decision::Hold { reason: StageSetReason::Soaking, requeue, .. } if *requeue == Duration::from_secs(600))
+        );
+        // Five minutes later, same revision: the same end.
+        let p = prior(&g, "r2", None);
+        let g2 = run(&s, Some(&p), None, "2026-12-07T10:05:00Z");
+        assert_eq!(g2.state.soak_until, g.state.soak_until);
+        assert_eq!(g2.state.since, g.state.since);
+        // At the end: promoted, and stays promoted on later passes.
+        let g3 = run(
+            &s,
+            Some(&prior(&g2, "r2", None)),
+            None,
+            "2026-12-07T10:10:00Z",
+        );
+        assert_eq!(g3.decision, Decision::Promoted);
+        let g4 = run(
+            &s,
+            Some(&prior(&g3, "r2", None)),
+            None,
+            "2026-12-07T11:00:00Z",
+        );
+        assert_eq!(g4.decision, Decision::Promoted);
+        // A new revision soaks again.
+        let g5 = run(
+            &s,
+            Some(&prior(&g3, "r1", None)),
+            None,
+            "2026-12-07T11:00:00Z",
+        );
+        assert_eq!(g5.state.phase, Some(PromotionPhase::Soaking));
+    }
+
+    #[test]
+    fn manual_promotion_waits_for_a_fresh_token() {
+        let s = stage(json!({"soak": "5m", "requireManualPromotion": true}));
+        let g = run(&s, None, None, "2026-12-07T10:00:00Z");
+        assert_eq!(g.state.phase, Some(PromotionPhase::Soaking));
+        let g = run(
+            &s,
+            Some(&prior(&g, "r2", None)),
+            None,
+            "2026-12-07T10:06:00Z",
+        );
+        assert_eq!(g.state.phase, Some(PromotionPhase::AwaitingManual));
+        let Decision::Hold {
+            reason, message, ..
+        } = &g.decision
+        else {
+            panic!("{g:?}")
+        };
+        assert_eq!(*reason, StageSetReason::AwaitingPromotion);
+        assert!(
+            message.contains("stages.metio.wtf/promote=canary@<token>"),
+            "{message}"
+        );
+        // A token for another stage, or one already handled, does nothing.
+        let p = prior(&g, "r2", Some("t1"));
+        assert_eq!(
+            run(&s, Some(&p), Some("t1"), "2026-12-07T10:07:00Z")
+                .state
+                .phase,
+            Some(PromotionPhase::AwaitingManual)
+        );
+        assert_eq!(promote_token(Some("other@t2"), "canary"), None);
+        // A fresh token promotes and is recorded.
+        let g = run(
+            &s,
+            Some(&p),
+            promote_token(Some("canary@t2"), "canary"),
+            "2026-12-07T10:08:00Z",
+        );
+        assert_eq!(g.decision, Decision::Promoted);
+        assert_eq!(g.handled_token.as_deref(), Some("t2"));
+    }
+
+    #[test]
+    fn no_promotion_config_promotes() {
+        let s: Stage =
+            serde_json::from_value(json!({"name": "a", "sourceRef": {"name": "app"}})).unwrap();
+        assert_eq!(
+            run(&s, None, None, "2026-12-07T10:00:00Z").decision,
+            Decision::Promoted
+        );
+    }
+}
