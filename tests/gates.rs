@@ -457,3 +457,134 @@ async fn manual_promotion_waits_for_a_fresh_token() {
     .await;
     assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
 }
+
+/// Loads (or replaces) a pod `name` labelled `app=api` whose one container
+/// restarted `restarts` times; returns its UID.
+async fn api_pod(h: &Harness, name: &str, restarts: i32) -> String {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client.clone(), NS);
+    if pods.get_opt(name).await.unwrap().is_none() {
+        h.sim
+            .load(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS, "labels": {"app": "api"}},
+                "spec": {"containers": [{"name": "api", "image": "api:1"}]}}))
+            .unwrap();
+    }
+    // The kubelet's part: the status subresource.
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "containerStatuses": [{"name": "api",
+            "image": "api:1", "imageID": "", "ready": true, "restartCount": restarts, "started": true,
+            "state": {"running": {}}}]}})),
+    )
+    .await
+    .unwrap();
+    pods.get(name).await.unwrap().metadata.uid.unwrap()
+}
+
+/// A restart gate blocks a new revision whose pods restarted more than the
+/// check allows since the stage last promoted; replaced pods unblock it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_gate_blocks_on_restarts_since_the_last_promotion() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    api_pod(&h, "api-1", 2).await;
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(
+        NS,
+        "web",
+        two_stages(json!({"restartGate": {"checks": [
+            {"name": "api", "selector": {"matchLabels": {"app": "api"}}, "maxRestarts": 1}]}})),
+    )
+    .await;
+    // The two restarts from before are the baseline: promoted.
+    let ss = h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    let canary = ss.status.unwrap().stages[0].clone();
+    let state = canary.promotion_state.unwrap();
+    assert_eq!(state.restart_baseline[0].restarts, Some(2));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // r2 while the pod restarts three more times: blocked, prod keeps p1.
+    api_pod(&h, "api-1", 5).await;
+    source(&h, "canary", "r2").await;
+    source(&h, "prod", "p2").await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "PromotionBlocked",
+            "restart check \"api\" saw 3 restart(s) beyond its baseline (at most 1 allowed)",
+        )
+        .await;
+    let state = ss.status.unwrap().stages[0]
+        .promotion_state
+        .clone()
+        .unwrap();
+    assert_eq!(state.restart_check.as_deref(), Some("api"));
+    assert_eq!(state.observed_restarts, Some(3));
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r2"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // The pod is replaced by a healthy one: the next pass promotes.
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(h.client.clone(), NS);
+    pods.delete("api-1", &Default::default()).await.unwrap();
+    api_pod(&h, "api-2", 0).await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "replaced").await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
+}
+
+/// An event gate blocks on Warning events of the selected pods with a
+/// listed reason; other reasons and other pods do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_gate_blocks_on_warning_events_of_its_pods() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    let uid = api_pod(&h, "api-1", 0).await;
+    let event = |name: &str, reason: &str, kind: &str, uid: &str| {
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": NS},
+            "involvedObject": {"apiVersion": "v1", "kind": kind, "name": "api-1", "namespace": NS, "uid": uid},
+            "reason": reason, "message": "m", "type": "Warning", "count": 2,
+            "source": {"component": "kubelet"}})
+    };
+    // Noise that must not count: another reason, and a Normal event.
+    h.sim
+        .load(event("noise-1", "BackOff", "Pod", &uid))
+        .unwrap();
+    let mut normal = event("noise-2", "OOMKilling", "Pod", &uid);
+    normal["type"] = json!("Normal");
+    h.sim.load(normal).unwrap();
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(
+        NS,
+        "web",
+        two_stages(json!({"eventGate": {"checks": [
+            {"name": "api", "selector": {"matchLabels": {"app": "api"}}, "reasons": ["OOMKilling"], "maxEvents": 1}]}})),
+    )
+    .await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // An OOM kill counted twice: blocked at the next revision.
+    h.sim
+        .load(event("oom-1", "OOMKilling", "Pod", &uid))
+        .unwrap();
+    source(&h, "canary", "r2").await;
+    source(&h, "prod", "p2").await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "PromotionBlocked",
+            "event check \"api\" saw 2 matching Warning event(s) (at most 1 allowed)",
+        )
+        .await;
+    let state = ss.status.unwrap().stages[0]
+        .promotion_state
+        .clone()
+        .unwrap();
+    assert_eq!(state.event_check.as_deref(), Some("api"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // Break-glass: the promote token wins over the gate.
+    annotate(&h, "web", "stages.metio.wtf/promote", "canary@override-1").await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
+}

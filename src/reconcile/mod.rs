@@ -21,6 +21,7 @@ pub mod images;
 pub mod inventory;
 pub mod notify;
 pub mod outbound;
+pub mod podgates;
 pub mod promotion;
 pub mod prune;
 pub mod rollback;

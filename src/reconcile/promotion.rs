@@ -3,12 +3,13 @@
 //! passes the stage's previous status entry, the revision, the promote
 //! token and the time.
 //!
-//! Built here: `soak`, `requireManualPromotion` and the break-glass
-//! `stages.metio.wtf/promote="<stage>@<token>"` annotation, decided in the
-//! spec's order (rules 1, 2, 6, 8 and 9 of `gatePromotion`). The metric,
-//! restart and event gates (`analysis`, `fastTrack`, `restartGate`,
-//! `eventGate`) are refused by admission until they are built
-//! (`validate::unsupported`), so a spec that reaches this module has none.
+//! Built here: `soak`, `requireManualPromotion`, the restart and event
+//! gates (observed by [`super::podgates`]) with `onFailure: Hold`, and the
+//! break-glass `stages.metio.wtf/promote="<stage>@<token>"` annotation,
+//! decided in the spec's order (rules 1–4, 6, 8 and 9 of `gatePromotion`).
+//! The metric gates (`analysis`, `fastTrack`) and `onFailure: Rollback` are
+//! refused by admission until they are built (`validate::unsupported`), so
+//! a spec that reaches this module has none.
 
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ pub struct Inputs<'a> {
     pub now: Timestamp,
     /// The StageSet's retry interval (requeue of a manual hold).
     pub retry: Duration,
+    /// The restart gate's observation, if the stage has one.
+    pub restarts: Option<&'a super::podgates::Restarts>,
+    /// The event gate's verdict, if one tripped.
+    pub event: Option<&'a super::podgates::Verdict>,
 }
 
 fn time(t: Timestamp) -> Time {
@@ -80,11 +85,16 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
         .as_ref()
         .filter(|_| same_revision)
         .and_then(|s| s.phase);
+    // The restart baseline spans revisions; it becomes the live totals
+    // when the stage promotes.
+    let live = i.restarts.map(|r| r.live.clone()).unwrap_or_default();
+    let baseline = i.restarts.map(|r| r.baseline.clone()).unwrap_or_default();
     let promoted = |since: Timestamp, handled: Option<String>| Gate {
         decision: Decision::Promoted,
         state: PromotionState {
             phase: Some(PromotionPhase::Promoted),
             since: Some(time(since)),
+            restart_baseline: live.clone(),
             ..PromotionState::default()
         },
         handled_token: handled,
@@ -102,6 +112,60 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
     let Some(promotion) = promotion else {
         return promoted(i.now, None);
     };
+    // 3, 4. A restart or event check over its allowance blocks.
+    let tripped = i
+        .restarts
+        .and_then(|r| r.verdict.as_ref())
+        .map(|v| (v, "restart"))
+        .or(i.event.map(|v| (v, "event")));
+    if let Some((verdict, kind)) = tripped {
+        let since = prior_state
+            .as_ref()
+            .filter(|_| prior_phase == Some(PromotionPhase::Blocked))
+            .and_then(|s| s.since.as_ref())
+            .map_or(i.now, |t| t.0);
+        let soak_until = prior_state
+            .as_ref()
+            .filter(|_| same_revision)
+            .and_then(|s| s.soak_until.clone());
+        let what = if kind == "restart" {
+            format!(
+                "restart check \"{}\" saw {} restart(s) beyond its baseline (at most {} allowed)",
+                verdict.check, verdict.observed, verdict.allowed
+            )
+        } else {
+            format!(
+                "event check \"{}\" saw {} matching Warning event(s) (at most {} allowed)",
+                verdict.check, verdict.observed, verdict.allowed
+            )
+        };
+        let mut state = PromotionState {
+            phase: Some(PromotionPhase::Blocked),
+            since: Some(time(since)),
+            soak_until,
+            restart_baseline: baseline.clone(),
+            ..PromotionState::default()
+        };
+        if kind == "restart" {
+            state.restart_check = Some(verdict.check.clone());
+            state.observed_restarts = Some(verdict.observed);
+        } else {
+            state.event_check = Some(verdict.check.clone());
+            state.observed_events = Some(verdict.observed);
+        }
+        return Gate {
+            decision: Decision::Hold {
+                reason: StageSetReason::PromotionBlocked,
+                message: format!(
+                    "stage \"{}\" promotion blocked at revision {}: {what}; not rolled back (onFailure: Hold)",
+                    i.stage.name, i.revision
+                ),
+                requeue: i.retry,
+            },
+            state,
+            handled_token: None,
+        };
+    }
     // 6. Soak.
     let soak = promotion
         .soak
@@ -143,6 +207,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                     phase: Some(PromotionPhase::Soaking),
                     since: Some(time(soaking_since.unwrap_or(start))),
                     soak_until: Some(time(until)),
+                    restart_baseline: baseline.clone(),
                     ..PromotionState::default()
                 },
                 handled_token: None,
@@ -171,6 +236,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
             state: PromotionState {
                 phase: Some(PromotionPhase::AwaitingManual),
                 since: Some(time(since)),
+                restart_baseline: baseline.clone(),
                 ..PromotionState::default()
             },
             handled_token: None,
@@ -206,6 +272,8 @@ mod tests {
             token,
             now: ts(now),
             retry: Duration::from_secs(60),
+            restarts: None,
+            event: None,
         })
     }
 

@@ -17,8 +17,8 @@ use super::actions::hooks::{self, Hook, StageHooks};
 use super::actions::ledger;
 use super::error::{self, StageFailure};
 use super::{
-    Env, Pass, apply, build, cel, conflict, decrypt, images, inventory, promotion, prune, rollback,
-    source, substitute, verify,
+    Env, Pass, apply, build, cel, conflict, decrypt, images, inventory, podgates, promotion, prune,
+    rollback, source, substitute, verify,
 };
 
 /// What a stage that finished Ready hands back to the pass.
@@ -604,6 +604,49 @@ async fn deploy(
         .annotations()
         .get(keys::ANNOTATION_PROMOTE)
         .map(String::as_str);
+    // The restart and event gates read pods and events on the target as the
+    // stage's identity, every time the stage gets here.
+    let gates = stage.promotion.as_ref();
+    let prior_baseline = ctx
+        .prior
+        .and_then(|p| p.promotion_state.as_ref())
+        .map(|s| s.restart_baseline.clone())
+        .unwrap_or_default();
+    let observed = async {
+        let restarts = match gates.and_then(|g| g.restart_gate.as_ref()) {
+            Some(g) => Some(podgates::restarts(&client, &namespace, g, &prior_baseline).await?),
+            None => None,
+        };
+        let event = match gates.and_then(|g| g.event_gate.as_ref()) {
+            Some(g) => podgates::events(&client, &namespace, g).await?,
+            None => None,
+        };
+        Ok::<_, podgates::ReadError>((restarts, event))
+    }
+    .await;
+    let (restarts, event) = match observed {
+        Ok(o) => o,
+        Err(podgates::ReadError::Denied(m)) => {
+            pass.progress(entry.clone()).await;
+            return StageResult::Held {
+                entry,
+                reason: crate::api::reasons::StageSetReason::RBACDenied,
+                message: format!(
+                    "stage \"{}\" promotion gate: {}",
+                    stage.name,
+                    super::error::rbac_denied_message("reading pods or events", &m)
+                ),
+                requeue: super::error::PERMANENT_RETRY,
+            };
+        }
+        Err(podgates::ReadError::Transient(m)) => {
+            pass.progress(entry.clone()).await;
+            return StageResult::Progressing(
+                format!("promotion gate cannot be evaluated yet: {m}"),
+                entry,
+            );
+        }
+    };
     let gate = promotion::decide(&promotion::Inputs {
         stage,
         namespace: &namespace,
@@ -613,6 +656,8 @@ async fn deploy(
         token: promotion::promote_token(annotation, &stage.name),
         now: env.clock.now(),
         retry,
+        restarts: restarts.as_ref(),
+        event: event.as_ref(),
     });
     if stage.promotion.is_some() || gate.handled_token.is_some() {
         entry.promotion_state = Some(gate.state.clone());
@@ -620,10 +665,11 @@ async fn deploy(
     if let Some(token) = gate.handled_token.clone() {
         entry.last_handled_promotion = Some(token);
     }
-    let held = matches!(gate.decision, promotion::Decision::Hold { .. });
+    let blocked = gate.state.phase == Some(crate::api::PromotionPhase::Blocked);
+    let pending = !blocked && matches!(gate.decision, promotion::Decision::Hold { .. });
     if stage.promotion.is_some() {
         env.metrics
-            .promotion(&namespace, &ss_name, &stage.name, held, false);
+            .promotion(&namespace, &ss_name, &stage.name, pending, blocked);
     }
     pass.progress(entry.clone()).await;
     if let promotion::Decision::Hold {

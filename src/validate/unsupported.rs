@@ -39,6 +39,10 @@ fn some<T>(v: &Option<T>) -> bool {
     v.is_some()
 }
 
+fn rolls_back(policy: Option<crate::api::GateFailurePolicy>) -> bool {
+    policy == Some(crate::api::GateFailurePolicy::Rollback)
+}
+
 fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
     v.as_ref().is_some_and(|l| !l.is_empty())
 }
@@ -93,18 +97,28 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.fast_track.is_some())),
     },
     Unsupported {
-        field: "spec.stages[].promotion.restartGate",
-        feature: "restart gates",
+        field: "spec.stages[].promotion.restartGate.onFailure",
+        feature: "rolling a stage back when its restart gate trips (onFailure: Rollback)",
         place: Place::Stage(|s| {
             s.promotion
                 .as_ref()
-                .is_some_and(|p| p.restart_gate.is_some())
+                .and_then(|p| p.restart_gate.as_ref())
+                .is_some_and(|g| {
+                    rolls_back(g.on_failure) || g.checks.iter().any(|c| rolls_back(c.on_failure))
+                })
         }),
     },
     Unsupported {
-        field: "spec.stages[].promotion.eventGate",
-        feature: "event gates",
-        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.event_gate.is_some())),
+        field: "spec.stages[].promotion.eventGate.onFailure",
+        feature: "rolling a stage back when its event gate trips (onFailure: Rollback)",
+        place: Place::Stage(|s| {
+            s.promotion
+                .as_ref()
+                .and_then(|p| p.event_gate.as_ref())
+                .is_some_and(|g| {
+                    rolls_back(g.on_failure) || g.checks.iter().any(|c| rolls_back(c.on_failure))
+                })
+        }),
     },
     Unsupported {
         field: "spec.stages[].errorBudget",
@@ -182,12 +196,12 @@ mod tests {
         let ss = stageset(json!({"stages": [
             app(json!({})),
             {"name": "two", "sourceRef": {"name": "b"}, "promotion": {"soak": "1m",
-                "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}, "reasons": ["OOMKilling"]}]}}},
+                "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}, "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}},
         ]}));
-        assert_eq!(uses(&ss), ["spec.stages[1].promotion.eventGate"]);
+        assert_eq!(uses(&ss), ["spec.stages[1].promotion.eventGate.onFailure"]);
         assert_eq!(
             check(&ss).unwrap_err(),
-            "spec.stages[1].promotion.eventGate is not supported yet by this controller"
+            "spec.stages[1].promotion.eventGate.onFailure is not supported yet by this controller"
         );
     }
 
@@ -234,7 +248,7 @@ mod tests {
     #[test]
     fn the_first_use_is_reported_and_all_are_listed() {
         let ss = stageset(json!({
-            "stages": [app(json!({"promotion": {"soak": "1m", "restartGate": {"checks": [
+            "stages": [app(json!({"promotion": {"soak": "1m", "restartGate": {"onFailure": "Rollback", "checks": [
                 {"name": "web", "selector": {"matchLabels": {"app": "web"}}}]}}}))],
             "errorBudget": {"source": {"prometheus": {"address": "http://p:9090", "query": "up"}},
                             "freezeThreshold": "0.1"},
@@ -249,7 +263,7 @@ mod tests {
                 "spec.migrations",
                 "spec.version",
                 "spec.errorBudget",
-                "spec.stages[0].promotion.restartGate"
+                "spec.stages[0].promotion.restartGate.onFailure"
             ]
         );
         assert_eq!(

@@ -130,11 +130,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "053-stageset-restart-gate.yaml",
-        "spec.stages[0].promotion.restartGate is not supported yet by this controller",
-    ),
-    (
-        "054-stageset-event-gate.yaml",
-        "spec.stages[0].promotion.eventGate is not supported yet by this controller",
+        "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
     ),
     (
         "056-stageset-analysis-two-checks.yaml",
@@ -214,11 +210,11 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "130-stageset-test-restart-gate-onfailure.yaml",
-        "spec.stages[0].promotion.restartGate is not supported yet by this controller",
+        "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
     ),
     (
         "131-stageset-test-event-gate-onfailure.yaml",
-        "spec.stages[0].promotion.eventGate is not supported yet by this controller",
+        "spec.stages[0].promotion.eventGate.onFailure is not supported yet by this controller",
     ),
     (
         "132-stageset-test-per-stage-errorbudget-webhook.yaml",

@@ -44,11 +44,12 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.stages[].promotion.fastTrack" => json!({"stages": stage(json!({"promotion": {"soak": "30m",
                     "fastTrack": {"after": "5m", "max": "1", "source": {"prometheus": {
                         "address": "http://prometheus.monitoring:9090", "query": "slo:burn_rate"}}}}}))}),
-                "spec.stages[].promotion.restartGate" => json!({"stages": stage(json!({"promotion": {
-                    "restartGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
-                "spec.stages[].promotion.eventGate" => json!({"stages": stage(json!({"promotion": {
+                "spec.stages[].promotion.restartGate.onFailure" => json!({"stages": stage(json!({"promotion": {
+                    "restartGate": {"onFailure": "Rollback",
+                        "checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
+                "spec.stages[].promotion.eventGate.onFailure" => json!({"stages": stage(json!({"promotion": {
                     "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}},
-                        "reasons": ["OOMKilling"]}]}}}))}),
+                        "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}}))}),
                 "spec.stages[].errorBudget" => json!({"stages": stage(json!({"errorBudget": budget}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };

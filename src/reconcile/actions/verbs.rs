@@ -104,7 +104,7 @@ fn target_namespace<'a>(ctx: &'a ActionCtx<'_>, namespace: Option<&'a str>) -> &
 }
 
 /// A label selector in the API's query syntax.
-pub(super) fn selector_query(selector: &LabelSelector) -> String {
+pub(crate) fn selector_query(selector: &LabelSelector) -> String {
     let mut parts: Vec<String> = Vec::new();
     for (k, v) in selector.match_labels.iter().flatten() {
         parts.push(format!("{k}={v}"));
