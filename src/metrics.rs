@@ -733,6 +733,28 @@ impl Metrics {
             .set(i64::from(blocked));
     }
 
+    /// `stageset_budget_remaining` (when read) and `stageset_budget_frozen`
+    /// of a StageSet's rollout-wide error budget.
+    pub fn budget(&self, namespace: &str, name: &str, remaining: Option<f64>, frozen: bool) {
+        let labels = name_labels(namespace, name);
+        if let Some(r) = remaining {
+            self.custom.budget_remaining.get_or_create(&labels).set(r);
+        }
+        self.custom
+            .budget_frozen
+            .get_or_create(&labels)
+            .set(i64::from(frozen));
+    }
+
+    /// `stageset_metric_source_errors_total`: an error-budget or analysis
+    /// source could not be read.
+    pub fn metric_source_error(&self, namespace: &str, name: &str) {
+        self.custom
+            .metric_source_errors
+            .get_or_create(&name_labels(namespace, name))
+            .inc();
+    }
+
     /// `stageset_update_deferred_total`: an update window started holding a
     /// StageSet.
     pub fn update_deferred(&self, namespace: &str, name: &str) {

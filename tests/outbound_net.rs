@@ -1078,3 +1078,292 @@ async fn stage_http_actions_to_forbidden_hosts_never_connect() {
         "nothing was applied"
     );
 }
+
+// --- error budgets on a real Prometheus --------------------------------------------
+
+/// Serves `slo_budget_remaining <value>` in the Prometheus text format.
+struct Exporter {
+    addr: SocketAddr,
+    value: Arc<Mutex<f64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Exporter {
+    async fn start(value: f64) -> Exporter {
+        let listener = TcpListener::bind((NETNS_ADDR, 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let value = Arc::new(Mutex::new(value));
+        let shared = value.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |_req: Request<Incoming>| {
+                        let v = *shared.lock().unwrap();
+                        async move {
+                            let body = format!(
+                                "# TYPE slo_budget_remaining gauge\nslo_budget_remaining {v}\n"
+                            );
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("content-type", "text/plain; version=0.0.4")
+                                    .body(Full::new(Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Exporter { addr, value, task }
+    }
+
+    fn set(&self, v: f64) {
+        *self.value.lock().unwrap() = v;
+    }
+}
+
+/// A real Prometheus (Debian's `prometheus`) scraping `target` every
+/// second, listening on the namespace's address.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Option<Prometheus> {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
+        if !found {
+            if std::env::var("STAGESET_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("STAGESET_REQUIRE_TOOLS=1, but prometheus is not installed");
+            }
+            let _ = writeln!(
+                io::stderr(),
+                "outbound_net: skipped: prometheus is not installed"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: slo\n  static_configs:\n  - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        // A free port on the namespace's address (nothing else runs there).
+        let port = std::net::TcpListener::bind((NETNS_ADDR, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={NETNS_ADDR}:{port}"))
+            .arg("--log.level=error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus starts");
+        Some(Prometheus {
+            child,
+            url: format!("http://{NETNS_ADDR}:{port}"),
+            _dir: dir,
+        })
+    }
+
+    /// Waits until the query answers `want` (Prometheus has scraped it).
+    async fn wait_for(&self, want: f64) {
+        let policy = ActionPolicy::new(vec!["192.0.2.*".into()]);
+        let url = format!("{}/api/v1/query?query=slo_budget_remaining", self.url);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            if let Ok(resp) = send(
+                HttpActionRequest::new(url.clone(), HttpMethod::Get),
+                &policy,
+            )
+            .await
+                && stageset_controller::reconcile::metricsource::parse_instant(&resp.body)
+                    == Ok(want)
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "prometheus never answered {want}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
+
+async fn publish_app(h: &support::Harness, revision: &str) {
+    let art = h.artifact(
+        &format!("app-{revision}.tar.gz"),
+        &[("cm.yaml", &support::configmap(NS, "app-config", revision))],
+    );
+    h.external_artifact(NS, "app", &art, revision).await;
+}
+
+async fn app_value(h: &support::Harness) -> Option<String> {
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    cms.get_opt("app-config")
+        .await
+        .unwrap()?
+        .data?
+        .get("value")
+        .cloned()
+}
+
+async fn request_pass(h: &support::Harness, name: &str, annotations: serde_json::Value) {
+    kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"annotations": annotations}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// The rollout-wide error budget against a real Prometheus: a new revision
+/// is held below the freeze threshold, stays held between the freeze and
+/// resume thresholds (hysteresis), goes out above resume; with the source
+/// down and `onSourceError: Hold` it is held again until a budget-override
+/// token lets one pass through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.5).await;
+    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+        return;
+    };
+    prometheus.wait_for(0.5).await;
+    let h = stageset_harness().await;
+    h.stageset(
+        NS,
+        "budgeted",
+        serde_json::json!({"interval": "1h", "errorBudget": {
+                "source": {"prometheus": {"address": prometheus.url, "query": "slo_budget_remaining"}},
+                "freezeThreshold": "0.1", "resumeThreshold": "0.2", "onSourceError": "Hold"},
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}),
+    )
+    .await;
+    let ok = |ss: &stageset_controller::api::StageSet| {
+        support::ready(ss)
+            .is_some_and(|(s, r, m)| s == "True" && r == "Succeeded" && !m.starts_with("Deployed;"))
+    };
+    h.wait_stageset(NS, "budgeted", "Ready", ok).await;
+    assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
+    // The budget burns: r2 is held.
+    exporter.set(0.05);
+    prometheus.wait_for(0.05).await;
+    publish_app(&h, "r2").await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "budgeted",
+            "Succeeded",
+            "Deployed; delivery held by the error budget (remaining 0.05 below 0.1)",
+        )
+        .await;
+    let freeze = ss
+        .status
+        .unwrap()
+        .budget_freeze
+        .expect("budgetFreeze is recorded");
+    assert_eq!(freeze.remaining.as_deref(), Some("0.05"));
+    assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
+    // Between the thresholds: still frozen.
+    exporter.set(0.15);
+    prometheus.wait_for(0.15).await;
+    request_pass(
+        &h,
+        "budgeted",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t1"}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "budgeted",
+        "Succeeded",
+        "Deployed; delivery held by the error budget (remaining 0.15 below 0.2)",
+    )
+    .await;
+    assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
+    // Above resume: r2 goes out, the freeze is cleared.
+    exporter.set(0.25);
+    prometheus.wait_for(0.25).await;
+    request_pass(
+        &h,
+        "budgeted",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t2"}),
+    )
+    .await;
+    let ss = h
+        .wait_stageset(NS, "budgeted", "r2 delivered", |ss| {
+            ok(ss)
+                && ss
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.last_applied_revisions.values().any(|r| r == "r2"))
+        })
+        .await;
+    assert!(ss.status.unwrap().budget_freeze.is_none());
+    assert_eq!(app_value(&h).await.as_deref(), Some("r2"));
+    // The source goes away: r3 is held (onSourceError: Hold).
+    drop(prometheus);
+    publish_app(&h, "r3").await;
+    h.wait_ready_reason(
+        NS,
+        "budgeted",
+        "Succeeded",
+        "Deployed; delivery held: the error budget source is unavailable: prometheus http://192.0.2.10",
+    )
+    .await;
+    assert_eq!(app_value(&h).await.as_deref(), Some("r2"));
+    // A budget-override token lets one pass through.
+    request_pass(
+        &h,
+        "budgeted",
+        serde_json::json!({"stages.metio.wtf/budget-override": "incident-7", "reconcile.fluxcd.io/requestedAt": "t3"}),
+    )
+    .await;
+    h.wait_stageset(NS, "budgeted", "r3 delivered", |ss| {
+        ss.status
+            .as_ref()
+            .is_some_and(|s| s.last_applied_revisions.values().any(|r| r == "r3"))
+    })
+    .await;
+    assert_eq!(app_value(&h).await.as_deref(), Some("r3"));
+}

@@ -19,6 +19,7 @@ pub mod error;
 pub mod health;
 pub mod images;
 pub mod inventory;
+pub mod metricsource;
 pub mod notify;
 pub mod outbound;
 pub mod podgates;
@@ -474,6 +475,11 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     if let Some(outcome) = window_gate(pass, &attempted, retry).await {
         return outcome;
     }
+    // R9: the one-shot budget override; R10: the rollout-wide error budget.
+    let overridden = budget_override(pass);
+    if let Some(outcome) = budget_gate(pass, &attempted, overridden, interval).await {
+        return outcome;
+    }
 
     // R17: what every stage recorded before this pass.
     let previous = match inventory::read(&env.clients.controller(), &namespace, &ss_name).await {
@@ -723,6 +729,175 @@ async fn window_gate(
         )
     };
     Some(pass.finish(ready, Requeue::After(requeue)).await)
+}
+
+/// R9: a fresh `stages.metio.wtf/budget-override` token is recorded and
+/// lets this pass past every error budget.
+fn budget_override(pass: &mut Pass<'_>) -> bool {
+    let Some(token) = pass
+        .ss
+        .annotations()
+        .get(keys::ANNOTATION_BUDGET_OVERRIDE)
+        .filter(|t| !t.is_empty())
+        .cloned()
+    else {
+        return false;
+    };
+    if pass.previous.last_handled_budget_override.as_deref() == Some(token.as_str()) {
+        return false;
+    }
+    pass.status.last_handled_budget_override = Some(token);
+    true
+}
+
+/// A threshold of an error budget: a decimal string.
+fn threshold(text: &str, field: &str) -> Result<f64, String> {
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| format!("spec.errorBudget.{field} {text:?} is not a decimal number"))
+}
+
+/// R10 (delivery.md §5.2.3): holds a new revision while the rollout-wide
+/// error budget is exhausted (with hysteresis between the freeze and
+/// resume thresholds), or while its source cannot be read and
+/// `onSourceError: Hold`. None lets the pass proceed.
+async fn budget_gate(
+    pass: &mut Pass<'_>,
+    pinned: &BTreeMap<String, String>,
+    overridden: bool,
+    interval: Duration,
+) -> Option<Outcome> {
+    let namespace = pass.namespace();
+    let name = pass.ss.name_any();
+    let Some(budget) = pass.ss.spec.error_budget.clone() else {
+        pass.status.budget_freeze = None;
+        return None;
+    };
+    let new_revision = pinned
+        .iter()
+        .any(|(k, r)| pass.previous.last_applied_revisions.get(k) != Some(r));
+    if overridden || !new_revision {
+        pass.status.budget_freeze = None;
+        pass.env.metrics.budget(&namespace, &name, None, false);
+        return None;
+    }
+    let thresholds = threshold(&budget.freeze_threshold, "freezeThreshold").and_then(|freeze| {
+        let resume = match budget.resume_threshold.as_deref() {
+            Some(r) => threshold(r, "resumeThreshold")?,
+            None => freeze,
+        };
+        if resume < freeze {
+            return Err(format!(
+                "spec.errorBudget.resumeThreshold {resume} is below freezeThreshold {freeze}"
+            ));
+        }
+        Ok((freeze, resume))
+    });
+    let (freeze, resume) = match thresholds {
+        Ok(t) => t,
+        Err(message) => {
+            return Some(
+                pass.finish(
+                    Ready::new(StageSetReason::InvalidSpec, message),
+                    Requeue::After(error::PERMANENT_RETRY),
+                )
+                .await,
+            );
+        }
+    };
+    let requeue = parse_duration(budget.interval.as_ref()).unwrap_or(interval);
+    let deployed = !pass.previous.last_applied_revisions.is_empty();
+    let held = |reason: StageSetReason, what: String| {
+        if deployed {
+            Ready::new(StageSetReason::Succeeded, format!("Deployed; {what}"))
+        } else {
+            Ready::new(reason, what)
+        }
+    };
+    let value = match metricsource::read(pass.env, &pass.ss, &budget.source).await {
+        Ok(v) => v,
+        Err(e) => {
+            pass.env.metrics.metric_source_error(&namespace, &name);
+            tracing::warn!(stageset = %pass.key(), error = %e, "the error budget source is unavailable");
+            let what = format!("delivery held: the error budget source is unavailable: {e}");
+            if budget.on_source_error == Some(crate::api::SourceErrorPolicy::Hold) {
+                return Some(
+                    pass.finish(
+                        held(StageSetReason::BudgetSourceUnavailable, what),
+                        Requeue::After(jitter(requeue)),
+                    )
+                    .await,
+                );
+            }
+            let already = pass.previous.conditions.iter().any(|c| {
+                c.type_ == crate::api::reasons::CONDITION_READY
+                    && c.reason == StageSetReason::BudgetSourceUnavailable.as_str()
+            });
+            if !already {
+                let note = format!(
+                    "the error budget source is unavailable, delivering anyway (onSourceError: Allow): {e}"
+                );
+                pass.event(true, EventReason::BudgetSourceUnavailable.as_str(), &note)
+                    .await;
+            }
+            return None;
+        }
+    };
+    let was_frozen = pass.previous.budget_freeze.is_some();
+    let frozen = if was_frozen {
+        value < resume
+    } else {
+        value < freeze
+    };
+    let dry_run = budget.dry_run == Some(true);
+    pass.env
+        .metrics
+        .budget(&namespace, &name, Some(value), frozen && !dry_run);
+    if !frozen {
+        pass.status.budget_freeze = None;
+        return None;
+    }
+    let since = pass
+        .previous
+        .budget_freeze
+        .as_ref()
+        .and_then(|f| f.since.clone())
+        .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            pass.env.clock.now(),
+        ));
+    pass.status.budget_freeze = Some(crate::api::BudgetFreeze {
+        remaining: Some(value.to_string()),
+        freeze_threshold: Some(budget.freeze_threshold.clone()),
+        resume_threshold: Some(
+            budget
+                .resume_threshold
+                .clone()
+                .unwrap_or_else(|| budget.freeze_threshold.clone()),
+        ),
+        since: Some(since),
+        dry_run: dry_run.then_some(true),
+    });
+    let what = format!(
+        "delivery held by the error budget (remaining {value} below {})",
+        if was_frozen { resume } else { freeze }
+    );
+    if dry_run {
+        if !was_frozen {
+            let note = format!("dry run: {what}; delivering anyway");
+            pass.event(false, EventReason::BudgetExhausted.as_str(), &note)
+                .await;
+        }
+        return None;
+    }
+    Some(
+        pass.finish(
+            held(StageSetReason::BudgetExhausted, what),
+            Requeue::After(jitter(requeue)),
+        )
+        .await,
+    )
 }
 
 /// R14: the SOPS keys of `spec.decryption`, read from its Secret as the

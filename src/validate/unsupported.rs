@@ -82,9 +82,13 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.version)),
     },
     Unsupported {
-        field: "spec.errorBudget",
-        feature: "error-budget freezes",
-        place: Place::Spec(|s| some(&s.error_budget)),
+        field: "spec.errorBudget.source.webhook",
+        feature: "JSON webhook metric sources",
+        place: Place::Spec(|s| {
+            s.error_budget
+                .as_ref()
+                .is_some_and(|b| b.source.webhook.is_some())
+        }),
     },
     Unsupported {
         field: "spec.stages[].promotion.analysis",
@@ -262,7 +266,6 @@ mod tests {
                 "spec.kubeConfig.configMapRef",
                 "spec.migrations",
                 "spec.version",
-                "spec.errorBudget",
                 "spec.stages[0].promotion.restartGate.onFailure"
             ]
         );

@@ -113,16 +113,8 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "044-stageset-checkout-error-budget.yaml",
-        "spec.errorBudget is not supported yet by this controller",
-    ),
-    (
-        "045-stageset-error-budget-prometheus-auth.yaml",
-        "spec.errorBudget is not supported yet by this controller",
-    ),
-    (
         "046-stageset-error-budget-webhook.yaml",
-        "spec.errorBudget is not supported yet by this controller",
+        "spec.errorBudget.source.webhook is not supported yet by this controller",
     ),
     (
         "047-stageset-error-budget-per-stage.yaml",
@@ -198,7 +190,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "108-stageset-smoke-errorbudget-webhook.yaml",
-        "spec.errorBudget is not supported yet by this controller",
+        "spec.errorBudget.source.webhook is not supported yet by this controller",
     ),
     (
         "128-stageset-test-analysis-policies.yaml",

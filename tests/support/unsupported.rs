@@ -36,7 +36,9 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.errorBudget" => json!({"stages": [app], "errorBudget": budget}),
+                "spec.errorBudget.source.webhook" => json!({"stages": [app], "errorBudget": {
+                    "source": {"webhook": {"url": "https://slo.example.com/budget", "jsonPath": "{.remaining}"}},
+                    "freezeThreshold": "0.1"}}),
                 "spec.stages[].promotion.analysis" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
                     "analysis": {"checks": [{"name": "errors", "source": {"prometheus": {
                         "address": "http://prometheus.monitoring:9090", "query": "slo:errors:ratio"}},

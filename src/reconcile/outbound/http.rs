@@ -200,6 +200,9 @@ pub struct HttpActionRequest {
     pub body_from_secret: bool,
     /// Statuses that count as success; empty = any 2xx.
     pub expected_status: Vec<u16>,
+    /// Response body bytes read at most ([`MAX_RESPONSE_BODY`] for
+    /// actions; metric sources read up to 1 MiB).
+    pub max_body: usize,
 }
 
 impl HttpActionRequest {
@@ -212,6 +215,7 @@ impl HttpActionRequest {
             body: None,
             body_from_secret: false,
             expected_status: Vec::new(),
+            max_body: MAX_RESPONSE_BODY,
         }
     }
 
@@ -409,6 +413,7 @@ pub async fn send(
     let secret = req.carries_secrets() || !url.username().is_empty() || url.password().is_some();
     let secrets = secret_values(&req);
     let expected = req.expected_status;
+    let max_body = req.max_body;
     let mut method = method_of(req.method);
     let mut body = req.body.map(Bytes::from);
     let client = policy.client();
@@ -476,7 +481,7 @@ pub async fn send(
             continue;
         }
 
-        let (bytes, truncated) = read_capped(&mut resp, MAX_RESPONSE_BODY)
+        let (bytes, truncated) = read_capped(&mut resp, max_body)
             .await
             .map_err(|e| request_error(e, method_name, &host, &redirected_from))?;
         let ok = if expected.is_empty() {
