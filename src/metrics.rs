@@ -746,6 +746,14 @@ impl Metrics {
             .set(i64::from(frozen));
     }
 
+    /// `stageset_stage_budget_frozen` of a stage's own error budget.
+    pub fn stage_budget_frozen(&self, namespace: &str, stageset: &str, stage: &str, frozen: bool) {
+        self.custom
+            .stage_budget_frozen
+            .get_or_create(&stageset_stage_labels(namespace, stageset, stage))
+            .set(i64::from(frozen));
+    }
+
     /// `stageset_metric_source_errors_total`: an error-budget or analysis
     /// source could not be read.
     pub fn metric_source_error(&self, namespace: &str, name: &str) {

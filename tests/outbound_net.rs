@@ -1294,7 +1294,7 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
             NS,
             "budgeted",
             "Succeeded",
-            "Deployed; delivery held by the error budget (remaining 0.05 below 0.1)",
+            "Deployed; delivery held: the error budget is exhausted (remaining 0.05 below 0.1)",
         )
         .await;
     let freeze = ss
@@ -1317,7 +1317,7 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
         NS,
         "budgeted",
         "Succeeded",
-        "Deployed; delivery held by the error budget (remaining 0.15 below 0.2)",
+        "Deployed; delivery held: the error budget is exhausted (remaining 0.15 below 0.2)",
     )
     .await;
     assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
@@ -1366,4 +1366,62 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
     })
     .await;
     assert_eq!(app_value(&h).await.as_deref(), Some("r3"));
+}
+
+/// A stage's own error budget holds that stage (earlier stages go out,
+/// later ones wait) until the budget recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_budget_holds_the_rollout_at_that_stage() {
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.05).await;
+    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+        return;
+    };
+    prometheus.wait_for(0.05).await;
+    let h = stageset_harness().await;
+    let art = h.artifact(
+        "prod.tar.gz",
+        &[("cm.yaml", &support::configmap(NS, "prod-config", "p1"))],
+    );
+    h.external_artifact(NS, "prod", &art, "p1").await;
+    h.stageset(
+        NS,
+        "staged",
+        serde_json::json!({"interval": "1h", "stages": [
+            {"name": "canary", "sourceRef": {"name": "app"}},
+            {"name": "prod", "sourceRef": {"name": "prod"}, "errorBudget": {
+                "source": {"prometheus": {"address": prometheus.url, "query": "slo_budget_remaining"}},
+                "freezeThreshold": "0.1"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "staged",
+        "BudgetExhausted",
+        "stage \"prod\" held at revision none: the error budget is exhausted (remaining 0.05 below 0.1)",
+    )
+    .await;
+    assert_eq!(
+        app_value(&h).await.as_deref(),
+        Some("r1"),
+        "canary went out"
+    );
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    assert!(cms.get_opt("prod-config").await.unwrap().is_none());
+    exporter.set(0.5);
+    prometheus.wait_for(0.5).await;
+    request_pass(
+        &h,
+        "staged",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t1"}),
+    )
+    .await;
+    h.wait_stageset(NS, "staged", "Ready", |ss| {
+        support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    assert!(cms.get_opt("prod-config").await.unwrap().is_some());
 }

@@ -10,6 +10,7 @@
 pub mod actions;
 pub mod apply;
 pub mod artifact;
+pub mod budget;
 pub mod build;
 pub mod cel;
 pub mod conflict;
@@ -200,6 +201,8 @@ struct Pass<'a> {
     /// The SOPS keys (R14) when the StageSet sets `spec.decryption`, or why
     /// they could not be loaded.
     keys: Option<Result<Arc<decrypt::Keys>, error::Error>>,
+    /// A fresh budget-override token was consumed this pass (R9).
+    budget_overridden: bool,
 }
 
 impl Pass<'_> {
@@ -384,6 +387,7 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         lifetime: None,
         target: Ok(env.clients.clone()),
         keys: None,
+        budget_overridden: false,
     };
     // R3: suspend (the requestedAt token is not marked handled).
     if pass.ss.spec.suspend == Some(true) {
@@ -477,6 +481,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     }
     // R9: the one-shot budget override; R10: the rollout-wide error budget.
     let overridden = budget_override(pass);
+    pass.budget_overridden = overridden;
     if let Some(outcome) = budget_gate(pass, &attempted, overridden, interval).await {
         return outcome;
     }
@@ -580,12 +585,15 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                     .await;
             }
             StageResult::Held {
+                applied,
                 entry,
                 reason,
                 message,
                 requeue,
             } => {
-                env.metrics.stage_applied(&namespace, &ss_name, &stage.name);
+                if applied {
+                    env.metrics.stage_applied(&namespace, &ss_name, &stage.name);
+                }
                 produced.push(entry);
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
@@ -750,18 +758,8 @@ fn budget_override(pass: &mut Pass<'_>) -> bool {
     true
 }
 
-/// A threshold of an error budget: a decimal string.
-fn threshold(text: &str, field: &str) -> Result<f64, String> {
-    text.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite())
-        .ok_or_else(|| format!("spec.errorBudget.{field} {text:?} is not a decimal number"))
-}
-
 /// R10 (delivery.md §5.2.3): holds a new revision while the rollout-wide
-/// error budget is exhausted (with hysteresis between the freeze and
-/// resume thresholds), or while its source cannot be read and
+/// error budget is exhausted, or while its source cannot be read and
 /// `onSourceError: Hold`. None lets the pass proceed.
 async fn budget_gate(
     pass: &mut Pass<'_>,
@@ -783,121 +781,61 @@ async fn budget_gate(
         pass.env.metrics.budget(&namespace, &name, None, false);
         return None;
     }
-    let thresholds = threshold(&budget.freeze_threshold, "freezeThreshold").and_then(|freeze| {
-        let resume = match budget.resume_threshold.as_deref() {
-            Some(r) => threshold(r, "resumeThreshold")?,
-            None => freeze,
-        };
-        if resume < freeze {
-            return Err(format!(
-                "spec.errorBudget.resumeThreshold {resume} is below freezeThreshold {freeze}"
-            ));
-        }
-        Ok((freeze, resume))
-    });
-    let (freeze, resume) = match thresholds {
-        Ok(t) => t,
-        Err(message) => {
-            return Some(
-                pass.finish(
-                    Ready::new(StageSetReason::InvalidSpec, message),
-                    Requeue::After(error::PERMANENT_RETRY),
-                )
-                .await,
-            );
-        }
-    };
-    let requeue = parse_duration(budget.interval.as_ref()).unwrap_or(interval);
-    let deployed = !pass.previous.last_applied_revisions.is_empty();
-    let held = |reason: StageSetReason, what: String| {
-        if deployed {
-            Ready::new(StageSetReason::Succeeded, format!("Deployed; {what}"))
-        } else {
-            Ready::new(reason, what)
-        }
-    };
-    let value = match metricsource::read(pass.env, &pass.ss, &budget.source).await {
-        Ok(v) => v,
-        Err(e) => {
-            pass.env.metrics.metric_source_error(&namespace, &name);
-            tracing::warn!(stageset = %pass.key(), error = %e, "the error budget source is unavailable");
-            let what = format!("delivery held: the error budget source is unavailable: {e}");
-            if budget.on_source_error == Some(crate::api::SourceErrorPolicy::Hold) {
-                return Some(
-                    pass.finish(
-                        held(StageSetReason::BudgetSourceUnavailable, what),
-                        Requeue::After(jitter(requeue)),
-                    )
-                    .await,
-                );
+    let prior = pass.previous.budget_freeze.clone();
+    let verdict = budget::evaluate(
+        pass.env,
+        &pass.ss,
+        &budget,
+        "spec.errorBudget",
+        prior.as_ref(),
+        interval,
+        true,
+    )
+    .await;
+    match verdict {
+        budget::Verdict::Invalid(message) => Some(
+            pass.finish(
+                Ready::new(StageSetReason::InvalidSpec, message),
+                Requeue::After(error::PERMANENT_RETRY),
+            )
+            .await,
+        ),
+        budget::Verdict::Proceed {
+            freeze,
+            dry_run_started,
+            source_error,
+        } => {
+            pass.status.budget_freeze = freeze;
+            if dry_run_started {
+                let note = "dry run: the error budget is exhausted; delivering anyway";
+                pass.event(false, EventReason::BudgetExhausted.as_str(), note)
+                    .await;
             }
-            let already = pass.previous.conditions.iter().any(|c| {
-                c.type_ == crate::api::reasons::CONDITION_READY
-                    && c.reason == StageSetReason::BudgetSourceUnavailable.as_str()
-            });
-            if !already {
+            if let Some(e) = source_error {
                 let note = format!(
                     "the error budget source is unavailable, delivering anyway (onSourceError: Allow): {e}"
                 );
                 pass.event(true, EventReason::BudgetSourceUnavailable.as_str(), &note)
                     .await;
             }
-            return None;
+            None
         }
-    };
-    let was_frozen = pass.previous.budget_freeze.is_some();
-    let frozen = if was_frozen {
-        value < resume
-    } else {
-        value < freeze
-    };
-    let dry_run = budget.dry_run == Some(true);
-    pass.env
-        .metrics
-        .budget(&namespace, &name, Some(value), frozen && !dry_run);
-    if !frozen {
-        pass.status.budget_freeze = None;
-        return None;
-    }
-    let since = pass
-        .previous
-        .budget_freeze
-        .as_ref()
-        .and_then(|f| f.since.clone())
-        .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            pass.env.clock.now(),
-        ));
-    pass.status.budget_freeze = Some(crate::api::BudgetFreeze {
-        remaining: Some(value.to_string()),
-        freeze_threshold: Some(budget.freeze_threshold.clone()),
-        resume_threshold: Some(
-            budget
-                .resume_threshold
-                .clone()
-                .unwrap_or_else(|| budget.freeze_threshold.clone()),
-        ),
-        since: Some(since),
-        dry_run: dry_run.then_some(true),
-    });
-    let what = format!(
-        "delivery held by the error budget (remaining {value} below {})",
-        if was_frozen { resume } else { freeze }
-    );
-    if dry_run {
-        if !was_frozen {
-            let note = format!("dry run: {what}; delivering anyway");
-            pass.event(false, EventReason::BudgetExhausted.as_str(), &note)
-                .await;
+        budget::Verdict::Hold {
+            reason,
+            what,
+            freeze,
+            requeue,
+        } => {
+            pass.status.budget_freeze = freeze;
+            let what = format!("delivery held: {what}");
+            let ready = if pass.previous.last_applied_revisions.is_empty() {
+                Ready::new(reason, what)
+            } else {
+                Ready::new(StageSetReason::Succeeded, format!("Deployed; {what}"))
+            };
+            Some(pass.finish(ready, Requeue::After(jitter(requeue))).await)
         }
-        return None;
     }
-    Some(
-        pass.finish(
-            held(StageSetReason::BudgetExhausted, what),
-            Requeue::After(jitter(requeue)),
-        )
-        .await,
-    )
 }
 
 /// R14: the SOPS keys of `spec.decryption`, read from its Secret as the

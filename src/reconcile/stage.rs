@@ -37,8 +37,10 @@ pub(super) struct StageDone {
 
 pub(super) enum StageResult {
     Ready(Box<StageDone>),
-    /// Ready, but its promotion gate holds the stages after it (S21).
+    /// Held: by its promotion gate once applied (S21, `applied`), or by its
+    /// error budget before anything (S3); the stages after it wait.
     Held {
+        applied: bool,
         entry: StageStatus,
         reason: crate::api::reasons::StageSetReason,
         message: String,
@@ -102,6 +104,10 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
     // S2, R15: the revision ledger, unless a reconcile-stage token clears it.
     let forced = ledger::force_token(&pass.ss, &stage.name, ctx.prior);
     let executed = ledger::revision_ledger(ctx.prior, &ctx.source.revision, forced.is_some());
+    // S3: the stage's own error budget, when it would get a new revision.
+    if let Some(held) = stage_budget(pass, &ctx).await {
+        return held;
+    }
     // S4: the target cluster (R11) and the stage identity on it.
     let clients = match &pass.target {
         Ok(clients) => clients.clone(),
@@ -148,6 +154,99 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
         Ok(prepared) => deploy(pass, &ctx, prepared, &mut hooks, forced).await,
         Err(f) => ctx.failed(f, &hooks.executed),
     }
+}
+
+/// S3 (delivery.md §5.2.4): a stage with its own error budget that would
+/// receive a new revision is held while that budget is exhausted; it keeps
+/// its current revision and the stages after it are not touched.
+async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<StageResult> {
+    let stage = ctx.stage;
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    let budget = stage.error_budget.as_ref()?;
+    let prior_revision = ctx.prior.and_then(|p| p.applied_revision.as_deref());
+    let keep_prior = || {
+        ctx.prior
+            .cloned()
+            .unwrap_or_else(|| crate::api::StageStatus {
+                name: stage.name.clone(),
+                ..Default::default()
+            })
+    };
+    if pass.budget_overridden || prior_revision == Some(ctx.source.revision.as_str()) {
+        pass.env
+            .metrics
+            .stage_budget_frozen(&namespace, &ss_name, &stage.name, false);
+        return None;
+    }
+    let (interval, _, _) = super::intervals(&pass.ss, &pass.env.settings);
+    let prior_freeze = ctx.prior.and_then(|p| p.budget_freeze.clone());
+    let path = format!("spec.stages[{}].errorBudget", ctx.position);
+    let verdict = super::budget::evaluate(
+        pass.env,
+        &pass.ss,
+        budget,
+        &path,
+        prior_freeze.as_ref(),
+        interval,
+        false,
+    )
+    .await;
+    let (reason, what, freeze, requeue) = match verdict {
+        super::budget::Verdict::Invalid(m) => {
+            return Some(StageResult::Held {
+                applied: false,
+                entry: keep_prior(),
+                reason: crate::api::reasons::StageSetReason::InvalidSpec,
+                message: m,
+                requeue: super::error::PERMANENT_RETRY,
+            });
+        }
+        super::budget::Verdict::Proceed { freeze, .. } => {
+            // Recorded with the stage's entry when it completes.
+            let _ = freeze;
+            pass.env
+                .metrics
+                .stage_budget_frozen(&namespace, &ss_name, &stage.name, false);
+            return None;
+        }
+        super::budget::Verdict::Hold {
+            reason,
+            what,
+            freeze,
+            requeue,
+        } => (reason, what, freeze, requeue),
+    };
+    pass.env.metrics.stage_budget_frozen(
+        &namespace,
+        &ss_name,
+        &stage.name,
+        reason == crate::api::reasons::StageSetReason::BudgetExhausted,
+    );
+    let entry = crate::api::StageStatus {
+        budget_freeze: freeze,
+        ..keep_prior()
+    };
+    let what = format!(
+        "stage \"{}\" held at revision {}: {what}",
+        stage.name,
+        prior_revision.unwrap_or("none")
+    );
+    let (reason, message) = if pass.previous.last_applied_revisions.is_empty() {
+        (reason, what)
+    } else {
+        (
+            crate::api::reasons::StageSetReason::Succeeded,
+            format!("Deployed; {what}"),
+        )
+    };
+    Some(StageResult::Held {
+        applied: false,
+        entry,
+        reason,
+        message,
+        requeue,
+    })
 }
 
 /// What [`prepare`] hands to [`deploy`].
@@ -629,6 +728,7 @@ async fn deploy(
         Err(podgates::ReadError::Denied(m)) => {
             pass.progress(entry.clone()).await;
             return StageResult::Held {
+                applied: true,
                 entry,
                 reason: crate::api::reasons::StageSetReason::RBACDenied,
                 message: format!(
@@ -679,6 +779,7 @@ async fn deploy(
     } = gate.decision
     {
         return StageResult::Held {
+            applied: true,
             entry,
             reason,
             message,

@@ -125,9 +125,13 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         }),
     },
     Unsupported {
-        field: "spec.stages[].errorBudget",
-        feature: "error-budget freezes",
-        place: Place::Stage(|s| some(&s.error_budget)),
+        field: "spec.stages[].errorBudget.source.webhook",
+        feature: "JSON webhook metric sources",
+        place: Place::Stage(|s| {
+            s.error_budget
+                .as_ref()
+                .is_some_and(|b| b.source.webhook.is_some())
+        }),
     },
 ];
 

@@ -117,10 +117,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.errorBudget.source.webhook is not supported yet by this controller",
     ),
     (
-        "047-stageset-error-budget-per-stage.yaml",
-        "spec.stages[1].errorBudget is not supported yet by this controller",
-    ),
-    (
         "053-stageset-restart-gate.yaml",
         "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
     ),
@@ -210,7 +206,7 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "132-stageset-test-per-stage-errorbudget-webhook.yaml",
-        "spec.stages[0].errorBudget is not supported yet by this controller",
+        "spec.stages[0].errorBudget.source.webhook is not supported yet by this controller",
     ),
     (
         "133-stageset-test-migration-action-single-verb.yaml",

@@ -19,10 +19,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
         json!([app.clone(), st])
     };
     let wait = json!([{"name": "pause", "wait": {"duration": "1s"}}]);
-    let budget = json!({
-        "source": {"prometheus": {"address": "http://prometheus.monitoring:9090", "query": "slo:remaining"}},
-        "freezeThreshold": "0.1"
-    });
     NOT_SUPPORTED_YET
         .iter()
         .map(|row| {
@@ -52,7 +48,9 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.stages[].promotion.eventGate.onFailure" => json!({"stages": stage(json!({"promotion": {
                     "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}},
                         "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}}))}),
-                "spec.stages[].errorBudget" => json!({"stages": stage(json!({"errorBudget": budget}))}),
+                "spec.stages[].errorBudget.source.webhook" => json!({"stages": stage(json!({"errorBudget": {
+                    "source": {"webhook": {"url": "https://slo.example.com/budget", "jsonPath": "{.remaining}"}},
+                    "freezeThreshold": "0.1"}}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };
             let path = row.field.replace("spec.stages[]", "spec.stages[1]");
