@@ -1425,3 +1425,102 @@ async fn a_stage_budget_holds_the_rollout_at_that_stage() {
     .await;
     assert!(cms.get_opt("prod-config").await.unwrap().is_some());
 }
+
+/// Promotion analysis and the fast track on a real Prometheus: failing
+/// evaluations within the failure limit keep analyzing, beyond it block;
+/// a passing evaluation promotes; a metric under the fast track's maximum
+/// skips the rest of a soak.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_and_fast_track_on_real_prometheus_data() {
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.05).await;
+    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+        return;
+    };
+    prometheus.wait_for(0.05).await;
+    let h = stageset_harness().await;
+    let art = h.artifact(
+        "prod.tar.gz",
+        &[("cm.yaml", &support::configmap(NS, "prod-config", "p1"))],
+    );
+    h.external_artifact(NS, "prod", &art, "p1").await;
+    let source = serde_json::json!({"prometheus": {"address": prometheus.url, "query": "slo_budget_remaining"}});
+    h.stageset(
+        NS,
+        "analysed",
+        serde_json::json!({"interval": "1h", "stages": [
+            {"name": "canary", "sourceRef": {"name": "app"}, "promotion": {"analysis": {
+                "failureLimit": 1, "checks": [{"name": "budget", "source": source, "threshold": {"min": "0.2"}}]}}},
+            {"name": "prod", "sourceRef": {"name": "prod"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "analysed",
+        "Soaking",
+        "stage \"canary\" is analyzing at revision r1: 1 failing evaluation(s) (check \"budget\" = 0.05 outside its threshold)",
+    )
+    .await;
+    request_pass(
+        &h,
+        "analysed",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t1"}),
+    )
+    .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "analysed",
+            "PromotionBlocked",
+            "analysis failed 2 time(s) in a row (failureLimit 1)",
+        )
+        .await;
+    let state = ss.status.unwrap().stages[0]
+        .promotion_state
+        .clone()
+        .unwrap();
+    assert_eq!(state.analysis_failures, Some(2));
+    assert_eq!(state.last_analysis.unwrap().passed, Some(false));
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    assert!(cms.get_opt("prod-config").await.unwrap().is_none());
+    // The metric recovers: the next evaluation passes and promotes.
+    exporter.set(0.5);
+    prometheus.wait_for(0.5).await;
+    request_pass(
+        &h,
+        "analysed",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t2"}),
+    )
+    .await;
+    h.wait_stageset(NS, "analysed", "Ready", |ss| {
+        support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    assert!(cms.get_opt("prod-config").await.unwrap().is_some());
+    // A 30-minute soak, fast-tracked at once because the metric (0.5) is
+    // under the maximum (objects of their own).
+    for (name, object) in [("canary2", "canary2-config"), ("prod2", "prod2-config")] {
+        let art = h.artifact(
+            &format!("{name}.tar.gz"),
+            &[("cm.yaml", &support::configmap(NS, object, "v1"))],
+        );
+        h.external_artifact(NS, name, &art, "v1").await;
+    }
+    h.stageset(
+        NS,
+        "tracked",
+        serde_json::json!({"interval": "1h", "stages": [
+            {"name": "canary", "sourceRef": {"name": "canary2"}, "promotion": {"soak": "30m",
+                "fastTrack": {"max": "1", "source": source}}},
+            {"name": "prod", "sourceRef": {"name": "prod2"}}]}),
+    )
+    .await;
+    h.wait_stageset(NS, "tracked", "Ready", |ss| {
+        support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    assert!(cms.get_opt("prod2-config").await.unwrap().is_some());
+}

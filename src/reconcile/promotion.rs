@@ -67,6 +67,39 @@ pub struct Inputs<'a> {
     pub restarts: Option<&'a super::podgates::Restarts>,
     /// The event gate's verdict, if one tripped.
     pub event: Option<&'a super::podgates::Verdict>,
+    /// This pass's analysis, if the stage has one.
+    pub analysis: Option<&'a Analysis>,
+    /// The fast track's metric is within its maximum.
+    pub fast_track_ok: bool,
+}
+
+/// One evaluation of a stage's analysis checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    pub result: crate::api::AnalysisResult,
+    /// A readable value is outside its threshold (or a threshold is
+    /// malformed).
+    pub breached: bool,
+    /// A source could not be read.
+    pub source_error: bool,
+}
+
+/// Whether `value` is within `threshold` (inclusive; unset bounds are
+/// open). Err when a bound is not a number.
+pub fn within(value: f64, threshold: &crate::api::Threshold) -> Result<bool, String> {
+    let bound = |b: &Option<String>| -> Result<Option<f64>, String> {
+        b.as_deref()
+            .map(|t| {
+                t.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| format!("threshold {t:?} is not a decimal number"))
+            })
+            .transpose()
+    };
+    let (min, max) = (bound(&threshold.min)?, bound(&threshold.max)?);
+    Ok(min.is_none_or(|m| value >= m) && max.is_none_or(|m| value <= m))
 }
 
 fn time(t: Timestamp) -> Time {
@@ -166,6 +199,63 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
             handled_token: None,
         };
     }
+    // 5. Analysis: consecutive failures at this revision beyond the limit
+    // block (unless it is a dry run).
+    let analysis_spec = promotion.analysis.as_ref();
+    let analysis_interval = analysis_spec
+        .and_then(|a| a.interval.as_ref())
+        .and_then(|d| d.parse().ok())
+        .and_then(|d: crate::duration::GoDuration| d.to_std())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(i.retry);
+    let mut failures = 0;
+    let mut failing_now = false;
+    let dry_run = analysis_spec.and_then(|a| a.dry_run) == Some(true);
+    let last_analysis = i.analysis.map(|a| a.result.clone());
+    if let (Some(spec), Some(a)) = (analysis_spec, i.analysis) {
+        let allow_errors = spec.on_source_error == Some(crate::api::SourceErrorPolicy::Allow);
+        failing_now = a.breached || (a.source_error && !allow_errors);
+        let before = prior_state
+            .as_ref()
+            .filter(|_| same_revision)
+            .and_then(|s| s.analysis_failures)
+            .unwrap_or(0);
+        failures = if failing_now { before + 1 } else { 0 };
+        let limit = spec.failure_limit.unwrap_or(0);
+        if failures > limit && !dry_run {
+            let since = prior_state
+                .as_ref()
+                .filter(|_| prior_phase == Some(PromotionPhase::Blocked))
+                .and_then(|s| s.since.as_ref())
+                .map_or(i.now, |t| t.0);
+            return Gate {
+                decision: Decision::Hold {
+                    reason: StageSetReason::PromotionBlocked,
+                    message: format!(
+                        "stage \"{}\" promotion blocked at revision {}: analysis failed {failures} time(s) in a row (failureLimit {limit}){}; not rolled back (onFailure: Hold)",
+                        i.stage.name,
+                        i.revision,
+                        describe_checks(&a.result)
+                    ),
+                    requeue: analysis_interval,
+                },
+                state: PromotionState {
+                    phase: Some(PromotionPhase::Blocked),
+                    since: Some(time(since)),
+                    soak_until: prior_state
+                        .as_ref()
+                        .filter(|_| same_revision)
+                        .and_then(|s| s.soak_until.clone()),
+                    analysis_failures: Some(failures),
+                    restart_baseline: baseline.clone(),
+                    last_analysis,
+                    ..PromotionState::default()
+                },
+                handled_token: None,
+            };
+        }
+    }
+    let analysis_failures = analysis_spec.map(|_| failures);
     // 6. Soak.
     let soak = promotion
         .soak
@@ -195,7 +285,18 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
             .or(soaking_since)
             .unwrap_or(i.now);
         let until = start.checked_add(soak_span).unwrap_or(Timestamp::MAX);
-        if i.now < until {
+        let fast_tracked = i.fast_track_ok
+            && promotion.fast_track.as_ref().is_some_and(|f| {
+                let after = f
+                    .after
+                    .as_ref()
+                    .and_then(|d| d.parse().ok())
+                    .and_then(|d: crate::duration::GoDuration| d.to_std())
+                    .and_then(|d| jiff::SignedDuration::try_from(d).ok())
+                    .unwrap_or(jiff::SignedDuration::ZERO);
+                start.checked_add(after).is_ok_and(|t| i.now >= t)
+            });
+        if i.now < until && !fast_tracked {
             let wait = Duration::try_from(until.duration_since(i.now)).unwrap_or_default();
             return Gate {
                 decision: Decision::Hold {
@@ -208,11 +309,46 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                     since: Some(time(soaking_since.unwrap_or(start))),
                     soak_until: Some(time(until)),
                     restart_baseline: baseline.clone(),
+                    analysis_failures,
+                    last_analysis: last_analysis.clone(),
                     ..PromotionState::default()
                 },
                 handled_token: None,
             };
         }
+    }
+    // 7. Analysis still failing (within its limit, or a dry run that
+    // blocks nothing): keep analyzing.
+    if failing_now && !dry_run {
+        let since = prior_state
+            .as_ref()
+            .filter(|_| prior_phase == Some(PromotionPhase::Analyzing))
+            .and_then(|s| s.since.as_ref())
+            .map_or(i.now, |t| t.0);
+        return Gate {
+            decision: Decision::Hold {
+                reason: StageSetReason::Soaking,
+                message: format!(
+                    "stage \"{}\" is analyzing at revision {}: {failures} failing evaluation(s){}",
+                    i.stage.name,
+                    i.revision,
+                    last_analysis
+                        .as_ref()
+                        .map(describe_checks)
+                        .unwrap_or_default()
+                ),
+                requeue: analysis_interval,
+            },
+            state: PromotionState {
+                phase: Some(PromotionPhase::Analyzing),
+                since: Some(time(since)),
+                analysis_failures,
+                restart_baseline: baseline.clone(),
+                last_analysis,
+                ..PromotionState::default()
+            },
+            handled_token: None,
+        };
     }
     // 8. A human decides.
     if promotion.require_manual_promotion == Some(true) {
@@ -237,6 +373,8 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                 phase: Some(PromotionPhase::AwaitingManual),
                 since: Some(time(since)),
                 restart_baseline: baseline.clone(),
+                analysis_failures,
+                last_analysis,
                 ..PromotionState::default()
             },
             handled_token: None,
@@ -244,6 +382,25 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
     }
     // 9.
     promoted(i.now, None)
+}
+
+/// ` (check a=0.2 not within its threshold, …)` for a message.
+fn describe_checks(result: &crate::api::AnalysisResult) -> String {
+    let bad: Vec<String> = result
+        .checks
+        .iter()
+        .filter(|c| c.ok != Some(true))
+        .map(|c| match (&c.value, &c.error) {
+            (_, Some(e)) => format!("check \"{}\" unreadable: {e}", c.name),
+            (Some(v), None) => format!("check \"{}\" = {v} outside its threshold", c.name),
+            (None, None) => format!("check \"{}\" failed", c.name),
+        })
+        .collect();
+    if bad.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", bad.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -274,6 +431,8 @@ mod tests {
             retry: Duration::from_secs(60),
             restarts: None,
             event: None,
+            analysis: None,
+            fast_track_ok: false,
         })
     }
 
@@ -370,6 +529,77 @@ mod tests {
         );
         assert_eq!(g.decision, Decision::Promoted);
         assert_eq!(g.handled_token.as_deref(), Some("t2"));
+    }
+
+    fn analysis(breached: bool) -> Analysis {
+        Analysis {
+            result: crate::api::AnalysisResult::default(),
+            breached,
+            source_error: false,
+        }
+    }
+
+    fn run_analysed(stage: &Stage, prior: Option<&StageStatus>, a: &Analysis) -> Gate {
+        decide(&Inputs {
+            stage,
+            namespace: "shop",
+            stageset: "web",
+            prior,
+            revision: "r2",
+            token: None,
+            now: ts("2026-12-07T10:00:00Z"),
+            retry: Duration::from_secs(60),
+            restarts: None,
+            event: None,
+            analysis: Some(a),
+            fast_track_ok: false,
+        })
+    }
+
+    #[test]
+    fn analysis_failures_count_up_to_the_limit_then_block() {
+        let s = stage(
+            json!({"analysis": {"failureLimit": 1, "interval": "2m", "checks": [
+            {"name": "e", "source": {"prometheus": {"address": "http://p", "query": "q"}}, "threshold": {"max": "1"}}]}}),
+        );
+        let g = run_analysed(&s, None, &analysis(true));
+        assert_eq!(g.state.phase, Some(PromotionPhase::Analyzing));
+        assert!(
+            matches!(&g.decision, Decision::Hold { requeue, .. } if *requeue == Duration::from_secs(120))
+        );
+        let g = run_analysed(&s, Some(&prior(&g, "r2", None)), &analysis(true));
+        assert_eq!(g.state.phase, Some(PromotionPhase::Blocked));
+        assert_eq!(g.state.analysis_failures, Some(2));
+        // A pass resets the count and promotes.
+        let g = run_analysed(&s, Some(&prior(&g, "r2", None)), &analysis(false));
+        assert_eq!(g.decision, Decision::Promoted);
+        // A dry run never holds.
+        let dry = stage(json!({"analysis": {"dryRun": true, "checks": [
+            {"name": "e", "source": {"prometheus": {"address": "http://p", "query": "q"}}, "threshold": {"max": "1"}}]}}));
+        assert_eq!(
+            run_analysed(&dry, None, &analysis(true)).decision,
+            Decision::Promoted
+        );
+        assert_eq!(
+            within(
+                0.5,
+                &crate::api::Threshold {
+                    min: Some("0.2".into()),
+                    max: None
+                }
+            ),
+            Ok(true)
+        );
+        assert!(
+            within(
+                0.5,
+                &crate::api::Threshold {
+                    min: Some("x".into()),
+                    max: None
+                }
+            )
+            .is_err()
+        );
     }
 
     #[test]

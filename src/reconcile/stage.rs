@@ -747,6 +747,20 @@ async fn deploy(
             );
         }
     };
+    // Analysis checks and the fast track read their metric sources.
+    let analysis = match gates.and_then(|g| g.analysis.as_ref()) {
+        Some(spec) => Some(analyse(pass, spec).await),
+        None => None,
+    };
+    let fast_track_ok = match gates.and_then(|g| g.fast_track.as_ref()) {
+        Some(f) => match f.max.trim().parse::<f64>() {
+            Ok(max) if max.is_finite() => super::metricsource::read(env, &pass.ss, &f.source)
+                .await
+                .is_ok_and(|v| v <= max),
+            _ => false,
+        },
+        None => false,
+    };
     let gate = promotion::decide(&promotion::Inputs {
         stage,
         namespace: &namespace,
@@ -758,6 +772,8 @@ async fn deploy(
         retry,
         restarts: restarts.as_ref(),
         event: event.as_ref(),
+        analysis: analysis.as_ref(),
+        fast_track_ok,
     });
     if stage.promotion.is_some() || gate.handled_token.is_some() {
         entry.promotion_state = Some(gate.state.clone());
@@ -800,6 +816,54 @@ async fn deploy(
             &substitution_digest,
         ),
     }))
+}
+
+/// Queries every analysis check once (delivery.md §5.5, pre-evaluation).
+async fn analyse(pass: &Pass<'_>, spec: &crate::api::PromotionAnalysis) -> promotion::Analysis {
+    let mut checks = Vec::with_capacity(spec.checks.len());
+    let (mut breached, mut source_error) = (false, false);
+    for check in &spec.checks {
+        let mut result = crate::api::AnalysisCheckResult {
+            name: check.name.clone(),
+            ..Default::default()
+        };
+        match super::metricsource::read(pass.env, &pass.ss, &check.source).await {
+            Ok(v) => {
+                result.value = Some(v.to_string());
+                match promotion::within(v, &check.threshold) {
+                    Ok(ok) => {
+                        result.ok = Some(ok);
+                        breached |= !ok;
+                    }
+                    Err(e) => {
+                        result.ok = Some(false);
+                        result.error = Some(e);
+                        breached = true;
+                    }
+                }
+            }
+            Err(e) => {
+                pass.env
+                    .metrics
+                    .metric_source_error(&pass.namespace(), &pass.ss.name_any());
+                result.ok = Some(false);
+                result.error = Some(e);
+                source_error = true;
+            }
+        }
+        checks.push(result);
+    }
+    promotion::Analysis {
+        result: crate::api::AnalysisResult {
+            time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                pass.env.clock.now(),
+            )),
+            passed: Some(!breached && !source_error),
+            checks,
+        },
+        breached,
+        source_error,
+    }
 }
 
 /// A failure from the apply on: the `onFailure` list runs (best effort),

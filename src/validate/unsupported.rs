@@ -91,14 +91,34 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         }),
     },
     Unsupported {
-        field: "spec.stages[].promotion.analysis",
-        feature: "metric analysis before promotion",
-        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.analysis.is_some())),
+        field: "spec.stages[].promotion.analysis.onFailure",
+        feature: "rolling a stage back when its analysis fails (onFailure: Rollback)",
+        place: Place::Stage(|s| {
+            s.promotion
+                .as_ref()
+                .and_then(|p| p.analysis.as_ref())
+                .is_some_and(|a| rolls_back(a.on_failure))
+        }),
     },
     Unsupported {
-        field: "spec.stages[].promotion.fastTrack",
-        feature: "fast-tracked soaks",
-        place: Place::Stage(|s| s.promotion.as_ref().is_some_and(|p| p.fast_track.is_some())),
+        field: "spec.stages[].promotion.analysis.checks[].source.webhook",
+        feature: "JSON webhook metric sources",
+        place: Place::Stage(|s| {
+            s.promotion
+                .as_ref()
+                .and_then(|p| p.analysis.as_ref())
+                .is_some_and(|a| a.checks.iter().any(|c| c.source.webhook.is_some()))
+        }),
+    },
+    Unsupported {
+        field: "spec.stages[].promotion.fastTrack.source.webhook",
+        feature: "JSON webhook metric sources",
+        place: Place::Stage(|s| {
+            s.promotion
+                .as_ref()
+                .and_then(|p| p.fast_track.as_ref())
+                .is_some_and(|f| f.source.webhook.is_some())
+        }),
     },
     Unsupported {
         field: "spec.stages[].promotion.restartGate.onFailure",

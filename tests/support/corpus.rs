@@ -121,14 +121,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
     ),
     (
-        "056-stageset-analysis-two-checks.yaml",
-        "spec.stages[0].promotion.analysis is not supported yet by this controller",
-    ),
-    (
-        "057-stageset-fast-track.yaml",
-        "spec.stages[0].promotion.fastTrack is not supported yet by this controller",
-    ),
-    (
         "063-stageset-version-value.yaml",
         "spec.version is not supported yet by this controller",
     ),
@@ -190,11 +182,11 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ),
     (
         "128-stageset-test-analysis-policies.yaml",
-        "spec.stages[0].promotion.analysis is not supported yet by this controller",
+        "spec.stages[0].promotion.analysis.onFailure is not supported yet by this controller",
     ),
     (
         "129-stageset-test-metric-source-webhook.yaml",
-        "spec.stages[0].promotion.analysis is not supported yet by this controller",
+        "spec.stages[0].promotion.analysis.checks[].source.webhook is not supported yet by this controller",
     ),
     (
         "130-stageset-test-restart-gate-onfailure.yaml",

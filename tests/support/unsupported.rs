@@ -35,13 +35,17 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.errorBudget.source.webhook" => json!({"stages": [app], "errorBudget": {
                     "source": {"webhook": {"url": "https://slo.example.com/budget", "jsonPath": "{.remaining}"}},
                     "freezeThreshold": "0.1"}}),
-                "spec.stages[].promotion.analysis" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
-                    "analysis": {"checks": [{"name": "errors", "source": {"prometheus": {
+                "spec.stages[].promotion.analysis.onFailure" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
+                    "analysis": {"onFailure": "Rollback", "checks": [{"name": "errors", "source": {"prometheus": {
                         "address": "http://prometheus.monitoring:9090", "query": "slo:errors:ratio"}},
                         "threshold": {"max": "0.01"}}]}}}))}),
-                "spec.stages[].promotion.fastTrack" => json!({"stages": stage(json!({"promotion": {"soak": "30m",
-                    "fastTrack": {"after": "5m", "max": "1", "source": {"prometheus": {
-                        "address": "http://prometheus.monitoring:9090", "query": "slo:burn_rate"}}}}}))}),
+                "spec.stages[].promotion.analysis.checks[].source.webhook" => json!({"stages": stage(json!({"promotion": {
+                    "analysis": {"checks": [{"name": "errors", "source": {"webhook": {
+                        "url": "https://slo.example.com/errors", "jsonPath": "{.ratio}"}},
+                        "threshold": {"max": "0.01"}}]}}}))}),
+                "spec.stages[].promotion.fastTrack.source.webhook" => json!({"stages": stage(json!({"promotion": {"soak": "30m",
+                    "fastTrack": {"after": "5m", "max": "1", "source": {"webhook": {
+                        "url": "https://slo.example.com/burn", "jsonPath": "{.rate}"}}}}}))}),
                 "spec.stages[].promotion.restartGate.onFailure" => json!({"stages": stage(json!({"promotion": {
                     "restartGate": {"onFailure": "Rollback",
                         "checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
