@@ -746,6 +746,18 @@ impl Metrics {
             .set(i64::from(frozen));
     }
 
+    /// `stageset_watch_engagement_failures_total`: a watch of a served kind
+    /// could not be started or broke (`gvk` in Go's
+    /// `<group>/<version>, Kind=<Kind>` form).
+    pub fn watch_engagement_failed(&self, gvk: &str) {
+        self.custom
+            .watch_engagement_failures
+            .get_or_create(&labels::GvkLabels {
+                gvk: gvk.to_string(),
+            })
+            .inc();
+    }
+
     /// `stageset_stage_budget_frozen` of a stage's own error budget.
     pub fn stage_budget_frozen(&self, namespace: &str, stageset: &str, stage: &str, frozen: bool) {
         self.custom

@@ -37,6 +37,7 @@ pub struct ActorOptions {
 pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) -> StageSetCache {
     let client = env.clients.controller();
     let inventory_writes = env.inventory_writes.clone();
+    let metrics = env.metrics.clone();
     let supervisor = supervisor::Supervisor::new(
         env,
         leadership,
@@ -58,6 +59,7 @@ pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) 
         addr.clone().recipient(),
     )
     .start();
-    sources::SourceWatcher::new(client, options.watch_namespaces, addr.recipient()).start();
+    sources::SourceWatcher::new(client, metrics, options.watch_namespaces, addr.recipient())
+        .start();
     cache
 }

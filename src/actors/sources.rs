@@ -33,6 +33,7 @@ type Item = (
 
 pub struct SourceWatcher {
     client: kube::Client,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     namespaces: Vec<String>,
     supervisor: Recipient<SourceChanged>,
     /// (kind, namespace, name) → what was last seen of its artifact.
@@ -42,11 +43,13 @@ pub struct SourceWatcher {
 impl SourceWatcher {
     pub fn new(
         client: kube::Client,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
         namespaces: Vec<String>,
         supervisor: Recipient<SourceChanged>,
     ) -> Self {
         SourceWatcher {
             client,
+            metrics,
             namespaces,
             supervisor,
             seen: HashMap::new(),
@@ -80,6 +83,20 @@ fn fingerprint(obj: &DynamicObject) -> String {
         get("revision"),
         ready
     )
+}
+
+/// Whether a watch error means the watch could not be engaged (as opposed
+/// to its kind not being served).
+fn engagement_failure(e: &watcher::Error) -> bool {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    // 410 Gone is the ordinary end of a watch; the watcher relists.
+    !matches!(code, Some(404 | 410))
 }
 
 impl Actor for SourceWatcher {
@@ -116,8 +133,17 @@ impl StreamHandler<Item> for SourceWatcher {
             ) => o,
             Ok(_) => return,
             Err(e) => {
-                // Usually a source kind whose CRD is not installed; retried with back-off.
-                tracing::debug!(kind = %kind, error = %e, "source watch failed");
+                // Retried with back-off. A kind whose CRD is not installed
+                // (404) is not a failure to engage: Flux's optional source
+                // kinds come and go. Anything else (a Forbidden list or
+                // watch above all) is counted.
+                if engagement_failure(&e) {
+                    let gvk = format!("{FLUX_SOURCE_GROUP}/v1, Kind={kind}");
+                    self.metrics.watch_engagement_failed(&gvk);
+                    tracing::warn!(kind = %kind, error = %e, "the source watch cannot be engaged; retrying");
+                } else {
+                    tracing::debug!(kind = %kind, error = %e, "source watch failed");
+                }
                 return;
             }
         };
@@ -144,4 +170,37 @@ impl StreamHandler<Item> for SourceWatcher {
     }
 
     fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            message: "m".into(),
+            reason: String::new(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn forbidden_watches_are_engagement_failures_missing_kinds_are_not() {
+        assert!(engagement_failure(&watcher::Error::InitialListFailed(api(
+            403
+        ))));
+        assert!(engagement_failure(&watcher::Error::WatchStartFailed(api(
+            500
+        ))));
+        assert!(!engagement_failure(&watcher::Error::InitialListFailed(
+            api(404)
+        )));
+        assert!(!engagement_failure(&watcher::Error::WatchError(Box::new(
+            kube::core::Status {
+                code: 410,
+                ..Default::default()
+            }
+        ))));
+    }
 }
