@@ -1945,3 +1945,194 @@ fn the_chart_readme_values_table_and_schema_match_values_yaml() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+// --- the bundled alerts, judged by promtool -----------------------------------
+
+/// `{{ $labels.x }}` and `{{ $labels.x | toLower }}` of an alert annotation,
+/// expanded as Prometheus would for an alert with `labels`; panics on a label
+/// the alert does not have (an annotation that would render empty).
+fn expand(template: &str, labels: &serde_json::Map<String, Value>) -> String {
+    let re = regex::Regex::new(r"\{\{ \$labels\.([a-z_]+)( \| toLower)? \}\}").unwrap();
+    re.replace_all(template, |c: &regex::Captures| {
+        let v = labels
+            .get(&c[1])
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| {
+                panic!("{template:?} uses $labels.{}, which the alert lacks", &c[1])
+            });
+        if c.get(2).is_some() {
+            v.to_lowercase()
+        } else {
+            v.to_string()
+        }
+    })
+    .into_owned()
+}
+
+/// Every alert of the chart's PrometheusRule (rendered by Helm with the
+/// default thresholds) fires on series that cross its threshold for its
+/// `for`, with the labels and expanded annotations it promises, and stays
+/// silent on series that do not; `promtool test rules` is the judge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bundled_alert_fires_when_it_should_and_only_then() {
+    let promtool = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("promtool"))
+            .find(|f| f.is_file())
+    });
+    let Some(promtool) = promtool else {
+        if std::env::var("STAGESET_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("STAGESET_REQUIRE_TOOLS=1, but promtool is not installed");
+        }
+        eprintln!("skipped: promtool is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let objs = template(
+        &sim,
+        dir.path(),
+        "flux-system",
+        &[],
+        &["metrics.prometheusRule.enabled=true".to_string()],
+    )
+    .await
+    .unwrap();
+    let rule = objs
+        .iter()
+        .find(|o| o["kind"] == "PrometheusRule")
+        .expect("a PrometheusRule");
+    let groups = rule["spec"]["groups"].clone();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml_ng::to_string(&json!({"groups": groups})).unwrap(),
+    )
+    .unwrap();
+    let rules: HashMap<String, Value> = groups
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().clone())
+        .map(|r| (r["alert"].as_str().unwrap().to_string(), r))
+        .collect();
+    // The release name `helm template` chose, as the PodDown rule uses it.
+    let instance = regex::Regex::new(r#"label_app_kubernetes_io_instance="([^"]+)""#)
+        .unwrap()
+        .captures(rules["StageSetControllerPodDown"]["expr"].as_str().unwrap())
+        .expect("the PodDown rule selects the release's pods")[1]
+        .to_string();
+    let pod_labels = format!(
+        "kube_pod_labels{{namespace=\"flux-system\",pod=\"sc-0\",label_app_kubernetes_io_name=\"stageset-controller\",label_app_kubernetes_io_instance=\"{instance}\",label_app_kubernetes_io_component=\"controller\"}}"
+    );
+    // (alert, firing series, quiet series, minute to evaluate, the alert's labels)
+    type Series<'a> = Vec<(String, &'a str)>;
+    let cases: Vec<(&str, Series, Series, u32, Value)> = vec![
+        ("StageSetReconcileErrorsHigh",
+            vec![(r#"stageset_reconcile_total{namespace="shop",name="web",reason="StageFailed"}"#.into(), "0+60x40")],
+            vec![(r#"stageset_reconcile_total{namespace="shop",name="web",reason="Succeeded"}"#.into(), "0+60x40")],
+            20, json!({"namespace": "shop", "name": "web", "reason": "StageFailed", "severity": "warning"})),
+        ("StageSetControllerWorkqueueDepthHigh",
+            vec![(r#"workqueue_depth{controller="stageset"}"#.into(), "100x40")],
+            vec![(r#"workqueue_depth{controller="stageset"}"#.into(), "3x40")],
+            20, json!({"controller": "stageset", "severity": "warning"})),
+        ("StageSetReconcileLatencyHigh",
+            vec![
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="10"}"#.into(), "0x40"),
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="60"}"#.into(), "0+60x40"),
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="+Inf"}"#.into(), "0+60x40"),
+            ],
+            vec![
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="10"}"#.into(), "0+60x40"),
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="60"}"#.into(), "0+60x40"),
+                (r#"controller_runtime_reconcile_time_seconds_bucket{controller="stageset",le="+Inf"}"#.into(), "0+60x40"),
+            ],
+            30, json!({"controller": "stageset", "severity": "warning"})),
+        ("StageSetControllerPodDown",
+            vec![
+                (r#"kube_pod_status_ready{namespace="flux-system",pod="sc-0",condition="true"}"#.into(), "0x20"),
+                (pod_labels.clone(), "1x20"),
+            ],
+            vec![
+                (r#"kube_pod_status_ready{namespace="flux-system",pod="sc-0",condition="true"}"#.into(), "1x20"),
+                (pod_labels.clone(), "1x20"),
+            ],
+            10, json!({"namespace": "flux-system", "pod": "sc-0", "condition": "true", "severity": "critical"})),
+        ("StageSetWebhookCertRenewalFailing",
+            vec![("stageset_webhook_cert_renewal_failures_total".into(), "0+1x60")],
+            vec![("stageset_webhook_cert_renewal_failures_total".into(), "1x60")],
+            45, json!({"severity": "critical"})),
+        ("StageSetWatchEngagementFailing",
+            vec![(r#"stageset_watch_engagement_failures_total{gvk="source.toolkit.fluxcd.io/v1, Kind=Bucket"}"#.into(), "0+1x60")],
+            vec![(r#"stageset_watch_engagement_failures_total{gvk="source.toolkit.fluxcd.io/v1, Kind=Bucket"}"#.into(), "2x60")],
+            45, json!({"gvk": "source.toolkit.fluxcd.io/v1, Kind=Bucket", "severity": "warning"})),
+        ("StageSetBudgetFrozen",
+            vec![(r#"stageset_budget_frozen{namespace="shop",name="web"}"#.into(), "1x30")],
+            vec![(r#"stageset_budget_frozen{namespace="shop",name="web"}"#.into(), "0x30")],
+            20, json!({"namespace": "shop", "name": "web", "severity": "warning"})),
+        ("StageSetStageBudgetFrozen",
+            vec![(r#"stageset_stage_budget_frozen{namespace="shop",stageset="web",stage="prod"}"#.into(), "1x30")],
+            vec![(r#"stageset_stage_budget_frozen{namespace="shop",stageset="web",stage="prod"}"#.into(), "0x30")],
+            20, json!({"namespace": "shop", "stageset": "web", "stage": "prod", "severity": "warning"})),
+        ("StageSetPromotionBlocked",
+            vec![(r#"stageset_stage_promotion_blocked{namespace="shop",stageset="web",stage="canary"}"#.into(), "1x30")],
+            vec![(r#"stageset_stage_promotion_blocked{namespace="shop",stageset="web",stage="canary"}"#.into(), "0x30")],
+            20, json!({"namespace": "shop", "stageset": "web", "stage": "canary", "severity": "warning"})),
+        ("StageSetPromotionStuck",
+            vec![(r#"stageset_stage_promotion_pending{namespace="shop",stageset="web",stage="canary"}"#.into(), "1x90")],
+            vec![(r#"stageset_stage_promotion_pending{namespace="shop",stageset="web",stage="canary"}"#.into(), "1x30 0x60")],
+            75, json!({"namespace": "shop", "stageset": "web", "stage": "canary", "severity": "warning"})),
+        ("StageSetMetricSourceUnavailable",
+            vec![(r#"stageset_metric_source_errors_total{namespace="shop",name="web"}"#.into(), "0+1x60")],
+            vec![(r#"stageset_metric_source_errors_total{namespace="shop",name="web"}"#.into(), "0+1x2 2x58")],
+            30, json!({"namespace": "shop", "name": "web", "severity": "warning"})),
+    ];
+    assert_eq!(
+        cases.len(),
+        rules.len(),
+        "every bundled alert has a case: {:?}",
+        rules.keys()
+    );
+    let mut tests = Vec::new();
+    for (alert, firing, quiet, minute, labels) in &cases {
+        let rule = rules
+            .get(*alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        let labels = labels.as_object().unwrap();
+        let annotations: serde_json::Map<String, Value> = rule["annotations"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(expand(v.as_str().unwrap(), labels))))
+            .collect();
+        let series = |s: &Series| -> Vec<Value> {
+            s.iter()
+                .map(|(n, v)| json!({"series": n, "values": v}))
+                .collect()
+        };
+        tests.push(json!({"interval": "1m", "input_series": series(firing),
+            "alert_rule_test": [{"eval_time": format!("{minute}m"), "alertname": alert,
+                "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]}]}));
+        tests.push(json!({"interval": "1m", "input_series": series(quiet),
+            "alert_rule_test": [{"eval_time": format!("{minute}m"), "alertname": alert, "exp_alerts": []}]}));
+    }
+    let file = dir.path().join("alerts_test.yaml");
+    std::fs::write(
+        &file,
+        serde_yaml_ng::to_string(
+            &json!({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(promtool)
+        .current_dir(dir.path())
+        .args(["test", "rules", "alerts_test.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
