@@ -78,13 +78,7 @@ pub async fn evaluate(
         Ok(t) => t,
         Err(e) => return Verdict::Invalid(e),
     };
-    let requeue = budget
-        .interval
-        .as_ref()
-        .and_then(|d| d.parse().ok())
-        .and_then(|d| d.to_std())
-        .filter(|d: &Duration| !d.is_zero())
-        .unwrap_or(interval);
+    let requeue = super::parse_duration(budget.interval.as_ref()).unwrap_or(interval);
     let value = match metricsource::read(env, ss, &budget.source).await {
         Ok(v) => v,
         Err(e) => {

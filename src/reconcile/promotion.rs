@@ -202,12 +202,8 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
     // 5. Analysis: consecutive failures at this revision beyond the limit
     // block (unless it is a dry run).
     let analysis_spec = promotion.analysis.as_ref();
-    let analysis_interval = analysis_spec
-        .and_then(|a| a.interval.as_ref())
-        .and_then(|d| d.parse().ok())
-        .and_then(|d: crate::duration::GoDuration| d.to_std())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(i.retry);
+    let analysis_interval =
+        super::parse_duration(analysis_spec.and_then(|a| a.interval.as_ref())).unwrap_or(i.retry);
     let mut failures = 0;
     let mut failing_now = false;
     let dry_run = analysis_spec.and_then(|a| a.dry_run) == Some(true);
@@ -257,12 +253,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
     }
     let analysis_failures = analysis_spec.map(|_| failures);
     // 6. Soak.
-    let soak = promotion
-        .soak
-        .as_ref()
-        .and_then(|d| d.parse().ok())
-        .and_then(|d| d.to_std())
-        .filter(|d: &Duration| !d.is_zero());
+    let soak = super::parse_duration(promotion.soak.as_ref());
     if let Some(soak) = soak
         && !matches!(
             prior_phase,
@@ -287,11 +278,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
         let until = start.checked_add(soak_span).unwrap_or(Timestamp::MAX);
         let fast_tracked = i.fast_track_ok
             && promotion.fast_track.as_ref().is_some_and(|f| {
-                let after = f
-                    .after
-                    .as_ref()
-                    .and_then(|d| d.parse().ok())
-                    .and_then(|d: crate::duration::GoDuration| d.to_std())
+                let after = super::parse_duration(f.after.as_ref())
                     .and_then(|d| jiff::SignedDuration::try_from(d).ok())
                     .unwrap_or(jiff::SignedDuration::ZERO);
                 start.checked_add(after).is_ok_and(|t| i.now >= t)
