@@ -308,6 +308,87 @@ fn every_admitted_corpus_window_compiles() {
     assert!(seen >= 5, "{seen} StageSets with windows");
 }
 
+/// Our JSONPath (metric-source webhooks) selects what the real kubectl's
+/// JSONPath selects, and refuses what kubectl refuses, for the shapes
+/// users write: `kubectl annotate --local -o jsonpath=...` is the oracle.
+#[test]
+fn jsonpath_agrees_with_kubectl() {
+    use stageset_controller::validate::jsonpath::JsonPath;
+    let doc = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "slo", "labels": {"app.kubernetes.io/version": "1.2.3"}},
+        "remaining": 0.42,
+        "budget": {"remaining": "0.375", "total": 100},
+        "objectives": [
+            {"name": "latency", "errorBudgetRemaining": 0.9, "ok": true, "rank": 1},
+            {"name": "availability", "errorBudgetRemaining": "0.15", "ok": false, "rank": 2},
+            {"name": "errors", "errorBudgetRemaining": 0.5, "rank": 3}
+        ]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let templates = [
+        "{.remaining}",
+        "{$.remaining}",
+        "{.budget.remaining}",
+        "{.budget['total']}",
+        r"{.metadata.labels.app\.kubernetes\.io/version}",
+        // Not `['app.kubernetes.io/version']`: kubectl splits quoted names
+        // at dots and finds nothing; we take the name as written.
+        "{.objectives[0].errorBudgetRemaining}",
+        "{.objectives[-1].errorBudgetRemaining}",
+        "{.objectives[1:3].name}",
+        "{.objectives[0:3:2].name}",
+        "{.objectives[0,2].rank}",
+        "{.objectives[*].rank}",
+        "{.objectives[0]['name','rank']}",
+        "{..errorBudgetRemaining}",
+        "{.objectives[?(@.name=='availability')].errorBudgetRemaining}",
+        r#"{.objectives[?(@.name == "errors")].errorBudgetRemaining}"#,
+        "{.objectives[?(@.ok)].name}",
+        "{.objectives[?(@.ok == false)].rank}",
+        "{.objectives[?(@.rank > 1)].name}",
+        "{.objectives[?(@.rank <= 2)].name}",
+        "{.objectives[?(@.rank != 2)].name}",
+        "{.objectives[?(@.name < 'b')].rank}",
+        "{.objectives[?(@.missing == 1)].name}",
+        "{.missing}",
+        "{.remaining.deeper}",
+        "{.objectives[3].name}",
+        "{.objectives[?(@.errorBudgetRemaining > 0.6)].name}",
+        "{.objectives[?(@.ok == 'x')].name}",
+    ];
+    let scalar = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for template in templates {
+        let out = std::process::Command::new("kubectl")
+            .args(["annotate", "--local", "-f"])
+            .arg(&file)
+            .args(["a=b", "-o", &format!("jsonpath={template}")])
+            .output()
+            .expect("kubectl runs");
+        let ours = JsonPath::parse(template)
+            .unwrap_or_else(|e| panic!("{template}: {e}"))
+            .find(&doc);
+        if out.status.success() {
+            let theirs = String::from_utf8(out.stdout).unwrap();
+            let ours = ours
+                .unwrap_or_else(|e| panic!("{template}: kubectl answers {theirs:?}, we fail: {e}"));
+            let ours: Vec<String> = ours.into_iter().map(scalar).collect();
+            assert_eq!(ours.join(" "), theirs, "{template}");
+        } else {
+            let theirs = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                ours.is_err(),
+                "{template}: kubectl fails ({theirs}), we answer {ours:?}"
+            );
+        }
+    }
+}
+
 // --- promotion ---------------------------------------------------------------------
 
 async fn source(h: &Harness, name: &str, revision: &str) {

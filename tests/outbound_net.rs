@@ -1082,9 +1082,13 @@ async fn stage_http_actions_to_forbidden_hosts_never_connect() {
 // --- error budgets on a real Prometheus --------------------------------------------
 
 /// Serves `slo_budget_remaining <value>` in the Prometheus text format.
+/// `(path, Authorization, Accept)` of one request to the exporter.
+type ExporterRequest = (String, Option<String>, Option<String>);
+
 struct Exporter {
     addr: SocketAddr,
     value: Arc<Mutex<f64>>,
+    seen: Arc<Mutex<Vec<ExporterRequest>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -1094,28 +1098,55 @@ impl Drop for Exporter {
     }
 }
 
+/// What the exporter answers: the gauge in Prometheus' text format on any
+/// path, or, on `/budget.json`, an SLO service's JSON with two objectives
+/// (`latency` always 0.9, `availability` the value, as a string).
+fn exporter_body(path: &str, v: f64) -> (&'static str, String) {
+    if path == "/budget.json" {
+        let doc = serde_json::json!({"service": "checkout", "objectives": [
+            {"name": "latency", "errorBudgetRemaining": 0.9},
+            {"name": "availability", "errorBudgetRemaining": v.to_string()}]});
+        ("application/json", doc.to_string())
+    } else {
+        (
+            "text/plain; version=0.0.4",
+            format!("# TYPE slo_budget_remaining gauge\nslo_budget_remaining {v}\n"),
+        )
+    }
+}
+
 impl Exporter {
     async fn start(value: f64) -> Exporter {
         let listener = TcpListener::bind((NETNS_ADDR, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let value = Arc::new(Mutex::new(value));
-        let shared = value.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (shared, log) = (value.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let shared = shared.clone();
+                let (shared, log) = (shared.clone(), log.clone());
                 tokio::spawn(async move {
-                    let service = service_fn(move |_req: Request<Incoming>| {
+                    let service = service_fn(move |req: Request<Incoming>| {
                         let v = *shared.lock().unwrap();
+                        let header = |name: &str| {
+                            req.headers()
+                                .get(name)
+                                .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                        };
+                        let path = req.uri().path().to_string();
+                        log.lock().unwrap().push((
+                            path.clone(),
+                            header("authorization"),
+                            header("accept"),
+                        ));
+                        let (content_type, body) = exporter_body(&path, v);
                         async move {
-                            let body = format!(
-                                "# TYPE slo_budget_remaining gauge\nslo_budget_remaining {v}\n"
-                            );
                             Ok::<_, Infallible>(
                                 Response::builder()
-                                    .header("content-type", "text/plain; version=0.0.4")
+                                    .header("content-type", content_type)
                                     .body(Full::new(Bytes::from(body)))
                                     .unwrap(),
                             )
@@ -1127,11 +1158,30 @@ impl Exporter {
                 });
             }
         });
-        Exporter { addr, value, task }
+        Exporter {
+            addr,
+            value,
+            seen,
+            task,
+        }
     }
 
     fn set(&self, v: f64) {
         *self.value.lock().unwrap() = v;
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn seen(&self, path: &str) -> Vec<(Option<String>, Option<String>)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _, _)| p == path)
+            .map(|(_, auth, accept)| (auth.clone(), accept.clone()))
+            .collect()
     }
 }
 
@@ -1424,6 +1474,105 @@ async fn a_stage_budget_holds_the_rollout_at_that_stage() {
     })
     .await;
     assert!(cms.get_opt("prod-config").await.unwrap().is_some());
+}
+
+/// A JSON webhook metric source (an SLO service's API, read through a
+/// kubectl JSONPath filter) as a stage's error budget: the stage is held
+/// below the freeze threshold and between the thresholds, goes out above
+/// resume; the token from the Secret is sent as a bearer token with
+/// `Accept: application/json` and never shows in status or events; a path
+/// that selects two values makes the source unavailable, which holds the
+/// next revision (`onSourceError: Hold`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_webhook_budget_freezes_and_resumes_a_stage() {
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.05).await;
+    let h = stageset_harness().await;
+    h.sim
+        .load(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "slo-token", "namespace": NS},
+            "stringData": {"token": "slo-api-token-123"}}))
+        .unwrap();
+    let prod = |revision: &str| {
+        h.artifact(
+            &format!("prod-{revision}.tar.gz"),
+            &[("cm.yaml", &support::configmap(NS, "prod-config", revision))],
+        )
+    };
+    h.external_artifact(NS, "prod", &prod("p1"), "p1").await;
+    let spec = |json_path: &str| {
+        serde_json::json!({"interval": "1h", "stages": [
+            {"name": "canary", "sourceRef": {"name": "app"}},
+            {"name": "prod", "sourceRef": {"name": "prod"}, "errorBudget": {
+                "source": {"webhook": {"url": exporter.url("/budget.json"), "jsonPath": json_path,
+                    "secretRef": {"name": "slo-token"}}},
+                "freezeThreshold": "0.1", "resumeThreshold": "0.2", "onSourceError": "Hold"}}]})
+    };
+    let availability = "{.objectives[?(@.name=='availability')].errorBudgetRemaining}";
+    h.stageset(NS, "slo", spec(availability)).await;
+    h.wait_ready_reason(
+        NS,
+        "slo",
+        "BudgetExhausted",
+        "stage \"prod\" held at revision none: the error budget is exhausted (remaining 0.05 below 0.1)",
+    )
+    .await;
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(h.client.clone(), NS);
+    assert!(cms.get_opt("prod-config").await.unwrap().is_none());
+    let seen = exporter.seen("/budget.json");
+    assert!(!seen.is_empty());
+    for (auth, accept) in &seen {
+        assert_eq!(auth.as_deref(), Some("Bearer slo-api-token-123"));
+        assert_eq!(accept.as_deref(), Some("application/json"));
+    }
+    // Between the thresholds: still held (hysteresis).
+    exporter.set(0.15);
+    request_pass(
+        &h,
+        "slo",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t1"}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "slo",
+        "BudgetExhausted",
+        "stage \"prod\" held at revision none: the error budget is exhausted (remaining 0.15 below 0.2)",
+    )
+    .await;
+    assert!(cms.get_opt("prod-config").await.unwrap().is_none());
+    // Above resume: prod goes out.
+    exporter.set(0.5);
+    request_pass(
+        &h,
+        "slo",
+        serde_json::json!({"reconcile.fluxcd.io/requestedAt": "t2"}),
+    )
+    .await;
+    h.wait_stageset(NS, "slo", "Ready", |ss| {
+        support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    assert!(cms.get_opt("prod-config").await.unwrap().is_some());
+    // A path that selects both objectives: the source is unavailable and
+    // the next prod revision is held.
+    h.stageset(NS, "slo", spec("{.objectives[*].errorBudgetRemaining}"))
+        .await;
+    h.external_artifact(NS, "prod", &prod("p2"), "p2").await;
+    let want = format!(
+        "the error budget source is unavailable: webhook {}: jsonPath {{.objectives[*].errorBudgetRemaining}} matches 2 values, not exactly one",
+        exporter.url("/budget.json")
+    );
+    h.wait_stageset(NS, "slo", "the source error", |ss| {
+        support::ready(ss).is_some_and(|(_, _, m)| m.contains(&want))
+    })
+    .await;
+    let value = cms.get("prod-config").await.unwrap().data.unwrap()["value"].clone();
+    assert_eq!(value, "p1");
+    assert!(!visible(&h, "slo").await.contains("slo-api-token-123"));
 }
 
 /// Promotion analysis and the fast track on a real Prometheus: failing

@@ -1,10 +1,9 @@
 //! Metric sources (delivery.md §5.2.2): one number from a Prometheus
-//! instant query, fetched through the same outbound guard as http actions
-//! (`--allowed-action-hosts`, the dial guard, redirects re-checked, no
-//! credentials across hosts), with an optional bearer token from a Secret
-//! read as the StageSet's ServiceAccount.
-//!
-//! JSON webhook sources are refused by admission until they are built.
+//! instant query or from a JSON webhook through a kubectl JSONPath, fetched
+//! with `Accept: application/json` through the same outbound guard as http
+//! actions (`--allowed-action-hosts`, the dial guard, redirects re-checked,
+//! no credentials across hosts, 30 s, 1 MiB), with an optional bearer token
+//! from a Secret read as the StageSet's ServiceAccount.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +11,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 
-use crate::api::{HttpMethod, MetricSource, PrometheusSource, StageSet};
+use crate::api::{
+    HttpMethod, LocalObjectReference, MetricSource, PrometheusSource, StageSet, WebhookSource,
+};
+use crate::validate::jsonpath::JsonPath;
 
 use super::Env;
 use super::error::describe;
@@ -26,7 +28,7 @@ pub const MAX_METRIC_BODY: usize = 1 << 20;
 pub async fn read(env: &Env, ss: &StageSet, source: &MetricSource) -> Result<f64, String> {
     match (&source.prometheus, &source.webhook) {
         (Some(p), None) => prometheus(env, ss, p).await,
-        (None, Some(_)) => Err("webhook metric sources are not supported yet".into()),
+        (None, Some(w)) => webhook(env, ss, w).await,
         _ => Err("a metric source needs exactly one of prometheus or webhook".into()),
     }
 }
@@ -52,14 +54,16 @@ async fn token(env: &Env, ss: &StageSet, name: &str) -> Result<Vec<u8>, String> 
         .ok_or_else(|| format!("Secret \"{name}\" has no non-empty key \"token\""))
 }
 
-async fn prometheus(env: &Env, ss: &StageSet, p: &PrometheusSource) -> Result<f64, String> {
-    let query: String = url::form_urlencoded::byte_serialize(p.query.as_bytes()).collect();
-    let url = format!(
-        "{}/api/v1/query?query={query}",
-        p.address.trim_end_matches('/')
-    );
+/// GETs `url` as a metric source does and returns the body, at most
+/// [`MAX_METRIC_BODY`] bytes.
+async fn get(
+    env: &Env,
+    ss: &StageSet,
+    url: String,
+    secret_ref: Option<&LocalObjectReference>,
+) -> Result<bytes::Bytes, String> {
     let mut headers = BTreeMap::new();
-    if let Some(r) = &p.secret_ref {
+    if let Some(r) = secret_ref {
         let mut value = b"Bearer ".to_vec();
         value.extend(token(env, ss, &r.name).await?);
         headers.insert("Authorization".to_string(), value);
@@ -67,16 +71,95 @@ async fn prometheus(env: &Env, ss: &StageSet, p: &PrometheusSource) -> Result<f6
     let mut req = HttpActionRequest::new(url, HttpMethod::Get);
     req.headers = headers;
     req.max_body = MAX_METRIC_BODY;
-    let resp = send(req, &env.actions)
-        .await
-        .map_err(|e| format!("prometheus {}: {e}", p.address))?;
+    req.accept = Some("application/json");
+    let resp = send(req, &env.actions).await.map_err(|e| e.to_string())?;
     if resp.body_truncated {
+        return Err(format!("the answer is larger than {MAX_METRIC_BODY} bytes"));
+    }
+    Ok(resp.body)
+}
+
+async fn prometheus(env: &Env, ss: &StageSet, p: &PrometheusSource) -> Result<f64, String> {
+    let query: String = url::form_urlencoded::byte_serialize(p.query.as_bytes()).collect();
+    let url = format!(
+        "{}/api/v1/query?query={query}",
+        p.address.trim_end_matches('/')
+    );
+    get(env, ss, url, p.secret_ref.as_ref())
+        .await
+        .and_then(|body| parse_instant(&body))
+        .map_err(|e| format!("prometheus {}: {e}", shown_url(&p.address)))
+}
+
+async fn webhook(env: &Env, ss: &StageSet, w: &WebhookSource) -> Result<f64, String> {
+    let what = |e: String| format!("webhook {}: {e}", shown_url(&w.url));
+    // A path that cannot work is known before anything is sent.
+    let path = JsonPath::parse(&w.json_path).map_err(|e| what(format!("jsonPath {e}")))?;
+    let body = get(env, ss, w.url.clone(), w.secret_ref.as_ref())
+        .await
+        .map_err(what)?;
+    pick(&body, &path, &w.json_path).map_err(what)
+}
+
+/// The URL as it may appear in a message: without credentials, query or
+/// fragment (either may carry a key).
+fn shown_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+/// The one number `path` selects in a JSON answer: a JSON number or a
+/// string holding one; finite.
+pub fn pick(body: &[u8], path: &JsonPath, written: &str) -> Result<f64, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| "the answer is not JSON".to_string())?;
+    let found = path
+        .find(&doc)
+        .map_err(|e| format!("jsonPath {written}: {e}"))?;
+    let value = match found.as_slice() {
+        [one] => *one,
+        [] => return Err(format!("jsonPath {written} matches nothing in the answer")),
+        many => {
+            return Err(format!(
+                "jsonPath {written} matches {} values, not exactly one",
+                many.len()
+            ));
+        }
+    };
+    let number = match value {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    let shown = |v: &serde_json::Value| {
+        let text = v.to_string();
+        if text.len() > 64 {
+            format!("{}…", &text[..text.floor_char_boundary(64)])
+        } else {
+            text
+        }
+    };
+    let number = number.ok_or_else(|| {
+        format!(
+            "jsonPath {written} selects {}, which is not a number",
+            shown(value)
+        )
+    })?;
+    if !number.is_finite() {
         return Err(format!(
-            "prometheus {}: the answer is larger than {MAX_METRIC_BODY} bytes",
-            p.address
+            "jsonPath {written} selects {}, which is not finite",
+            shown(value)
         ));
     }
-    parse_instant(&resp.body).map_err(|e| format!("prometheus {}: {e}", p.address))
+    Ok(number)
 }
 
 /// The value of an instant query's answer: a scalar, or a vector of
@@ -143,5 +226,63 @@ mod tests {
             Err("the query failed: parse error".into())
         );
         assert!(parse_instant(b"<html>").is_err());
+    }
+
+    #[test]
+    fn webhook_answers() {
+        let pick = |body: &str, path: &str| {
+            super::pick(body.as_bytes(), &JsonPath::parse(path).unwrap(), path)
+        };
+        assert_eq!(pick(r#"{"remaining": 0.25}"#, "{.remaining}"), Ok(0.25));
+        assert_eq!(pick(r#"{"remaining": " 12 "}"#, "{.remaining}"), Ok(12.0));
+        assert_eq!(pick("3", "{$}"), Ok(3.0));
+        assert_eq!(
+            pick(
+                r#"{"objectives":[{"errorBudgetRemaining":"0.5"}]}"#,
+                "{.objectives[0].errorBudgetRemaining}"
+            ),
+            Ok(0.5)
+        );
+        assert_eq!(
+            pick(r#"{"a": 1}"#, "{.remaining}"),
+            Err("jsonPath {.remaining} matches nothing in the answer".into())
+        );
+        assert_eq!(
+            pick(r#"{"xs": [1, 2]}"#, "{.xs[*]}"),
+            Err("jsonPath {.xs[*]} matches 2 values, not exactly one".into())
+        );
+        assert_eq!(
+            pick(r#"{"r": "lots"}"#, "{.r}"),
+            Err(r#"jsonPath {.r} selects "lots", which is not a number"#.into())
+        );
+        assert_eq!(
+            pick(r#"{"r": "NaN"}"#, "{.r}"),
+            Err(r#"jsonPath {.r} selects "NaN", which is not finite"#.into())
+        );
+        assert!(
+            pick(r#"{"r": true}"#, "{.r}")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(
+            pick(r#"{"r": {"x": 1}}"#, "{.r}")
+                .unwrap_err()
+                .contains("not a number")
+        );
+        assert!(pick("<html>", "{.r}").unwrap_err().contains("not JSON"));
+        assert!(
+            pick(r#"{"xs": []}"#, "{.xs[0]}")
+                .unwrap_err()
+                .contains("out of bounds")
+        );
+    }
+
+    #[test]
+    fn urls_in_messages_carry_no_secrets() {
+        assert_eq!(
+            shown_url("https://user:pw@slo.example/budget?key=abc#x"),
+            "https://slo.example/budget"
+        );
+        assert_eq!(shown_url("::"), "<unparsable URL>");
     }
 }

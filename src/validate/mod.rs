@@ -1,7 +1,7 @@
 //! Every admission rule as a pure function (api.md §11, delivery.md §2.20):
 //! the StageSet and ImageVerificationPolicy rule sets, and the parsers they
 //! need (cron schedules, semantic versions, label selectors, CEL ready
-//! expressions). Nothing here talks to a cluster or a runtime.
+//! expressions, kubectl JSONPath). Nothing here talks to a cluster or a runtime.
 //!
 //! The admission webhook (`src/http/webhook.rs`) and the reconciler's R5
 //! fallback call the same functions, so a StageSet that bypassed admission
@@ -17,6 +17,7 @@ pub mod cron;
 mod decode;
 pub mod gofmt;
 mod imagepolicy;
+pub mod jsonpath;
 pub mod selector;
 pub mod semver;
 mod stageset;

@@ -764,6 +764,13 @@ fn metric_source(at: &str, src: &MetricSource) -> Res {
                 "{at}.webhook.secretRef.name must be set when secretRef is given"
             )));
         }
+        // Beyond upstream, which finds out on the first query: a path that
+        // cannot be parsed would only ever make the source unavailable.
+        if let Err(e) = super::jsonpath::JsonPath::parse(&w.json_path) {
+            return Err(rule(format!(
+                "{at}.webhook.jsonPath is not a valid JSONPath: {e}"
+            )));
+        }
     }
     Ok(())
 }

@@ -627,6 +627,12 @@ fn ws42_to_ws45_metric_sources() {
             json!({"webhook": {"url": "http://w", "jsonPath": "{$}", "secretRef": {"name": ""}}}),
             format!("{at}.webhook.secretRef.name must be set when secretRef is given"),
         ),
+        (
+            json!({"webhook": {"url": "http://w", "jsonPath": "{.items[?(@.a == )]}"}}),
+            format!(
+                "{at}.webhook.jsonPath is not a valid JSONPath: \"{{.items[?(@.a == )]}}\": a filter operand is missing at offset 17"
+            ),
+        ),
     ];
     for (source, want) in cases {
         assert_eq!(err(budget(source, json!({}))), want);

@@ -82,15 +82,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         place: Place::Spec(|s| some(&s.version)),
     },
     Unsupported {
-        field: "spec.errorBudget.source.webhook",
-        feature: "JSON webhook metric sources",
-        place: Place::Spec(|s| {
-            s.error_budget
-                .as_ref()
-                .is_some_and(|b| b.source.webhook.is_some())
-        }),
-    },
-    Unsupported {
         field: "spec.stages[].promotion.analysis.onFailure",
         feature: "rolling a stage back when its analysis fails (onFailure: Rollback)",
         place: Place::Stage(|s| {
@@ -98,26 +89,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
                 .as_ref()
                 .and_then(|p| p.analysis.as_ref())
                 .is_some_and(|a| rolls_back(a.on_failure))
-        }),
-    },
-    Unsupported {
-        field: "spec.stages[].promotion.analysis.checks[].source.webhook",
-        feature: "JSON webhook metric sources",
-        place: Place::Stage(|s| {
-            s.promotion
-                .as_ref()
-                .and_then(|p| p.analysis.as_ref())
-                .is_some_and(|a| a.checks.iter().any(|c| c.source.webhook.is_some()))
-        }),
-    },
-    Unsupported {
-        field: "spec.stages[].promotion.fastTrack.source.webhook",
-        feature: "JSON webhook metric sources",
-        place: Place::Stage(|s| {
-            s.promotion
-                .as_ref()
-                .and_then(|p| p.fast_track.as_ref())
-                .is_some_and(|f| f.source.webhook.is_some())
         }),
     },
     Unsupported {
@@ -142,15 +113,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
                 .is_some_and(|g| {
                     rolls_back(g.on_failure) || g.checks.iter().any(|c| rolls_back(c.on_failure))
                 })
-        }),
-    },
-    Unsupported {
-        field: "spec.stages[].errorBudget.source.webhook",
-        feature: "JSON webhook metric sources",
-        place: Place::Stage(|s| {
-            s.error_budget
-                .as_ref()
-                .is_some_and(|b| b.source.webhook.is_some())
         }),
     },
 ];

@@ -113,10 +113,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "046-stageset-error-budget-webhook.yaml",
-        "spec.errorBudget.source.webhook is not supported yet by this controller",
-    ),
-    (
         "053-stageset-restart-gate.yaml",
         "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
     ),
@@ -177,16 +173,8 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.kubeConfig.configMapRef is not supported yet by this controller",
     ),
     (
-        "108-stageset-smoke-errorbudget-webhook.yaml",
-        "spec.errorBudget.source.webhook is not supported yet by this controller",
-    ),
-    (
         "128-stageset-test-analysis-policies.yaml",
         "spec.stages[0].promotion.analysis.onFailure is not supported yet by this controller",
-    ),
-    (
-        "129-stageset-test-metric-source-webhook.yaml",
-        "spec.stages[0].promotion.analysis.checks[].source.webhook is not supported yet by this controller",
     ),
     (
         "130-stageset-test-restart-gate-onfailure.yaml",
@@ -195,10 +183,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "131-stageset-test-event-gate-onfailure.yaml",
         "spec.stages[0].promotion.eventGate.onFailure is not supported yet by this controller",
-    ),
-    (
-        "132-stageset-test-per-stage-errorbudget-webhook.yaml",
-        "spec.stages[0].errorBudget.source.webhook is not supported yet by this controller",
     ),
     (
         "133-stageset-test-migration-action-single-verb.yaml",

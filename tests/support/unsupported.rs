@@ -32,29 +32,16 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.errorBudget.source.webhook" => json!({"stages": [app], "errorBudget": {
-                    "source": {"webhook": {"url": "https://slo.example.com/budget", "jsonPath": "{.remaining}"}},
-                    "freezeThreshold": "0.1"}}),
                 "spec.stages[].promotion.analysis.onFailure" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
                     "analysis": {"onFailure": "Rollback", "checks": [{"name": "errors", "source": {"prometheus": {
                         "address": "http://prometheus.monitoring:9090", "query": "slo:errors:ratio"}},
                         "threshold": {"max": "0.01"}}]}}}))}),
-                "spec.stages[].promotion.analysis.checks[].source.webhook" => json!({"stages": stage(json!({"promotion": {
-                    "analysis": {"checks": [{"name": "errors", "source": {"webhook": {
-                        "url": "https://slo.example.com/errors", "jsonPath": "{.ratio}"}},
-                        "threshold": {"max": "0.01"}}]}}}))}),
-                "spec.stages[].promotion.fastTrack.source.webhook" => json!({"stages": stage(json!({"promotion": {"soak": "30m",
-                    "fastTrack": {"after": "5m", "max": "1", "source": {"webhook": {
-                        "url": "https://slo.example.com/burn", "jsonPath": "{.rate}"}}}}}))}),
                 "spec.stages[].promotion.restartGate.onFailure" => json!({"stages": stage(json!({"promotion": {
                     "restartGate": {"onFailure": "Rollback",
                         "checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
                 "spec.stages[].promotion.eventGate.onFailure" => json!({"stages": stage(json!({"promotion": {
                     "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}},
                         "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}}))}),
-                "spec.stages[].errorBudget.source.webhook" => json!({"stages": stage(json!({"errorBudget": {
-                    "source": {"webhook": {"url": "https://slo.example.com/budget", "jsonPath": "{.remaining}"}},
-                    "freezeThreshold": "0.1"}}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };
             let path = row.field.replace("spec.stages[]", "spec.stages[1]");

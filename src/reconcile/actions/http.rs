@@ -53,6 +53,7 @@ async fn request(ctx: &ActionCtx<'_>, h: &HttpAction) -> Result<HttpActionReques
         body_from_secret,
         expected_status,
         max_body: crate::reconcile::outbound::MAX_RESPONSE_BODY,
+        accept: None,
     })
 }
 

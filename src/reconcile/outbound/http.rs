@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue, LOCATION};
 use tokio::time::Instant;
 use url::{Host, Url};
 
@@ -203,6 +203,10 @@ pub struct HttpActionRequest {
     /// Response body bytes read at most ([`MAX_RESPONSE_BODY`] for
     /// actions; metric sources read up to 1 MiB).
     pub max_body: usize,
+    /// An `Accept` header that is not secret material (metric sources ask
+    /// for `application/json`); unlike `headers`, it does not keep the
+    /// request from following a redirect to another origin.
+    pub accept: Option<&'static str>,
 }
 
 impl HttpActionRequest {
@@ -216,6 +220,7 @@ impl HttpActionRequest {
             body_from_secret: false,
             expected_status: Vec::new(),
             max_body: MAX_RESPONSE_BODY,
+            accept: None,
         }
     }
 
@@ -403,7 +408,12 @@ pub async fn send(
     policy: &ActionPolicy,
 ) -> Result<HttpActionResponse, HttpActionError> {
     let deadline = Instant::now() + ACTION_TIMEOUT;
-    let headers = header_map(&req.headers)?;
+    let mut headers = header_map(&req.headers)?;
+    if let Some(accept) = req.accept
+        && !headers.contains_key(ACCEPT)
+    {
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
+    }
     let mut url = policy
         .check_url(&req.url)
         .map_err(|guard| HttpActionError::Guard {
