@@ -669,3 +669,147 @@ async fn an_event_gate_blocks_on_warning_events_of_its_pods() {
     h.wait_stageset(NS, "web", "Ready", succeeded).await;
     assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
 }
+
+/// A restart gate with `onFailure: Rollback` reverts only its stage to the
+/// last good revision (deleting what the failing revision added), runs
+/// `onRollback`, and parks the aborted revision: later passes neither
+/// apply it again nor start the next stage, until a promote token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    api_pod(&h, "api-1", 0).await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "rollback-marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    let mut spec = two_stages(json!({"restartGate": {"onFailure": "Rollback", "checks": [
+        {"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}));
+    spec["rollbackOnFailure"] = json!(true);
+    spec["onRollback"] = json!([{"name": "mark", "patch": {
+        "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "rollback-marker"},
+        "patch": "{\"data\": {\"rolled\": \"yes\"}}"}}]);
+    h.stageset(NS, "web", spec).await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));
+    // r2 adds an object, and the pod restarts three times.
+    let art = h.artifact(
+        "canary-r2.tar.gz",
+        &[
+            ("cm.yaml", &configmap(NS, "canary-config", "r2")),
+            ("extra.yaml", &configmap(NS, "canary-extra", "r2")),
+        ],
+    );
+    h.external_artifact(NS, "canary", &art, "r2").await;
+    api_pod(&h, "api-1", 3).await;
+    source(&h, "prod", "p2").await;
+    // The pass that rolls back is soon followed by one that parks (prod's
+    // new revision wakes it): wait for the state, then read the event.
+    let ss = h
+        .wait_stageset(NS, "web", "canary rolled back", |ss| {
+            ss.status.as_ref().is_some_and(|s| {
+                s.stages.first().is_some_and(|c| {
+                    c.promotion_state
+                        .as_ref()
+                        .is_some_and(|p| p.aborted_revision.as_deref() == Some("r2"))
+                })
+            })
+        })
+        .await;
+    let canary = ss.status.unwrap().stages[0].clone();
+    assert_eq!(canary.applied_revision.as_deref(), Some("r1"));
+    assert_eq!(canary.entries_count, Some(1));
+    let state = canary.promotion_state.unwrap();
+    assert_eq!(state.aborted_revision.as_deref(), Some("r2"));
+    assert_eq!(format!("{:?}", state.phase.unwrap()), "Blocked");
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));
+    assert_eq!(
+        cm_value(&h, "canary-extra").await,
+        None,
+        "r2's addition is gone"
+    );
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    let marker = Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .get("rollback-marker")
+        .await
+        .unwrap();
+    assert_eq!(
+        marker.data.unwrap().get("rolled").map(String::as_str),
+        Some("yes")
+    );
+    // The Ready transition's Warning event follows the status write.
+    let rolled_back = "stage \"canary\" promotion blocked at revision r2: restart check \"api\" saw 3 restart(s) beyond its baseline (at most 0 allowed); rolled back to revision r1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = h.events(NS, "web").await;
+        if events.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.reason.as_deref() == Some("PromotionBlocked")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains(rolled_back))
+        }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The next pass: parked, r2 is not applied again.
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "web", "parked", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t1")
+            && ready(ss).is_some_and(|(s, r, m)| {
+                s == "False"
+                    && r == "PromotionBlocked"
+                    && m.contains(
+                        "stage \"canary\" is parked at revision r1: revision r2 was rolled back",
+                    )
+            })
+    })
+    .await;
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));
+    assert_eq!(cm_value(&h, "canary-extra").await, None);
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    // A promote token un-parks it: r2 goes out and prod follows.
+    annotate(&h, "web", "stages.metio.wtf/promote", "canary@ship-it").await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r2"));
+    assert_eq!(cm_value(&h, "canary-extra").await.as_deref(), Some("r2"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
+}
+
+/// Without a last good revision to go back to (`rollbackOnFailure` keeps
+/// none), a gate asking for a rollback holds and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_rollback_without_a_snapshot_holds() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    api_pod(&h, "api-1", 0).await;
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(
+        NS,
+        "web",
+        two_stages(json!({"restartGate": {"checks": [
+            {"name": "api", "selector": {"matchLabels": {"app": "api"}}, "onFailure": "Rollback"}]}})),
+    )
+    .await;
+    h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    api_pod(&h, "api-1", 1).await;
+    source(&h, "canary", "r2").await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "PromotionBlocked",
+            "; could not be reverted: no last good revision is recorded for it (status.lastAppliedSnapshot is kept when rollbackOnFailure is true); holding",
+        )
+        .await;
+    let canary = ss.status.unwrap().stages[0].clone();
+    assert_eq!(canary.applied_revision.as_deref(), Some("r2"));
+    assert_eq!(canary.promotion_state.unwrap().aborted_revision, None);
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r2"));
+}

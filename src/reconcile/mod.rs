@@ -544,6 +544,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
             record,
             reconstruct,
             claimed: &claimed,
+            records: &previous,
         };
         match run_stage(pass, ctx).await {
             StageResult::Ready(stage_done) => {

@@ -3,13 +3,13 @@
 //! passes the stage's previous status entry, the revision, the promote
 //! token and the time.
 //!
-//! Built here: `soak`, `requireManualPromotion`, the restart and event
-//! gates (observed by [`super::podgates`]) with `onFailure: Hold`, and the
-//! break-glass `stages.metio.wtf/promote="<stage>@<token>"` annotation,
-//! decided in the spec's order (rules 1–4, 6, 8 and 9 of `gatePromotion`).
-//! The metric gates (`analysis`, `fastTrack`) and `onFailure: Rollback` are
-//! refused by admission until they are built (`validate::unsupported`), so
-//! a spec that reaches this module has none.
+//! All of `gatePromotion` in the spec's order: `soak` with `fastTrack`,
+//! `requireManualPromotion`, `analysis`, the restart and event gates
+//! (observed by [`super::podgates`]), and the break-glass
+//! `stages.metio.wtf/promote="<stage>@<token>"` annotation. A block whose
+//! `onFailure` is `Rollback` says so in [`Gate::rollback`]; reverting the
+//! stage and parking the aborted revision is the caller's part
+//! (`rollback::revert_stage`, S1 in `stage.rs`).
 
 use std::time::Duration;
 
@@ -40,7 +40,35 @@ pub struct Gate {
     pub decision: Decision,
     pub state: PromotionState,
     pub handled_token: Option<String>,
+    /// Blocked, and the failing gate's `onFailure` is `Rollback`: the
+    /// message then ends with what was blocked, for the caller to add what
+    /// the revert did.
+    pub rollback: bool,
 }
+
+/// Whether a stage's promotion can roll it back (S1): a non-dry-run
+/// analysis, or any restart or event gate or check, with `onFailure:
+/// Rollback`.
+pub fn can_roll_back(stage: &Stage) -> bool {
+    use crate::api::GateFailurePolicy::Rollback;
+    let Some(p) = stage.promotion.as_ref() else {
+        return false;
+    };
+    let analysis = p
+        .analysis
+        .as_ref()
+        .is_some_and(|a| a.dry_run != Some(true) && a.on_failure == Some(Rollback));
+    let restart = p.restart_gate.as_ref().is_some_and(|g| {
+        g.on_failure == Some(Rollback) || g.checks.iter().any(|c| c.on_failure == Some(Rollback))
+    });
+    let event = p.event_gate.as_ref().is_some_and(|g| {
+        g.on_failure == Some(Rollback) || g.checks.iter().any(|c| c.on_failure == Some(Rollback))
+    });
+    analysis || restart || event
+}
+
+/// What a blocked message ends with when the gate does not roll back.
+const NOT_ROLLED_BACK: &str = "; not rolled back (onFailure: Hold)";
 
 /// The token of a `promote` annotation for `stage` (`<stage>@<token>`).
 pub fn promote_token<'a>(annotation: Option<&'a str>, stage: &str) -> Option<&'a str> {
@@ -131,6 +159,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
             ..PromotionState::default()
         },
         handled_token: handled,
+        rollback: false,
     };
     // 1. Promoted at this revision: no gating again (drift reconciles).
     if prior_phase == Some(PromotionPhase::Promoted) {
@@ -190,13 +219,20 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
             decision: Decision::Hold {
                 reason: StageSetReason::PromotionBlocked,
                 message: format!(
-                    "stage \"{}\" promotion blocked at revision {}: {what}; not rolled back (onFailure: Hold)",
-                    i.stage.name, i.revision
+                    "stage \"{}\" promotion blocked at revision {}: {what}{}",
+                    i.stage.name,
+                    i.revision,
+                    if verdict.rollback {
+                        ""
+                    } else {
+                        NOT_ROLLED_BACK
+                    }
                 ),
                 requeue: i.retry,
             },
             state,
             handled_token: None,
+            rollback: verdict.rollback,
         };
     }
     // 5. Analysis: consecutive failures at this revision beyond the limit
@@ -219,6 +255,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
         failures = if failing_now { before + 1 } else { 0 };
         let limit = spec.failure_limit.unwrap_or(0);
         if failures > limit && !dry_run {
+            let rollback = spec.on_failure == Some(crate::api::GateFailurePolicy::Rollback);
             let since = prior_state
                 .as_ref()
                 .filter(|_| prior_phase == Some(PromotionPhase::Blocked))
@@ -228,10 +265,11 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                 decision: Decision::Hold {
                     reason: StageSetReason::PromotionBlocked,
                     message: format!(
-                        "stage \"{}\" promotion blocked at revision {}: analysis failed {failures} time(s) in a row (failureLimit {limit}){}; not rolled back (onFailure: Hold)",
+                        "stage \"{}\" promotion blocked at revision {}: analysis failed {failures} time(s) in a row (failureLimit {limit}){}{}",
                         i.stage.name,
                         i.revision,
-                        describe_checks(&a.result)
+                        describe_checks(&a.result),
+                        if rollback { "" } else { NOT_ROLLED_BACK }
                     ),
                     requeue: analysis_interval,
                 },
@@ -248,6 +286,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                     ..PromotionState::default()
                 },
                 handled_token: None,
+                rollback,
             };
         }
     }
@@ -301,6 +340,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                     ..PromotionState::default()
                 },
                 handled_token: None,
+                rollback: false,
             };
         }
     }
@@ -335,6 +375,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                 ..PromotionState::default()
             },
             handled_token: None,
+            rollback: false,
         };
     }
     // 8. A human decides.
@@ -365,6 +406,7 @@ pub fn decide(i: &Inputs<'_>) -> Gate {
                 ..PromotionState::default()
             },
             handled_token: None,
+            rollback: false,
         };
     }
     // 9.
@@ -587,6 +629,40 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_blocked_analysis_asks_for_a_rollback_only_when_told_to() {
+        let check = json!([{"name": "e", "source": {"prometheus": {"address": "http://p", "query": "q"}}, "threshold": {"max": "1"}}]);
+        let hold = stage(json!({"analysis": {"checks": check}}));
+        let g = run_analysed(&hold, None, &analysis(true));
+        assert!(!g.rollback);
+        assert!(
+            matches!(&g.decision, Decision::Hold { message, .. } if message.ends_with("; not rolled back (onFailure: Hold)"))
+        );
+        let back = stage(json!({"analysis": {"onFailure": "Rollback", "checks": check}}));
+        let g = run_analysed(&back, None, &analysis(true));
+        assert_eq!(g.state.phase, Some(PromotionPhase::Blocked));
+        assert!(g.rollback);
+        assert!(
+            matches!(&g.decision, Decision::Hold { message, .. } if message.ends_with("failureLimit 0)"))
+        );
+        assert!(can_roll_back(&back));
+        assert!(!can_roll_back(&hold));
+        // A dry run never blocks, so it never rolls back.
+        let dry =
+            stage(json!({"analysis": {"onFailure": "Rollback", "dryRun": true, "checks": check}}));
+        assert!(!can_roll_back(&dry));
+        assert!(!run_analysed(&dry, None, &analysis(true)).rollback);
+        // A gate or any one check of it.
+        let sel = json!({"matchLabels": {"app": "api"}});
+        assert!(can_roll_back(&stage(
+            json!({"restartGate": {"onFailure": "Rollback", "checks": [{"name": "a", "selector": sel}]}})
+        )));
+        assert!(can_roll_back(&stage(json!({"eventGate": {"checks": [
+            {"name": "a", "selector": sel, "reasons": ["BackOff"], "onFailure": "Rollback"}]}}))));
+        assert!(!can_roll_back(&stage(json!({"eventGate": {"checks": [
+            {"name": "a", "selector": sel, "reasons": ["BackOff"]}]}}))));
     }
 
     #[test]

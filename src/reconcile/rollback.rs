@@ -12,9 +12,15 @@
 //! serve it, and the post-build variables to be unchanged: "fix forward"
 //! otherwise).
 //!
+//! A promotion gate with `onFailure: Rollback` reverts only its own stage
+//! the same way ([`revert_stage`], delivery.md §5.5): the stage's snapshot
+//! entry is restored, what the failing revision added is deleted, and the
+//! caller parks the aborted revision.
+//!
 //! The store itself is an actor (`actors::rollback_store`); the pipeline only
 //! sees the [`SnapshotStore`] trait.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -229,18 +235,22 @@ pub(super) async fn restore(
         else {
             continue;
         };
-        restore_stage(pass, position, stage, entry).await?;
+        restore_stage(pass, position, stage, entry, &[]).await?;
         restored.push(stage.name.clone());
     }
     Ok(restored)
 }
 
+/// Restores one stage from its snapshot entry: applies the objects as the
+/// stage's identity and records them, with `also_track`, as its inventory.
+/// Returns the restored objects.
 async fn restore_stage(
     pass: &Pass<'_>,
     position: usize,
     stage: &Stage,
     entry: &StageArtifactRef,
-) -> Result<(), RollbackError> {
+    also_track: &[apply::ObjectRef],
+) -> Result<Vec<apply::ObjectRef>, RollbackError> {
     let env = pass.env;
     let namespace = pass.namespace();
     let ss_name = pass.ss.name_any();
@@ -305,6 +315,10 @@ async fn restore_stage(
     let mut refs: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
     refs.sort_by_key(inventory::entry_id);
     refs.dedup_by_key(|r| inventory::entry_id(r));
+    let restored = refs.clone();
+    refs.extend(also_track.iter().cloned());
+    refs.sort_by_key(inventory::entry_id);
+    refs.dedup_by_key(|r| inventory::entry_id(r));
     let target = pass.target().map_err(unavailable)?;
     let client = target
         .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
@@ -330,7 +344,128 @@ async fn restore_stage(
     )
     .await
     .map_err(|e| RollbackError::Transient(format!("stage \"{}\": {e}", stage.name)))?;
-    Ok(())
+    Ok(restored)
+}
+
+/// What a single-stage revert needs to know about the pass.
+pub(super) struct Revert<'a> {
+    pub(super) position: usize,
+    pub(super) stage: &'a Stage,
+    /// The revision whose promotion gate failed.
+    pub(super) failing: &'a str,
+    /// What the failing revision rendered (and applied).
+    pub(super) rendered: &'a [apply::ObjectRef],
+    /// Every stage's inventory before this pass.
+    pub(super) records: &'a BTreeMap<String, inventory::StageRecord>,
+    /// Objects earlier stages of this pass render.
+    pub(super) claimed: &'a BTreeMap<String, String>,
+}
+
+/// Reverts one stage whose promotion gate failed with `onFailure:
+/// Rollback` to its entry of `status.lastAppliedSnapshot` (delivery.md
+/// §5.5): re-applies that revision like a whole-run rollback, then deletes
+/// what only the failing revision added (unless the stage has `prune:
+/// false`; never an object another stage owns). The inventory tracks the
+/// union until the deletes are done, so nothing is lost on a crash. Returns
+/// the revision restored and how many objects the stage's inventory holds.
+pub(super) async fn revert_stage(
+    pass: &Pass<'_>,
+    r: Revert<'_>,
+) -> Result<(String, usize), RollbackError> {
+    let stage = r.stage;
+    let Some(entry) = pass
+        .previous
+        .last_applied_snapshot
+        .iter()
+        .find(|e| e.stage == stage.name)
+    else {
+        return Err(RollbackError::Unavailable(
+            "no last good revision is recorded for it (status.lastAppliedSnapshot is kept when rollbackOnFailure is true)"
+                .to_string(),
+        ));
+    };
+    let revision = entry
+        .revision
+        .clone()
+        .unwrap_or_else(|| entry.digest.clone());
+    if revision == r.failing {
+        return Err(RollbackError::Unavailable(format!(
+            "its last good revision is {revision}, the one that failed"
+        )));
+    }
+    let own = r.records.get(&stage.name);
+    let recorded: BTreeSet<String> = own
+        .map(|rec| rec.objects().iter().map(inventory::entry_id).collect())
+        .unwrap_or_default();
+    let mut tracked: Vec<apply::ObjectRef> = own.map(|rec| rec.objects()).unwrap_or_default();
+    tracked.extend(r.rendered.iter().cloned());
+    let restored = restore_stage(pass, r.position, stage, entry, &tracked).await?;
+    // What only the failing revision brought: not restored, not recorded
+    // before, not another stage's.
+    let keep: BTreeSet<String> = restored.iter().map(inventory::entry_id).collect();
+    let elsewhere: BTreeSet<String> = r
+        .records
+        .iter()
+        .filter(|(name, _)| **name != stage.name)
+        .flat_map(|(_, rec)| {
+            rec.objects()
+                .iter()
+                .map(inventory::entry_id)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let added: Vec<apply::ObjectRef> = r
+        .rendered
+        .iter()
+        .filter(|o| {
+            let id = inventory::entry_id(o);
+            !keep.contains(&id)
+                && !recorded.contains(&id)
+                && !elsewhere.contains(&id)
+                && !r.claimed.contains_key(&id)
+        })
+        .cloned()
+        .collect();
+    if added.is_empty() || stage.prune == Some(false) {
+        let mut all: BTreeSet<String> = keep;
+        all.extend(tracked.iter().map(inventory::entry_id));
+        return Ok((revision, all.len()));
+    }
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    let target = pass.target().map_err(RollbackError::Transient)?;
+    let client = target
+        .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
+        .await
+        .map_err(|e| RollbackError::Transient(e.to_string()))?;
+    super::teardown::delete_objects(target, &client, &added, &ss_name, &namespace)
+        .await
+        .map_err(|e| {
+            RollbackError::Transient(format!("deleting what revision {} added: {e}", r.failing))
+        })?;
+    let gone: BTreeSet<String> = added.iter().map(inventory::entry_id).collect();
+    let mut now: Vec<apply::ObjectRef> = restored;
+    now.extend(
+        tracked
+            .into_iter()
+            .filter(|o| !gone.contains(&inventory::entry_id(o))),
+    );
+    now.sort_by_key(inventory::entry_id);
+    now.dedup_by_key(|o| inventory::entry_id(o));
+    let env = pass.env;
+    inventory::write(
+        &env.clients.controller(),
+        &env.inventory_writes,
+        &pass.ss,
+        &stage.name,
+        r.position,
+        &now,
+        env.settings.inventory_shard_cap,
+        env.settings.inventory_mode,
+    )
+    .await
+    .map_err(|e| RollbackError::Transient(format!("stage \"{}\": {e}", stage.name)))?;
+    Ok((revision, now.len()))
 }
 
 /// The stored rendering of a snapshot entry: `Ok(None)` when there is no

@@ -63,6 +63,8 @@ pub(super) struct StageContext<'a> {
     pub(super) reconstruct: bool,
     /// Objects earlier stages of this pass render (entry id → stage).
     pub(super) claimed: &'a BTreeMap<String, String>,
+    /// Every stage's inventory before this pass.
+    pub(super) records: &'a BTreeMap<String, inventory::StageRecord>,
 }
 
 impl StageContext<'_> {
@@ -101,6 +103,10 @@ impl StageContext<'_> {
 /// Runs one stage: its identity (S4), [`prepare`], then [`deploy`].
 pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> StageResult {
     let stage = ctx.stage;
+    // S1: a revision a promotion gate rolled back stays parked.
+    if let Some(parked) = parked(pass, &ctx) {
+        return parked;
+    }
     // S2, R15: the revision ledger, unless a reconcile-stage token clears it.
     let forced = ledger::force_token(&pass.ss, &stage.name, ctx.prior);
     let executed = ledger::revision_ledger(ctx.prior, &ctx.source.revision, forced.is_some());
@@ -154,6 +160,51 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
         Ok(prepared) => deploy(pass, &ctx, prepared, &mut hooks, forced).await,
         Err(f) => ctx.failed(f, &hooks.executed),
     }
+}
+
+/// S1 (delivery.md §2, §5.5): a stage whose promotion gate rolled back
+/// the revision it is pinned to again is not applied again; it keeps its
+/// status (at the restored revision) and holds with `PromotionBlocked`
+/// until a new revision, a fresh promote token, or the rollback setting is
+/// removed.
+fn parked(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Option<StageResult> {
+    let stage = ctx.stage;
+    let prior = ctx.prior?;
+    let state = prior.promotion_state.as_ref()?;
+    if !promotion::can_roll_back(stage)
+        || state.phase != Some(crate::api::PromotionPhase::Blocked)
+        || state.aborted_revision.as_deref() != Some(ctx.source.revision.as_str())
+    {
+        return None;
+    }
+    let annotation = pass
+        .ss
+        .annotations()
+        .get(keys::ANNOTATION_PROMOTE)
+        .map(String::as_str);
+    if promotion::promote_token(annotation, &stage.name)
+        .is_some_and(|t| prior.last_handled_promotion.as_deref() != Some(t))
+    {
+        return None;
+    }
+    let namespace = pass.namespace();
+    let ss_name = pass.ss.name_any();
+    pass.env
+        .metrics
+        .promotion(&namespace, &ss_name, &stage.name, false, true);
+    let (_, retry, _) = super::intervals(&pass.ss, &pass.env.settings);
+    let restored = prior.applied_revision.as_deref().unwrap_or("none");
+    Some(StageResult::Held {
+        applied: false,
+        entry: prior.clone(),
+        reason: crate::api::reasons::StageSetReason::PromotionBlocked,
+        message: format!(
+            "stage \"{stage}\" is parked at revision {restored}: revision {aborted} was rolled back after its promotion gate failed and is not applied again until a new revision, a promote token (kubectl -n {namespace} annotate stageset/{ss_name} --overwrite stages.metio.wtf/promote={stage}@<token>) or removing onFailure: Rollback",
+            stage = stage.name,
+            aborted = ctx.source.revision,
+        ),
+        requeue: retry,
+    })
 }
 
 /// S3 (delivery.md §5.2.4): a stage with its own error budget that would
@@ -761,7 +812,7 @@ async fn deploy(
         },
         None => false,
     };
-    let gate = promotion::decide(&promotion::Inputs {
+    let mut gate = promotion::decide(&promotion::Inputs {
         stage,
         namespace: &namespace,
         stageset: &ss_name,
@@ -780,6 +831,51 @@ async fn deploy(
     }
     if let Some(token) = gate.handled_token.clone() {
         entry.last_handled_promotion = Some(token);
+    }
+    if gate.rollback {
+        let revert = rollback::Revert {
+            position,
+            stage,
+            failing: &source.revision,
+            rendered: &rendered,
+            records: ctx.records,
+            claimed: ctx.claimed,
+        };
+        let outcome = rollback::revert_stage(pass, revert).await;
+        let promotion::Decision::Hold { message, .. } = &mut gate.decision else {
+            unreachable!("a gate that rolls back holds");
+        };
+        // The Warning event is the Ready transition's (reason
+        // PromotionBlocked, this message), recorded when the pass finishes.
+        match outcome {
+            Ok((restored, tracked)) => {
+                message.push_str(&format!("; rolled back to revision {restored}"));
+                entry.applied_revision = Some(restored);
+                entry.entries_count = Some(tracked as i64);
+                if let Some(state) = entry.promotion_state.as_mut() {
+                    state.aborted_revision = Some(source.revision.clone());
+                }
+                tracing::warn!(stageset = %pass.key(), stage = %stage.name, "{message}");
+                super::actions::hooks::on_rollback(pass).await;
+            }
+            Err(rollback::RollbackError::Transient(m)) => {
+                // Retried with back-off; the promotion state is not touched.
+                entry.promotion_state = ctx.prior.and_then(|p| p.promotion_state.clone());
+                pass.progress(entry.clone()).await;
+                return StageResult::Progressing(
+                    format!(
+                        "the promotion gate failed and reverting the stage cannot finish yet: {m}"
+                    ),
+                    entry,
+                );
+            }
+            Err(
+                rollback::RollbackError::Unavailable(m) | rollback::RollbackError::Unverified(m),
+            ) => {
+                message.push_str(&format!("; could not be reverted: {m}; holding"));
+                tracing::warn!(stageset = %pass.key(), stage = %stage.name, "{message}");
+            }
+        }
     }
     let blocked = gate.state.phase == Some(crate::api::PromotionPhase::Blocked);
     let pending = !blocked && matches!(gate.decision, promotion::Decision::Hold { .. });

@@ -39,10 +39,6 @@ fn some<T>(v: &Option<T>) -> bool {
     v.is_some()
 }
 
-fn rolls_back(policy: Option<crate::api::GateFailurePolicy>) -> bool {
-    policy == Some(crate::api::GateFailurePolicy::Rollback)
-}
-
 fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
     v.as_ref().is_some_and(|l| !l.is_empty())
 }
@@ -80,40 +76,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         field: "spec.version",
         feature: "version tracking",
         place: Place::Spec(|s| some(&s.version)),
-    },
-    Unsupported {
-        field: "spec.stages[].promotion.analysis.onFailure",
-        feature: "rolling a stage back when its analysis fails (onFailure: Rollback)",
-        place: Place::Stage(|s| {
-            s.promotion
-                .as_ref()
-                .and_then(|p| p.analysis.as_ref())
-                .is_some_and(|a| rolls_back(a.on_failure))
-        }),
-    },
-    Unsupported {
-        field: "spec.stages[].promotion.restartGate.onFailure",
-        feature: "rolling a stage back when its restart gate trips (onFailure: Rollback)",
-        place: Place::Stage(|s| {
-            s.promotion
-                .as_ref()
-                .and_then(|p| p.restart_gate.as_ref())
-                .is_some_and(|g| {
-                    rolls_back(g.on_failure) || g.checks.iter().any(|c| rolls_back(c.on_failure))
-                })
-        }),
-    },
-    Unsupported {
-        field: "spec.stages[].promotion.eventGate.onFailure",
-        feature: "rolling a stage back when its event gate trips (onFailure: Rollback)",
-        place: Place::Stage(|s| {
-            s.promotion
-                .as_ref()
-                .and_then(|p| p.event_gate.as_ref())
-                .is_some_and(|g| {
-                    rolls_back(g.on_failure) || g.checks.iter().any(|c| rolls_back(c.on_failure))
-                })
-        }),
     },
 ];
 
@@ -185,13 +147,12 @@ mod tests {
     fn stage_rows_name_the_stage_index() {
         let ss = stageset(json!({"stages": [
             app(json!({})),
-            {"name": "two", "sourceRef": {"name": "b"}, "promotion": {"soak": "1m",
-                "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}, "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}},
+            {"name": "two", "sourceRef": {"name": "b"}, "migrationAnchor": "db"},
         ]}));
-        assert_eq!(uses(&ss), ["spec.stages[1].promotion.eventGate.onFailure"]);
+        assert_eq!(uses(&ss), ["spec.stages[1].migrationAnchor"]);
         assert_eq!(
             check(&ss).unwrap_err(),
-            "spec.stages[1].promotion.eventGate.onFailure is not supported yet by this controller"
+            "spec.stages[1].migrationAnchor is not supported yet by this controller"
         );
     }
 
@@ -238,7 +199,7 @@ mod tests {
     #[test]
     fn the_first_use_is_reported_and_all_are_listed() {
         let ss = stageset(json!({
-            "stages": [app(json!({"promotion": {"soak": "1m", "restartGate": {"onFailure": "Rollback", "checks": [
+            "stages": [app(json!({"migrationAnchor": "db", "promotion": {"soak": "1m", "restartGate": {"onFailure": "Rollback", "checks": [
                 {"name": "web", "selector": {"matchLabels": {"app": "web"}}}]}}}))],
             "errorBudget": {"source": {"prometheus": {"address": "http://p:9090", "query": "up"}},
                             "freezeThreshold": "0.1"},
@@ -251,8 +212,8 @@ mod tests {
             [
                 "spec.kubeConfig.configMapRef",
                 "spec.migrations",
-                "spec.version",
-                "spec.stages[0].promotion.restartGate.onFailure"
+                "spec.stages[0].migrationAnchor",
+                "spec.version"
             ]
         );
         assert_eq!(

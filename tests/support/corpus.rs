@@ -113,10 +113,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.version is not supported yet by this controller",
     ),
     (
-        "053-stageset-restart-gate.yaml",
-        "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
-    ),
-    (
         "063-stageset-version-value.yaml",
         "spec.version is not supported yet by this controller",
     ),
@@ -171,18 +167,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "102-stageset-kubeconfig-configmapref.yaml",
         "spec.kubeConfig.configMapRef is not supported yet by this controller",
-    ),
-    (
-        "128-stageset-test-analysis-policies.yaml",
-        "spec.stages[0].promotion.analysis.onFailure is not supported yet by this controller",
-    ),
-    (
-        "130-stageset-test-restart-gate-onfailure.yaml",
-        "spec.stages[0].promotion.restartGate.onFailure is not supported yet by this controller",
-    ),
-    (
-        "131-stageset-test-event-gate-onfailure.yaml",
-        "spec.stages[0].promotion.eventGate.onFailure is not supported yet by this controller",
     ),
     (
         "133-stageset-test-migration-action-single-verb.yaml",

@@ -32,16 +32,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 "spec.version" => json!({"stages": [app], "version": {"value": "1.2.0"}}),
-                "spec.stages[].promotion.analysis.onFailure" => json!({"stages": stage(json!({"promotion": {"soak": "10m",
-                    "analysis": {"onFailure": "Rollback", "checks": [{"name": "errors", "source": {"prometheus": {
-                        "address": "http://prometheus.monitoring:9090", "query": "slo:errors:ratio"}},
-                        "threshold": {"max": "0.01"}}]}}}))}),
-                "spec.stages[].promotion.restartGate.onFailure" => json!({"stages": stage(json!({"promotion": {
-                    "restartGate": {"onFailure": "Rollback",
-                        "checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}}}))}),
-                "spec.stages[].promotion.eventGate.onFailure" => json!({"stages": stage(json!({"promotion": {
-                    "eventGate": {"checks": [{"name": "api", "selector": {"matchLabels": {"app": "api"}},
-                        "reasons": ["OOMKilling"], "onFailure": "Rollback"}]}}}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };
             let path = row.field.replace("spec.stages[]", "spec.stages[1]");
