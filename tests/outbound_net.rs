@@ -1580,6 +1580,55 @@ async fn a_json_webhook_budget_freezes_and_resumes_a_stage() {
     assert!(!visible(&h, "slo").await.contains("slo-api-token-123"));
 }
 
+/// A stage budget in dry run never holds: the stage goes out, and the
+/// freeze it would have made is recorded on the stage's status with a
+/// Normal `BudgetExhausted` event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_stage_budget_records_the_freeze_and_delivers() {
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.05).await;
+    let h = stageset_harness().await;
+    h.stageset(
+        NS,
+        "dry",
+        serde_json::json!({"interval": "1h", "stages": [{"name": "app", "sourceRef": {"name": "app"},
+            "errorBudget": {"dryRun": true, "freezeThreshold": "0.1", "source": {"webhook": {
+                "url": exporter.url("/budget.json"),
+                "jsonPath": "{.objectives[?(@.name=='availability')].errorBudgetRemaining}"}}}}]}),
+    )
+    .await;
+    let ss = h
+        .wait_stageset(NS, "dry", "Ready", |ss| {
+            support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+        })
+        .await;
+    assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
+    let freeze = ss.status.unwrap().stages[0]
+        .budget_freeze
+        .clone()
+        .expect("the dry run's freeze is recorded on the stage");
+    assert_eq!(freeze.dry_run, Some(true));
+    assert_eq!(freeze.remaining.as_deref(), Some("0.05"));
+    assert_eq!(freeze.freeze_threshold.as_deref(), Some("0.1"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let events = h.events(NS, "dry").await;
+        if events.iter().any(|e| {
+            e.type_.as_deref() == Some("Normal")
+                && e.reason.as_deref() == Some("BudgetExhausted")
+                && e.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("stage \"app\": dry run"))
+        }) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Promotion analysis and the fast track on a real Prometheus: failing
 /// evaluations within the failure limit keep analyzing, beyond it block;
 /// a passing evaluation promotes; a metric under the fast track's maximum

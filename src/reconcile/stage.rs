@@ -110,10 +110,12 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
     // S2, R15: the revision ledger, unless a reconcile-stage token clears it.
     let forced = ledger::force_token(&pass.ss, &stage.name, ctx.prior);
     let executed = ledger::revision_ledger(ctx.prior, &ctx.source.revision, forced.is_some());
-    // S3: the stage's own error budget, when it would get a new revision.
-    if let Some(held) = stage_budget(pass, &ctx).await {
-        return held;
-    }
+    // S3: the stage's own error budget, when it would get a new revision;
+    // a dry-run freeze is stamped on the stage's entry when it is done.
+    let budget_freeze = match stage_budget(pass, &ctx).await {
+        Ok(freeze) => freeze,
+        Err(held) => return held,
+    };
     // S4: the target cluster (R11) and the stage identity on it.
     let clients = match &pass.target {
         Ok(clients) => clients.clone(),
@@ -156,10 +158,20 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
         clients,
         executed,
     };
-    match prepare(pass, &ctx, &mut hooks).await {
+    let mut result = match prepare(pass, &ctx, &mut hooks).await {
         Ok(prepared) => deploy(pass, &ctx, prepared, &mut hooks, forced).await,
         Err(f) => ctx.failed(f, &hooks.executed),
+    };
+    if budget_freeze.is_some() {
+        match &mut result {
+            StageResult::Ready(done) => done.entry.budget_freeze = budget_freeze,
+            StageResult::Held { entry, .. }
+            | StageResult::Failed(_, entry)
+            | StageResult::Progressing(_, entry) => entry.budget_freeze = budget_freeze,
+            StageResult::Deleted => {}
+        }
     }
+    result
 }
 
 /// S1 (delivery.md §2, §5.5): a stage whose promotion gate rolled back
@@ -209,12 +221,18 @@ fn parked(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Option<StageResult> {
 
 /// S3 (delivery.md §5.2.4): a stage with its own error budget that would
 /// receive a new revision is held while that budget is exhausted; it keeps
-/// its current revision and the stages after it are not touched.
-async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<StageResult> {
+/// its current revision and the stages after it are not touched. Proceeding,
+/// it returns the freeze a dry run recorded (None otherwise).
+async fn stage_budget(
+    pass: &mut Pass<'_>,
+    ctx: &StageContext<'_>,
+) -> Result<Option<crate::api::BudgetFreeze>, StageResult> {
     let stage = ctx.stage;
     let namespace = pass.namespace();
     let ss_name = pass.ss.name_any();
-    let budget = stage.error_budget.as_ref()?;
+    let Some(budget) = stage.error_budget.as_ref() else {
+        return Ok(None);
+    };
     let prior_revision = ctx.prior.and_then(|p| p.applied_revision.as_deref());
     let keep_prior = || {
         ctx.prior
@@ -228,7 +246,13 @@ async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<Sta
         pass.env
             .metrics
             .stage_budget_frozen(&namespace, &ss_name, &stage.name, false);
-        return None;
+        // What a dry run recorded for this revision stays with it until the
+        // next evaluation; an override clears it.
+        let kept = ctx
+            .prior
+            .and_then(|p| p.budget_freeze.clone())
+            .filter(|f| f.dry_run == Some(true) && !pass.budget_overridden);
+        return Ok(kept);
     }
     let (interval, _, _) = super::intervals(&pass.ss, &pass.env.settings);
     let prior_freeze = ctx.prior.and_then(|p| p.budget_freeze.clone());
@@ -245,7 +269,7 @@ async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<Sta
     .await;
     let (reason, what, freeze, requeue) = match verdict {
         super::budget::Verdict::Invalid(m) => {
-            return Some(StageResult::Held {
+            return Err(StageResult::Held {
                 applied: false,
                 entry: keep_prior(),
                 reason: crate::api::reasons::StageSetReason::InvalidSpec,
@@ -253,13 +277,32 @@ async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<Sta
                 requeue: super::error::PERMANENT_RETRY,
             });
         }
-        super::budget::Verdict::Proceed { freeze, .. } => {
-            // Recorded with the stage's entry when it completes.
-            let _ = freeze;
+        super::budget::Verdict::Proceed {
+            freeze,
+            dry_run_started,
+            source_error,
+        } => {
             pass.env
                 .metrics
                 .stage_budget_frozen(&namespace, &ss_name, &stage.name, false);
-            return None;
+            if dry_run_started {
+                let note = format!(
+                    "stage \"{}\": dry run: the error budget is exhausted; delivering anyway",
+                    stage.name
+                );
+                pass.event(false, EventReason::BudgetExhausted.as_str(), &note)
+                    .await;
+            }
+            if let Some(e) = source_error {
+                let note = format!(
+                    "stage \"{}\": the error budget source is unavailable, delivering anyway (onSourceError: Allow): {e}",
+                    stage.name
+                );
+                pass.event(true, EventReason::BudgetSourceUnavailable.as_str(), &note)
+                    .await;
+            }
+            // A dry run's freeze is recorded with the stage's entry.
+            return Ok(freeze);
         }
         super::budget::Verdict::Hold {
             reason,
@@ -291,7 +334,7 @@ async fn stage_budget(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Option<Sta
             format!("Deployed; {what}"),
         )
     };
-    Some(StageResult::Held {
+    Err(StageResult::Held {
         applied: false,
         entry,
         reason,
