@@ -1421,6 +1421,14 @@ const COVERED: &[(&str, &str)] = &[
         "job_action_shapes",
     ),
     ("post job [sourceRef] [scope]", "job_action_shapes"),
+    (
+        "post http [url] [scope]",
+        "version_and_lifetime_scoped_http_actions_run_once",
+    ),
+    (
+        "post http [url] [completionAnchor, scope]",
+        "version_and_lifetime_scoped_http_actions_run_once",
+    ),
     ("post wait [duration] []", "wait_actions"),
     ("pre apply [path, sourceRef, wait] []", "apply_actions"),
     ("pre apply [sourceRef, wait] []", "apply_actions"),
@@ -1444,6 +1452,10 @@ const COVERED: &[(&str, &str)] = &[
         "job_actions",
     ),
     ("pre job [sourceRef] []", "job_action_shapes"),
+    (
+        "pre job [sourceRef] [scope]",
+        "version_scoped_jobs_run_once_per_version",
+    ),
     ("pre job [sourceRef] [timeout]", "job_action_shapes"),
     (
         "pre patch [patch, target, target.apiVersion, target.kind, target.name] []",
@@ -1565,4 +1577,57 @@ fn every_corpus_action_shape_runs_in_a_test() {
             "COVERED names {shape}, which no admitted corpus file uses"
         );
     }
+}
+
+/// A Version-scoped pre job runs once per version: not for the baseline,
+/// once for an upgrade, not again for a new revision at that version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_scoped_jobs_run_once_per_version() {
+    let h = Harness::start_with(HarnessOptions {
+        auto_ready: Some(Duration::from_millis(50)),
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
+    app_source(&h, "r1", &[]).await;
+    job_source(&h, "db-upgrade", "db-upgrade", "").await;
+    let created = record_jobs(&h);
+    let spec = |version: &str| {
+        json!({"interval": "1h", "version": {"value": version},
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {"pre": [
+                {"name": "db-upgrade", "scope": "Version", "job": {"sourceRef": {"name": "db-upgrade"}}}]}}]})
+    };
+    let at = |version: &'static str, revision: &'static str| {
+        move |ss: &StageSet| {
+            let status = ss.status.as_ref();
+            ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+                && status.and_then(|s| s.version.as_deref()) == Some(version)
+                && status.and_then(|s| s.stages.first()?.applied_revision.as_deref())
+                    == Some(revision)
+        }
+    };
+    let upgrades = |created: &Arc<Mutex<BTreeSet<String>>>| {
+        created
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| n.starts_with("db-upgrade-"))
+            .count()
+    };
+    h.stageset(NS, "versioned", spec("1.0.0")).await;
+    h.wait_stageset(NS, "versioned", "the baseline", at("1.0.0", "r1"))
+        .await;
+    assert_eq!(
+        upgrades(&created),
+        0,
+        "the baseline runs no Version-scoped job"
+    );
+    h.stageset(NS, "versioned", spec("1.1.0")).await;
+    h.wait_stageset(NS, "versioned", "the upgrade", at("1.1.0", "r1"))
+        .await;
+    wait_jobs_created(&created, &["db-upgrade"]).await;
+    app_source(&h, "r2", &[]).await;
+    h.wait_stageset(NS, "versioned", "r2 at 1.1.0", at("1.1.0", "r2"))
+        .await;
+    assert_eq!(upgrades(&created), 1, "one job for version 1.1.0");
 }

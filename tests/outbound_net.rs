@@ -1629,6 +1629,54 @@ async fn a_dry_run_stage_budget_records_the_freeze_and_delivers() {
     }
 }
 
+/// A Version-scoped http post action is sent once per version (not for
+/// the baseline), a Lifetime one with a completion anchor once ever; a new
+/// revision sends neither again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_and_lifetime_scoped_http_actions_run_once() {
+    if !in_netns() {
+        return;
+    }
+    let receiver = Receiver::start().await;
+    let h = stageset_harness().await;
+    h.sim
+        .load(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "db", "namespace": NS}, "data": {}}))
+        .unwrap();
+    let spec = |version: &str| {
+        serde_json::json!({"interval": "1h", "version": {"value": version},
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}, "actions": {"post": [
+                {"name": "announce", "scope": "Version", "http": {"url": receiver.url("/ok?announce")}},
+                {"name": "provision", "scope": "Lifetime", "http": {"url": receiver.url("/ok?provision")},
+                    "completionAnchor": {"apiVersion": "v1", "kind": "ConfigMap", "name": "db"}}]}}]})
+    };
+    let at = |version: &'static str, revision: &'static str| {
+        move |ss: &stageset_controller::api::StageSet| {
+            let status = ss.status.as_ref();
+            support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+                && status.and_then(|s| s.version.as_deref()) == Some(version)
+                && status.and_then(|s| s.stages.first()?.applied_revision.as_deref())
+                    == Some(revision)
+        }
+    };
+    let sent = |receiver: &Receiver| receiver.seen().len();
+    h.stageset(NS, "scoped", spec("1.0.0")).await;
+    h.wait_stageset(NS, "scoped", "the baseline", at("1.0.0", "r1"))
+        .await;
+    assert_eq!(
+        sent(&receiver),
+        1,
+        "only the Lifetime action on the baseline"
+    );
+    h.stageset(NS, "scoped", spec("1.1.0")).await;
+    h.wait_stageset(NS, "scoped", "the upgrade", at("1.1.0", "r1"))
+        .await;
+    assert_eq!(sent(&receiver), 2, "the Version-scoped action for 1.1.0");
+    publish_app(&h, "r2").await;
+    h.wait_stageset(NS, "scoped", "r2", at("1.1.0", "r2")).await;
+    assert_eq!(sent(&receiver), 2, "nothing again for a new revision");
+}
+
 /// Promotion analysis and the fast track on a real Prometheus: failing
 /// evaluations within the failure limit keep analyzing, beyond it block;
 /// a passing evaluation promotes; a metric under the fast track's maximum

@@ -34,6 +34,7 @@ pub mod substitute;
 pub mod target;
 pub mod teardown;
 pub mod verify;
+pub mod version;
 pub mod windows;
 
 use std::collections::BTreeMap;
@@ -203,6 +204,10 @@ struct Pass<'a> {
     keys: Option<Result<Arc<decrypt::Keys>, error::Error>>,
     /// A fresh budget-override token was consumed this pass (R9).
     budget_overridden: bool,
+    /// The version plan (R12) when the StageSet tracks a version.
+    version: Option<version::Plan>,
+    /// A fresh `reset-scope` token clears every stage's version ledger (R15).
+    reset_version_ledgers: bool,
 }
 
 impl Pass<'_> {
@@ -388,6 +393,8 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
         target: Ok(env.clients.clone()),
         keys: None,
         budget_overridden: false,
+        version: None,
+        reset_version_ledgers: false,
     };
     // R3: suspend (the requestedAt token is not marked handled).
     if pass.ss.spec.suspend == Some(true) {
@@ -512,6 +519,10 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     // R11: the target cluster. A failure to reach it fails the first stage
     // (S4, "connect to target cluster") and nothing is applied.
     pass.target = env.targets.resolve(&env.clients, &pass.ss).await;
+    // R12, R13: the version plan and its approval.
+    if let Some(outcome) = version_gate(pass, &pinned).await {
+        return outcome;
+    }
     // R14: the decryption keys (a failure fails the first stage, "configure
     // decryption").
     pass.keys = load_keys(pass).await;
@@ -640,6 +651,21 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
 
     // R22: success.
     pass.status.last_applied_revisions = attempted;
+    if let Some(plan) = pass.version.clone() {
+        if plan.transition == version::Transition::Baseline {
+            let note = format!(
+                "baselined at version {}: no migrations ran and version-scoped actions count as done",
+                plan.desired
+            );
+            pass.event(false, EventReason::MigrationsBaselined.as_str(), &note)
+                .await;
+        }
+        pass.status.version = Some(plan.desired);
+        pass.status.executed_migrations.clear();
+        pass.status.executed_migration_actions.clear();
+        pass.status.pending_migrations.clear();
+        pass.status.migration_failure_count = Some(0);
+    }
     if pass.ss.spec.rollback_on_failure == Some(true) {
         pass.status.last_applied_snapshot = done.iter().map(|d| d.snapshot.clone()).collect();
     }
@@ -653,6 +679,52 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
         Requeue::After(jitter(steady)),
     )
     .await
+}
+
+/// R12, R13 and R15's version-ledger reset (delivery.md §5.4): plans the
+/// version transition and holds the pass while it is refused or waits for
+/// approval, returning its outcome; None lets it proceed.
+async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) -> Option<Outcome> {
+    let plan = match version::plan(pass, pinned).await? {
+        Ok(plan) => plan,
+        Err(version::PlanError::Transient(message)) => {
+            tracing::warn!(stageset = %pass.key(), error = %message, "resolving the desired version failed; backing off");
+            return Some(Outcome::quiet(Requeue::Backoff));
+        }
+        Err(version::PlanError::Refused { reason, message }) => {
+            return Some(
+                pass.finish(
+                    Ready::new(reason, message),
+                    Requeue::After(error::PERMANENT_RETRY),
+                )
+                .await,
+            );
+        }
+    };
+    if let Some(message) = version::awaiting_approval(&pass.ss, &plan) {
+        pass.status.pending_version = Some(plan.desired.clone());
+        return Some(
+            pass.finish(
+                Ready::new(StageSetReason::AwaitingApproval, message),
+                Requeue::After(error::PERMANENT_RETRY),
+            )
+            .await,
+        );
+    }
+    pass.status.pending_version = None;
+    if let Some(token) = pass
+        .ss
+        .annotations()
+        .get(keys::ANNOTATION_RESET_SCOPE)
+        .filter(|t| !t.is_empty())
+        .cloned()
+        && pass.previous.last_handled_reset_scope.as_deref() != Some(token.as_str())
+    {
+        pass.reset_version_ledgers = true;
+        pass.status.last_handled_reset_scope = Some(token);
+    }
+    pass.version = Some(plan);
+    None
 }
 
 /// R8 (delivery.md §5.1): holds the pass while the update windows say no,

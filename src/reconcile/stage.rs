@@ -152,16 +152,31 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
             return ctx.failed(f, &executed);
         }
     };
+    let executed_version = version_ledger(pass, &ctx).await;
     let mut hooks = StageHooks {
         stage,
         client,
         clients,
         executed,
+        executed_version,
     };
     let mut result = match prepare(pass, &ctx, &mut hooks).await {
         Ok(prepared) => deploy(pass, &ctx, prepared, &mut hooks, forced).await,
         Err(f) => ctx.failed(f, &hooks.executed),
     };
+    if let Some(plan) = &pass.version {
+        let stamp = |entry: &mut StageStatus| {
+            entry.executed_version_actions = hooks.executed_version.clone();
+            entry.ledger_version = Some(plan.desired.clone());
+        };
+        match &mut result {
+            StageResult::Ready(done) => stamp(&mut done.entry),
+            StageResult::Held { entry, .. }
+            | StageResult::Failed(_, entry)
+            | StageResult::Progressing(_, entry) => stamp(entry),
+            StageResult::Deleted => {}
+        }
+    }
     if budget_freeze.is_some() {
         match &mut result {
             StageResult::Ready(done) => done.entry.budget_freeze = budget_freeze,
@@ -172,6 +187,47 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
         }
     }
     result
+}
+
+/// S2's version ledger (delivery.md §3.4): the Version-scoped actions done
+/// for the desired version. A baseline counts every one of them done
+/// without running it; a ledger of another version, or a fresh
+/// `reset-scope` token, starts empty. Carried to a new revision, each
+/// carried action is reported skipped (Normal `ActionSkipped`).
+async fn version_ledger(pass: &mut Pass<'_>, ctx: &StageContext<'_>) -> Vec<String> {
+    use crate::api::ActionScope;
+    let Some(plan) = pass.version.clone() else {
+        return Vec::new();
+    };
+    let versioned: Vec<String> = ledger::hook_actions(ctx.stage)
+        .filter(|a| ledger::scope_of(a) == ActionScope::Version)
+        .map(|a| a.name.clone())
+        .collect();
+    if plan.transition == super::version::Transition::Baseline {
+        return versioned;
+    }
+    let carried: Vec<String> = match ctx.prior {
+        Some(p)
+            if !pass.reset_version_ledgers
+                && p.ledger_version.as_deref() == Some(plan.desired.as_str()) =>
+        {
+            p.executed_version_actions.clone()
+        }
+        _ => return Vec::new(),
+    };
+    let new_revision =
+        ctx.prior.and_then(|p| p.applied_revision.as_deref()) != Some(ctx.source.revision.as_str());
+    if new_revision {
+        for action in carried.iter().filter(|a| versioned.contains(a)) {
+            let note = format!(
+                "stage \"{}\" action \"{action}\": skipped at revision {}; it already ran for version {} (scope: Version)",
+                ctx.stage.name, ctx.source.revision, plan.desired
+            );
+            pass.event(false, EventReason::ActionSkipped.as_str(), &note)
+                .await;
+        }
+    }
+    carried
 }
 
 /// S1 (delivery.md §2, §5.5): a stage whose promotion gate rolled back

@@ -387,6 +387,18 @@ impl Validator<'_> {
                 "spec.version must set exactly one of value, fromObject, or fromArtifact, found {n}"
             )));
         }
+        // Beyond upstream, which finds out when the version is resolved.
+        if let Some(path) = v
+            .from_object
+            .as_ref()
+            .and_then(|o| o.field_path.as_deref())
+            .filter(|p| !p.trim().is_empty())
+            && let Err(e) = super::jsonpath::JsonPath::parse(path)
+        {
+            return Err(rule(format!(
+                "spec.version.fromObject.fieldPath is not a valid JSONPath: {e}"
+            )));
+        }
         Ok(())
     }
 

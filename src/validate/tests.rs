@@ -538,6 +538,15 @@ fn ws35_version_exactly_one_source() {
     ok(spec(
         json!({"fromObject": {"kind": "ConfigMap", "name": "v"}}),
     ));
+    ok(spec(
+        json!({"fromObject": {"kind": "ConfigMap", "name": "v", "fieldPath": "{.data.version}"}}),
+    ));
+    assert_eq!(
+        err(spec(
+            json!({"fromObject": {"kind": "ConfigMap", "name": "v", "fieldPath": "{.data[}"}})
+        )),
+        "spec.version.fromObject.fieldPath is not a valid JSONPath: \"{.data[}\": expected an index, a slice, '*', a quoted name or a filter at offset 7"
+    );
 }
 
 #[test]

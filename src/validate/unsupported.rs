@@ -72,11 +72,6 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         feature: "versioned migrations",
         place: Place::Stage(|s| s.migration_anchor.as_deref().is_some_and(|a| !a.is_empty())),
     },
-    Unsupported {
-        field: "spec.version",
-        feature: "version tracking",
-        place: Place::Spec(|s| some(&s.version)),
-    },
 ];
 
 /// The message for a field in use at `path`.
@@ -213,7 +208,6 @@ mod tests {
                 "spec.kubeConfig.configMapRef",
                 "spec.migrations",
                 "spec.stages[0].migrationAnchor",
-                "spec.version"
             ]
         );
         assert_eq!(

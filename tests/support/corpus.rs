@@ -109,32 +109,8 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
         "spec.migrations is not supported yet by this controller",
     ),
     (
-        "028-stageset-action-scope-version.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
-        "063-stageset-version-value.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
-        "064-stageset-version-fromobject-defaults.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
-        "065-stageset-version-fromobject-fieldpath.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
-        "066-stageset-version-fromartifact.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
         "067-stageset-migration-wildcard-from.yaml",
         "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "068-stageset-approval-mode.yaml",
-        "spec.version is not supported yet by this controller",
     ),
     (
         "069-stageset-migration-down-allowdowngrade.yaml",
@@ -155,10 +131,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "078-stageset-jaas-version-fromobject-migration.yaml",
         "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "080-stageset-best-practices-scopes.yaml",
-        "spec.version is not supported yet by this controller",
     ),
     (
         "089-stageset-runbook-migration-anchor.yaml",
@@ -187,14 +159,6 @@ pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
         "137-stageset-test-migration-anchor-alias.yaml",
         "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "138-stageset-test-scope-version-post.yaml",
-        "spec.version is not supported yet by this controller",
-    ),
-    (
-        "140-stageset-test-completion-anchor-lifetime.yaml",
-        "spec.version is not supported yet by this controller",
     ),
     (
         "143-stageset-test-migration-from-forms.yaml",

@@ -54,6 +54,9 @@ pub struct StageHooks<'s> {
     pub clients: crate::kube_client::ClientFactory,
     /// The revision ledger: Revision-scoped names done at `revision`.
     pub executed: Vec<String>,
+    /// The version ledger: Version-scoped names done at the desired version
+    /// (empty when the StageSet tracks no version).
+    pub executed_version: Vec<String>,
 }
 
 /// An anchor, in the StageSet's namespace (ignored for cluster-scoped kinds).
@@ -169,6 +172,7 @@ pub async fn run_hook(
     }
     let mut lifetime = pass.lifetime.take();
     let mut skip: BTreeSet<String> = hooks.executed.iter().cloned().collect();
+    skip.extend(hooks.executed_version.iter().cloned());
     if let Some(l) = lifetime.as_ref() {
         skip.extend(l.done(&stage.name));
     }
@@ -180,15 +184,18 @@ pub async fn run_hook(
         let ctx = hooks_ctx(pass, &hooks.clients, &hooks.client);
         for action in actions.iter().filter(|a| !skip.contains(&a.name)) {
             let ran = match super::run(&ctx, action).await {
-                Ok(()) => record(&ctx, &mut lifetime, &mut hooks.executed, stage, action)
-                    .await
-                    .map_err(|e| ActionError {
-                        message: format!(
-                            "action \"{}\": recording its completion: {e}",
-                            action.name
-                        ),
-                        denied: false,
-                    }),
+                Ok(()) => record(
+                    &ctx,
+                    &mut lifetime,
+                    (&mut hooks.executed, &mut hooks.executed_version),
+                    stage,
+                    action,
+                )
+                .await
+                .map_err(|e| ActionError {
+                    message: format!("action \"{}\": recording its completion: {e}", action.name),
+                    denied: false,
+                }),
                 Err(e) => Err(e),
             };
             match ran {
@@ -232,22 +239,25 @@ pub async fn run_hook(
     Err(failure(message))
 }
 
-/// Records a pre/post action that succeeded in its ledger: the revision
-/// ledger in memory (persisted with the pass's status), a Lifetime
+/// Records a pre/post action that succeeded in its ledger: the revision or
+/// version ledger in memory (persisted with the pass's status), a Lifetime
 /// completion in the StageLedger right away, with its anchor's UID (an
 /// anchor that cannot be read fails the action: a completion without a UID
 /// could never be revoked).
 async fn record(
     ctx: &ActionCtx<'_>,
     lifetime: &mut Option<Lifetime>,
-    executed: &mut Vec<String>,
+    (executed, executed_version): (&mut Vec<String>, &mut Vec<String>),
     stage: &Stage,
     action: &Action,
 ) -> Result<(), String> {
     match scope_of(action) {
-        // Version needs spec.version, which admission refuses for now.
-        ActionScope::Revision | ActionScope::Version => {
+        ActionScope::Revision => {
             executed.push(action.name.clone());
+            Ok(())
+        }
+        ActionScope::Version => {
+            executed_version.push(action.name.clone());
             Ok(())
         }
         ActionScope::Lifetime => {

@@ -1,0 +1,491 @@
+//! Version tracking (delivery.md §5.4.1–§5.4.6, R12, R13, R22): the release
+//! version a StageSet delivers, resolved once per pass before anything is
+//! applied, compared with `status.version`, and recorded there when the pass
+//! succeeds.
+//!
+//! - **Sources**: `value` inline, `fromArtifact` (a file of a stage's pinned
+//!   artifact) or `fromObject` (a rendered object of a stage: its
+//!   `app.kubernetes.io/version` label or a kubectl JSONPath `fieldPath`;
+//!   built with substitution and patches, not decrypted). Parsed leniently
+//!   (`v1.2` is 1.2.0) and recorded in its canonical form (`1.2.0`).
+//! - **Transitions**: no `status.version` yet is a *baseline* (recorded
+//!   without running anything; Version-scoped actions count as done); an
+//!   equal version is no transition; a higher one an upgrade; a lower one a
+//!   downgrade, refused (`DowngradeNotAllowed`) unless `allowDowngrade`.
+//!   The `stages.metio.wtf/rollback-to` annotation replaces the desired
+//!   version while it is below the deployed one.
+//! - **Approval**: with `approvalMode: Always` every real change waits for
+//!   `stages.metio.wtf/approved-version=<desired>` (`AwaitingApproval`);
+//!   nothing is applied meanwhile.
+//!
+//! Migrations are refused by admission until they are built
+//! (`validate::unsupported`), so every ladder here is empty: an upgrade
+//! selects nothing (a major one fails `requireMigrationCoverage`), and
+//! `OnMigrations` never asks for approval.
+
+use semver::Version;
+
+use crate::api::reasons::StageSetReason;
+use crate::api::{ApprovalMode, StageSet, keys};
+use crate::validate::jsonpath::JsonPath;
+use crate::validate::semver::parse_lenient;
+
+use super::source::ResolvedSource;
+use super::stage::{post_build_vars, render_objects};
+use super::{Env, Pass};
+
+/// The label `fromObject` reads when it names no `fieldPath`.
+pub const VERSION_LABEL: &str = "app.kubernetes.io/version";
+
+/// How the desired version relates to the deployed one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Nothing deployed under versioning yet: record, run nothing.
+    Baseline,
+    Same,
+    Upgrade,
+    Downgrade,
+}
+
+/// The pass's version plan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The desired version, canonical (`1.2.0`).
+    pub desired: String,
+    /// The deployed version (`status.version`), if any.
+    pub current: Option<String>,
+    pub transition: Transition,
+}
+
+/// Why the pass cannot go on with versioning.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlanError {
+    /// A terminal reason (`InvalidVersion`, `DowngradeNotAllowed`,
+    /// `MigrationCoverageMissing`) and its message; re-checked after 1 min.
+    Refused {
+        reason: StageSetReason,
+        message: String,
+    },
+    /// Fetching an artifact failed: retried with back-off.
+    Transient(String),
+}
+
+fn invalid(message: impl Into<String>) -> PlanError {
+    PlanError::Refused {
+        reason: StageSetReason::InvalidVersion,
+        message: message.into(),
+    }
+}
+
+/// R12: resolves the desired version and classifies the transition. None
+/// when the StageSet does not track a version.
+pub(super) async fn plan(
+    pass: &Pass<'_>,
+    pinned: &[ResolvedSource],
+) -> Option<Result<Plan, PlanError>> {
+    let source = pass.ss.spec.version.as_ref()?;
+    Some(plan_with(pass, pinned, source).await)
+}
+
+async fn plan_with(
+    pass: &Pass<'_>,
+    pinned: &[ResolvedSource],
+    source: &crate::api::VersionSource,
+) -> Result<Plan, PlanError> {
+    let raw = resolve(pass, pinned, source).await?;
+    let mut desired = parse_lenient(&raw).ok_or_else(|| {
+        invalid(format!(
+            "the desired version {:?} is not a valid semantic version",
+            raw.trim()
+        ))
+    })?;
+    let current = match pass.previous.version.as_deref().filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(parse_lenient(v).ok_or_else(|| {
+            invalid(format!(
+                "status.version {v:?} is not a valid semantic version"
+            ))
+        })?),
+    };
+    // rollback-to: only below what is deployed, so it expires once reached.
+    if let Some(current) = &current
+        && let Some(target) = pass
+            .ss
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::ANNOTATION_ROLLBACK_TO))
+            .and_then(|t| parse_lenient(t))
+        && target.cmp_precedence(current).is_lt()
+    {
+        desired = target;
+    }
+    let transition = classify(&desired, current.as_ref());
+    let plan = Plan {
+        desired: desired.to_string(),
+        current: current.as_ref().map(Version::to_string),
+        transition,
+    };
+    check(source, &plan, &desired, current.as_ref())?;
+    Ok(plan)
+}
+
+/// How `desired` relates to `current` (build metadata is ignored).
+pub fn classify(desired: &Version, current: Option<&Version>) -> Transition {
+    match current {
+        None => Transition::Baseline,
+        Some(c) => match desired.cmp_precedence(c) {
+            std::cmp::Ordering::Equal => Transition::Same,
+            std::cmp::Ordering::Greater => Transition::Upgrade,
+            std::cmp::Ordering::Less => Transition::Downgrade,
+        },
+    }
+}
+
+/// The refusals of §5.4.3 and §5.4.5 for an empty migration ladder.
+fn check(
+    source: &crate::api::VersionSource,
+    plan: &Plan,
+    desired: &Version,
+    current: Option<&Version>,
+) -> Result<(), PlanError> {
+    let Some(current) = current else {
+        return Ok(());
+    };
+    match plan.transition {
+        Transition::Downgrade if source.allow_downgrade != Some(true) => Err(PlanError::Refused {
+            reason: StageSetReason::DowngradeNotAllowed,
+            message: format!(
+                "the desired version {desired} is below the deployed version {current}; set spec.version.allowDowngrade: true to permit a downgrade"
+            ),
+        }),
+        Transition::Upgrade
+            if source.require_migration_coverage == Some(true) && desired.major > current.major =>
+        {
+            Err(PlanError::Refused {
+                reason: StageSetReason::MigrationCoverageMissing,
+                message: format!(
+                    "the upgrade from {current} to {desired} crosses a major version and no migration covers it (spec.version.requireMigrationCoverage)"
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// R13: whether the plan waits for approval, and the message saying how
+/// to give it. `Always` holds every real change; `OnMigrations` holds only
+/// when migrations are pending (never, without a ladder); a baseline or no
+/// change never waits.
+pub fn awaiting_approval(ss: &StageSet, plan: &Plan) -> Option<String> {
+    let mode = ss
+        .spec
+        .version
+        .as_ref()
+        .and_then(|v| v.approval_mode)
+        .unwrap_or(ApprovalMode::Never);
+    let changes = matches!(plan.transition, Transition::Upgrade | Transition::Downgrade);
+    if mode != ApprovalMode::Always || !changes {
+        return None;
+    }
+    let approved = ss
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::ANNOTATION_APPROVED_VERSION))
+        .map(|v| v.trim());
+    if approved.is_some_and(|a| a == plan.desired || a.strip_prefix('v') == Some(&plan.desired)) {
+        return None;
+    }
+    let namespace = ss.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ss.metadata.name.as_deref().unwrap_or_default();
+    Some(format!(
+        "version {} (deployed: {}) waits for approval: kubectl -n {namespace} annotate stageset/{name} --overwrite {}={}",
+        plan.desired,
+        plan.current.as_deref().unwrap_or("none"),
+        keys::ANNOTATION_APPROVED_VERSION,
+        plan.desired
+    ))
+}
+
+/// The desired version as written in its source, before parsing.
+async fn resolve(
+    pass: &Pass<'_>,
+    pinned: &[ResolvedSource],
+    source: &crate::api::VersionSource,
+) -> Result<String, PlanError> {
+    let stages = &pass.ss.spec.stages;
+    let stage_at = |name: Option<&str>, field: &str| -> Result<usize, PlanError> {
+        match name.filter(|n| !n.is_empty()) {
+            None if !stages.is_empty() => Ok(0),
+            None => Err(invalid("the StageSet has no stages")),
+            Some(n) => stages.iter().position(|s| s.name == n).ok_or_else(|| {
+                invalid(format!(
+                    "spec.version.{field}.stage {n:?} is not a stage of this StageSet"
+                ))
+            }),
+        }
+    };
+    let fetch = |i: usize| {
+        let s = &pinned[i];
+        async move {
+            pass.env
+                .fetcher
+                .fetch(&s.url, &s.digest)
+                .await
+                .map_err(|e| {
+                    PlanError::Transient(format!(
+                        "fetching the artifact of stage \"{}\" for its version: {e}",
+                        stages[i].name
+                    ))
+                })
+        }
+    };
+    if let Some(v) = source.value.as_ref().filter(|v| !v.is_empty()) {
+        return non_empty(v, "spec.version.value");
+    }
+    if let Some(a) = &source.from_artifact {
+        let i = stage_at(Some(&a.stage), "fromArtifact")?;
+        let artifact = fetch(i).await?;
+        let path = a.path.trim_start_matches("./");
+        let bytes = artifact.files.get(path).ok_or_else(|| {
+            invalid(format!(
+                "the artifact of stage \"{}\" (revision {}) has no file {:?}",
+                stages[i].name, pinned[i].revision, a.path
+            ))
+        })?;
+        let text = String::from_utf8_lossy(bytes);
+        return non_empty(&text, &format!("file {:?}", a.path));
+    }
+    if let Some(o) = &source.from_object {
+        let i = stage_at(o.stage.as_deref(), "fromObject")?;
+        let artifact = fetch(i).await?;
+        return from_object(pass.env, &pass.ss, i, artifact.files, o).await;
+    }
+    Err(invalid(
+        "spec.version must set exactly one of value, fromObject, or fromArtifact, found 0",
+    ))
+}
+
+fn non_empty(text: &str, what: &str) -> Result<String, PlanError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(invalid(format!(
+            "{what} is empty; it must hold the version"
+        )));
+    }
+    Ok(t.to_string())
+}
+
+/// `fromObject`: renders the stage (post-build variables and patches, no
+/// decryption) and reads the first object of that kind and name.
+async fn from_object(
+    env: &Env,
+    ss: &StageSet,
+    position: usize,
+    files: std::collections::BTreeMap<String, Vec<u8>>,
+    o: &crate::api::ObjectVersionRef,
+) -> Result<String, PlanError> {
+    let stage = &ss.spec.stages[position];
+    let namespace = ss.metadata.namespace.clone().unwrap_or_default();
+    let vars = post_build_vars(env, ss, &namespace, stage)
+        .await
+        .map_err(|f| PlanError::Transient(format!("{} {}", f.op, f.error)))?;
+    let objects = render_objects(env, ss, stage, &files, vars.as_ref()).map_err(|e| {
+        invalid(format!(
+            "rendering stage \"{}\" for its version: {e}",
+            stage.name
+        ))
+    })?;
+    let api_version = o.api_version.as_deref().filter(|a| !a.is_empty());
+    let object = objects
+        .iter()
+        .find(|obj| {
+            obj["kind"] == o.kind.as_str()
+                && obj["metadata"]["name"] == o.name.as_str()
+                && api_version.is_none_or(|a| obj["apiVersion"] == a)
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "stage \"{}\" renders no {}{} named {:?}",
+                stage.name,
+                o.kind,
+                api_version.map(|a| format!(" ({a})")).unwrap_or_default(),
+                o.name
+            ))
+        })?;
+    let what = format!("{} {:?} of stage \"{}\"", o.kind, o.name, stage.name);
+    match o.field_path.as_deref().filter(|p| !p.trim().is_empty()) {
+        None => {
+            let label = object["metadata"]["labels"][VERSION_LABEL]
+                .as_str()
+                .ok_or_else(|| invalid(format!("{what} has no label {VERSION_LABEL}")))?;
+            non_empty(label, &format!("the label {VERSION_LABEL} of {what}"))
+        }
+        Some(path) => {
+            let parsed = JsonPath::parse(path)
+                .map_err(|e| invalid(format!("spec.version.fromObject.fieldPath: {e}")))?;
+            let found = parsed
+                .find(object)
+                .map_err(|e| invalid(format!("fieldPath {path} of {what}: {e}")))?;
+            let value = match found.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(invalid(format!(
+                        "fieldPath {path} matches nothing in {what}"
+                    )));
+                }
+                many => {
+                    return Err(invalid(format!(
+                        "fieldPath {path} matches {} values in {what}, not exactly one",
+                        many.len()
+                    )));
+                }
+            };
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                other => {
+                    return Err(invalid(format!(
+                        "fieldPath {path} of {what} selects {other}, not a version string"
+                    )));
+                }
+            };
+            non_empty(&text, &format!("fieldPath {path} of {what}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn v(s: &str) -> Version {
+        parse_lenient(s).unwrap()
+    }
+
+    fn stageset(version: serde_json::Value, annotations: serde_json::Value) -> StageSet {
+        serde_json::from_value(json!({
+            "apiVersion": "stages.metio.wtf/v1", "kind": "StageSet",
+            "metadata": {"name": "shop", "namespace": "team", "annotations": annotations},
+            "spec": {"version": version, "stages": [{"name": "app", "sourceRef": {"name": "app"}}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn transitions() {
+        assert_eq!(classify(&v("1.0.0"), None), Transition::Baseline);
+        assert_eq!(classify(&v("v1.0"), Some(&v("1.0.0"))), Transition::Same);
+        assert_eq!(
+            classify(&v("1.0.0+build.7"), Some(&v("1.0.0"))),
+            Transition::Same
+        );
+        assert_eq!(
+            classify(&v("1.1.0"), Some(&v("1.0.0"))),
+            Transition::Upgrade
+        );
+        assert_eq!(
+            classify(&v("1.0.0-rc.1"), Some(&v("1.0.0"))),
+            Transition::Downgrade
+        );
+    }
+
+    #[test]
+    fn downgrades_and_major_upgrades_are_refused_as_configured() {
+        let plan = |desired: &str, current: &str| Plan {
+            desired: v(desired).to_string(),
+            current: Some(current.into()),
+            transition: classify(&v(desired), Some(&v(current))),
+        };
+        let source = |extra: serde_json::Value| -> crate::api::VersionSource {
+            let mut s = json!({"value": "x"});
+            for (k, val) in extra.as_object().unwrap() {
+                s[k] = val.clone();
+            }
+            serde_json::from_value(s).unwrap()
+        };
+        let down = plan("1.0.0", "1.2.0");
+        let err = check(&source(json!({})), &down, &v("1.0.0"), Some(&v("1.2.0"))).unwrap_err();
+        assert_eq!(
+            err,
+            PlanError::Refused {
+                reason: StageSetReason::DowngradeNotAllowed,
+                message: "the desired version 1.0.0 is below the deployed version 1.2.0; set spec.version.allowDowngrade: true to permit a downgrade".into()
+            }
+        );
+        assert_eq!(
+            check(
+                &source(json!({"allowDowngrade": true})),
+                &down,
+                &v("1.0.0"),
+                Some(&v("1.2.0"))
+            ),
+            Ok(())
+        );
+        let major = plan("2.0.0", "1.2.0");
+        let covered = source(json!({"requireMigrationCoverage": true}));
+        assert!(matches!(
+            check(&covered, &major, &v("2.0.0"), Some(&v("1.2.0"))),
+            Err(PlanError::Refused {
+                reason: StageSetReason::MigrationCoverageMissing,
+                ..
+            })
+        ));
+        let minor = plan("1.3.0", "1.2.0");
+        assert_eq!(
+            check(&covered, &minor, &v("1.3.0"), Some(&v("1.2.0"))),
+            Ok(())
+        );
+        assert_eq!(
+            check(&source(json!({})), &major, &v("2.0.0"), Some(&v("1.2.0"))),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn approval_holds_real_changes_until_the_exact_version_is_approved() {
+        let up = Plan {
+            desired: "1.3.0".into(),
+            current: Some("1.2.0".into()),
+            transition: Transition::Upgrade,
+        };
+        let always = json!({"value": "1.3.0", "approvalMode": "Always"});
+        let held = awaiting_approval(&stageset(always.clone(), json!({})), &up).unwrap();
+        assert_eq!(
+            held,
+            "version 1.3.0 (deployed: 1.2.0) waits for approval: kubectl -n team annotate stageset/shop --overwrite stages.metio.wtf/approved-version=1.3.0"
+        );
+        let approved = json!({"stages.metio.wtf/approved-version": "1.3.0"});
+        assert_eq!(
+            awaiting_approval(&stageset(always.clone(), approved), &up),
+            None
+        );
+        let v_prefixed = json!({"stages.metio.wtf/approved-version": "v1.3.0"});
+        assert_eq!(
+            awaiting_approval(&stageset(always.clone(), v_prefixed), &up),
+            None
+        );
+        let stale = json!({"stages.metio.wtf/approved-version": "1.2.0"});
+        assert!(awaiting_approval(&stageset(always.clone(), stale), &up).is_some());
+        let baseline = Plan {
+            current: None,
+            transition: Transition::Baseline,
+            ..up.clone()
+        };
+        assert_eq!(
+            awaiting_approval(&stageset(always, json!({})), &baseline),
+            None
+        );
+        let on_migrations = json!({"value": "1.3.0", "approvalMode": "OnMigrations"});
+        assert_eq!(
+            awaiting_approval(&stageset(on_migrations, json!({})), &up),
+            None
+        );
+        assert_eq!(
+            awaiting_approval(&stageset(json!({"value": "1.3.0"}), json!({})), &up),
+            None
+        );
+    }
+}

@@ -1,0 +1,467 @@
+//! Version tracking end to end (delivery.md §5.4.1–§5.4.6, R12, R13, R22):
+//! the desired version from `value`, `fromArtifact` and `fromObject`, the
+//! baseline, upgrades, the Version-scoped action ledger, downgrades with and
+//! without `allowDowngrade`, `rollback-to`, approvals, the major-bump
+//! coverage rule, `InvalidVersion`, and `dependsOn.minVersion` on the
+//! recorded version. Each test has its own kube-sim and namespace.
+
+#![recursion_limit = "256"]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Value, json};
+use stageset_controller::api::StageSet;
+use support::*;
+
+const NS: &str = "shop";
+
+async fn harness() -> Harness {
+    let h = Harness::start().await;
+    h.namespace(NS).await;
+    h
+}
+
+/// Publishes revision `revision` of the `app` source: the app's ConfigMap
+/// plus `extra` files.
+async fn publish(h: &Harness, revision: &str, extra: &[(&str, &str)]) {
+    let cm = configmap(NS, "app-config", revision);
+    let mut files = vec![("cm.yaml", cm.as_str())];
+    files.extend_from_slice(extra);
+    let art = h.artifact(&format!("app-{revision}.tar.gz"), &files);
+    h.external_artifact(NS, "app", &art, revision).await;
+}
+
+async fn cm_data(h: &Harness, name: &str) -> Option<Value> {
+    let cm = Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    Some(serde_json::to_value(cm.data.unwrap_or_default()).unwrap())
+}
+
+async fn annotate(h: &Harness, name: &str, key: &str, value: &str) {
+    Api::<StageSet>::namespaced(h.client.clone(), NS)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {key: value}}})),
+        )
+        .await
+        .unwrap();
+}
+
+/// Replaces the whole spec (GET, then PUT; retried on a conflict with the
+/// controller's status writes).
+async fn replace_spec(h: &Harness, name: &str, spec: Value) {
+    let api = Api::<StageSet>::namespaced(h.client.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ss = api.get(name).await.unwrap();
+        ss.spec = serde_json::from_value(spec.clone()).unwrap();
+        match api.replace(name, &Default::default(), &ss).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 && Instant::now() < deadline => continue,
+            Err(e) => panic!("replacing {name}'s spec: {e}"),
+        }
+    }
+}
+
+fn version_of(ss: &StageSet) -> Option<String> {
+    ss.status.as_ref()?.version.clone()
+}
+
+fn succeeded_at(version: &'static str) -> impl Fn(&StageSet) -> bool {
+    move |ss| {
+        ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+            && version_of(ss).as_deref() == Some(version)
+    }
+}
+
+async fn events(h: &Harness, name: &str) -> Vec<(String, String)> {
+    h.events(NS, name)
+        .await
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits until an event with `reason` whose message contains `text` exists.
+async fn wait_event(h: &Harness, name: &str, reason: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = events(h, name).await;
+        if all.iter().any(|(r, m)| r == reason && m.contains(text)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} event with {text:?}: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A patch action stamping `key` into the `marker` ConfigMap.
+fn stamp(name: &str, key: &str, scope: &str) -> Value {
+    json!({"name": name, "scope": scope, "patch": {
+        "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "marker"},
+        "patch": format!("{{\"data\": {{\"{key}\": \"yes\"}}}}")}})
+}
+
+fn spec(version: Value) -> Value {
+    json!({"interval": "1h", "version": version, "stages": [{"name": "app", "sourceRef": {"name": "app"},
+        "actions": {"post": [stamp("announce", "announced", "Version"), stamp("every-revision", "revision", "Revision")]}}]})
+}
+
+/// The baseline records the version without running Version-scoped
+/// actions; an upgrade runs them once; a new revision at the same version
+/// skips them (with an event); a `reset-scope` token runs them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_upgrade_and_the_version_ledger() {
+    let h = harness().await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    h.stageset(NS, "web", spec(json!({"value": "v1.0"}))).await;
+    let ss = h
+        .wait_stageset(NS, "web", "baselined", succeeded_at("1.0.0"))
+        .await;
+    let stage = &ss.status.as_ref().unwrap().stages[0];
+    assert_eq!(stage.ledger_version.as_deref(), Some("1.0.0"));
+    assert_eq!(stage.executed_version_actions, ["announce"]);
+    assert_eq!(
+        cm_data(&h, "marker").await.unwrap(),
+        json!({"revision": "yes"}),
+        "the baseline runs no Version-scoped action"
+    );
+    wait_event(
+        &h,
+        "web",
+        "MigrationsBaselined",
+        "baselined at version 1.0.0",
+    )
+    .await;
+
+    // An upgrade: the Version-scoped action runs once.
+    h.stageset(NS, "web", spec(json!({"value": "1.1.0"}))).await;
+    h.wait_stageset(NS, "web", "upgraded", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(cm_data(&h, "marker").await.unwrap()["announced"], "yes");
+
+    // A new revision at the same version: carried over, reported skipped.
+    Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .patch(
+            "marker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": null})),
+        )
+        .await
+        .unwrap();
+    publish(&h, "r2", &[]).await;
+    h.wait_stageset(NS, "web", "r2", |ss| {
+        succeeded_at("1.1.0")(ss)
+            && ss.status.as_ref().unwrap().stages[0]
+                .applied_revision
+                .as_deref()
+                == Some("r2")
+    })
+    .await;
+    assert_eq!(
+        cm_data(&h, "marker").await.unwrap_or(json!({})),
+        json!({"revision": "yes"}),
+        "only the Revision-scoped action ran again"
+    );
+    wait_event(
+        &h,
+        "web",
+        "ActionSkipped",
+        "stage \"app\" action \"announce\": skipped at revision r2; it already ran for version 1.1.0",
+    )
+    .await;
+
+    // reset-scope: every version ledger starts empty once.
+    annotate(&h, "web", "stages.metio.wtf/reset-scope", "again").await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cm_data(&h, "marker").await.unwrap_or(json!({}))["announced"] != "yes" {
+        assert!(
+            Instant::now() < deadline,
+            "reset-scope did not run the action again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ss = h
+        .wait_stageset(NS, "web", "the token handled", |ss| {
+            ss.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reset_scope.as_deref())
+                == Some("again")
+                && succeeded_at("1.1.0")(ss)
+        })
+        .await;
+    assert_eq!(
+        ss.status.unwrap().stages[0].executed_version_actions,
+        ["announce"]
+    );
+}
+
+/// A lower version is refused without `allowDowngrade` and nothing is
+/// applied; with it (or through `rollback-to`) the version goes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrades_need_allow_downgrade_and_rollback_to_engages_them() {
+    let h = harness().await;
+    publish(&h, "r1", &[]).await;
+    let plain = |version: &str, extra: Value| {
+        let mut v = json!({"value": version});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        json!({"interval": "1h", "version": v, "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+    };
+    h.stageset(NS, "web", plain("1.2.0", json!({}))).await;
+    h.wait_stageset(NS, "web", "1.2.0", succeeded_at("1.2.0"))
+        .await;
+    // Down to 1.1.0: refused, and a new revision is not applied either.
+    h.stageset(NS, "web", plain("1.1.0", json!({}))).await;
+    let refused = "the desired version 1.1.0 is below the deployed version 1.2.0; set spec.version.allowDowngrade: true to permit a downgrade";
+    h.wait_ready_reason(NS, "web", "DowngradeNotAllowed", refused)
+        .await;
+    publish(&h, "r2", &[]).await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "web", "a refused pass with r2", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t1")
+            && ready(ss).is_some_and(|(_, r, m)| r == "DowngradeNotAllowed" && m == refused)
+    })
+    .await;
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+    // Allowed: down it goes.
+    h.stageset(NS, "web", plain("1.1.0", json!({"allowDowngrade": true})))
+        .await;
+    h.wait_stageset(NS, "web", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r2");
+    // rollback-to below the deployed version replaces the desired one...
+    annotate(&h, "web", "stages.metio.wtf/rollback-to", "1.0.0").await;
+    h.wait_stageset(NS, "web", "rolled back to 1.0.0", succeeded_at("1.0.0"))
+        .await;
+    // ... and expires once reached: a higher value is the desired one again.
+    h.stageset(NS, "web", plain("1.3.0", json!({"allowDowngrade": true})))
+        .await;
+    h.wait_stageset(NS, "web", "1.3.0", succeeded_at("1.3.0"))
+        .await;
+}
+
+/// `approvalMode: Always` holds a real change (not the baseline) until the
+/// exact version is approved; nothing is applied meanwhile.
+/// `requireMigrationCoverage` refuses a major bump no migration covers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_major_bumps() {
+    let h = harness().await;
+    publish(&h, "r1", &[]).await;
+    let versioned = |version: &str| {
+        json!({"interval": "1h", "version": {"value": version, "approvalMode": "Always", "requireMigrationCoverage": true},
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+    };
+    h.stageset(NS, "web", versioned("1.0.0")).await;
+    h.wait_stageset(NS, "web", "the baseline is not held", succeeded_at("1.0.0"))
+        .await;
+    h.stageset(NS, "web", versioned("1.1.0")).await;
+    h.wait_ready_reason(NS, "web", "AwaitingApproval", "").await;
+    // A new revision meanwhile is not applied.
+    publish(&h, "r2", &[]).await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t0").await;
+    let ss = h
+        .wait_stageset(NS, "web", "a held pass with r2", |ss| {
+            ss.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some("t0")
+                && ready(ss).is_some_and(|(_, r, _)| r == "AwaitingApproval")
+        })
+        .await;
+    assert_eq!(
+        ss.status
+            .as_ref()
+            .unwrap()
+            .last_attempted_revisions
+            .get("shop/app")
+            .map(String::as_str),
+        Some("r2")
+    );
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "AwaitingApproval",
+            "version 1.1.0 (deployed: 1.0.0) waits for approval: kubectl -n shop annotate stageset/web --overwrite stages.metio.wtf/approved-version=1.1.0",
+        )
+        .await;
+    assert_eq!(
+        ss.status.as_ref().unwrap().pending_version.as_deref(),
+        Some("1.1.0")
+    );
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+    // An approval of another version does not count.
+    annotate(&h, "web", "stages.metio.wtf/approved-version", "1.0.5").await;
+    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "web", "still held", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t1")
+            && ready(ss).is_some_and(|(_, r, _)| r == "AwaitingApproval")
+    })
+    .await;
+    annotate(&h, "web", "stages.metio.wtf/approved-version", "1.1.0").await;
+    let ss = h
+        .wait_stageset(NS, "web", "approved", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(ss.status.unwrap().pending_version, None);
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r2");
+    // A major bump without a migration covering it.
+    annotate(&h, "web", "stages.metio.wtf/approved-version", "2.0.0").await;
+    h.stageset(NS, "web", versioned("2.0.0")).await;
+    h.wait_ready_reason(
+        NS,
+        "web",
+        "MigrationCoverageMissing",
+        "the upgrade from 1.1.0 to 2.0.0 crosses a major version and no migration covers it",
+    )
+    .await;
+}
+
+/// `fromArtifact` reads a file of a stage's pinned artifact, `fromObject` a
+/// rendered object's label or field; a version that cannot be found or
+/// parsed is `InvalidVersion` and nothing is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_from_artifacts_and_objects() {
+    let h = harness().await;
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\n  labels:\n    app.kubernetes.io/version: \"4.2.0\"\nspec:\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: api\n        image: api:${tag}\n";
+    let info = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: release\n  namespace: shop\ndata:\n  version: \"v${tag}\"\n";
+    publish(
+        &h,
+        "r1",
+        &[
+            ("VERSION", "  v3.1\n"),
+            ("deploy.yaml", deploy),
+            ("info.yaml", info),
+        ],
+    )
+    .await;
+    let with = |version: Value| {
+        json!({"interval": "1h", "version": version, "stages": [{"name": "app", "sourceRef": {"name": "app"},
+            "postBuild": {"substitute": {"tag": "5.0.1"}}, "readyChecks": {"disableWait": true}}]})
+    };
+    // One StageSet, its version source changed step by step (each higher).
+    // The spec is replaced, not applied: kube-sim's server-side apply keeps
+    // a one-of member the applier dropped (docs/design/kube-sim.md).
+    h.stageset(
+        NS,
+        "web",
+        with(json!({"fromArtifact": {"stage": "app", "path": "VERSION"}})),
+    )
+    .await;
+    h.wait_stageset(NS, "web", "3.1.0", succeeded_at("3.1.0"))
+        .await;
+    h.stageset(
+        NS,
+        "web",
+        with(json!({"fromObject": {"kind": "Deployment", "name": "api"}})),
+    )
+    .await;
+    h.wait_stageset(NS, "web", "4.2.0", succeeded_at("4.2.0"))
+        .await;
+    // Substitution applies before the field is read.
+    h.stageset(
+        NS,
+        "web",
+        with(
+            json!({"fromObject": {"stage": "app", "apiVersion": "v1", "kind": "ConfigMap",
+            "name": "release", "fieldPath": "{.data.version}"}}),
+        ),
+    )
+    .await;
+    h.wait_stageset(NS, "web", "5.0.1", succeeded_at("5.0.1"))
+        .await;
+    for version in [
+        (
+            json!({"fromArtifact": {"stage": "app", "path": "MISSING"}}),
+            "the artifact of stage \"app\" (revision r1) has no file \"MISSING\"",
+        ),
+        (
+            json!({"fromArtifact": {"stage": "db", "path": "VERSION"}}),
+            "spec.version.fromArtifact.stage \"db\" is not a stage of this StageSet",
+        ),
+        (
+            json!({"fromObject": {"kind": "Deployment", "name": "ghost"}}),
+            "stage \"app\" renders no Deployment named \"ghost\"",
+        ),
+        (
+            json!({"fromObject": {"kind": "ConfigMap", "name": "release", "fieldPath": "{.data.nope}"}}),
+            "fieldPath {.data.nope} matches nothing in ConfigMap \"release\" of stage \"app\"",
+        ),
+        (
+            json!({"value": "latest"}),
+            "the desired version \"latest\" is not a valid semantic version",
+        ),
+    ] {
+        let (source, message) = version;
+        replace_spec(&h, "web", with(source)).await;
+        let ss = h
+            .wait_ready_reason(NS, "web", "InvalidVersion", message)
+            .await;
+        assert_eq!(version_of(&ss).as_deref(), Some("5.0.1"), "{message}");
+    }
+}
+
+/// `dependsOn.minVersion` waits for the dependency's recorded version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depends_on_min_version_reads_the_recorded_version() {
+    let h = harness().await;
+    publish(&h, "r1", &[]).await;
+    let art = h.artifact(
+        "db.tar.gz",
+        &[("cm.yaml", &configmap(NS, "db-config", "d1"))],
+    );
+    h.external_artifact(NS, "db", &art, "d1").await;
+    let db = |version: &str| {
+        json!({"interval": "1h", "version": {"value": version},
+            "stages": [{"name": "db", "sourceRef": {"name": "db"}}]})
+    };
+    h.stageset(NS, "db", db("1.0.0")).await;
+    h.wait_stageset(NS, "db", "1.0.0", succeeded_at("1.0.0"))
+        .await;
+    h.stageset(
+        NS,
+        "app",
+        json!({"interval": "1h", "dependsOn": [{"name": "db", "minVersion": "1.1.0"}],
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "app",
+        "DependencyNotReady",
+        "dependency shop/db is at version 1.0.0, need >= 1.1.0",
+    )
+    .await;
+    assert!(cm_data(&h, "app-config").await.is_none());
+    h.stageset(NS, "db", db("1.1.0")).await;
+    h.wait_stageset(NS, "db", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    annotate(&h, "app", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "app", "Ready", |ss| {
+        ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
+    })
+    .await;
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+}
