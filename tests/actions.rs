@@ -1422,6 +1422,10 @@ const COVERED: &[(&str, &str)] = &[
     ),
     ("post job [sourceRef] [scope]", "job_action_shapes"),
     (
+        "post http [expectedStatus, url] []",
+        "every_http_shape_users_write_is_delivered",
+    ),
+    (
         "post http [url] [scope]",
         "version_and_lifetime_scoped_http_actions_run_once",
     ),

@@ -988,7 +988,8 @@ async fn every_http_shape_users_write_is_delivered() {
                     "expectedStatus": [201, 204]}},
                 {"name": "ping", "retries": 2, "http": {"url": rx.url("/status/202"), "expectedStatus": [202]}},
                 {"name": "head", "http": {"url": rx.url("/ok"), "method": "HEAD"}},
-                {"name": "patch", "http": {"url": rx.url("/status/299"), "method": "PATCH", "expectedStatus": [299]}}],
+                {"name": "patch", "http": {"url": rx.url("/status/299"), "method": "PATCH", "expectedStatus": [299]}},
+                {"name": "notify", "http": {"url": rx.url("/status/202"), "expectedStatus": [202]}}],
             "onFailure": [{"name": "page", "http": {"url": rx.url("/status/500")}}]}}]}),
     )
     .await;
@@ -1000,7 +1001,7 @@ async fn every_http_shape_users_write_is_delivered() {
     assert_eq!(
         ss.status.unwrap().stages[0].executed_actions,
         [
-            "announce", "smoke", "put", "delete", "ping", "head", "patch"
+            "announce", "smoke", "put", "delete", "ping", "head", "patch", "notify"
         ]
     );
     let seen: Vec<(String, String)> = rx.seen().into_iter().map(|s| (s.method, s.path)).collect();
@@ -1013,6 +1014,7 @@ async fn every_http_shape_users_write_is_delivered() {
         ("POST", "/status/202"),
         ("HEAD", "/ok"),
         ("PATCH", "/status/299"),
+        ("POST", "/status/202"),
     ];
     let want: Vec<(String, String)> = want
         .iter()

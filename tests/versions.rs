@@ -54,22 +54,6 @@ async fn annotate(h: &Harness, name: &str, key: &str, value: &str) {
         .unwrap();
 }
 
-/// Replaces the whole spec (GET, then PUT; retried on a conflict with the
-/// controller's status writes).
-async fn replace_spec(h: &Harness, name: &str, spec: Value) {
-    let api = Api::<StageSet>::namespaced(h.client.clone(), NS);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut ss = api.get(name).await.unwrap();
-        ss.spec = serde_json::from_value(spec.clone()).unwrap();
-        match api.replace(name, &Default::default(), &ss).await {
-            Ok(_) => return,
-            Err(kube::Error::Api(e)) if e.code == 409 && Instant::now() < deadline => continue,
-            Err(e) => panic!("replacing {name}'s spec: {e}"),
-        }
-    }
-}
-
 fn version_of(ss: &StageSet) -> Option<String> {
     ss.status.as_ref()?.version.clone()
 }
@@ -81,10 +65,18 @@ fn succeeded_at(version: &'static str) -> impl Fn(&StageSet) -> bool {
     }
 }
 
+/// The StageSet's events in the order they were written (kube-sim's
+/// resourceVersions only grow; a list is not in creation order).
 async fn events(h: &Harness, name: &str) -> Vec<(String, String)> {
-    h.events(NS, name)
-        .await
-        .into_iter()
+    let mut all = h.events(NS, name).await;
+    all.sort_by_key(|e| {
+        e.metadata
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or_default()
+    });
+    all.into_iter()
         .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
         .collect()
 }
@@ -361,9 +353,8 @@ async fn versions_from_artifacts_and_objects() {
         json!({"interval": "1h", "version": version, "stages": [{"name": "app", "sourceRef": {"name": "app"},
             "postBuild": {"substitute": {"tag": "5.0.1"}}, "readyChecks": {"disableWait": true}}]})
     };
-    // One StageSet, its version source changed step by step (each higher).
-    // The spec is replaced, not applied: kube-sim's server-side apply keeps
-    // a one-of member the applier dropped (docs/design/kube-sim.md).
+    // One StageSet, its version source changed step by step (each higher);
+    // each apply drops the source the previous one set.
     h.stageset(
         NS,
         "web",
@@ -415,7 +406,7 @@ async fn versions_from_artifacts_and_objects() {
         ),
     ] {
         let (source, message) = version;
-        replace_spec(&h, "web", with(source)).await;
+        h.stageset(NS, "web", with(source)).await;
         let ss = h
             .wait_ready_reason(NS, "web", "InvalidVersion", message)
             .await;
@@ -464,4 +455,318 @@ async fn depends_on_min_version_reads_the_recorded_version() {
     })
     .await;
     assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
+}
+
+// --- migrations --------------------------------------------------------------------
+
+/// A patch action of a migration: stamps `key` into the `marker` ConfigMap
+/// (or into `target`).
+fn mark(name: &str, target: &str, key: &str) -> Value {
+    json!({"name": name, "patch": {
+        "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": target},
+        "patch": format!("{{\"data\": {{\"{key}\": \"yes\"}}}}")}})
+}
+
+async fn marker(h: &Harness) -> Value {
+    cm_data(h, "marker").await.unwrap_or(json!({}))
+}
+
+async fn clear_marker(h: &Harness) {
+    Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .patch(
+            "marker",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": null})),
+        )
+        .await
+        .unwrap();
+}
+
+fn ladder() -> Value {
+    json!([
+        {"name": "add-column", "to": "1.1.0", "actions": [mark("alter", "marker", "m1")],
+            "down": [mark("undo", "marker", "m1-down")]},
+        {"name": "backfill", "to": "1.2.0", "from": ">=1.1.0", "actions": [mark("fill", "marker", "m2")],
+            "down": [mark("unfill", "marker", "m2-down")]},
+        {"name": "old-only", "to": "1.2.0", "from": "<1.0.0", "actions": [mark("never", "marker", "never")],
+            "down": [mark("old-down", "marker", "old-down")]},
+        {"name": "next-major", "to": "2.0.0", "actions": [mark("major", "marker", "m3")]}
+    ])
+}
+
+fn migrating(version: &str, extra: Value) -> Value {
+    let mut v = json!({"value": version});
+    for (k, val) in extra.as_object().unwrap() {
+        v[k] = val.clone();
+    }
+    json!({"interval": "1h", "version": v, "migrations": ladder(),
+        "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+}
+
+/// Migrations run once per boundary, in `to` order, only those whose
+/// `from` admits the deployed version; none on the baseline; a downgrade
+/// runs `down` in reverse order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_per_boundary_up_and_down() {
+    let h = harness().await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    h.stageset(NS, "db", migrating("1.0.0", json!({}))).await;
+    h.wait_stageset(NS, "db", "baselined", succeeded_at("1.0.0"))
+        .await;
+    assert_eq!(
+        marker(&h).await,
+        json!({}),
+        "the baseline runs no migration"
+    );
+
+    // 1.0.0 → 1.2.0 crosses add-column, backfill and old-only; `from` is
+    // judged against the deployed 1.0.0, which backfill (>=1.1.0) and
+    // old-only (<1.0.0) do not admit: only add-column runs.
+    h.stageset(NS, "db", migrating("1.2.0", json!({}))).await;
+    let ss = h
+        .wait_stageset(NS, "db", "1.2.0", succeeded_at("1.2.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"m1": "yes"}));
+    let status = ss.status.unwrap();
+    assert!(status.executed_migrations.is_empty(), "cleared on success");
+    assert!(status.executed_migration_actions.is_empty());
+    assert!(status.pending_migrations.is_empty());
+    wait_event(
+        &h,
+        "db",
+        "MigrationStarted",
+        "migration \"add-column\" (to 1.1.0) started before stage \"app\"",
+    )
+    .await;
+    wait_event(
+        &h,
+        "db",
+        "MigrationCompleted",
+        "migration \"add-column\" (to 1.1.0) completed",
+    )
+    .await;
+
+    // The same version again: nothing runs.
+    clear_marker(&h).await;
+    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_stageset(NS, "db", "t1", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("t1")
+            && succeeded_at("1.2.0")(ss)
+    })
+    .await;
+    assert_eq!(marker(&h).await, json!({}));
+
+    // Down to 1.0.0: every boundary above 1.0.0 up to 1.2.0 is crossed
+    // downwards (`from` does not filter a downgrade), the higher first,
+    // ladder order within a boundary.
+    h.stageset(
+        NS,
+        "db",
+        migrating("1.0.0", json!({"allowDowngrade": true})),
+    )
+    .await;
+    h.wait_stageset(NS, "db", "1.0.0", succeeded_at("1.0.0"))
+        .await;
+    assert_eq!(
+        marker(&h).await,
+        json!({"m1-down": "yes", "m2-down": "yes", "old-down": "yes"})
+    );
+    let all = events(&h, "db").await;
+    let started: Vec<&String> = all
+        .iter()
+        .filter(|(r, m)| r == "MigrationStarted" && m.starts_with("rollback of migration"))
+        .map(|(_, m)| m)
+        .collect();
+    assert_eq!(started.len(), 3, "{all:?}");
+    assert!(started[0].contains("\"backfill\""), "{started:?}");
+    assert!(started[1].contains("\"old-only\""), "{started:?}");
+    assert!(started[2].contains("\"add-column\""), "{started:?}");
+
+    // A major bump crosses next-major (and the others again, upwards).
+    clear_marker(&h).await;
+    // (The ledgers of the downgrade were cleared when it succeeded.)
+    let status = h.get_stageset(NS, "db").await.status.unwrap();
+    assert!(status.executed_migrations.is_empty(), "{status:?}");
+    h.stageset(
+        NS,
+        "db",
+        migrating("2.0.0", json!({"requireMigrationCoverage": true})),
+    )
+    .await;
+    h.wait_stageset(NS, "db", "2.0.0", succeeded_at("2.0.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"m1": "yes", "m3": "yes"}));
+}
+
+/// A failing migration action fails the stage (`MigrationFailed`) without
+/// applying it; the actions that succeeded are not run again on the retry;
+/// after five failures in a row the migrations halt (`MigrationDirty`)
+/// until a `requestedAt` token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_migrations_resume_where_they_stopped_and_halt_when_dirty() {
+    let h = harness().await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    let spec = |version: &str| {
+        json!({"interval": "1h", "version": {"value": version},
+            "migrations": [{"name": "two-steps", "to": "1.1.0",
+                "actions": [mark("first", "marker", "first"), mark("second", "missing", "second")]}],
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+    };
+    h.stageset(NS, "db", spec("1.0.0")).await;
+    h.wait_stageset(NS, "db", "baselined", succeeded_at("1.0.0"))
+        .await;
+    h.stageset(NS, "db", spec("1.1.0")).await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "db",
+            "MigrationFailed",
+            "stage \"app\" migration: migration \"two-steps\" (to 1.1.0): action \"second\"",
+        )
+        .await;
+    let status = ss.status.unwrap();
+    assert_eq!(status.version.as_deref(), Some("1.0.0"));
+    assert!(
+        status
+            .executed_migration_actions
+            .iter()
+            .any(|k| k.starts_with("two-steps@") && k.ends_with("/first")),
+        "{:?}",
+        status.executed_migration_actions
+    );
+    // A new revision meanwhile: the stage stays unapplied while its
+    // migration fails. Retries keep failing (back-off, then every watch
+    // event) until dirty.
+    publish(&h, "r2", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    let ss = loop {
+        let ss = h.get_stageset(NS, "db").await;
+        if ready(&ss).is_some_and(|(_, r, _)| r == "MigrationDirty") {
+            break ss;
+        }
+        assert!(Instant::now() < deadline, "never dirty: {:?}", ready(&ss));
+        n += 1;
+        annotate(&h, "db", "test.stages.metio.wtf/nudge", &n.to_string()).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, _, message) = ready(&ss).unwrap();
+    assert!(message.contains("migration halted (dirty)"), "{message}");
+    assert_eq!(ss.status.unwrap().migration_failure_count, Some(5));
+    assert_eq!(
+        cm_data(&h, "app-config").await.unwrap()["value"],
+        "r1",
+        "the stage was not applied"
+    );
+    // The cause is fixed, a reconcile is requested: only "second" runs.
+    clear_marker(&h).await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "missing", "namespace": NS}, "data": {}}))
+        .unwrap();
+    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "fixed").await;
+    h.wait_stageset(NS, "db", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({}), "\"first\" did not run again");
+    assert_eq!(cm_data(&h, "missing").await.unwrap()["second"], "yes");
+    assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r2");
+}
+
+/// Migrations anchored to a stage run before that stage (after the ones
+/// before it); `OnMigrations` approval shows them in
+/// `status.pendingMigrations` and waits; a downgrade across a migration
+/// without `down` and an anchor that matches no stage are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anchors_previews_approval_and_refusals() {
+    let h = harness().await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    let art = h.artifact(
+        "db.tar.gz",
+        &[("cm.yaml", &configmap(NS, "db-config", "d1"))],
+    );
+    h.external_artifact(NS, "db", &art, "d1").await;
+    let spec = |version: &str, migrations: Value, extra: Value| {
+        let mut v = json!({"value": version, "approvalMode": "OnMigrations"});
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        json!({"interval": "1h", "version": v, "migrations": migrations,
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}},
+                       {"name": "data", "sourceRef": {"name": "db"}, "migrationAnchor": "database"}]})
+    };
+    let schema = json!([{"name": "schema", "to": "1.1.0", "stage": "database",
+        "actions": [mark("alter", "marker", "schema")]}]);
+    h.stageset(NS, "web", spec("1.0.0", schema.clone(), json!({})))
+        .await;
+    h.wait_stageset(NS, "web", "baselined", succeeded_at("1.0.0"))
+        .await;
+    h.stageset(NS, "web", spec("1.1.0", schema.clone(), json!({})))
+        .await;
+    let ss = h
+        .wait_ready_reason(
+            NS,
+            "web",
+            "AwaitingApproval",
+            "stages.metio.wtf/approved-version=1.1.0",
+        )
+        .await;
+    let pending = ss.status.unwrap().pending_migrations;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].name, "schema");
+    assert_eq!(pending[0].to, "1.1.0");
+    assert_eq!(pending[0].stage.as_deref(), Some("data"));
+    assert_eq!(pending[0].actions, ["patch"]);
+    assert_eq!(pending[0].digest.as_deref().map(str::len), Some(12));
+    assert_eq!(marker(&h).await, json!({}));
+    annotate(&h, "web", "stages.metio.wtf/approved-version", "1.1.0").await;
+    h.wait_stageset(NS, "web", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"schema": "yes"}));
+    wait_event(
+        &h,
+        "web",
+        "MigrationStarted",
+        "migration \"schema\" (to 1.1.0) started before stage \"data\"",
+    )
+    .await;
+    // Down across "schema", which has no down actions.
+    h.stageset(
+        NS,
+        "web",
+        spec("1.0.0", schema.clone(), json!({"allowDowngrade": true})),
+    )
+    .await;
+    h.wait_ready_reason(
+        NS,
+        "web",
+        "DowngradeRequiresMigration",
+        "the downgrade from 1.1.0 to 1.0.0 crosses migration \"schema\" (to 1.1.0), which has no down actions",
+    )
+    .await;
+    // An anchor no stage has.
+    let lost = json!([{"name": "lost", "to": "1.2.0", "stage": "nowhere", "actions": [mark("x", "marker", "x")]}]);
+    h.stageset(NS, "web", spec("1.2.0", lost, json!({}))).await;
+    // (Admission's rule, checked again by the reconciler.)
+    h.wait_ready_reason(
+        NS,
+        "web",
+        "InvalidSpec",
+        "migration \"lost\" anchors to unknown stage or anchor \"nowhere\"",
+    )
+    .await;
 }

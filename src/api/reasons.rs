@@ -215,6 +215,10 @@ pub enum StageOp {
     /// Deleting what left the StageSet (ours: upstream reports prune errors
     /// only in the log).
     Prune,
+    /// Running the migrations anchored to the stage.
+    Migration,
+    /// Migrations halted after too many failures (`MigrationDirty`).
+    MigrationHalted,
 }
 
 impl StageOp {
@@ -234,6 +238,8 @@ impl StageOp {
         StageOp::PostAction,
         StageOp::InvalidateLifetimeCompletion,
         StageOp::Prune,
+        StageOp::Migration,
+        StageOp::MigrationHalted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -253,6 +259,8 @@ impl StageOp {
             StageOp::PostAction => "post-action",
             StageOp::InvalidateLifetimeCompletion => "invalidate lifetime completion",
             StageOp::Prune => "prune",
+            StageOp::Migration => "migration",
+            StageOp::MigrationHalted => "migration halted (dirty)",
         }
     }
 }
@@ -274,7 +282,7 @@ mod tests {
         assert_eq!(LedgerReason::ALL.len(), 2);
         // The 13 upstream `StageFailed` ops, our `prune`, and `image
         // verification` (upstream reports it with ImageUnverified).
-        assert_eq!(StageOp::ALL.len(), 15);
+        assert_eq!(StageOp::ALL.len(), 17);
     }
 
     #[test]

@@ -61,6 +61,14 @@ pub enum Error {
     /// `requestedAt` token; the StageSet is re-checked at its interval.
     #[error("{0}")]
     Dirty(String),
+    /// A migration action failed (`MigrationFailed`): retried with back-off,
+    /// counted in `status.migrationFailureCount`.
+    #[error("{0}")]
+    Migration(String),
+    /// Migrations failed too often (`MigrationDirty`): halted until a
+    /// `requestedAt` token; re-checked at the StageSet's interval.
+    #[error("{0}")]
+    MigrationDirty(String),
     /// Anything else: `StageFailed`, retried with exponential back-off.
     #[error("{0}")]
     Transient(String),
@@ -74,6 +82,8 @@ impl Error {
             Error::InvalidSpec(_) => StageSetReason::InvalidSpec,
             Error::Unverified(_) => StageSetReason::ImageUnverified,
             Error::Dirty(_) => StageSetReason::ActionDirty,
+            Error::Migration(_) => StageSetReason::MigrationFailed,
+            Error::MigrationDirty(_) => StageSetReason::MigrationDirty,
             Error::Terminal(_) | Error::Transient(_) => StageSetReason::StageFailed,
         }
     }
@@ -82,10 +92,12 @@ impl Error {
     pub fn requeue(&self, interval: Duration) -> Requeue {
         match self {
             Error::Denied(_) => Requeue::After(PERMANENT_RETRY),
-            Error::InvalidSpec(_) | Error::Unverified(_) | Error::Terminal(_) | Error::Dirty(_) => {
-                Requeue::After(super::jitter(interval))
-            }
-            Error::Transient(_) => Requeue::Backoff,
+            Error::InvalidSpec(_)
+            | Error::Unverified(_)
+            | Error::Terminal(_)
+            | Error::Dirty(_)
+            | Error::MigrationDirty(_) => Requeue::After(super::jitter(interval)),
+            Error::Transient(_) | Error::Migration(_) => Requeue::Backoff,
         }
     }
 

@@ -701,6 +701,7 @@ async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) ->
             );
         }
     };
+    pass.status.pending_migrations = version::pending(&pass.ss, &plan);
     if let Some(message) = version::awaiting_approval(&pass.ss, &plan) {
         pass.status.pending_version = Some(plan.desired.clone());
         return Some(

@@ -457,6 +457,8 @@ async fn prepare(
         return Err(halted);
     }
     hooks::lifetime_gate(pass, hooks).await?;
+    // S6: the migrations anchored here.
+    super::actions::migrations::run_anchored(pass, hooks, ctx.position).await?;
     hooks::run_hook(pass, hooks, Hook::Pre).await?;
     // Post-build variables are resolved before the download: a missing or
     // forbidden ConfigMap/Secret fails the stage without fetching anything.

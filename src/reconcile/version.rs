@@ -18,17 +18,22 @@
 //!   `stages.metio.wtf/approved-version=<desired>` (`AwaitingApproval`);
 //!   nothing is applied meanwhile.
 //!
-//! Migrations are refused by admission until they are built
-//! (`validate::unsupported`), so every ladder here is empty: an upgrade
-//! selects nothing (a major one fails `requireMigrationCoverage`), and
-//! `OnMigrations` never asks for approval.
+//! - **Migrations** (§5.4.3–§5.4.5, inline `spec.migrations`): an upgrade
+//!   selects those with `current < to ≤ desired` whose `from` admits the
+//!   deployed version, ascending; a downgrade those with `desired < to ≤
+//!   current`, descending, each needing `down`. Each is anchored to a stage
+//!   (its `migrationAnchor`, else its name, else the first stage) and run
+//!   there before the pre actions (`actions::migrations`).
+//!   `requireMigrationCoverage` refuses a major upgrade that selects none;
+//!   `OnMigrations` asks for approval when any is pending.
 
 use semver::Version;
+use sha2::{Digest, Sha256};
 
 use crate::api::reasons::StageSetReason;
-use crate::api::{ApprovalMode, StageSet, keys};
+use crate::api::{ApprovalMode, Migration, PendingMigration, StageSet, keys};
 use crate::validate::jsonpath::JsonPath;
-use crate::validate::semver::parse_lenient;
+use crate::validate::semver::{parse_constraints, parse_lenient};
 
 use super::source::ResolvedSource;
 use super::stage::{post_build_vars, render_objects};
@@ -55,6 +60,83 @@ pub struct Plan {
     /// The deployed version (`status.version`), if any.
     pub current: Option<String>,
     pub transition: Transition,
+    /// The migrations this transition runs, in order.
+    pub migrations: Vec<Planned>,
+}
+
+/// One selected migration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub migration: Migration,
+    /// `<name>@<digest>`: the ledger key.
+    pub key: String,
+    /// First 12 hex digits of the SHA-256 of the migration's JSON.
+    pub digest: String,
+    /// The stage it runs before (index into `spec.stages`).
+    pub stage: usize,
+    /// Run `down` (a downgrade) instead of `actions`.
+    pub down: bool,
+}
+
+impl Planned {
+    /// The actions this direction runs.
+    pub fn actions(&self) -> &[crate::api::Action] {
+        if self.down {
+            self.migration.down.as_deref().unwrap_or_default()
+        } else {
+            self.migration.actions.as_deref().unwrap_or_default()
+        }
+    }
+
+    /// The ledger entry of one of its actions.
+    pub fn action_key(&self, action: &str) -> String {
+        if self.down {
+            format!("{}/down/{action}", self.key)
+        } else {
+            format!("{}/{action}", self.key)
+        }
+    }
+}
+
+/// The content digest of a migration (an edited migration is a new one).
+pub fn digest(m: &Migration) -> String {
+    let json = serde_json::to_vec(m).unwrap_or_default();
+    let hash = Sha256::digest(&json);
+    hash.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `status.pendingMigrations`: the preview of a plan.
+pub fn pending(ss: &StageSet, plan: &Plan) -> Vec<PendingMigration> {
+    plan.migrations
+        .iter()
+        .map(|p| PendingMigration {
+            name: p.migration.name.clone(),
+            to: p.migration.to.clone(),
+            from: p.migration.from.clone(),
+            stage: Some(ss.spec.stages[p.stage].name.clone()),
+            actions: p.actions().iter().map(verb).map(str::to_string).collect(),
+            digest: Some(p.digest.clone()),
+        })
+        .collect()
+}
+
+/// The verb of an action, for previews.
+fn verb(a: &crate::api::Action) -> &'static str {
+    if a.patch.is_some() {
+        "patch"
+    } else if a.http.is_some() {
+        "http"
+    } else if a.wait.is_some() {
+        "wait"
+    } else if a.job.is_some() {
+        "job"
+    } else if a.delete.is_some() {
+        "delete"
+    } else if a.apply.is_some() {
+        "apply"
+    } else {
+        "none"
+    }
 }
 
 /// Why the pass cannot go on with versioning.
@@ -121,13 +203,113 @@ async fn plan_with(
         desired = target;
     }
     let transition = classify(&desired, current.as_ref());
-    let plan = Plan {
+    let mut plan = Plan {
         desired: desired.to_string(),
         current: current.as_ref().map(Version::to_string),
         transition,
+        migrations: Vec::new(),
     };
+    // A refused downgrade is reported as such before its ladder is read.
+    if transition == Transition::Downgrade {
+        check(source, &plan, &desired, current.as_ref())?;
+    }
+    if let Some(current) = &current {
+        let ladder = pass.ss.spec.migrations.as_deref().unwrap_or_default();
+        plan.migrations = select(&pass.ss, ladder, transition, &desired, current)?;
+    }
     check(source, &plan, &desired, current.as_ref())?;
     Ok(plan)
+}
+
+/// §5.4.3–§5.4.5: the migrations a transition crosses, ordered, each
+/// anchored to its stage.
+fn select(
+    ss: &StageSet,
+    ladder: &[Migration],
+    transition: Transition,
+    desired: &Version,
+    current: &Version,
+) -> Result<Vec<Planned>, PlanError> {
+    let down = match transition {
+        Transition::Upgrade => false,
+        Transition::Downgrade => true,
+        Transition::Baseline | Transition::Same => return Ok(Vec::new()),
+    };
+    let mut chosen: Vec<(Version, &Migration)> = Vec::new();
+    for m in ladder {
+        let to = parse_lenient(&m.to).ok_or_else(|| PlanError::Refused {
+            reason: StageSetReason::InvalidSpec,
+            message: format!(
+                "migration {:?}: to {:?} is not a valid semantic version",
+                m.name, m.to
+            ),
+        })?;
+        let crossed = if down {
+            desired.cmp_precedence(&to).is_lt() && to.cmp_precedence(current).is_le()
+        } else {
+            current.cmp_precedence(&to).is_lt() && to.cmp_precedence(desired).is_le()
+        };
+        if !crossed {
+            continue;
+        }
+        if !down && let Some(from) = m.from.as_deref().filter(|f| !f.trim().is_empty()) {
+            let constraints = parse_constraints(from).map_err(|e| PlanError::Refused {
+                reason: StageSetReason::InvalidSpec,
+                message: format!("migration {:?}: from {from:?}: {e}", m.name),
+            })?;
+            if !constraints.matches(current) {
+                continue;
+            }
+        }
+        chosen.push((to, m));
+    }
+    // Stable: ties keep ladder order.
+    chosen.sort_by(|(a, _), (b, _)| {
+        let o = a.cmp_precedence(b);
+        if down { o.reverse() } else { o }
+    });
+    let mut planned = Vec::with_capacity(chosen.len());
+    for (_, m) in chosen {
+        if down && m.down.as_ref().is_none_or(|d| d.is_empty()) {
+            return Err(PlanError::Refused {
+                reason: StageSetReason::DowngradeRequiresMigration,
+                message: format!(
+                    "the downgrade from {current} to {desired} crosses migration {:?} (to {}), which has no down actions",
+                    m.name, m.to
+                ),
+            });
+        }
+        let stage = anchor(ss, m.stage.as_deref()).ok_or_else(|| PlanError::Refused {
+            reason: StageSetReason::MigrationStageNotFound,
+            message: format!(
+                "migration {:?} runs at stage {:?}, which no stage's migrationAnchor or name matches",
+                m.name,
+                m.stage.as_deref().unwrap_or_default()
+            ),
+        })?;
+        let digest = digest(m);
+        planned.push(Planned {
+            key: format!("{}@{digest}", m.name),
+            digest,
+            migration: m.clone(),
+            stage,
+            down,
+        });
+    }
+    Ok(planned)
+}
+
+/// §5.4.4: the stage whose `migrationAnchor` is `name`, else the stage so
+/// named; the first stage for none.
+fn anchor(ss: &StageSet, name: Option<&str>) -> Option<usize> {
+    let stages = &ss.spec.stages;
+    match name.filter(|n| !n.is_empty()) {
+        None => (!stages.is_empty()).then_some(0),
+        Some(n) => stages
+            .iter()
+            .position(|s| s.migration_anchor.as_deref() == Some(n))
+            .or_else(|| stages.iter().position(|s| s.name == n)),
+    }
 }
 
 /// How `desired` relates to `current` (build metadata is ignored).
@@ -160,7 +342,9 @@ fn check(
             ),
         }),
         Transition::Upgrade
-            if source.require_migration_coverage == Some(true) && desired.major > current.major =>
+            if source.require_migration_coverage == Some(true)
+                && desired.major > current.major
+                && plan.migrations.is_empty() =>
         {
             Err(PlanError::Refused {
                 reason: StageSetReason::MigrationCoverageMissing,
@@ -185,7 +369,12 @@ pub fn awaiting_approval(ss: &StageSet, plan: &Plan) -> Option<String> {
         .and_then(|v| v.approval_mode)
         .unwrap_or(ApprovalMode::Never);
     let changes = matches!(plan.transition, Transition::Upgrade | Transition::Downgrade);
-    if mode != ApprovalMode::Always || !changes {
+    let needed = match mode {
+        ApprovalMode::Never => false,
+        ApprovalMode::Always => changes,
+        ApprovalMode::OnMigrations => !plan.migrations.is_empty(),
+    };
+    if !needed {
         return None;
     }
     let approved = ss
@@ -398,6 +587,7 @@ mod tests {
             desired: v(desired).to_string(),
             current: Some(current.into()),
             transition: classify(&v(desired), Some(&v(current))),
+            migrations: Vec::new(),
         };
         let source = |extra: serde_json::Value| -> crate::api::VersionSource {
             let mut s = json!({"value": "x"});
@@ -450,6 +640,7 @@ mod tests {
             desired: "1.3.0".into(),
             current: Some("1.2.0".into()),
             transition: Transition::Upgrade,
+            migrations: Vec::new(),
         };
         let always = json!({"value": "1.3.0", "approvalMode": "Always"});
         let held = awaiting_approval(&stageset(always.clone(), json!({})), &up).unwrap();

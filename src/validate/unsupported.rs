@@ -39,10 +39,6 @@ fn some<T>(v: &Option<T>) -> bool {
     v.is_some()
 }
 
-fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
-    v.as_ref().is_some_and(|l| !l.is_empty())
-}
-
 /// The table (see the module documentation). Rows are checked in order and
 /// the first field in use is reported; fields that need another field of
 /// the table (migrations need `spec.version`) come before it, so a user
@@ -58,19 +54,9 @@ pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
         }),
     },
     Unsupported {
-        field: "spec.migrations",
-        feature: "versioned migrations",
-        place: Place::Spec(|s| non_empty(&s.migrations)),
-    },
-    Unsupported {
         field: "spec.migrationsSourceRef",
         feature: "versioned migrations",
         place: Place::Spec(|s| some(&s.migrations_source_ref)),
-    },
-    Unsupported {
-        field: "spec.stages[].migrationAnchor",
-        feature: "versioned migrations",
-        place: Place::Stage(|s| s.migration_anchor.as_deref().is_some_and(|a| !a.is_empty())),
     },
 ];
 
@@ -82,8 +68,12 @@ pub fn message(path: &str) -> String {
 /// Every use of a not-yet-supported field in `ss`, as concrete paths
 /// (`spec.stages[2].promotion`), in table order, then stage order.
 pub fn uses(ss: &StageSet) -> Vec<String> {
+    uses_in(NOT_SUPPORTED_YET, ss)
+}
+
+fn uses_in(table: &[Unsupported], ss: &StageSet) -> Vec<String> {
     let mut found = Vec::new();
-    for row in NOT_SUPPORTED_YET {
+    for row in table {
         match row.place {
             Place::Spec(set) => {
                 if set(&ss.spec) {
@@ -140,15 +130,18 @@ mod tests {
 
     #[test]
     fn stage_rows_name_the_stage_index() {
+        // No stage field is refused today; a table with one shows the paths.
+        let table = [Unsupported {
+            field: "spec.stages[].force",
+            feature: "an example",
+            place: Place::Stage(|s| s.force == Some(true)),
+        }];
         let ss = stageset(json!({"stages": [
             app(json!({})),
-            {"name": "two", "sourceRef": {"name": "b"}, "migrationAnchor": "db"},
+            {"name": "two", "sourceRef": {"name": "b"}, "force": true},
         ]}));
-        assert_eq!(uses(&ss), ["spec.stages[1].migrationAnchor"]);
-        assert_eq!(
-            check(&ss).unwrap_err(),
-            "spec.stages[1].migrationAnchor is not supported yet by this controller"
-        );
+        assert_eq!(uses_in(&table, &ss), ["spec.stages[1].force"]);
+        assert_eq!(uses(&ss), Vec::<String>::new());
     }
 
     #[test]
@@ -201,14 +194,11 @@ mod tests {
             "kubeConfig": {"configMapRef": {"name": "kc"}},
             "version": {"value": "1.0.0"},
             "migrations": [{"name": "m", "to": "1.0.0"}],
+            "migrationsSourceRef": {"sourceRef": {"name": "ladder"}},
         }));
         assert_eq!(
             uses(&ss),
-            [
-                "spec.kubeConfig.configMapRef",
-                "spec.migrations",
-                "spec.stages[0].migrationAnchor",
-            ]
+            ["spec.kubeConfig.configMapRef", "spec.migrationsSourceRef"]
         );
         assert_eq!(
             check(&ss).unwrap_err(),

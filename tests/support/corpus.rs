@@ -101,75 +101,15 @@ pub const SCHEMA_LEVEL_INVALID: &[&str] = &[
 #[allow(dead_code)]
 pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     (
-        "001-stageset-payments-flagship.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "007-stageset-version-fromobject-migration.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "067-stageset-migration-wildcard-from.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "069-stageset-migration-down-allowdowngrade.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
         "070-stageset-migrations-source-ref.yaml",
         "spec.migrationsSourceRef is not supported yet by this controller",
-    ),
-    (
-        "071-stageset-migration-anchor.yaml",
-        "spec.stages[0].migrationAnchor is not supported yet by this controller",
-    ),
-    (
-        "077-stageset-jaas-version-value-migration.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "078-stageset-jaas-version-fromobject-migration.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "089-stageset-runbook-migration-anchor.yaml",
-        "spec.stages[0].migrationAnchor is not supported yet by this controller",
     ),
     (
         "102-stageset-kubeconfig-configmapref.yaml",
         "spec.kubeConfig.configMapRef is not supported yet by this controller",
     ),
     (
-        "133-stageset-test-migration-action-single-verb.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "134-stageset-test-migration-no-actions.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "135-stageset-test-migration-ladder-distinct-names.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
         "136-stageset-test-migrations-source-with-version.yaml",
         "spec.migrationsSourceRef is not supported yet by this controller",
-    ),
-    (
-        "137-stageset-test-migration-anchor-alias.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "143-stageset-test-migration-from-forms.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "144-stageset-test-migration-down-reuses-up-name.yaml",
-        "spec.migrations is not supported yet by this controller",
-    ),
-    (
-        "145-stageset-test-migration-action-retries-at-cap.yaml",
-        "spec.migrations is not supported yet by this controller",
     ),
 ];

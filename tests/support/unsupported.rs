@@ -11,14 +11,6 @@ use stageset_controller::validate::unsupported::NOT_SUPPORTED_YET;
 /// without an example, so a new row cannot go untested.
 pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
     let app = json!({"name": "app", "sourceRef": {"name": source}});
-    let stage = |extra: Value| {
-        let mut st = json!({"name": "late", "sourceRef": {"name": source}});
-        for (k, v) in extra.as_object().unwrap() {
-            st[k] = v.clone();
-        }
-        json!([app.clone(), st])
-    };
-    let wait = json!([{"name": "pause", "wait": {"duration": "1s"}}]);
     NOT_SUPPORTED_YET
         .iter()
         .map(|row| {
@@ -26,11 +18,8 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.kubeConfig.configMapRef" => {
                     json!({"stages": [app], "kubeConfig": {"configMapRef": {"name": "eks-identity"}}})
                 }
-                "spec.migrations" => json!({"stages": [app], "version": {"value": "1.2.0"},
-                    "migrations": [{"name": "schema-v2", "to": "1.2.0", "actions": wait}]}),
                 "spec.migrationsSourceRef" => json!({"stages": [app], "version": {"value": "1.2.0"},
                     "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
-                "spec.stages[].migrationAnchor" => json!({"stages": stage(json!({"migrationAnchor": "database"}))}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };
             let path = row.field.replace("spec.stages[]", "spec.stages[1]");

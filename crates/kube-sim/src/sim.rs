@@ -43,6 +43,11 @@ impl Default for SimConfig {
     }
 }
 
+/// A metadata key the server-side apply path puts on the object it computed
+/// (removed before anything else sees it): its managedFields are final, so
+/// no `Update` entry is recorded on top of them.
+const SSA_COMPUTED_MARK: &str = "__kubeSimServerSideApplied";
+
 /// Who is writing, and how.
 #[derive(Clone, Debug)]
 pub struct WriteCtx {
@@ -676,11 +681,15 @@ impl Sim {
                         &options,
                     )
                     .map_err(|e| this.apply_error(&rt2, &name2, e))?;
-                    Ok(if events {
+                    let mut applied = if events {
                         crate::convert::event_to_core(applied)
                     } else {
                         applied
-                    })
+                    };
+                    if let Some(m) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.insert(SSA_COMPUTED_MARK.into(), Value::Bool(true));
+                    }
+                    Ok(applied)
                 })
                 .await;
         }
@@ -844,6 +853,13 @@ impl Sim {
                 "the body of the request was not an object",
             ));
         }
+        // Set by the server-side apply path: its managedFields are final,
+        // even when they equal the old ones (same fields, same second).
+        let ssa_computed = new
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
+            .and_then(|m| m.remove(SSA_COMPUTED_MARK))
+            .is_some();
         new["apiVersion"] = old["apiVersion"].clone();
         new["kind"] = old["kind"].clone();
         let status_separate = rt.has_status();
@@ -931,8 +947,10 @@ impl Sim {
             meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         // managedFields: apply computed them already; every other write records an Update.
-        let applied = new.pointer("/metadata/managedFields").is_some()
-            && new.pointer("/metadata/managedFields") != old.pointer("/metadata/managedFields");
+        let applied = ssa_computed
+            || (new.pointer("/metadata/managedFields").is_some()
+                && new.pointer("/metadata/managedFields")
+                    != old.pointer("/metadata/managedFields"));
         if !applied && !ctx.field_manager.is_empty() {
             if let Some(mf) = old.pointer("/metadata/managedFields").cloned() {
                 meta_mut(&mut new).insert("managedFields".into(), mf);

@@ -552,6 +552,29 @@ async fn server_side_apply_ownership_conflicts_and_removal() {
         Some("IfNotPresent"),
         "built-in defaults applied"
     );
+
+    // Re-applies that only change values keep the fields in the applier's
+    // Apply entry (even within one second, when the entry looks the same),
+    // so a later apply that drops them removes them.
+    let c = PatchParams::apply("manager-c");
+    let data = |d: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": d});
+    for v in ["1", "2", "3"] {
+        cms.patch("c", &c, &Patch::Apply(data(json!({"k": v, "keep": "x"}))))
+            .await
+            .unwrap();
+    }
+    let out = cms
+        .patch("c", &c, &Patch::Apply(data(json!({"keep": "x"}))))
+        .await
+        .unwrap();
+    assert!(
+        out.data.as_ref().unwrap().get("k").is_none(),
+        "{:?}",
+        out.data
+    );
+    let entries = out.metadata.managed_fields.unwrap();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].operation.as_deref(), Some("Apply"));
 }
 
 #[tokio::test]

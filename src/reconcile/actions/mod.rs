@@ -16,6 +16,7 @@
 pub(super) mod hooks;
 mod http;
 pub mod ledger;
+pub(super) mod migrations;
 pub mod verbs;
 
 use std::time::Duration;
