@@ -34,6 +34,8 @@ pub fn settings(config: &Config) -> Settings {
         runbook_base: config.runbook_base_url.clone(),
         inventory_mode: config.inventory_mode,
         allowed_action_hosts: config.allowed_action_hosts.clone(),
+        require_verified_migration_sources: config.require_verified_migration_sources,
+        require_pinned_migration_sources: config.require_pinned_migration_sources,
         max_teardown_wait: config
             .max_teardown_wait
             .to_std()

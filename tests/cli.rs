@@ -83,6 +83,8 @@ const ADDED_FLAGS: &[(&str, &str)] = &[
 /// Flags that work today; every other flag is "not supported yet".
 const SUPPORTED: &[&str] = &[
     "leader-elect",
+    "require-verified-migration-sources",
+    "require-pinned-migration-sources",
     "allowed-action-hosts",
     "concurrent",
     "watch-namespaces",
@@ -733,14 +735,6 @@ fn watch_namespaces_env_fallback() {
 /// A non-default value for every flag whose feature is not built yet.
 const NON_DEFAULT: &[(&str, &str)] = &[
     ("object-level-kms", "--object-level-kms=true"),
-    (
-        "require-verified-migration-sources",
-        "--require-verified-migration-sources",
-    ),
-    (
-        "require-pinned-migration-sources",
-        "--require-pinned-migration-sources",
-    ),
     ("require-image-verification", "--require-image-verification"),
     (
         "image-verification-trusted-root",

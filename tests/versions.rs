@@ -770,3 +770,251 @@ async fn anchors_previews_approval_and_refusals() {
     )
     .await;
 }
+
+// --- sourced ladders ---------------------------------------------------------------
+
+/// A GitRepository (in the harness's minimal Flux CRDs) serving `files`,
+/// with `spec.ref` and extra status conditions.
+async fn git_source(
+    h: &Harness,
+    name: &str,
+    revision: &str,
+    files: &[(&str, &str)],
+    git_ref: Value,
+    extra: Value,
+) {
+    let art = h.artifact(&format!("{name}-{revision}.tar.gz"), files);
+    let mut status = stageset_controller::dev::flux::ready_status(&art.url, &art.digest, revision);
+    for c in extra.as_array().into_iter().flatten() {
+        status["conditions"].as_array_mut().unwrap().push(c.clone());
+    }
+    // As source-controller does: the spec, then the status subresource.
+    let api = h
+        .dynamic("source.toolkit.fluxcd.io/v1", "GitRepository", Some(NS))
+        .await;
+    let pp = PatchParams::apply("source-controller").force();
+    let object = |part: &str, value: Value| {
+        let mut o = json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+            "metadata": {"name": name, "namespace": NS}});
+        o[part] = value;
+        o
+    };
+    let spec =
+        json!({"url": "https://git.example.com/ladder.git", "interval": "1m", "ref": git_ref});
+    api.patch(name, &pp, &Patch::Apply(object("spec", spec)))
+        .await
+        .unwrap();
+    api.patch_status(name, &pp, &Patch::Apply(object("status", status)))
+        .await
+        .unwrap();
+}
+
+fn verified(status: &str) -> Value {
+    json!([{"type": "SourceVerified", "status": status, "reason": "Verified", "message": "m",
+        "lastTransitionTime": "2026-12-06T10:00:00Z"}])
+}
+
+const LADDER: &str = "- name: add-column\n  to: \"1.1.0\"\n  actions:\n  - name: alter\n    patch:\n      target: {apiVersion: v1, kind: ConfigMap, name: marker}\n      patch: '{\"data\": {\"m1\": \"yes\"}}'\n- name: backfill\n  to: \"1.2.0\"\n  actions:\n  - name: fill\n    patch:\n      target: {apiVersion: v1, kind: ConfigMap, name: marker}\n      patch: '{\"data\": {\"m2\": \"yes\"}}'\n";
+
+fn sourced(version: &str, source: Value) -> Value {
+    json!({"interval": "1h", "version": {"value": version}, "migrationsSourceRef": source,
+        "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+}
+
+/// A ladder read from an artifact (only its files under `path`) runs like
+/// an inline one and its events say where it came from; a source that can
+/// move is reported (Warning `MigrationSourceMutable`) and used; one that
+/// failed verification is refused; an artifact with an unknown field or no
+/// ladder files is `MigrationArtifactInvalid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sourced_ladders_and_their_provenance() {
+    let h = harness().await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    let ladder = h.artifact(
+        "ladder-l1.tar.gz",
+        &[
+            ("db/migrations.yaml", LADDER),
+            ("db/notes.txt", "not a ladder"),
+            ("other/x.yaml", "- nonsense: 1\n"),
+        ],
+    );
+    h.external_artifact(NS, "ladder", &ladder, "l1").await;
+    let from_ea = json!({"sourceRef": {"name": "ladder"}, "path": "./db"});
+    h.stageset(NS, "db", sourced("1.0.0", from_ea.clone()))
+        .await;
+    h.wait_stageset(NS, "db", "baselined", succeeded_at("1.0.0"))
+        .await;
+    h.stageset(NS, "db", sourced("1.1.0", from_ea.clone()))
+        .await;
+    h.wait_stageset(NS, "db", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"m1": "yes"}));
+    wait_event(
+        &h,
+        "db",
+        "MigrationCompleted",
+        &format!(
+            "migration \"add-column\" (to 1.1.0) from source revision l1 (artifact {}) completed",
+            ladder.digest
+        ),
+    )
+    .await;
+    assert!(
+        !events(&h, "db")
+            .await
+            .iter()
+            .any(|(r, _)| r == "MigrationSourceMutable"),
+        "an ExternalArtifact is pinned"
+    );
+    // A GitRepository that follows a branch: reported, and used.
+    git_source(
+        &h,
+        "ladder-git",
+        "main@sha1:abc",
+        &[("migrations.yaml", LADDER)],
+        json!({"branch": "main"}),
+        json!([]),
+    )
+    .await;
+    let from_git = json!({"sourceRef": {"kind": "GitRepository", "name": "ladder-git"}});
+    h.stageset(NS, "db", sourced("1.2.0", from_git.clone()))
+        .await;
+    h.wait_stageset(NS, "db", "1.2.0", succeeded_at("1.2.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"m1": "yes", "m2": "yes"}));
+    wait_event(
+        &h,
+        "db",
+        "MigrationSourceMutable",
+        "the migrations source GitRepository \"ladder-git\" is not pinned (GitRepository follows branch \"main\", not a commit)",
+    )
+    .await;
+    // Failed verification.
+    git_source(
+        &h,
+        "ladder-git",
+        "main@sha1:abd",
+        &[("migrations.yaml", LADDER)],
+        json!({"commit": "abd"}),
+        verified("False"),
+    )
+    .await;
+    h.stageset(NS, "db", sourced("1.3.0", from_git.clone()))
+        .await;
+    h.wait_ready_reason(
+        NS,
+        "db",
+        "MigrationSourceNotVerified",
+        "the migrations source GitRepository \"ladder-git\" failed verification (SourceVerified=False)",
+    )
+    .await;
+    // Broken artifacts.
+    // (The ladder's source is read when a pass needs it, not watched: a
+    // reconcile is requested after each change.)
+    for (files, message) in [
+        (
+            vec![("m.yaml", "- name: a\n  to: \"1.3.0\"\n  stepz: []\n")],
+            "m.yaml: migration 0: unknown field \"stepz\"",
+        ),
+        (
+            vec![("README.md", "no ladder here")],
+            "migrations artifact contains no .yaml, .yml, or .json files",
+        ),
+    ] {
+        let art = h.artifact(&format!("broken-{}.tar.gz", files[0].0), &files);
+        h.external_artifact(NS, "ladder", &art, files[0].0).await;
+        h.stageset(
+            NS,
+            "db",
+            sourced("1.3.0", json!({"sourceRef": {"name": "ladder"}})),
+        )
+        .await;
+        annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", files[0].0).await;
+        h.wait_ready_reason(NS, "db", "MigrationArtifactInvalid", message)
+            .await;
+    }
+}
+
+/// With `--require-verified-migration-sources` and
+/// `--require-pinned-migration-sources`, a source must report
+/// `SourceVerified=True` and be pinned to a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_flags_refuse_unverified_and_unpinned_ladders() {
+    let h = Harness::start_with(HarnessOptions {
+        flags: vec![
+            "--require-verified-migration-sources".into(),
+            "--require-pinned-migration-sources".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    h.namespace(NS).await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "marker", "namespace": NS}, "data": {}}))
+        .unwrap();
+    publish(&h, "r1", &[]).await;
+    let from_git = json!({"sourceRef": {"kind": "GitRepository", "name": "ladder-git"}});
+    git_source(
+        &h,
+        "ladder-git",
+        "c1",
+        &[("migrations.yaml", LADDER)],
+        json!({"commit": "c1"}),
+        json!([]),
+    )
+    .await;
+    h.stageset(NS, "db", sourced("1.0.0", from_git.clone()))
+        .await;
+    h.wait_stageset(
+        NS,
+        "db",
+        "baselined (no ladder is read)",
+        succeeded_at("1.0.0"),
+    )
+    .await;
+    h.stageset(NS, "db", sourced("1.1.0", from_git.clone()))
+        .await;
+    h.wait_ready_reason(
+        NS,
+        "db",
+        "MigrationSourceNotVerified",
+        "reports no SourceVerified condition, and --require-verified-migration-sources is set",
+    )
+    .await;
+    git_source(
+        &h,
+        "ladder-git",
+        "c2",
+        &[("migrations.yaml", LADDER)],
+        json!({"tag": "v1"}),
+        verified("True"),
+    )
+    .await;
+    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "t1").await;
+    h.wait_ready_reason(
+        NS,
+        "db",
+        "MigrationSourceNotPinned",
+        "is not pinned (GitRepository follows tag \"v1\", not a commit), and --require-pinned-migration-sources is set",
+    )
+    .await;
+    assert_eq!(marker(&h).await, json!({}));
+    git_source(
+        &h,
+        "ladder-git",
+        "c3",
+        &[("migrations.yaml", LADDER)],
+        json!({"commit": "c3"}),
+        verified("True"),
+    )
+    .await;
+    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "t2").await;
+    h.wait_stageset(NS, "db", "1.1.0", succeeded_at("1.1.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({"m1": "yes"}));
+}

@@ -82,8 +82,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     // Watch scope
     // Reconciliation
     "object-level-kms",
-    "require-verified-migration-sources",
-    "require-pinned-migration-sources",
     "require-image-verification",
     "image-verification-trusted-root",
     "image-verification-insecure-registry",

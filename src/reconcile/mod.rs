@@ -74,6 +74,10 @@ pub struct Settings {
     /// `--allowed-action-hosts` (Go `path.Match` globs, validated at
     /// start-up); `outbound::ActionPolicy::new` takes them.
     pub allowed_action_hosts: Vec<String>,
+    /// `--require-verified-migration-sources`.
+    pub require_verified_migration_sources: bool,
+    /// `--require-pinned-migration-sources`.
+    pub require_pinned_migration_sources: bool,
 }
 
 impl Default for Settings {
@@ -87,6 +91,8 @@ impl Default for Settings {
             inventory_mode: InventoryMode::Hybrid,
             max_teardown_wait: Duration::from_secs(3600),
             allowed_action_hosts: Vec::new(),
+            require_verified_migration_sources: false,
+            require_pinned_migration_sources: false,
         }
     }
 }
@@ -690,6 +696,13 @@ async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) ->
         Err(version::PlanError::Transient(message)) => {
             tracing::warn!(stageset = %pass.key(), error = %message, "resolving the desired version failed; backing off");
             return Some(Outcome::quiet(Requeue::Backoff));
+        }
+        Err(version::PlanError::Waiting { reason, message }) => {
+            let (_, retry, _) = intervals(&pass.ss, &pass.env.settings);
+            return Some(
+                pass.finish(Ready::new(reason, message), Requeue::After(jitter(retry)))
+                    .await,
+            );
         }
         Err(version::PlanError::Refused { reason, message }) => {
             return Some(

@@ -33,6 +33,13 @@ pub struct ResolvedSource {
     pub url: String,
     pub digest: String,
     pub revision: String,
+    /// The holder's `SourceVerified` condition: `Some(true)` verified,
+    /// `Some(false)` failed verification, None when it has none.
+    pub verified: Option<bool>,
+    /// Why the pin can move under the same reference (a Git branch or
+    /// tag, an OCI tag or semver range, any Bucket); None when it cannot
+    /// (a commit, a digest, an ExternalArtifact, a producer's artifact).
+    pub mutable_pin: Option<String>,
 }
 
 /// Why a source did not resolve, with its Ready reason.
@@ -352,6 +359,13 @@ pub async fn resolve_as(
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
+    let verified = condition(data, "SourceVerified")
+        .map(|c| c.get("status").and_then(Value::as_str) == Some("True"));
+    let mutable_pin = if producer {
+        None
+    } else {
+        mutable_pin(&holder_kind, data)
+    };
     Ok(ResolvedSource {
         key: format!("{namespace}/{holder_name}"),
         kind: holder_kind,
@@ -360,7 +374,42 @@ pub async fn resolve_as(
         url: url.to_string(),
         digest: digest.to_string(),
         revision,
+        verified,
+        mutable_pin,
     })
+}
+
+/// Why a Flux source's reference can move (see [`ResolvedSource::mutable_pin`]).
+fn mutable_pin(kind: &str, data: &Value) -> Option<String> {
+    let field = |f: &str| {
+        data.pointer(&format!("/spec/ref/{f}"))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    match kind {
+        "GitRepository" => {
+            if field("commit").is_some() {
+                return None;
+            }
+            let what = ["tag", "semver", "name", "branch"]
+                .iter()
+                .find_map(|f| field(f).map(|v| format!("{f} {v:?}")))
+                .unwrap_or_else(|| "the default branch".to_string());
+            Some(format!("GitRepository follows {what}, not a commit"))
+        }
+        "OCIRepository" => {
+            if field("digest").is_some() {
+                return None;
+            }
+            let what = ["semver", "tag"]
+                .iter()
+                .find_map(|f| field(f).map(|v| format!("{f} {v:?}")))
+                .unwrap_or_else(|| "tag \"latest\"".to_string());
+            Some(format!("OCIRepository follows {what}, not a digest"))
+        }
+        "Bucket" => Some("a Bucket's contents are never pinned".to_string()),
+        _ => None,
+    }
 }
 
 fn api_failure(

@@ -18,7 +18,8 @@
 //!   `stages.metio.wtf/approved-version=<desired>` (`AwaitingApproval`);
 //!   nothing is applied meanwhile.
 //!
-//! - **Migrations** (§5.4.3–§5.4.5, inline `spec.migrations`): an upgrade
+//! - **Migrations** (§5.4.3–§5.4.5, inline `spec.migrations` or a ladder
+//!   read from an artifact, `spec.migrationsSourceRef`, §5.4.8): an upgrade
 //!   selects those with `current < to ≤ desired` whose `from` admits the
 //!   deployed version, ascending; a downgrade those with `desired < to ≤
 //!   current`, descending, each needing `down`. Each is anchored to a stage
@@ -76,6 +77,9 @@ pub struct Planned {
     pub stage: usize,
     /// Run `down` (a downgrade) instead of `actions`.
     pub down: bool,
+    /// Where a sourced ladder came from, for events (` from source
+    /// revision R (artifact D)`); empty for an inline one.
+    pub provenance: String,
 }
 
 impl Planned {
@@ -150,6 +154,12 @@ pub enum PlanError {
     },
     /// Fetching an artifact failed: retried with back-off.
     Transient(String),
+    /// The migrations source is not there or not ready yet: reported with
+    /// its reason, looked at again after the retry interval.
+    Waiting {
+        reason: StageSetReason,
+        message: String,
+    },
 }
 
 fn invalid(message: impl Into<String>) -> PlanError {
@@ -213,9 +223,20 @@ async fn plan_with(
     if transition == Transition::Downgrade {
         check(source, &plan, &desired, current.as_ref())?;
     }
-    if let Some(current) = &current {
-        let ladder = pass.ss.spec.migrations.as_deref().unwrap_or_default();
-        plan.migrations = select(&pass.ss, ladder, transition, &desired, current)?;
+    if let Some(current) = &current
+        && matches!(transition, Transition::Upgrade | Transition::Downgrade)
+    {
+        let (ladder, provenance) = match &pass.ss.spec.migrations_source_ref {
+            Some(sourced) => load_ladder(pass, sourced).await?,
+            None => (
+                pass.ss.spec.migrations.clone().unwrap_or_default(),
+                String::new(),
+            ),
+        };
+        plan.migrations = select(&pass.ss, &ladder, transition, &desired, current)?;
+        for p in &mut plan.migrations {
+            p.provenance = provenance.clone();
+        }
     }
     check(source, &plan, &desired, current.as_ref())?;
     Ok(plan)
@@ -294,9 +315,227 @@ fn select(
             migration: m.clone(),
             stage,
             down,
+            provenance: String::new(),
         });
     }
     Ok(planned)
+}
+
+fn artifact_invalid(message: impl Into<String>) -> PlanError {
+    PlanError::Refused {
+        reason: StageSetReason::MigrationArtifactInvalid,
+        message: message.into(),
+    }
+}
+
+/// §5.4.8: the ladder of `spec.migrationsSourceRef`, with its provenance.
+/// The source is resolved in the StageSet's own namespace whatever the
+/// flags say, must pass the provenance gates, and is fetched pinned like a
+/// stage's; its `.yaml`, `.yml` and `.json` files under `path` (sorted) each
+/// hold one migration or a list, decoded strictly.
+async fn load_ladder(
+    pass: &Pass<'_>,
+    sourced: &crate::api::MigrationsSource,
+) -> Result<(Vec<Migration>, String), PlanError> {
+    let env = pass.env;
+    let namespace = pass.ss.metadata.namespace.clone().unwrap_or_default();
+    let mut reference = sourced.source_ref.clone();
+    reference.namespace = Some(namespace.clone());
+    if sourced
+        .source_ref
+        .namespace
+        .as_deref()
+        .is_some_and(|n| !n.is_empty() && n != namespace)
+    {
+        return Err(PlanError::Refused {
+            reason: StageSetReason::ResolveFailed,
+            message: format!(
+                "spec.migrationsSourceRef must be in the StageSet's namespace {namespace:?}, not {:?}",
+                sourced.source_ref.namespace.as_deref().unwrap_or_default()
+            ),
+        });
+    }
+    let source = super::source::resolve(&env.clients, "migrations", &namespace, &reference, true)
+        .await
+        .map_err(|mut e| {
+            if let Some(rest) = e.message.strip_prefix("stage \"migrations\": ") {
+                e.message = rest.to_string();
+            }
+            e
+        })
+        .map_err(|e| match e.requeue {
+            super::source::ResolveRequeue::Permanent => PlanError::Refused {
+                reason: e.reason,
+                message: format!("spec.migrationsSourceRef: {}", e.message),
+            },
+            super::source::ResolveRequeue::RetryInterval => PlanError::Waiting {
+                reason: e.reason,
+                message: format!("spec.migrationsSourceRef: {}", e.message),
+            },
+            super::source::ResolveRequeue::Backoff => {
+                PlanError::Transient(format!("spec.migrationsSourceRef: {}", e.message))
+            }
+        })?;
+    let what = format!("{} {:?}", source.kind, source.name);
+    match source.verified {
+        Some(false) => {
+            return Err(PlanError::Refused {
+                reason: StageSetReason::MigrationSourceNotVerified,
+                message: format!(
+                    "the migrations source {what} failed verification (SourceVerified=False)"
+                ),
+            });
+        }
+        None if env.settings.require_verified_migration_sources => {
+            return Err(PlanError::Refused {
+                reason: StageSetReason::MigrationSourceNotVerified,
+                message: format!(
+                    "the migrations source {what} reports no SourceVerified condition, and --require-verified-migration-sources is set"
+                ),
+            });
+        }
+        _ => {}
+    }
+    if let Some(why) = &source.mutable_pin {
+        if env.settings.require_pinned_migration_sources {
+            return Err(PlanError::Refused {
+                reason: StageSetReason::MigrationSourceNotPinned,
+                message: format!(
+                    "the migrations source {what} is not pinned ({why}), and --require-pinned-migration-sources is set"
+                ),
+            });
+        }
+        let note = format!(
+            "the migrations source {what} is not pinned ({why}): the ladder can change under the same reference"
+        );
+        pass.event(
+            true,
+            crate::api::reasons::EventReason::MigrationSourceMutable.as_str(),
+            &note,
+        )
+        .await;
+    }
+    let artifact = env
+        .fetcher
+        .fetch(&source.url, &source.digest)
+        .await
+        .map_err(|e| {
+            if e.is_terminal() {
+                artifact_invalid(format!("fetching the migrations artifact: {e}"))
+            } else {
+                PlanError::Transient(format!("fetching the migrations artifact: {e}"))
+            }
+        })?;
+    let ladder = parse_ladder(&artifact.files, sourced.path.as_deref())?;
+    crate::validate::validate_ladder(&ladder)
+        .map_err(|e| artifact_invalid(format!("the migrations artifact: {e}")))?;
+    let http = ladder.iter().any(|m| {
+        m.actions
+            .iter()
+            .chain(m.down.iter())
+            .flatten()
+            .any(|a| a.http.is_some())
+    });
+    if http && env.settings.allowed_action_hosts.is_empty() {
+        return Err(PlanError::Refused {
+            reason: StageSetReason::InvalidSpec,
+            message: "the migrations artifact uses http actions, but the controller allows none (--allowed-action-hosts is empty)".to_string(),
+        });
+    }
+    let provenance = format!(
+        " from source revision {} (artifact {})",
+        source.revision, source.digest
+    );
+    Ok((ladder, provenance))
+}
+
+/// The migrations of an artifact's files under `path` (a file or a
+/// directory; the root when empty).
+pub fn parse_ladder(
+    files: &std::collections::BTreeMap<String, Vec<u8>>,
+    path: Option<&str>,
+) -> Result<Vec<Migration>, PlanError> {
+    let prefix = path
+        .unwrap_or_default()
+        .trim_start_matches("./")
+        .trim_end_matches('/')
+        .to_string();
+    let under =
+        |name: &str| prefix.is_empty() || name == prefix || name.starts_with(&format!("{prefix}/"));
+    let mut ladder = Vec::new();
+    let mut seen = 0;
+    for (name, bytes) in files {
+        let lower = name.to_ascii_lowercase();
+        if !under(name)
+            || !(lower.ends_with(".yaml") || lower.ends_with(".yml") || lower.ends_with(".json"))
+        {
+            continue;
+        }
+        seen += 1;
+        let text = std::str::from_utf8(bytes)
+            .map_err(|_| artifact_invalid(format!("{name}: not UTF-8 text")))?;
+        let doc: serde_json::Value =
+            serde_yaml_ng::from_str(text).map_err(|e| artifact_invalid(format!("{name}: {e}")))?;
+        let items = match doc {
+            serde_json::Value::Array(items) => items,
+            serde_json::Value::Null => Vec::new(),
+            one => vec![one],
+        };
+        for (i, item) in items.into_iter().enumerate() {
+            ladder.push(
+                strict_migration(&item)
+                    .map_err(|e| artifact_invalid(format!("{name}: migration {i}: {e}")))?,
+            );
+        }
+    }
+    if seen == 0 {
+        return Err(artifact_invalid(
+            "migrations artifact contains no .yaml, .yml, or .json files",
+        ));
+    }
+    if ladder.is_empty() {
+        return Err(artifact_invalid(
+            "migrations artifact defined no migrations",
+        ));
+    }
+    Ok(ladder)
+}
+
+/// Decodes one migration, refusing fields it does not have (at any depth).
+fn strict_migration(item: &serde_json::Value) -> Result<Migration, String> {
+    let m: Migration = serde_json::from_value(item.clone()).map_err(|e| e.to_string())?;
+    let back = serde_json::to_value(&m).map_err(|e| e.to_string())?;
+    if let Some(field) = unknown_field(item, &back, "") {
+        return Err(format!("unknown field {field:?}"));
+    }
+    Ok(m)
+}
+
+/// The first key of `input` (not null) that `known` lacks.
+fn unknown_field(input: &serde_json::Value, known: &serde_json::Value, at: &str) -> Option<String> {
+    use serde_json::Value;
+    match (input, known) {
+        (Value::Object(i), Value::Object(k)) => i.iter().find_map(|(key, v)| {
+            if v.is_null() {
+                return None;
+            }
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            match k.get(key) {
+                None => Some(path),
+                Some(kv) => unknown_field(v, kv, &path),
+            }
+        }),
+        (Value::Array(i), Value::Array(k)) => i
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(n, (iv, kv))| unknown_field(iv, kv, &format!("{at}[{n}]"))),
+        _ => None,
+    }
 }
 
 /// §5.4.4: the stage whose `migrationAnchor` is `name`, else the stage so
@@ -561,6 +800,58 @@ mod tests {
             "spec": {"version": version, "stages": [{"name": "app", "sourceRef": {"name": "app"}}]},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn ladders_from_artifact_files() {
+        let files: std::collections::BTreeMap<String, Vec<u8>> = [
+            (
+                "db/a.yaml",
+                "- name: one\n  to: \"1.1.0\"\n- name: two\n  to: \"1.2.0\"\n",
+            ),
+            (
+                "db/b.json",
+                r#"{"name": "three", "to": "1.3.0", "from": ">=1.0.0"}"#,
+            ),
+            ("db/notes.txt", "ignored"),
+            ("other/c.yaml", "- name: elsewhere\n  to: \"9.0.0\"\n"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect();
+        let names = |path: Option<&str>| -> Vec<String> {
+            parse_ladder(&files, path)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.name)
+                .collect()
+        };
+        assert_eq!(names(Some("./db/")), ["one", "two", "three"]);
+        assert_eq!(names(Some("db/b.json")), ["three"]);
+        assert_eq!(names(None), ["one", "two", "three", "elsewhere"]);
+        assert!(matches!(
+            parse_ladder(&files, Some("nowhere")),
+            Err(PlanError::Refused { reason: StageSetReason::MigrationArtifactInvalid, message })
+                if message == "migrations artifact contains no .yaml, .yml, or .json files"
+        ));
+        let empty: std::collections::BTreeMap<String, Vec<u8>> =
+            [("m.yaml".to_string(), b"[]".to_vec())]
+                .into_iter()
+                .collect();
+        assert!(matches!(
+            parse_ladder(&empty, None),
+            Err(PlanError::Refused { message, .. }) if message == "migrations artifact defined no migrations"
+        ));
+        let nested: std::collections::BTreeMap<String, Vec<u8>> = [(
+            "m.yaml".to_string(),
+            b"- name: a\n  to: \"1.0.0\"\n  actions:\n  - name: x\n    wait: {duration: 1s, forever: true}\n".to_vec(),
+        )]
+        .into_iter()
+        .collect();
+        assert!(matches!(
+            parse_ladder(&nested, None),
+            Err(PlanError::Refused { message, .. }) if message.contains("unknown field \"actions[0].wait.forever\"")
+        ));
     }
 
     #[test]

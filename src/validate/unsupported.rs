@@ -35,30 +35,19 @@ pub struct Unsupported {
     pub place: Place,
 }
 
-fn some<T>(v: &Option<T>) -> bool {
-    v.is_some()
-}
-
 /// The table (see the module documentation). Rows are checked in order and
 /// the first field in use is reported; fields that need another field of
 /// the table (migrations need `spec.version`) come before it, so a user
 /// hears about the one they wrote.
-pub const NOT_SUPPORTED_YET: &[Unsupported] = &[
-    Unsupported {
-        field: "spec.kubeConfig.configMapRef",
-        feature: "cloud workload identity for remote clusters",
-        place: Place::Spec(|s| {
-            s.kube_config
-                .as_ref()
-                .is_some_and(|k| k.config_map_ref.is_some())
-        }),
-    },
-    Unsupported {
-        field: "spec.migrationsSourceRef",
-        feature: "versioned migrations",
-        place: Place::Spec(|s| some(&s.migrations_source_ref)),
-    },
-];
+pub const NOT_SUPPORTED_YET: &[Unsupported] = &[Unsupported {
+    field: "spec.kubeConfig.configMapRef",
+    feature: "cloud workload identity for remote clusters",
+    place: Place::Spec(|s| {
+        s.kube_config
+            .as_ref()
+            .is_some_and(|k| k.config_map_ref.is_some())
+    }),
+}];
 
 /// The message for a field in use at `path`.
 pub fn message(path: &str) -> String {
@@ -196,10 +185,7 @@ mod tests {
             "migrations": [{"name": "m", "to": "1.0.0"}],
             "migrationsSourceRef": {"sourceRef": {"name": "ladder"}},
         }));
-        assert_eq!(
-            uses(&ss),
-            ["spec.kubeConfig.configMapRef", "spec.migrationsSourceRef"]
-        );
+        assert_eq!(uses(&ss), ["spec.kubeConfig.configMapRef"]);
         assert_eq!(
             check(&ss).unwrap_err(),
             "spec.kubeConfig.configMapRef is not supported yet by this controller"

@@ -99,17 +99,7 @@ pub const SCHEMA_LEVEL_INVALID: &[&str] = &[
 /// shrinks as features land; every other valid file is admitted. (Read by
 /// tests/webhook.rs only.)
 #[allow(dead_code)]
-pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    (
-        "070-stageset-migrations-source-ref.yaml",
-        "spec.migrationsSourceRef is not supported yet by this controller",
-    ),
-    (
-        "102-stageset-kubeconfig-configmapref.yaml",
-        "spec.kubeConfig.configMapRef is not supported yet by this controller",
-    ),
-    (
-        "136-stageset-test-migrations-source-with-version.yaml",
-        "spec.migrationsSourceRef is not supported yet by this controller",
-    ),
-];
+pub const NOT_SUPPORTED_YET: &[(&str, &str)] = &[(
+    "102-stageset-kubeconfig-configmapref.yaml",
+    "spec.kubeConfig.configMapRef is not supported yet by this controller",
+)];

@@ -18,8 +18,6 @@ pub fn examples(source: &str) -> Vec<(&'static str, Value, String)> {
                 "spec.kubeConfig.configMapRef" => {
                     json!({"stages": [app], "kubeConfig": {"configMapRef": {"name": "eks-identity"}}})
                 }
-                "spec.migrationsSourceRef" => json!({"stages": [app], "version": {"value": "1.2.0"},
-                    "migrationsSourceRef": {"sourceRef": {"name": "ladder"}}}),
                 other => panic!("no example StageSet for the not-supported row {other}: add one"),
             };
             let path = row.field.replace("spec.stages[]", "spec.stages[1]");

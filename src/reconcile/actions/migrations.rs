@@ -66,9 +66,15 @@ pub async fn run_anchored(
     for planned in mine {
         let m = &planned.migration;
         let what = if planned.down {
-            format!("rollback of migration \"{}\" (to {})", m.name, m.to)
+            format!(
+                "rollback of migration \"{}\" (to {}){}",
+                m.name, m.to, planned.provenance
+            )
         } else {
-            format!("migration \"{}\" (to {})", m.name, m.to)
+            format!(
+                "migration \"{}\" (to {}){}",
+                m.name, m.to, planned.provenance
+            )
         };
         pass.event(
             false,
