@@ -1018,3 +1018,67 @@ async fn strict_flags_refuse_unverified_and_unpinned_ladders() {
         .await;
     assert_eq!(marker(&h).await, json!({"m1": "yes"}));
 }
+
+/// A migration crossing runs each action once even when the controller is
+/// stopped mid-migration and started again after the first action's ledger
+/// write; re-reconciles and a later upgrade that crosses nothing run none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_survives_a_controller_restart_without_running_twice() {
+    let mut h = harness().await;
+    for name in ["marker", "gate"] {
+        h.sim
+            .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": NS}, "data": {}}))
+            .unwrap();
+    }
+    publish(&h, "r1", &[]).await;
+    let spec = |version: &str| {
+        json!({"interval": "1h", "version": {"value": version},
+            "migrations": [{"name": "two-phase", "to": "2.0.0", "actions": [
+                mark("first", "marker", "first"),
+                {"name": "until-open", "timeout": "5m", "wait": {
+                    "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "gate"},
+                    "expr": "has(metadata.labels) && 'open' in metadata.labels"}}]}],
+            "stages": [{"name": "app", "sourceRef": {"name": "app"}}]})
+    };
+    h.stageset(NS, "db", spec("1.9.0")).await;
+    h.wait_stageset(NS, "db", "baselined", succeeded_at("1.9.0"))
+        .await;
+    h.stageset(NS, "db", spec("2.0.0")).await;
+    // The first action ran and its ledger entry is written; the second waits.
+    h.wait_stageset(NS, "db", "the first action recorded", |ss| {
+        ss.status.as_ref().is_some_and(|s| {
+            s.executed_migration_actions
+                .iter()
+                .any(|k| k.starts_with("two-phase@") && k.ends_with("/first"))
+        })
+    })
+    .await;
+    assert_eq!(marker(&h).await, json!({"first": "yes"}));
+    h.stop_controller();
+    clear_marker(&h).await;
+    h.start_controller().await;
+    Api::<ConfigMap>::namespaced(h.client.clone(), NS)
+        .patch(
+            "gate",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"open": "yes"}}})),
+        )
+        .await
+        .unwrap();
+    h.wait_stageset(NS, "db", "2.0.0", succeeded_at("2.0.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({}), "\"first\" ran once");
+    let completed = events(&h, "db")
+        .await
+        .into_iter()
+        .filter(|(r, m)| r == "MigrationCompleted" && m.contains("\"two-phase\""))
+        .count();
+    assert_eq!(completed, 1);
+    // Re-reconciles and 2.0.0 → 2.1.0 run nothing.
+    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "again").await;
+    h.stageset(NS, "db", spec("2.1.0")).await;
+    h.wait_stageset(NS, "db", "2.1.0", succeeded_at("2.1.0"))
+        .await;
+    assert_eq!(marker(&h).await, json!({}));
+}

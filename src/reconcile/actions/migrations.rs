@@ -90,7 +90,8 @@ pub async fn run_anchored(
             if let Err(e) = super::run(&ctx, action).await {
                 let count = failures + 1;
                 pass.status.migration_failure_count = Some(count);
-                let message = format!("{what}: action \"{}\": {}", action.name, e.message);
+                // The action's error names the action.
+                let message = format!("{what}: {}", e.message);
                 tracing::warn!(stageset = %pass.key(), stage = %stage, failures = count, "{message}");
                 pass.event(true, EventReason::MigrationFailed.as_str(), &message)
                     .await;
