@@ -1606,7 +1606,7 @@ async fn version_scoped_jobs_run_once_per_version() {
             let status = ss.status.as_ref();
             ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
                 && status.and_then(|s| s.version.as_deref()) == Some(version)
-                && status.and_then(|s| s.stages.first()?.applied_revision.as_deref())
+                && status.and_then(|s| s.last_applied_revisions.get("shop/app").map(String::as_str))
                     == Some(revision)
         }
     };

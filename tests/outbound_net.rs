@@ -1657,7 +1657,7 @@ async fn version_and_lifetime_scoped_http_actions_run_once() {
             let status = ss.status.as_ref();
             support::ready(ss).is_some_and(|(s, r, _)| s == "True" && r == "Succeeded")
                 && status.and_then(|s| s.version.as_deref()) == Some(version)
-                && status.and_then(|s| s.stages.first()?.applied_revision.as_deref())
+                && status.and_then(|s| s.last_applied_revisions.get("shop/app").map(String::as_str))
                     == Some(revision)
         }
     };

@@ -156,11 +156,17 @@ async fn baseline_upgrade_and_the_version_ledger() {
         .await
         .unwrap();
     publish(&h, "r2", &[]).await;
+    // (A pass writes its stage's progress before it is done: wait for the
+    // revision of a completed pass.)
     h.wait_stageset(NS, "web", "r2", |ss| {
         succeeded_at("1.1.0")(ss)
-            && ss.status.as_ref().unwrap().stages[0]
-                .applied_revision
-                .as_deref()
+            && ss
+                .status
+                .as_ref()
+                .unwrap()
+                .last_applied_revisions
+                .get("shop/app")
+                .map(String::as_str)
                 == Some("r2")
     })
     .await;

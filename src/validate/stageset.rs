@@ -1003,6 +1003,9 @@ fn validate_migration_with(m: &Migration, ptr: &str, bad: &BadEnums) -> Res {
                     "migration {mn} {dir}action {an} has retries {r}; it must be between 0 and {MAX_MIGRATION_ACTION_RETRIES}"
                 )));
             }
+            // Beyond upstream (as for stage and onRollback actions): an
+            // expression that cannot compile would only fail the migration.
+            wait_expr(&format!("migration {mn} {dir}action {an}"), a)?;
         }
     }
     Ok(())

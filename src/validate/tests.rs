@@ -1268,4 +1268,14 @@ fn wait_expressions_need_a_target_and_compile() {
         e.starts_with("onRollback action \"w\": wait.expr \"((\": compile CEL: "),
         "{e}"
     );
+    let e = err(
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "a"}}],
+        "version": {"value": "1.0.0"},
+        "migrations": [{"name": "m", "to": "1.1.0", "down": [{"name": "w",
+            "wait": {"target": {"kind": "ConfigMap", "name": "db"}, "expr": "self.data.x"}}]}]}),
+    );
+    assert!(
+        e.starts_with("migration \"m\" down action \"w\": wait.expr \"self.data.x\": compile CEL: undeclared reference to 'self'"),
+        "{e}"
+    );
 }
