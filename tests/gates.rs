@@ -567,7 +567,7 @@ async fn api_pod(h: &Harness, name: &str, restarts: i32) -> String {
 /// check allows since the stage last promoted; replaced pods unblock it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_gate_blocks_on_restarts_since_the_last_promotion() {
-    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    let (mut h, _now) = harness_at("2026-12-07T10:00:00Z").await;
     api_pod(&h, "api-1", 2).await;
     source(&h, "canary", "r1").await;
     source(&h, "prod", "p1").await;
@@ -585,9 +585,13 @@ async fn a_restart_gate_blocks_on_restarts_since_the_last_promotion() {
     assert_eq!(state.restart_baseline[0].restarts, Some(2));
     assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
     // r2 while the pod restarts three more times: blocked, prod keeps p1.
+    // With the controller stopped, so that no pass at r1 (which, promoted,
+    // takes the live totals as its baseline) falls between the two.
+    h.stop_controller();
     api_pod(&h, "api-1", 5).await;
     source(&h, "canary", "r2").await;
     source(&h, "prod", "p2").await;
+    h.start_controller().await;
     let ss = h
         .wait_ready_reason(
             NS,
@@ -676,7 +680,7 @@ async fn an_event_gate_blocks_on_warning_events_of_its_pods() {
 /// apply it again nor start the next stage, until a promote token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
-    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    let (mut h, _now) = harness_at("2026-12-07T10:00:00Z").await;
     api_pod(&h, "api-1", 0).await;
     h.sim
         .load(json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -693,7 +697,9 @@ async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
     h.stageset(NS, "web", spec).await;
     h.wait_stageset(NS, "web", "Ready", succeeded).await;
     assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));
-    // r2 adds an object, and the pod restarts three times.
+    // r2 adds an object, and the pod restarts three times (the controller
+    // stopped meanwhile, so no pass sees one without the other).
+    h.stop_controller();
     let art = h.artifact(
         "canary-r2.tar.gz",
         &[
@@ -704,6 +710,7 @@ async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
     h.external_artifact(NS, "canary", &art, "r2").await;
     api_pod(&h, "api-1", 3).await;
     source(&h, "prod", "p2").await;
+    h.start_controller().await;
     // The pass that rolls back is soon followed by one that parks (prod's
     // new revision wakes it): wait for the state, then read the event.
     let ss = h
@@ -786,7 +793,7 @@ async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
 /// none), a gate asking for a rollback holds and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gate_rollback_without_a_snapshot_holds() {
-    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    let (mut h, _now) = harness_at("2026-12-07T10:00:00Z").await;
     api_pod(&h, "api-1", 0).await;
     source(&h, "canary", "r1").await;
     source(&h, "prod", "p1").await;
@@ -798,8 +805,10 @@ async fn a_gate_rollback_without_a_snapshot_holds() {
     )
     .await;
     h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    h.stop_controller();
     api_pod(&h, "api-1", 1).await;
     source(&h, "canary", "r2").await;
+    h.start_controller().await;
     let ss = h
         .wait_ready_reason(
             NS,
