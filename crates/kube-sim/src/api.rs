@@ -239,6 +239,10 @@ async fn handle_inner(
             .expect("valid response"));
     }
     let info = request::parse(method.as_str(), &path, query);
+    sim.count_request(&info.verb);
+    if !sim.config.latency.is_zero() {
+        tokio::time::sleep(sim.config.latency).await;
+    }
     let requester_attrs = attributes(&info, query);
     let user = authenticate(sim, &headers, &requester_attrs)?;
     let attrs = attributes(&info, query);

@@ -370,6 +370,26 @@ impl KubeSim {
         self.sim.store.current_rv()
     }
 
+    /// Requests served so far, per verb (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`, `deletecollection`; a non-resource
+    /// request under its lower-case method). Health probes are not counted.
+    pub fn request_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        self.sim
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts counting requests from zero.
+    pub fn reset_request_counts(&self) {
+        self.sim
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
     /// Stops serving and waits for the runtime to wind down.
     pub fn shutdown(mut self) {
         self.stop();

@@ -29,6 +29,9 @@ pub struct SimConfig {
     pub watch_log_capacity: usize,
     /// Whether CRDs become Established on their own (as on a real server).
     pub auto_establish_crds: bool,
+    /// How long every request waits before it is handled, as on an API
+    /// server with etcd behind it (zero: none).
+    pub latency: Duration,
 }
 
 impl Default for SimConfig {
@@ -39,6 +42,7 @@ impl Default for SimConfig {
             bookmark_interval: Duration::from_secs(10),
             watch_log_capacity: 100_000,
             auto_establish_crds: true,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -141,6 +145,10 @@ pub struct Sim {
     pub(crate) server_address: RwLock<String>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) impersonator: rbac::Impersonator,
+    /// Requests served, per verb (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`, …; a non-resource request counts under
+    /// its method).
+    pub(crate) requests: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -238,7 +246,14 @@ impl Sim {
             server_address: RwLock::new(String::new()),
             runtime,
             impersonator: rbac::Impersonator::new(),
+            requests: std::sync::Mutex::default(),
         }
+    }
+
+    /// Counts one request under `verb`.
+    pub(crate) fn count_request(&self, verb: &str) {
+        let mut counts = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(verb.to_string()).or_default() += 1;
     }
 
     pub(crate) fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {

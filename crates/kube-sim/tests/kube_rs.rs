@@ -1408,3 +1408,56 @@ async fn pvc_spec_is_immutable_except_storage_requests_of_bound_claims() {
         "2Gi"
     );
 }
+
+/// `latency` delays every request by at least that long; the request
+/// counter counts each request under its verb and can be reset.
+#[tokio::test]
+async fn latency_and_the_request_counter() {
+    let latency = std::time::Duration::from_millis(40);
+    let sim = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            latency,
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let cms: Api<ConfigMap> = Api::namespaced(client_for_context(&sim, None).await, "default");
+    // Discovery and bootstrap requests of the client are counted too: start
+    // from zero.
+    sim.reset_request_counts();
+    let started = std::time::Instant::now();
+    cms.create(&PostParams::default(), &cm("counted", &[("a", "1")]))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        cms.get("counted").await.unwrap();
+    }
+    cms.list(&ListParams::default()).await.unwrap();
+    cms.patch(
+        "counted",
+        &PatchParams::apply("t").force(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "counted"}, "data": {"a": "2"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("counted", &DeleteParams::default())
+        .await
+        .unwrap();
+    // Seven requests, each held at least `latency` (a lower bound: sleeps
+    // never end early, so this cannot flake).
+    assert!(started.elapsed() >= latency * 7, "{:?}", started.elapsed());
+    let counts = sim.request_counts();
+    let want: BTreeMap<String, u64> = [
+        ("create", 1),
+        ("get", 3),
+        ("list", 1),
+        ("patch", 1),
+        ("delete", 1),
+    ]
+    .into_iter()
+    .map(|(v, n)| (v.to_string(), n))
+    .collect();
+    assert_eq!(counts, want);
+    sim.reset_request_counts();
+    assert!(sim.request_counts().is_empty());
+}

@@ -3,6 +3,7 @@
 //! ```text
 //! kube-sim --listen 127.0.0.1:0 --kubeconfig /tmp/kubeconfig [--user NAME:TOKEN[:GROUP,...]]...
 //!          [--load DIR]... [--service-map NS/NAME=HOST:PORT]... [--auto-ready[=DURATION]]
+//!          [--latency MILLIS]
 //! ```
 //!
 //! Prints `kube-sim ready on https://127.0.0.1:<port>` once it accepts requests
@@ -46,6 +47,10 @@ struct Args {
     /// The admin bearer token (random by default).
     #[arg(long)]
     admin_token: Option<String>,
+    /// Milliseconds every request waits before it is answered, as on an
+    /// API server with etcd behind it (0: none).
+    #[arg(long, value_name = "MILLIS", default_value_t = 0)]
+    latency: u64,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 10)]
     bookmark_interval: u64,
@@ -86,6 +91,7 @@ fn main() -> ExitCode {
         config: SimConfig {
             service_map,
             auto_ready: args.auto_ready.map(Duration::from_millis),
+            latency: Duration::from_millis(args.latency),
             bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
             ..SimConfig::default()
         },
