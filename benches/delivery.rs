@@ -8,20 +8,25 @@
 //!     controller's peak RSS, the heap the build itself needs, measured in
 //!     this process (extraction and `build::render` of the same artifact,
 //!     counted by a global allocator that only counts while armed);
-//! (c) time from an ExternalArtifact revision change to the stage re-applied.
+//! (c) time from an ExternalArtifact revision change to the stage re-applied;
+//! (d) the API requests, per verb, of one steady-state reconcile of a stage
+//!     of 20 unchanged ConfigMaps (kube-sim's request counter, minus the
+//!     bench's own two requests), and its wall time.
 //!
-//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run, and
-//! `-- only=a`, `only=b` or `only=c` for one part). Figures go to
-//! docs/performance.md.
+//! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run,
+//! `-- only=a` … `only=d` for one part, and `latency=MS` to make kube-sim
+//! hold every request that long, as an API server with etcd behind it
+//! does). Figures go to docs/performance.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube_sim::{KubeSim, Options};
+use kube_sim::{KubeSim, Options, SimConfig};
 use serde_json::json;
 use stageset_controller::api::StageSet;
 use stageset_controller::dev::artifacts::{ArtifactServer, tar_gz};
@@ -79,15 +84,25 @@ fn build_heap(tar_gz: &[u8]) -> (f64, f64) {
     (mib(PEAK.load(Relaxed)), mib(retained))
 }
 
+/// `latency=MS`: how long kube-sim holds every request.
+static LATENCY: OnceLock<Duration> = OnceLock::new();
+
 struct Env {
-    _sim: KubeSim,
+    sim: KubeSim,
     client: kube::Client,
     artifacts: ArtifactServer,
     dir: tempfile::TempDir,
 }
 
 async fn env() -> Env {
-    let sim = KubeSim::start(Options::default()).expect("kube-sim");
+    let sim = KubeSim::start(Options {
+        config: SimConfig {
+            latency: LATENCY.get().copied().unwrap_or_default(),
+            ..SimConfig::default()
+        },
+        ..Options::default()
+    })
+    .expect("kube-sim");
     for c in stageset_controller::api::crd::all() {
         sim.load(serde_json::to_value(&c).unwrap()).unwrap();
     }
@@ -104,7 +119,7 @@ async fn env() -> Env {
     sim.write_kubeconfig(&dir.path().join("kubeconfig"))
         .unwrap();
     Env {
-        _sim: sim,
+        sim,
         client,
         artifacts,
         dir,
@@ -322,8 +337,79 @@ async fn revision_latency(rounds: usize) -> Vec<f64> {
     out
 }
 
+/// (d): the requests (per verb) and seconds of one steady-state reconcile
+/// of a stage of 20 unchanged ConfigMaps, requested with
+/// `reconcile.fluxcd.io/requestedAt`.
+async fn steady_requests() -> (std::collections::BTreeMap<String, u64>, f64) {
+    use futures::{StreamExt, TryStreamExt};
+    let env = env().await;
+    let p = env.artifacts.publish(
+        "steady.tar.gz",
+        tar_gz(&[("cms.yaml", configmaps("steady", 20).as_bytes())]),
+    );
+    publish_external_artifact(&env.client, "default", "steady", &p.url, &p.digest, "r0")
+        .await
+        .unwrap();
+    stageset(&env.client, "steady", "steady").await;
+    let child = controller(&env, 4);
+    assert!(wait_all_ready(&env.client, 1, Duration::from_secs(120)).await);
+    let api = Api::<StageSet>::namespaced(env.client.clone(), "default");
+    // Let the passes that follow the first one settle.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let from = api
+        .get("steady")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    env.sim.reset_request_counts();
+    let start = Instant::now();
+    // The bench's own requests: this patch and the one watch below.
+    api.patch(
+        "steady",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "steady-1"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let mut events = api
+        .watch(&kube::api::WatchParams::default(), &from)
+        .await
+        .unwrap()
+        .boxed();
+    while let Some(event) = events.try_next().await.unwrap() {
+        if let kube::api::WatchEvent::Modified(ss) = event {
+            let status = ss.status.unwrap_or_default();
+            let ready = status.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == stageset_controller::api::ConditionStatus::True
+            });
+            if status.last_handled_reconcile_at.as_deref() == Some("steady-1") && ready {
+                break;
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    drop(events);
+    let mut counts = env.sim.request_counts();
+    for verb in ["patch", "watch"] {
+        if let Some(n) = counts.get_mut(verb) {
+            *n -= 1;
+        }
+    }
+    counts.retain(|_, n| *n > 0);
+    stop(child);
+    (counts, secs)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    if let Some(ms) = std::env::args().find_map(|a| a.strip_prefix("latency=").map(str::to_owned)) {
+        let ms: u64 = ms.parse().expect("latency=MILLIS");
+        LATENCY.set(Duration::from_millis(ms)).unwrap();
+    }
     let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -361,18 +447,24 @@ fn main() {
                 );
             }
         }
-        if !run("c") {
-            return;
+        if run("c") {
+            println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
+            let mut lat = revision_latency(10).await;
+            lat.sort_by(f64::total_cmp);
+            println!(
+                "| rounds | min (ms) | median (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} |",
+                lat.len(),
+                lat[0] * 1000.0,
+                lat[lat.len() / 2] * 1000.0,
+                lat[lat.len() - 1] * 1000.0
+            );
         }
-        println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
-        let mut lat = revision_latency(10).await;
-        lat.sort_by(f64::total_cmp);
-        println!(
-            "| rounds | min (ms) | median (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} |",
-            lat.len(),
-            lat[0] * 1000.0,
-            lat[lat.len() / 2] * 1000.0,
-            lat[lat.len() - 1] * 1000.0
-        );
+        if run("d") {
+            println!("\n(d) one steady-state reconcile of a stage of 20 unchanged ConfigMaps\n");
+            let (counts, secs) = steady_requests().await;
+            let total: u64 = counts.values().sum();
+            println!("| requests | by verb | seconds |\n|---:|---|---:|");
+            println!("| {total} | {counts:?} | {secs:.3} |");
+        }
     });
 }

@@ -288,12 +288,16 @@ fn namespace_comes_from_the_request_when_the_object_has_none() {
                               "migrationsSourceRef": {"sourceRef": {"name": "l", "namespace": NS}}}));
     o["metadata"].as_object_mut().unwrap().remove("namespace");
     // WS-18 (same-namespace ladder) passes only with the request's
-    // namespace; the verdict is then the not-supported-yet table's.
+    // namespace.
+    let (allowed, code, message) = admit_object(STAGESET_PATH, o.clone(), None);
+    assert!(allowed, "{code} {message}");
+    // Another namespace in the reference is refused against it.
+    o["spec"]["migrationsSourceRef"]["sourceRef"]["namespace"] = json!("elsewhere");
     let (allowed, code, message) = admit_object(STAGESET_PATH, o, None);
     assert!(!allowed);
     assert_eq!(code, 403);
     assert_eq!(
         message,
-        "spec.migrationsSourceRef is not supported yet by this controller"
+        "spec.migrationsSourceRef must reference a source in the StageSet's own namespace; cross-namespace migration sources are not allowed"
     );
 }
