@@ -633,14 +633,23 @@ async fn failed_migrations_resume_where_they_stopped_and_halt_when_dirty() {
     h.wait_stageset(NS, "db", "baselined", succeeded_at("1.0.0"))
         .await;
     h.stageset(NS, "db", spec("1.1.0")).await;
+    // The retries come fast (back-off from milliseconds): the failure may
+    // already have become MigrationDirty when the test looks.
     let ss = h
-        .wait_ready_reason(
-            NS,
-            "db",
-            "MigrationFailed",
-            "stage \"app\" migration: migration \"two-steps\" (to 1.1.0): action \"second\"",
-        )
+        .wait_stageset(NS, "db", "the migration failing", |ss| {
+            ready(ss).is_some_and(|(_, r, m)| {
+                (r == "MigrationFailed" || r == "MigrationDirty")
+                    && m.contains("migration \"two-steps\" (to 1.1.0): action \"second\"")
+            })
+        })
         .await;
+    wait_event(
+        &h,
+        "db",
+        "MigrationFailed",
+        "migration \"two-steps\" (to 1.1.0): action \"second\"",
+    )
+    .await;
     let status = ss.status.unwrap();
     assert_eq!(status.version.as_deref(), Some("1.0.0"));
     assert!(
