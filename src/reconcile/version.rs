@@ -118,29 +118,14 @@ pub fn pending(ss: &StageSet, plan: &Plan) -> Vec<PendingMigration> {
             to: p.migration.to.clone(),
             from: p.migration.from.clone(),
             stage: Some(ss.spec.stages[p.stage].name.clone()),
-            actions: p.actions().iter().map(verb).map(str::to_string).collect(),
+            actions: p
+                .actions()
+                .iter()
+                .filter_map(|a| a.verbs().first().map(|v| v.to_string()))
+                .collect(),
             digest: Some(p.digest.clone()),
         })
         .collect()
-}
-
-/// The verb of an action, for previews.
-fn verb(a: &crate::api::Action) -> &'static str {
-    if a.patch.is_some() {
-        "patch"
-    } else if a.http.is_some() {
-        "http"
-    } else if a.wait.is_some() {
-        "wait"
-    } else if a.job.is_some() {
-        "job"
-    } else if a.delete.is_some() {
-        "delete"
-    } else if a.apply.is_some() {
-        "apply"
-    } else {
-        "none"
-    }
 }
 
 /// Why the pass cannot go on with versioning.
