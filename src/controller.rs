@@ -123,6 +123,7 @@ struct Plan {
     kube_config: kube::Config,
     allow_loopback: bool,
     concurrent: usize,
+    rate_limit: (f64, u32),
     settings: Settings,
     events_addr: Option<String>,
     leadership: Arc<Leadership>,
@@ -169,7 +170,9 @@ pub fn start_with_clock(
     // Leader election (operations.md §4): resolved now so a missing namespace
     // is a start-up error.
     let election = if config.leader_elect {
-        Some(LeaderElection::from_environment()?)
+        Some(LeaderElection::from_environment(
+            crate::api::keys::lease_name(&config.watch_label_selector),
+        )?)
     } else {
         if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
             tracing::warn!(
@@ -189,6 +192,7 @@ pub fn start_with_clock(
         kube_config,
         allow_loopback: config.allow_loopback_artifacts,
         concurrent: config.concurrent,
+        rate_limit: (config.kube_api_qps, config.kube_api_burst),
         settings: settings(config),
         events_addr: config.events_addr.clone(),
         leadership: if config.leader_elect {
@@ -202,6 +206,7 @@ pub fn start_with_clock(
         actors: ActorOptions {
             concurrent: config.concurrent,
             watch_namespaces: config.watch_namespaces.clone(),
+            watch_label_selector: config.watch_label_selector.clone(),
         },
         servers,
         clock,
@@ -262,7 +267,9 @@ fn spawn(plan: Plan) -> std::io::Result<ControllerHandle> {
 /// (a replica whose certificate provisioning fails never takes the lease),
 /// the lease, the delivery actors, the listeners.
 async fn run(plan: Plan) -> Result<Started, String> {
-    let clients = ClientFactory::new(plan.kube_config)
+    let (qps, burst) = plan.rate_limit;
+    let limit = Arc::new(crate::kube_client::RateLimit::new(qps, burst));
+    let clients = ClientFactory::with_limit(plan.kube_config, limit)
         .map_err(|e| format!("building the Kubernetes client: {e}"))?;
     let metrics = Arc::new(Metrics::new(plan.concurrent));
     let rollback_store = match plan.store {

@@ -107,10 +107,162 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
+/// A client-side rate limit shared by every client of a controller process
+/// (DECISIONS 23: Flux's `--kube-api-qps` 50 and `--kube-api-burst` 300):
+/// a token bucket that starts full, holds `burst` tokens and refills at `qps`
+/// per second. A request that finds it empty reserves the next token and
+/// waits for it, so waiters are served in arrival order, as client-go's
+/// limiter does.
+#[derive(Debug)]
+pub struct RateLimit {
+    qps: f64,
+    burst: f64,
+    state: Mutex<Bucket>,
+    granted: std::sync::atomic::AtomicU64,
+    throttled: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    /// Tokens left; negative while requests wait for reserved tokens.
+    tokens: f64,
+    refilled: tokio::time::Instant,
+}
+
+/// Flux's default `--kube-api-qps`.
+pub const DEFAULT_QPS: f64 = 50.0;
+/// Flux's default `--kube-api-burst`.
+pub const DEFAULT_BURST: u32 = 300;
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit::new(DEFAULT_QPS, DEFAULT_BURST)
+    }
+}
+
+impl RateLimit {
+    /// A bucket of `burst` tokens (at least 1) refilled at `qps` per second
+    /// (must be positive; validated by the flag parser).
+    pub fn new(qps: f64, burst: u32) -> RateLimit {
+        let burst = f64::from(burst.max(1));
+        RateLimit {
+            qps,
+            burst,
+            state: Mutex::new(Bucket {
+                tokens: burst,
+                refilled: tokio::time::Instant::now(),
+            }),
+            granted: Default::default(),
+            throttled: Default::default(),
+        }
+    }
+
+    /// Takes one token, waiting for it when the bucket is empty. Returns how
+    /// long the caller had to wait.
+    pub async fn acquire(&self) -> std::time::Duration {
+        let wait = {
+            let mut b = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let now = tokio::time::Instant::now();
+            let elapsed = now.saturating_duration_since(b.refilled).as_secs_f64();
+            b.tokens = (b.tokens + elapsed * self.qps).min(self.burst);
+            b.refilled = now;
+            b.tokens -= 1.0;
+            if b.tokens >= 0.0 {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_secs_f64(-b.tokens / self.qps)
+            }
+        };
+        self.granted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !wait.is_zero() {
+            self.throttled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if wait >= std::time::Duration::from_secs(1) {
+                tracing::debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "waiting for the client-side rate limit (--kube-api-qps/--kube-api-burst)"
+                );
+            }
+            tokio::time::sleep(wait).await;
+        }
+        wait
+    }
+
+    /// Requests that passed the limiter so far.
+    pub fn granted(&self) -> u64 {
+        self.granted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Requests that had to wait for a token so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The tower layer that puts a [`RateLimit`] in front of a client's stack.
+#[derive(Clone)]
+struct RateLimitLayer(Arc<RateLimit>);
+
+impl<S> tower::Layer<S> for RateLimitLayer {
+    type Service = RateLimited<S>;
+    fn layer(&self, inner: S) -> RateLimited<S> {
+        RateLimited {
+            inner,
+            limit: self.0.clone(),
+        }
+    }
+}
+
+struct RateLimited<S> {
+    inner: S,
+    limit: Arc<RateLimit>,
+}
+
+impl<S, R> tower::Service<R> for RateLimited<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    /// The inner stack's future is lazy (nothing is sent before it is
+    /// polled), so it is created here and polled once a token is granted.
+    fn call(&mut self, request: R) -> Self::Future {
+        let limit = self.limit.clone();
+        let sent = self.inner.call(request);
+        Box::pin(async move {
+            limit.acquire().await;
+            sent.await
+        })
+    }
+}
+
+/// A client for `config` whose every request passes `limit`.
+fn limited_client(
+    config: kube::Config,
+    limit: &Arc<RateLimit>,
+) -> Result<kube::Client, kube::Error> {
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&RateLimitLayer(limit.clone()))
+        .build())
+}
+
 /// Hands out Kubernetes clients.
 #[derive(Clone)]
 pub struct ClientFactory {
     config: kube::Config,
+    limit: Arc<RateLimit>,
     controller: kube::Client,
     tenants: Arc<Mutex<HashMap<(String, String), kube::Client>>>,
     kinds: Arc<Mutex<HashMap<GroupVersionKind, Resource>>>,
@@ -134,10 +286,21 @@ fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
 
 impl ClientFactory {
     /// A factory for a cluster configuration (the controller's identity).
+    /// Its clients share the default rate limit.
     pub fn new(config: kube::Config) -> Result<ClientFactory, kube::Error> {
-        let controller = kube::Client::try_from(config.clone())?;
+        ClientFactory::with_limit(config, Arc::new(RateLimit::default()))
+    }
+
+    /// A factory whose clients (the controller's and every tenant's) pass
+    /// `limit`; remote clusters reuse it (DECISIONS 23: one budget per process).
+    pub fn with_limit(
+        config: kube::Config,
+        limit: Arc<RateLimit>,
+    ) -> Result<ClientFactory, kube::Error> {
+        let controller = limited_client(config.clone(), &limit)?;
         Ok(ClientFactory {
             config,
+            limit,
             controller,
             tenants: Arc::default(),
             kinds: Arc::default(),
@@ -149,6 +312,11 @@ impl ClientFactory {
     pub async fn infer() -> Result<ClientFactory, String> {
         let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
         ClientFactory::new(config).map_err(|e| e.to_string())
+    }
+
+    /// The rate limit every client of this factory passes.
+    pub fn rate_limit(&self) -> &Arc<RateLimit> {
+        &self.limit
     }
 
     /// The controller's own client.
@@ -192,11 +360,12 @@ impl ClientFactory {
         config.auth_info.impersonate = Some(format!("system:serviceaccount:{namespace}:{sa}"));
         config.auth_info.impersonate_groups =
             Some(TENANT_GROUPS.iter().map(|g| g.to_string()).collect());
-        let client = kube::Client::try_from(config).map_err(|source| IdentityError::Client {
-            namespace: namespace.to_string(),
-            name: sa.to_string(),
-            source,
-        })?;
+        let client =
+            limited_client(config, &self.limit).map_err(|source| IdentityError::Client {
+                namespace: namespace.to_string(),
+                name: sa.to_string(),
+                source,
+            })?;
         self.lock_tenants().insert(key, client.clone());
         Ok(client)
     }
@@ -297,5 +466,103 @@ mod tests {
         assert!(err.contains("--webhook-service-namespace"), "{err}");
         let err = namespace_from(Some("\n".into()), None).unwrap_err();
         assert!(err.contains(&format!("{NAMESPACE_FILE} is empty")), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod rate_limit_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn close(a: Duration, b: Duration) -> bool {
+        a.abs_diff(b) < Duration::from_micros(10)
+    }
+
+    /// The bucket starts full, then paces at `qps`, and refills while idle
+    /// (virtual time: the tokio clock is paused and advanced by the sleeps).
+    #[tokio::test(start_paused = true)]
+    async fn bursts_then_paces_then_refills() {
+        let limit = RateLimit::new(10.0, 3);
+        for _ in 0..3 {
+            assert_eq!(limit.acquire().await, Duration::ZERO);
+        }
+        let waited = limit.acquire().await;
+        assert!(close(waited, Duration::from_millis(100)), "{waited:?}");
+        let waited = limit.acquire().await;
+        assert!(close(waited, Duration::from_millis(100)), "{waited:?}");
+        assert_eq!(limit.throttled(), 2);
+        // Idle for a second: the bucket holds `burst` again, not more.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..3 {
+            assert_eq!(limit.acquire().await, Duration::ZERO);
+        }
+        assert!(limit.acquire().await > Duration::ZERO);
+        assert_eq!(limit.granted(), 9);
+    }
+
+    /// Concurrent waiters reserve successive tokens: five requests on an
+    /// empty bucket at 10 qps finish 0.5 s later, in arrival order.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_waiters_queue() {
+        let limit = Arc::new(RateLimit::new(10.0, 1));
+        limit.acquire().await;
+        let start = tokio::time::Instant::now();
+        let waits = futures::future::join_all((0..5).map(|_| {
+            let limit = limit.clone();
+            async move { limit.acquire().await }
+        }))
+        .await;
+        for (i, w) in waits.iter().enumerate() {
+            let expected = Duration::from_millis(100 * (i as u64 + 1));
+            assert!(close(*w, expected), "waiter {i}: {w:?}");
+        }
+        let elapsed = start.elapsed();
+        assert!(close(elapsed, Duration::from_millis(500)), "{elapsed:?}");
+    }
+
+    /// Every client of a factory — the controller's, a tenant's and a remote
+    /// cluster's — passes the one shared limiter.
+    #[tokio::test]
+    async fn every_client_shares_the_limit() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = kube_sim::KubeSim::start(kube_sim::Options::default()).expect("kube-sim starts");
+        let text = sim.kubeconfig();
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("config");
+        let limit = Arc::new(RateLimit::new(1000.0, 1000));
+        let clients = ClientFactory::with_limit(config, limit.clone()).expect("clients");
+        sim.reset_request_counts();
+        let before = limit.granted();
+        clients
+            .controller()
+            .apiserver_version()
+            .await
+            .expect("version");
+        assert_eq!(limit.granted(), before + 1);
+        // A tenant: the ServiceAccount lookup and the tenant's own request.
+        let sas: Api<ServiceAccount> = Api::namespaced(clients.controller(), "default");
+        sas.create(
+            &Default::default(),
+            &serde_json::from_value(serde_json::json!({"metadata": {"name": "app"}})).unwrap(),
+        )
+        .await
+        .expect("service account");
+        let tenant = clients
+            .for_service_account("default", Some("app"))
+            .await
+            .expect("tenant client");
+        let _ = tenant.apiserver_version().await;
+        let remote = crate::reconcile::target::connect(text.as_bytes(), clients.rate_limit())
+            .await
+            .expect("remote");
+        let _ = remote.controller().apiserver_version().await;
+        let seen: u64 = sim.request_counts().values().sum();
+        assert_eq!(limit.granted() - before, seen, "{:?}", sim.request_counts());
+        assert!(seen >= 5, "{seen}");
     }
 }

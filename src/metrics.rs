@@ -993,12 +993,10 @@ impl Metrics {
 
     /// `leader_election_master_status{name="<lease>"}`: 1 while this replica
     /// holds the lease, 0 once it lost (or released) it.
-    pub fn set_leader(&self, leader: bool) {
+    pub fn set_leader(&self, lease: &str, leader: bool) {
         self.runtime
             .leader
-            .get_or_create(&LeaseLabels {
-                name: crate::api::keys::LEASE_NAME.into(),
-            })
+            .get_or_create(&LeaseLabels { name: lease.into() })
             .set(i64::from(leader));
     }
 

@@ -36,6 +36,11 @@ struct Replica {
 
 impl Replica {
     fn spawn(kubeconfig: &std::path::Path, pod: &str) -> Replica {
+        Replica::spawn_with(kubeconfig, pod, &["--enable-webhook=false".to_string()])
+    }
+
+    /// A replica with extra flags.
+    fn spawn_with(kubeconfig: &std::path::Path, pod: &str, extra: &[String]) -> Replica {
         // Bind addresses must name a port (operations.md §1.5 rule 1): take
         // free ones from the OS; the `listening` line confirms what was bound.
         let mut child = Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
@@ -47,8 +52,8 @@ impl Replica {
                 &format!("--gate-bind-address=127.0.0.1:{}", free_port()),
                 &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
                 &format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
-                "--enable-webhook=false",
             ])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", pod)
             .env("POD_NAMESPACE", NS)
@@ -130,6 +135,34 @@ impl Replica {
     async fn gate(&mut self) -> SocketAddr {
         let l = self.wait_line("listening").await;
         l["gate"].as_str().unwrap().parse().expect("gate address")
+    }
+
+    async fn webhook(&mut self) -> SocketAddr {
+        let l = self.wait_line("listening").await;
+        l["webhook"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .expect("webhook address")
+    }
+
+    /// Lines with this message about the StageSet `name`.
+    fn about(&self, msg: &str, name: &str) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l["msg"] == msg && l["stageset"] == format!("{NS}/{name}"))
+            .count()
+    }
+
+    /// Whether any line names the StageSet `name`.
+    fn mentions(&self, name: &str) -> bool {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l["stageset"] == format!("{NS}/{name}"))
     }
 
     /// Whether `leader_election_master_status` says this replica leads.
@@ -450,6 +483,7 @@ fn candidate(client: kube::Client, identity: &str) -> Candidate {
     let flag = lost.clone();
     LeaderElection {
         namespace: NS.into(),
+        name: stageset_controller::api::keys::LEASE_NAME.into(),
         identity: identity.into(),
         timings: FAST,
         on_lost: Arc::new(move || flag.store(true, Ordering::SeqCst)),
@@ -525,4 +559,228 @@ async fn a_leader_that_cannot_renew_gives_up_at_the_renew_deadline() {
         took >= earliest && took <= FAST.renew_deadline + Duration::from_millis(500),
         "gave up {took:?} after the API went away"
     );
+}
+
+/// Sharding (DECISIONS 22): two instances with different
+/// `--watch-label-selector`s against one API server each reconcile only
+/// their own StageSets and elect a leader on their own Lease; a StageSet
+/// matching neither is left alone; the gate and the webhook of both answer
+/// for every StageSet; relabelling moves a StageSet to the other shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_split_the_stagesets_and_both_answer_for_all() {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    h.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let certs = kube_sim::tls::generate(&[]).expect("certificates");
+    std::fs::write(dir.path().join("tls.crt"), &certs.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &certs.key_pem).unwrap();
+
+    const KEY: &str = "sharding.fluxcd.io/key";
+    let mut spawned = Vec::new();
+    for (pod, shard) in [("shard-a", "shard1"), ("shard-b", "shard2")] {
+        spawned.push(Replica::spawn_with(
+            &kubeconfig,
+            pod,
+            &[
+                format!("--watch-label-selector={KEY}={shard}"),
+                "--enable-webhook".into(),
+                format!("--webhook-cert-dir={}", dir.path().display()),
+                format!("--webhook-port={}", free_port()),
+            ],
+        ));
+    }
+    let mut b = spawned.pop().unwrap();
+    let mut a = spawned.pop().unwrap();
+
+    // Each shard competes for its own Lease, named after its selector.
+    let lease_of = |shard: &str| {
+        let selector =
+            stageset_controller::api::selector::LabelFilter::parse(&format!("{KEY}={shard}"))
+                .unwrap();
+        stageset_controller::api::keys::lease_name(&selector)
+    };
+    let (lease_a, lease_b) = (lease_of("shard1"), lease_of("shard2"));
+    assert_ne!(lease_a, lease_b);
+    assert!(lease_a.starts_with(&format!("{LEASE_NAME}-")), "{lease_a}");
+    let (id_a, id_b) = (a.identity().await, b.identity().await);
+    let leases: Api<Lease> = Api::namespaced(h.client.clone(), NS);
+    for (name, id) in [(&lease_a, &id_a), (&lease_b, &id_b)] {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let lease = leases.get_opt(name).await.unwrap();
+            if holder(&lease).as_deref() == Some(id.as_str()) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id} never held {name}: {lease:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        leases.get_opt(LEASE_NAME).await.unwrap().is_none(),
+        "no shard takes the unsharded Lease"
+    );
+
+    // Three StageSets: one per shard and one that matches neither.
+    for (name, shard) in [
+        ("shop", Some("shard1")),
+        ("blog", Some("shard2")),
+        ("orphan", None),
+    ] {
+        let art = h.artifact(
+            &format!("{name}.tar.gz"),
+            &[("cm.yaml", &configmap(NS, name, "1"))],
+        );
+        h.external_artifact(NS, name, &art, "v1@sha1:111").await;
+        let labels = match shard {
+            Some(s) => json!({KEY: s}),
+            None => json!({}),
+        };
+        let ss = json!({
+            "apiVersion": "stages.metio.wtf/v1",
+            "kind": "StageSet",
+            "metadata": {"name": name, "namespace": NS, "labels": labels},
+            "spec": {"stages": [{"name": "app", "sourceRef": {"name": name}}]},
+        });
+        let api: Api<stageset_controller::api::StageSet> = Api::namespaced(h.client.clone(), NS);
+        api.create(&PostParams::default(), &serde_json::from_value(ss).unwrap())
+            .await
+            .unwrap();
+    }
+    for name in ["shop", "blog"] {
+        h.wait_stageset(NS, name, "Ready", |ss| {
+            ready(ss).is_some_and(|(s, _, _)| s == "True")
+        })
+        .await;
+    }
+    assert!(a.about("reconcile queued", "shop") > 0, "{:#?}", a.logs());
+    assert!(b.about("reconcile queued", "blog") > 0, "{:#?}", b.logs());
+    assert!(!a.mentions("blog"), "shard1 touched blog: {:#?}", a.logs());
+    assert!(!b.mentions("shop"), "shard2 touched shop: {:#?}", b.logs());
+    for r in [&a, &b] {
+        assert!(!r.mentions("orphan"), "{:#?}", r.logs());
+    }
+    let orphan = h.get_stageset(NS, "orphan").await;
+    assert!(
+        orphan.status.is_none(),
+        "nobody reconciles the orphan: {:?}",
+        orphan.status
+    );
+    assert!(
+        orphan.metadata.finalizers.is_none(),
+        "{:?}",
+        orphan.metadata
+    );
+
+    // Both gates answer for every StageSet, from their caches.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let (gate_a, gate_b) = (a.gate().await, b.gate().await);
+    for name in ["shop", "blog"] {
+        for addr in [gate_a, gate_b] {
+            let url = format!("http://{addr}/gate/{NS}/{name}/app");
+            let r = http.get(&url).send().await.unwrap();
+            assert_eq!(
+                r.status().as_u16(),
+                200,
+                "{url}: {}",
+                r.text().await.unwrap()
+            );
+        }
+    }
+
+    // Both webhooks validate every StageSet, whatever its shard.
+    kube_sim::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    for cert in CertificateDer::pem_slice_iter(certs.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let review = |shard: &str, stages: Value| {
+        json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": format!("review-{shard}"),
+                "kind": {"group": "stages.metio.wtf", "version": "v1", "kind": "StageSet"},
+                "operation": "CREATE",
+                "object": {"apiVersion": "stages.metio.wtf/v1", "kind": "StageSet",
+                           "metadata": {"name": "x", "namespace": NS, "labels": {KEY: shard}},
+                           "spec": {"stages": stages}}
+            }
+        })
+    };
+    let good = json!([{"name": "app", "sourceRef": {"name": "app"}}]);
+    let bad = json!([{"name": "app", "sourceRef": {"name": "app"}},
+                     {"name": "app", "sourceRef": {"name": "app"}}]);
+    let (hook_a, hook_b) = (a.webhook().await, b.webhook().await);
+    for shard in ["shard1", "shard2", "shard3"] {
+        let mut answers = Vec::new();
+        for addr in [hook_a, hook_b] {
+            for (stages, allowed) in [(&good, true), (&bad, false)] {
+                let url = format!(
+                    "https://127.0.0.1:{}/validate-stages-metio-wtf-v1-stageset",
+                    addr.port()
+                );
+                let v: Value = https
+                    .post(&url)
+                    .json(&review(shard, stages.clone()))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                assert_eq!(v["response"]["allowed"], allowed, "{shard} at {addr}: {v}");
+                answers.push(v["response"].clone());
+            }
+        }
+        assert_eq!(
+            answers[0..2],
+            answers[2..4],
+            "both shards answer alike for {shard}"
+        );
+    }
+
+    // Relabelling moves a StageSet: shard2 stops its actor, shard1 starts one.
+    let api: Api<stageset_controller::api::StageSet> = Api::namespaced(h.client.clone(), NS);
+    api.patch(
+        "blog",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"labels": {KEY: "shard1"}}})),
+    )
+    .await
+    .unwrap();
+    a.wait_line("the StageSet's labels now match --watch-label-selector; reconciling it")
+        .await;
+    b.wait_line(
+        "the StageSet's labels no longer match --watch-label-selector; another shard reconciles it now",
+    )
+    .await;
+    let deadline = Instant::now() + DEADLINE;
+    while a.about("reconcile queued", "blog") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "shard1 never reconciled blog: {:#?}",
+            a.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

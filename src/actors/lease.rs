@@ -190,9 +190,10 @@ enum Attempt {
 /// concurrency.
 async fn try_acquire_or_renew(
     api: &Api<Lease>,
+    name: &str,
     election: &Mutex<Election>,
 ) -> Result<Attempt, kube::Error> {
-    let current = api.get_opt(LEASE_NAME).await?;
+    let current = api.get_opt(name).await?;
     let resource_version = current
         .as_ref()
         .and_then(|l| l.metadata.resource_version.clone());
@@ -206,7 +207,7 @@ async fn try_acquire_or_renew(
         Step::Create(spec) => {
             let lease = Lease {
                 metadata: ObjectMeta {
-                    name: Some(LEASE_NAME.to_string()),
+                    name: Some(name.to_string()),
                     ..ObjectMeta::default()
                 },
                 spec: Some(spec),
@@ -216,14 +217,13 @@ async fn try_acquire_or_renew(
         Step::Update(spec) => {
             let lease = Lease {
                 metadata: ObjectMeta {
-                    name: Some(LEASE_NAME.to_string()),
+                    name: Some(name.to_string()),
                     resource_version,
                     ..ObjectMeta::default()
                 },
                 spec: Some(spec),
             };
-            api.replace(LEASE_NAME, &PostParams::default(), &lease)
-                .await?
+            api.replace(name, &PostParams::default(), &lease).await?
         }
     };
     election
@@ -237,6 +237,8 @@ async fn try_acquire_or_renew(
 /// so a missing namespace is a start-up error.
 pub struct LeaderElection {
     pub namespace: String,
+    /// The Lease's name ([`crate::api::keys::lease_name`]).
+    pub name: String,
     pub identity: String,
     pub timings: Timings,
     pub on_lost: OnLost,
@@ -245,10 +247,12 @@ pub struct LeaderElection {
 impl LeaderElection {
     /// The binary's election: the controller namespace, a fresh identity, the
     /// default timings, and exit(1) on loss.
-    pub fn from_environment() -> Result<LeaderElection, String> {
+    /// `name` is the Lease's name.
+    pub fn from_environment(name: String) -> Result<LeaderElection, String> {
         Ok(LeaderElection {
             namespace: pod_namespace()
                 .map_err(|e| format!("leader election needs the controller namespace: {e}"))?,
+            name,
             identity: new_identity(),
             timings: Timings::default(),
             on_lost: exit_on_lost(),
@@ -271,6 +275,7 @@ impl LeaderElection {
 pub struct LeaseActor {
     api: Api<Lease>,
     namespace: String,
+    name: String,
     identity: String,
     timings: Timings,
     election: Arc<Mutex<Election>>,
@@ -298,6 +303,7 @@ impl LeaseActor {
                 election.timings.lease_duration,
             ))),
             namespace: election.namespace,
+            name: election.name,
             identity: election.identity,
             timings: election.timings,
             leadership,
@@ -310,7 +316,7 @@ impl LeaseActor {
     }
 
     fn lease(&self) -> String {
-        format!("{}/{LEASE_NAME}", self.namespace)
+        format!("{}/{}", self.namespace, self.name)
     }
 
     /// When the leader stops leading without a successful renewal.
@@ -329,8 +335,10 @@ impl LeaseActor {
         };
         let api = self.api.clone();
         let election = self.election.clone();
-        let work =
-            async move { tokio::time::timeout(limit, try_acquire_or_renew(&api, &election)).await };
+        let name = self.name.clone();
+        let work = async move {
+            tokio::time::timeout(limit, try_acquire_or_renew(&api, &name, &election)).await
+        };
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(work)
                 .map(move |result, act, ctx| act.attempted(result, start, ctx)),
@@ -438,7 +446,7 @@ impl LeaseActor {
     fn announce(&self, leader: bool) {
         self.leadership.set(leader);
         if let Some(metrics) = &self.metrics {
-            metrics.set_leader(leader);
+            metrics.set_leader(&self.name, leader);
         }
     }
 

@@ -29,6 +29,9 @@ pub struct ActorOptions {
     pub concurrent: usize,
     /// `--watch-namespaces` (empty: the whole cluster).
     pub watch_namespaces: Vec<String>,
+    /// `--watch-label-selector`: the StageSets this instance reconciles
+    /// (every StageSet still enters the cache).
+    pub watch_label_selector: crate::api::selector::LabelFilter,
 }
 
 /// Starts the Supervisor and the watchers that wake it, on the current actix
@@ -43,6 +46,7 @@ pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) 
         leadership,
         options.concurrent,
         options.watch_namespaces.clone(),
+        options.watch_label_selector.clone(),
     );
     let cache = supervisor.cache();
     let addr = supervisor.start();

@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
+use crate::api::selector::LabelFilter;
 use crate::api::{StageSet, keys};
 use crate::cache::StageSetCache;
 use crate::leader::Leadership;
@@ -139,7 +140,12 @@ pub struct Supervisor {
     leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
     namespaces: Vec<String>,
-    actors: HashMap<String, (Addr<StageSetActor>, Seen)>,
+    /// `--watch-label-selector`: which StageSets get an actor (DECISIONS 22).
+    selector: LabelFilter,
+    /// Every StageSet in the watch scope, with its actor when this instance
+    /// reconciles it (its labels match the selector). StageSets of other
+    /// shards are tracked too: their Ready changes wake dependents here.
+    actors: HashMap<String, (Option<Addr<StageSetActor>>, Seen)>,
     /// Reverse `dependsOn` index: a StageSet key to the keys of the
     /// same-namespace StageSets that depend on it.
     dependents: HashMap<String, BTreeSet<String>>,
@@ -164,6 +170,7 @@ impl Supervisor {
         leadership: Arc<Leadership>,
         concurrent: usize,
         namespaces: Vec<String>,
+        selector: LabelFilter,
     ) -> Supervisor {
         let (cache, writers) = StageSetCache::new(namespaces.len());
         Supervisor {
@@ -171,6 +178,7 @@ impl Supervisor {
             leadership,
             limiter: Arc::new(Semaphore::new(concurrent.max(1))),
             namespaces,
+            selector,
             actors: HashMap::new(),
             dependents: HashMap::new(),
             cache,
@@ -202,17 +210,33 @@ impl Supervisor {
     fn observe(&mut self, ss: &StageSet, listed: bool) {
         let key = Self::key_of(ss);
         let seen = Seen::of(ss);
+        let mine = self.selector.matches(ss.labels());
         let (wake, old_depends) = match self.actors.get_mut(&key) {
-            Some((addr, previous)) => {
-                if previous.uid != seen.uid {
-                    // Deleted and re-created under the same name.
-                    addr.do_send(Reconcile("recreated"));
-                } else if previous.generation != seen.generation {
-                    addr.do_send(Reconcile("spec changed"));
-                } else if previous.deleting != seen.deleting {
-                    addr.do_send(Reconcile("deletion"));
-                } else if previous.annotations != seen.annotations {
-                    addr.do_send(Reconcile("annotation"));
+            Some((slot, previous)) => {
+                match (slot.as_ref(), mine) {
+                    (Some(addr), true) => {
+                        if previous.uid != seen.uid {
+                            // Deleted and re-created under the same name.
+                            addr.do_send(Reconcile("recreated"));
+                        } else if previous.generation != seen.generation {
+                            addr.do_send(Reconcile("spec changed"));
+                        } else if previous.deleting != seen.deleting {
+                            addr.do_send(Reconcile("deletion"));
+                        } else if previous.annotations != seen.annotations {
+                            addr.do_send(Reconcile("annotation"));
+                        }
+                    }
+                    (Some(addr), false) => {
+                        tracing::info!(stageset = %key, selector = %self.selector, "the StageSet's labels no longer match --watch-label-selector; another shard reconciles it now");
+                        addr.do_send(Stop);
+                        self.env.metrics.forget_stageset_key(&key);
+                        *slot = None;
+                    }
+                    (None, true) => {
+                        tracing::info!(stageset = %key, selector = %self.selector, "the StageSet's labels now match --watch-label-selector; reconciling it");
+                        *slot = Some(Self::spawn(&self.env, &self.leadership, &self.limiter, ss));
+                    }
+                    (None, false) => {}
                 }
                 // Its own status writes never wake the StageSet itself; a change
                 // of what its dependents gate on wakes them.
@@ -223,16 +247,10 @@ impl Supervisor {
                 (wake, old.depends)
             }
             None => {
-                let env = self.env.clone();
-                let leadership = self.leadership.clone();
-                let limiter = self.limiter.clone();
-                let namespace = ss.namespace().unwrap_or_default();
-                let name = ss.name_any();
-                let addr = actix::Supervisor::start(move |_| {
-                    StageSetActor::new(&namespace, &name, env, leadership, limiter)
-                });
+                let addr =
+                    mine.then(|| Self::spawn(&self.env, &self.leadership, &self.limiter, ss));
                 self.actors.insert(key.clone(), (addr, seen.clone()));
-                if listed {
+                if listed && mine {
                     self.fresh.insert(key.clone());
                 }
                 (true, Vec::new())
@@ -245,6 +263,28 @@ impl Supervisor {
         if wake {
             self.wake_dependents(&key);
         }
+    }
+
+    /// Starts the supervised actor of a StageSet this instance reconciles.
+    fn spawn(
+        env: &Arc<Env>,
+        leadership: &Arc<Leadership>,
+        limiter: &Arc<Semaphore>,
+        ss: &StageSet,
+    ) -> Addr<StageSetActor> {
+        let env = env.clone();
+        let leadership = leadership.clone();
+        let limiter = limiter.clone();
+        let namespace = ss.namespace().unwrap_or_default();
+        let name = ss.name_any();
+        actix::Supervisor::start(move |_| {
+            StageSetActor::new(&namespace, &name, env, leadership, limiter)
+        })
+    }
+
+    /// The actor of a StageSet this instance reconciles.
+    fn actor(&self, key: &str) -> Option<&Addr<StageSetActor>> {
+        self.actors.get(key).and_then(|(addr, _)| addr.as_ref())
     }
 
     fn index(&mut self, key: &str, depends: &[String]) {
@@ -273,7 +313,7 @@ impl Supervisor {
             if self.fresh.contains(dependent) {
                 continue;
             }
-            if let Some((addr, _)) = self.actors.get(dependent) {
+            if let Some(addr) = self.actor(dependent) {
                 addr.do_send(Reconcile("dependency changed"));
             }
         }
@@ -281,8 +321,10 @@ impl Supervisor {
 
     fn forget(&mut self, key: &str) {
         if let Some((addr, seen)) = self.actors.remove(key) {
-            addr.do_send(Stop);
-            self.env.metrics.forget_stageset_key(key);
+            if let Some(addr) = addr {
+                addr.do_send(Stop);
+                self.env.metrics.forget_stageset_key(key);
+            }
             self.unindex(key, &seen.depends);
             self.wake_dependents(key);
         }
@@ -331,11 +373,16 @@ struct LeadershipChanged(bool);
 impl StreamHandler<LeadershipChanged> for Supervisor {
     fn handle(&mut self, msg: LeadershipChanged, _ctx: &mut Context<Self>) {
         if msg.0 {
+            let mine: Vec<_> = self
+                .actors
+                .values()
+                .filter_map(|(a, _)| a.as_ref())
+                .collect();
             tracing::info!(
-                stagesets = self.actors.len(),
+                stagesets = mine.len(),
                 "leadership acquired; reconciling every StageSet"
             );
-            for (addr, _) in self.actors.values() {
+            for addr in mine {
                 addr.do_send(Reconcile("leadership acquired"));
             }
         }
@@ -411,7 +458,7 @@ impl Handler<SourceChanged> for Supervisor {
     fn handle(&mut self, msg: SourceChanged, _ctx: &mut Context<Self>) {
         for ss in self.cache.state() {
             if source::references(&ss, &msg.0)
-                && let Some((addr, _)) = self.actors.get(&Self::key_of(&ss))
+                && let Some(addr) = self.actor(&Self::key_of(&ss))
             {
                 addr.do_send(Reconcile("source changed"));
             }
@@ -436,7 +483,7 @@ impl Handler<InventoryChanged> for Supervisor {
 
     fn handle(&mut self, msg: InventoryChanged, _ctx: &mut Context<Self>) {
         let key = format!("{}/{}", msg.namespace, msg.stageset);
-        if let Some((addr, _)) = self.actors.get(&key) {
+        if let Some(addr) = self.actor(&key) {
             tracing::info!(
                 stageset = %key,
                 "an owned StageInventory was {} outside the controller; reconciling",
@@ -461,7 +508,7 @@ impl Handler<LedgerChanged> for Supervisor {
 
     fn handle(&mut self, msg: LedgerChanged, _ctx: &mut Context<Self>) {
         let key = format!("{}/{}", msg.namespace, msg.stageset);
-        if let Some((addr, _)) = self.actors.get(&key) {
+        if let Some(addr) = self.actor(&key) {
             tracing::info!(stageset = %key, "its StageLedger was edited; reconciling");
             addr.do_send(Reconcile("ledger changed"));
         }

@@ -13,6 +13,20 @@ pub const FLEET_EVENT_REPORTER: &str = "fleetrollout-controller";
 /// Name of the leader-election Lease, in the controller's namespace.
 pub const LEASE_NAME: &str = "stageset-controller.stages.metio.wtf";
 
+/// The Lease of an instance watching `selector` (DECISIONS 22): [`LEASE_NAME`]
+/// without a selector (drop-in), else [`LEASE_NAME`] and `-` and the first 8
+/// hex digits of the SHA-256 of the selector's canonical form, so each shard
+/// elects its own leader and two spellings of one selector share a Lease.
+pub fn lease_name(selector: &crate::api::selector::LabelFilter) -> String {
+    use sha2::Digest;
+    if selector.is_empty() {
+        return LEASE_NAME.to_string();
+    }
+    let digest = sha2::Sha256::digest(selector.to_string().as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{LEASE_NAME}-{hex}")
+}
+
 /// Label on every applied object: the owning StageSet's name.
 pub const LABEL_OWNER_NAME: &str = "stages.metio.wtf/name";
 /// Label on every applied object: the owning StageSet's namespace.

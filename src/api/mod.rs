@@ -12,6 +12,7 @@ pub mod keys;
 pub mod ledger;
 pub mod metric;
 pub mod reasons;
+pub mod selector;
 pub mod stageset;
 pub mod status;
 

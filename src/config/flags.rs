@@ -127,6 +127,21 @@ pub(super) struct Flags {
           help_heading = "Manager and leader election")]
     pub(super) concurrent: i64,
 
+    /// Client-side limit on requests per second to the Kubernetes API, shared by the
+    /// controller's, every tenant's and every remote cluster's client (must be > 0).
+    #[arg(
+        long,
+        value_name = "FLOAT",
+        default_value = "50",
+        help_heading = "Manager and leader election"
+    )]
+    pub(super) kube_api_qps: f64,
+
+    /// Requests the client may send at once above --kube-api-qps (at least 1).
+    #[arg(long, value_name = "INT", default_value = "300", value_parser = go_int,
+          help_heading = "Manager and leader election")]
+    pub(super) kube_api_burst: i64,
+
     // -- Watch scope -----------------------------------------------------------------
     /// Comma-separated namespaces to watch; empty watches the whole cluster. When the
     /// value is empty after trimming, $STAGESET_WATCH_NAMESPACES is used instead (read by
@@ -139,6 +154,18 @@ pub(super) struct Flags {
         help_heading = "Watch scope"
     )]
     pub(super) watch_namespaces: String,
+
+    /// Reconcile only StageSets whose labels match this selector (Flux's sharding flag,
+    /// e.g. sharding.fluxcd.io/key=shard1); empty reconciles all. Every StageSet stays
+    /// in the cache, so the gate still answers for all. A non-empty selector also gives
+    /// the leader-election Lease a suffix derived from it, so each shard elects its own leader.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "",
+        help_heading = "Watch scope"
+    )]
+    pub(super) watch_label_selector: String,
 
     // -- Reconciliation --------------------------------------------------------------
     /// Maximum entries per StageInventory shard (at least 1).

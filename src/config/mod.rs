@@ -322,8 +322,14 @@ pub struct Config {
     pub leader_elect: bool,
     /// Parallel StageSet reconciles (docs/decisions.md 3), at least 1.
     pub concurrent: usize,
+    /// `--kube-api-qps`: the shared client-side request rate (DECISIONS 23).
+    pub kube_api_qps: f64,
+    /// `--kube-api-burst`.
+    pub kube_api_burst: u32,
     /// Namespaces to watch; empty = cluster-wide. Includes the env fallback.
     pub watch_namespaces: Vec<String>,
+    /// `--watch-label-selector` (empty: every StageSet; DECISIONS 22).
+    pub watch_label_selector: crate::api::selector::LabelFilter,
     pub inventory_shard_cap: usize,
     pub inventory_mode: InventoryMode,
     /// Host globs (Go `path.Match`, checked by [`check_pattern`]) that http
@@ -714,6 +720,20 @@ impl Config {
 
         // Additions (docs/decisions.md 3-6, 10, and the controller-runtime logging flags).
         let concurrent = at_least_one("concurrent", f.concurrent)?;
+        if !(f.kube_api_qps.is_finite() && f.kube_api_qps > 0.0) {
+            return invalid(format!(
+                "invalid --kube-api-qps {}: must be a number greater than 0",
+                f.kube_api_qps
+            ));
+        }
+        let kube_api_burst = u32::try_from(at_least_one("kube-api-burst", f.kube_api_burst)?)
+            .map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "invalid --kube-api-burst {}: at most {}",
+                    f.kube_api_burst,
+                    u32::MAX
+                ))
+            })?;
         let inventory_mode = enumeration(
             "inventory-mode",
             &f.inventory_mode,
@@ -807,6 +827,9 @@ impl Config {
             f.watch_namespaces
         };
         let watch_namespaces = split_list(&namespaces);
+        let watch_label_selector =
+            crate::api::selector::LabelFilter::parse(&f.watch_label_selector)
+                .map_err(|e| ConfigError::Invalid(format!("invalid --watch-label-selector {e}")))?;
 
         let non_empty = |s: String| (!s.is_empty()).then_some(s);
         let secret = |s: String| (!s.is_empty()).then(|| Secret::new(s));
@@ -814,7 +837,10 @@ impl Config {
             health_probe_bind_address,
             leader_elect: f.leader_elect.0,
             concurrent,
+            kube_api_qps: f.kube_api_qps,
+            kube_api_burst,
             watch_namespaces,
+            watch_label_selector,
             inventory_shard_cap,
             inventory_mode,
             allowed_action_hosts: f.allowed_action_hosts,

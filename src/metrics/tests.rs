@@ -213,7 +213,7 @@ fn workqueue_mapping() {
 #[test]
 fn leader_and_webhook() {
     let m = Metrics::new(4);
-    m.set_leader(true);
+    m.set_leader(crate::api::keys::LEASE_NAME, true);
     m.webhook_in_flight("/validate", 1);
     m.webhook_request("/validate", 200, 0.02);
     let text = m.encode();
@@ -230,7 +230,7 @@ fn leader_and_webhook() {
         text.contains(r#"controller_runtime_webhook_latency_seconds_count{webhook="/validate"} 1"#)
     );
     m.webhook_in_flight("/validate", -1);
-    m.set_leader(false);
+    m.set_leader(crate::api::keys::LEASE_NAME, false);
     let text = m.encode();
     assert!(
         text.contains(r#"controller_runtime_webhook_requests_in_flight{webhook="/validate"} 0"#)

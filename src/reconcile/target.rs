@@ -162,7 +162,7 @@ impl Targets {
                     reference.name
                 ))
             })?;
-        let clients = connect(&text).await.map_err(|e| {
+        let clients = connect(&text, local.rate_limit()).await.map_err(|e| {
             TargetError::new(format!("kubeConfig secret \"{}\": {e}", reference.name))
         })?;
         self.lock().insert(cache_key, (version, clients.clone()));
@@ -172,7 +172,12 @@ impl Targets {
 
 /// A client factory for a self-contained kubeconfig (see the module docs).
 /// Errors never quote the kubeconfig: it holds credentials.
-pub async fn connect(text: &[u8]) -> Result<ClientFactory, String> {
+///
+/// Its clients pass `limit`, the controller's own rate limit (DECISIONS 23).
+pub async fn connect(
+    text: &[u8],
+    limit: &std::sync::Arc<crate::kube_client::RateLimit>,
+) -> Result<ClientFactory, String> {
     let text = std::str::from_utf8(text).map_err(|_| "the kubeconfig is not UTF-8".to_string())?;
     let kubeconfig = Kubeconfig::from_yaml(text)
         .map_err(|e| format!("the kubeconfig cannot be parsed: {}", parse_error(&e)))?;
@@ -181,7 +186,7 @@ pub async fn connect(text: &[u8]) -> Result<ClientFactory, String> {
         .await
         .map_err(|e| format!("the kubeconfig is not usable: {}", parse_error(&e)))?;
     let server = config.cluster_url.to_string();
-    let clients = ClientFactory::new(config)
+    let clients = ClientFactory::with_limit(config, limit.clone())
         .map_err(|e| format!("building a client for the kubeconfig: {e}"))?;
     // One request before the connection is cached, so an unreachable server
     // or refused credentials fail the pass here, named as such.
@@ -340,13 +345,13 @@ mod tests {
     #[tokio::test]
     async fn unparseable_kubeconfigs_never_echo_their_content() {
         let secret = "users: [{name: u, token: s3cr3t-value";
-        let err = match connect(secret.as_bytes()).await {
+        let err = match connect(secret.as_bytes(), &Default::default()).await {
             Err(e) => e,
             Ok(_) => panic!("parsed"),
         };
         assert!(err.starts_with("the kubeconfig cannot be parsed"), "{err}");
         assert!(!err.contains("s3cr3t"), "{err}");
-        let err = match connect(b"apiVersion: v1\nkind: Config\n").await {
+        let err = match connect(b"apiVersion: v1\nkind: Config\n", &Default::default()).await {
             Err(e) => e,
             Ok(_) => panic!("usable"),
         };
