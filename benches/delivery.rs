@@ -8,15 +8,21 @@
 //!     controller's peak RSS, the heap the build itself needs, measured in
 //!     this process (extraction and `build::render` of the same artifact,
 //!     counted by a global allocator that only counts while armed);
-//! (c) time from an ExternalArtifact revision change to the stage re-applied;
-//! (d) the API requests, per verb, of one steady-state reconcile of a stage
-//!     of 20 unchanged ConfigMaps (kube-sim's request counter, minus the
-//!     bench's own two requests), and its wall time.
+//! (c) one steady-state reconcile of a stage of 10,000 unchanged ConfigMaps:
+//!     the API requests per verb and per object (kube-sim's request counter,
+//!     minus the bench's own two requests), and its wall time;
+//! (d) time from an ExternalArtifact revision change to the stage
+//!     re-applied (20 ConfigMaps), p50 and p99;
+//! (e) Flux's public benchmark shape: 1,000 StageSets of 4 objects each (a
+//!     Deployment scaled to zero, a ServiceAccount, a Service, an Ingress),
+//!     creation to all Ready, at `--concurrent` 20.
 //!
 //! Run: `cargo bench --bench delivery` (add `-- quick` for a smaller run,
-//! `-- only=a` … `only=d` for one part, and `latency=MS` to make kube-sim
-//! hold every request that long, as an API server with etcd behind it
-//! does). Figures go to docs/performance.md.
+//! `-- only=a` … `only=e` for one part, `latency=MS` to make kube-sim hold
+//! every request that long, as an API server with etcd behind it does,
+//! `limits=default` to keep the controller's client rate limit at its
+//! defaults — by default the bench raises it out of the way — and
+//! `apply=N` for `--apply-concurrency`). Figures go to docs/performance.md.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Child, Command, Stdio};
@@ -86,6 +92,8 @@ fn build_heap(tar_gz: &[u8]) -> (f64, f64) {
 
 /// `latency=MS`: how long kube-sim holds every request.
 static LATENCY: OnceLock<Duration> = OnceLock::new();
+/// Extra controller flags (`limits=`, `apply=`).
+static EXTRA: OnceLock<Vec<String>> = OnceLock::new();
 
 struct Env {
     sim: KubeSim,
@@ -95,9 +103,15 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(None).await
+}
+
+/// An environment whose workloads become ready `auto_ready` after a change.
+async fn env_with(auto_ready: Option<Duration>) -> Env {
     let sim = KubeSim::start(Options {
         config: SimConfig {
             latency: LATENCY.get().copied().unwrap_or_default(),
+            auto_ready,
             ..SimConfig::default()
         },
         ..Options::default()
@@ -138,6 +152,7 @@ fn controller(env: &Env, concurrent: usize) -> Child {
             "--gate-bind-address=",
             "--enable-webhook=false",
         ])
+        .args(EXTRA.get().into_iter().flatten())
         .env("KUBECONFIG", env.dir.path().join("kubeconfig"))
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -337,22 +352,22 @@ async fn revision_latency(rounds: usize) -> Vec<f64> {
     out
 }
 
-/// (d): the requests (per verb) and seconds of one steady-state reconcile
-/// of a stage of 20 unchanged ConfigMaps, requested with
+/// (c): the requests (per verb) and seconds of one steady-state reconcile
+/// of a stage of `objects` unchanged ConfigMaps, requested with
 /// `reconcile.fluxcd.io/requestedAt`.
-async fn steady_requests() -> (std::collections::BTreeMap<String, u64>, f64) {
+async fn steady_requests(objects: usize) -> (std::collections::BTreeMap<String, u64>, f64) {
     use futures::{StreamExt, TryStreamExt};
     let env = env().await;
     let p = env.artifacts.publish(
         "steady.tar.gz",
-        tar_gz(&[("cms.yaml", configmaps("steady", 20).as_bytes())]),
+        tar_gz(&[("cms.yaml", configmaps("steady", objects).as_bytes())]),
     );
     publish_external_artifact(&env.client, "default", "steady", &p.url, &p.digest, "r0")
         .await
         .unwrap();
     stageset(&env.client, "steady", "steady").await;
     let child = controller(&env, 4);
-    assert!(wait_all_ready(&env.client, 1, Duration::from_secs(120)).await);
+    assert!(wait_all_ready(&env.client, 1, Duration::from_secs(1800)).await);
     let api = Api::<StageSet>::namespaced(env.client.clone(), "default");
     // Let the passes that follow the first one settle.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -404,12 +419,64 @@ async fn steady_requests() -> (std::collections::BTreeMap<String, u64>, f64) {
     (counts, secs)
 }
 
+/// The four objects of one application in Flux's benchmark shape.
+fn flux_app(i: usize) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app{i}\n  namespace: default\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: app{i}\n  template:\n    metadata:\n      labels:\n        app: app{i}\n    spec:\n      serviceAccountName: app{i}\n      containers:\n      - name: app\n        image: ghcr.io/stefanprodan/podinfo:6.7.0\n        ports:\n        - containerPort: 9898\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: app{i}\n  namespace: default\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: app{i}\n  namespace: default\nspec:\n  selector:\n    app: app{i}\n  ports:\n  - port: 80\n    targetPort: 9898\n---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app{i}\n  namespace: default\nspec:\n  rules:\n  - host: app{i}.example.com\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          service:\n            name: app{i}\n            port:\n              number: 80\n"
+    )
+}
+
+/// (e): `count` StageSets of one application each, at `--concurrent`
+/// `concurrent`; returns (seconds, peak RSS MiB).
+async fn flux_shape(count: usize, concurrent: usize) -> (f64, f64) {
+    let env = env_with(Some(Duration::ZERO)).await;
+    for i in 0..count {
+        let published = env.artifacts.publish(
+            &format!("app{i}.tar.gz"),
+            tar_gz(&[("app.yaml", flux_app(i).as_bytes())]),
+        );
+        publish_external_artifact(
+            &env.client,
+            "default",
+            &format!("src{i}"),
+            &published.url,
+            &published.digest,
+            "r1",
+        )
+        .await
+        .unwrap();
+    }
+    for i in 0..count {
+        stageset(&env.client, &format!("app{i}"), &format!("src{i}")).await;
+    }
+    let child = controller(&env, concurrent);
+    let start = Instant::now();
+    let ok = wait_all_ready(&env.client, count, Duration::from_secs(1800)).await;
+    let secs = start.elapsed().as_secs_f64();
+    let rss = stop(child);
+    assert!(ok, "not all StageSets became Ready");
+    (secs, rss)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
     if let Some(ms) = std::env::args().find_map(|a| a.strip_prefix("latency=").map(str::to_owned)) {
         let ms: u64 = ms.parse().expect("latency=MILLIS");
         LATENCY.set(Duration::from_millis(ms)).unwrap();
     }
+    let mut extra = Vec::new();
+    if !std::env::args().any(|a| a == "limits=default") {
+        extra.push("--kube-api-qps=1000000".to_string());
+        extra.push("--kube-api-burst=1000000".to_string());
+    }
+    if let Some(n) = std::env::args().find_map(|a| a.strip_prefix("apply=").map(str::to_owned)) {
+        extra.push(format!("--apply-concurrency={n}"));
+    }
+    println!(
+        "kube-sim latency {:?}; extra controller flags {extra:?}\n",
+        LATENCY.get().copied().unwrap_or_default()
+    );
+    EXTRA.set(extra).unwrap();
     let only = std::env::args().find_map(|a| a.strip_prefix("only=").map(str::to_owned));
     let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -448,23 +515,38 @@ fn main() {
             }
         }
         if run("c") {
-            println!("\n(c) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
-            let mut lat = revision_latency(10).await;
-            lat.sort_by(f64::total_cmp);
+            println!("\n(c) one steady-state reconcile of a stage of {objects} unchanged ConfigMaps\n");
+            let (counts, secs) = steady_requests(objects).await;
+            let total: u64 = counts.values().sum();
+            println!("| objects | requests | per object | by verb | seconds |\n|---:|---:|---:|---|---:|");
             println!(
-                "| rounds | min (ms) | median (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} |",
+                "| {objects} | {total} | {:.3} | {counts:?} | {secs:.3} |",
+                total as f64 / objects as f64
+            );
+            let (counts, secs) = steady_requests(20).await;
+            let total: u64 = counts.values().sum();
+            println!("| 20 | {total} | {:.3} | {counts:?} | {secs:.3} |", total as f64 / 20.0);
+        }
+        if run("d") {
+            let rounds = if quick { 20 } else { 100 };
+            println!("\n(d) ExternalArtifact revision change to stage re-applied (20 ConfigMaps)\n");
+            let mut lat = revision_latency(rounds).await;
+            lat.sort_by(f64::total_cmp);
+            let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1] * 1000.0;
+            println!(
+                "| rounds | min (ms) | p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|---:|\n| {} | {:.0} | {:.0} | {:.0} | {:.0} |",
                 lat.len(),
                 lat[0] * 1000.0,
-                lat[lat.len() / 2] * 1000.0,
+                pct(0.5),
+                pct(0.99),
                 lat[lat.len() - 1] * 1000.0
             );
         }
-        if run("d") {
-            println!("\n(d) one steady-state reconcile of a stage of 20 unchanged ConfigMaps\n");
-            let (counts, secs) = steady_requests().await;
-            let total: u64 = counts.values().sum();
-            println!("| requests | by verb | seconds |\n|---:|---|---:|");
-            println!("| {total} | {counts:?} | {secs:.3} |");
+        if run("e") {
+            let count = if quick { 200 } else { 1000 };
+            println!("\n(e) Flux's benchmark shape: {count} StageSets x (Deployment at 0 replicas, ServiceAccount, Service, Ingress), --concurrent 20\n");
+            let (secs, rss) = flux_shape(count, 20).await;
+            println!("| StageSets | objects | seconds | peak RSS (MiB) |\n|---:|---:|---:|---:|\n| {count} | {} | {secs:.1} | {rss:.1} |", count * 4);
         }
     });
 }

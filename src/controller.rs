@@ -36,6 +36,7 @@ pub fn settings(config: &Config) -> Settings {
         allowed_action_hosts: config.allowed_action_hosts.clone(),
         require_verified_migration_sources: config.require_verified_migration_sources,
         require_pinned_migration_sources: config.require_pinned_migration_sources,
+        apply_concurrency: config.apply_concurrency,
         max_teardown_wait: config
             .max_teardown_wait
             .to_std()
@@ -293,6 +294,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
         targets: Default::default(),
         clock: plan.clock.clone(),
         rollback_store,
+        own_writes: Default::default(),
     });
     let client = env.clients.controller();
     if let Some((certs, slot)) = plan.certs {

@@ -17,6 +17,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 
+use crate::cache::StageSetCache;
 use crate::leader::Leadership;
 use crate::reconcile::error::Requeue;
 use crate::reconcile::{Env, Outcome, reconcile};
@@ -44,6 +45,8 @@ pub struct StageSetActor {
     env: Arc<Env>,
     leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
+    /// The watch cache the reconcile takes its StageSet from.
+    cache: StageSetCache,
     running: bool,
     pending: bool,
     failures: u32,
@@ -61,11 +64,13 @@ impl StageSetActor {
         env: Arc<Env>,
         leadership: Arc<Leadership>,
         limiter: Arc<Semaphore>,
+        cache: StageSetCache,
     ) -> Self {
         StageSetActor {
             namespace: namespace.to_string(),
             name: name.to_string(),
             env,
+            cache,
             leadership,
             limiter,
             running: false,
@@ -118,6 +123,7 @@ impl StageSetActor {
             .unwrap_or_else(std::time::Instant::now);
         let env = self.env.clone();
         let limiter = self.limiter.clone();
+        let cache = self.cache.clone();
         let (namespace, name) = (self.namespace.clone(), self.name.clone());
         let key = self.key();
         tracing::debug!(stageset = %key, trigger = why, "reconcile queued");
@@ -128,7 +134,9 @@ impl StageSetActor {
                 .expect("the limiter is never closed");
             let _work = env.metrics.work_started(queued_at);
             let started = std::time::Instant::now();
-            let outcome = reconcile(&env, &namespace, &name).await;
+            // Read once the permit is held: the newest copy the watch has.
+            let cached = cache.get(&namespace, &name).map(|ss| (*ss).clone());
+            let outcome = reconcile(&env, &namespace, &name, cached).await;
             tracing::debug!(
                 stageset = %format!("{namespace}/{name}"),
                 elapsed_ms = started.elapsed().as_millis() as u64,

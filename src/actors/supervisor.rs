@@ -234,7 +234,13 @@ impl Supervisor {
                     }
                     (None, true) => {
                         tracing::info!(stageset = %key, selector = %self.selector, "the StageSet's labels now match --watch-label-selector; reconciling it");
-                        *slot = Some(Self::spawn(&self.env, &self.leadership, &self.limiter, ss));
+                        *slot = Some(Self::spawn(
+                            &self.env,
+                            &self.leadership,
+                            &self.limiter,
+                            &self.cache,
+                            ss,
+                        ));
                     }
                     (None, false) => {}
                 }
@@ -247,8 +253,9 @@ impl Supervisor {
                 (wake, old.depends)
             }
             None => {
-                let addr =
-                    mine.then(|| Self::spawn(&self.env, &self.leadership, &self.limiter, ss));
+                let addr = mine.then(|| {
+                    Self::spawn(&self.env, &self.leadership, &self.limiter, &self.cache, ss)
+                });
                 self.actors.insert(key.clone(), (addr, seen.clone()));
                 if listed && mine {
                     self.fresh.insert(key.clone());
@@ -270,15 +277,17 @@ impl Supervisor {
         env: &Arc<Env>,
         leadership: &Arc<Leadership>,
         limiter: &Arc<Semaphore>,
+        cache: &StageSetCache,
         ss: &StageSet,
     ) -> Addr<StageSetActor> {
         let env = env.clone();
         let leadership = leadership.clone();
         let limiter = limiter.clone();
+        let cache = cache.clone();
         let namespace = ss.namespace().unwrap_or_default();
         let name = ss.name_any();
         actix::Supervisor::start(move |_| {
-            StageSetActor::new(&namespace, &name, env, leadership, limiter)
+            StageSetActor::new(&namespace, &name, env, leadership, limiter, cache.clone())
         })
     }
 
@@ -321,6 +330,7 @@ impl Supervisor {
 
     fn forget(&mut self, key: &str) {
         if let Some((addr, seen)) = self.actors.remove(key) {
+            self.env.own_writes.forget(key);
             if let Some(addr) = addr {
                 addr.do_send(Stop);
                 self.env.metrics.forget_stageset_key(key);

@@ -173,6 +173,13 @@ pub(super) struct Flags {
           help_heading = "Reconciliation")]
     pub(super) inventory_shard_cap: i64,
 
+    /// Objects of one kind a stage writes, prunes or reads for readiness at once
+    /// (at least 1). Kinds keep their apply order; the first failed write stops
+    /// new writes of the stage.
+    #[arg(long, value_name = "INT", default_value = "8", value_parser = go_int,
+          help_heading = "Reconciliation")]
+    pub(super) apply_concurrency: i64,
+
     /// How applied objects are recorded: entries, hybrid (also ApplySet labels) or
     /// applyset (the ApplySet is the source of truth).
     #[arg(

@@ -331,6 +331,8 @@ pub struct Config {
     /// `--watch-label-selector` (empty: every StageSet; DECISIONS 22).
     pub watch_label_selector: crate::api::selector::LabelFilter,
     pub inventory_shard_cap: usize,
+    /// `--apply-concurrency` (DECISIONS 21).
+    pub apply_concurrency: usize,
     pub inventory_mode: InventoryMode,
     /// Host globs (Go `path.Match`, checked by [`check_pattern`]) that http
     /// actions may reach; empty = any host but loopback and forbidden literals.
@@ -720,6 +722,7 @@ impl Config {
 
         // Additions (docs/decisions.md 3-6, 10, and the controller-runtime logging flags).
         let concurrent = at_least_one("concurrent", f.concurrent)?;
+        let apply_concurrency = at_least_one("apply-concurrency", f.apply_concurrency)?;
         if !(f.kube_api_qps.is_finite() && f.kube_api_qps > 0.0) {
             return invalid(format!(
                 "invalid --kube-api-qps {}: must be a number greater than 0",
@@ -842,6 +845,7 @@ impl Config {
             watch_namespaces,
             watch_label_selector,
             inventory_shard_cap,
+            apply_concurrency,
             inventory_mode,
             allowed_action_hosts: f.allowed_action_hosts,
             no_cross_namespace_refs: f.no_cross_namespace_refs.0,

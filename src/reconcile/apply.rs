@@ -92,6 +92,10 @@ impl ObjectRef {
 pub struct Change {
     pub object: ObjectRef,
     pub action: ChangeAction,
+    /// The object's health as the apply last saw it (the live object read,
+    /// or the answer to the write), so verification's first round needs
+    /// no read of its own.
+    pub seen: Option<Health>,
 }
 
 /// Why an apply failed.
@@ -228,6 +232,8 @@ fn comparable(obj: &Value) -> Value {
 /// The options of one apply.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
+    /// Objects of one kind written at once (DECISIONS 21).
+    pub concurrency: usize,
     /// How long a staged batch (CRDs, Namespaces, `*Class`) may take to be
     /// ready, and how long a recreated object may take to go away.
     pub staging_timeout: Duration,
@@ -240,6 +246,7 @@ pub struct ApplyOptions {
 impl Default for ApplyOptions {
     fn default() -> Self {
         ApplyOptions {
+            concurrency: crate::reconcile::DEFAULT_APPLY_CONCURRENCY,
             staging_timeout: Duration::from_secs(60),
             force_token: None,
         }
@@ -248,6 +255,11 @@ impl Default for ApplyOptions {
 
 /// Applies `objects` (already labelled) with `client` (the stage's identity) and
 /// returns the change set in apply order.
+///
+/// Batches and kind ranks are written in order; the objects of one kind are
+/// written concurrently, up to `options.concurrency` (DECISIONS 21). The first
+/// failed write stops new writes; writes in flight finish; the error reported
+/// is the first in apply order.
 pub async fn apply(
     clients: &ClientFactory,
     client: &kube::Client,
@@ -268,16 +280,78 @@ pub async fn apply(
             continue;
         }
         let mut batch_refs = Vec::new();
-        for obj in members {
-            let change = apply_one(clients, client, obj, options).await?;
-            batch_refs.push((change.object.clone(), obj));
-            changes.push(change);
+        for run in same_kind_runs(&members) {
+            let applied = bounded(run, options.concurrency, |obj| {
+                apply_one(clients, client, obj, options)
+            })
+            .await?;
+            for (obj, change) in run.iter().zip(applied) {
+                batch_refs.push((change.object.clone(), *obj));
+                changes.push(change);
+            }
         }
         if batch < 2 {
             wait_staged(clients, client, &batch_refs, options.staging_timeout).await?;
         }
     }
     Ok(changes)
+}
+
+/// Splits sorted objects into runs of one kind (group and kind), in order.
+pub fn same_kind_runs<T: std::borrow::Borrow<Value>>(sorted: &[T]) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=sorted.len() {
+        let boundary = i == sorted.len() || {
+            let a = ObjectRef::of(sorted[i - 1].borrow());
+            let b = ObjectRef::of(sorted[i].borrow());
+            a.kind != b.kind || a.group() != b.group()
+        };
+        if boundary {
+            if i > start {
+                runs.push(&sorted[start..i]);
+            }
+            start = i;
+        }
+    }
+    runs
+}
+
+/// Runs `f` over `items`, at most `limit` at once, starting them in order.
+/// After the first error (in completion order) no new item starts; those in
+/// flight finish. The result is every output in order, or the error of the
+/// earliest failed item in order.
+pub async fn bounded<'a, T, R, E, F, Fut>(items: &'a [T], limit: usize, f: F) -> Result<Vec<R>, E>
+where
+    F: Fn(&'a T) -> Fut,
+    Fut: std::future::Future<Output = Result<R, E>>,
+{
+    use futures::StreamExt;
+    use futures::stream::FuturesUnordered;
+    let limit = limit.max(1);
+    let mut slots: Vec<Option<Result<R, E>>> = Vec::with_capacity(items.len());
+    slots.resize_with(items.len(), || None);
+    let mut inflight = FuturesUnordered::new();
+    let mut next = 0;
+    let mut failed = false;
+    loop {
+        while !failed && next < items.len() && inflight.len() < limit {
+            let index = next;
+            let run = f(&items[index]);
+            inflight.push(async move { (index, run.await) });
+            next += 1;
+        }
+        let Some((index, result)) = inflight.next().await else {
+            break;
+        };
+        failed |= result.is_err();
+        slots[index] = Some(result);
+    }
+    let mut out = Vec::with_capacity(items.len());
+    for result in slots.into_iter().flatten() {
+        out.push(result?);
+    }
+    Ok(out)
 }
 
 /// The API for an object's kind (with the stage identity) and its plural name.
@@ -355,6 +429,10 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
         .and_then(Value::as_str)
 }
 
+fn health_of(obj: &Value) -> Health {
+    compute(obj, k8s_openapi::jiff::Timestamp::now())
+}
+
 async fn apply_one(
     clients: &ClientFactory,
     client: &kube::Client,
@@ -375,13 +453,26 @@ async fn apply_one(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let action = match &live {
         None => ChangeAction::Created,
-        Some(_) if keep_existing => {
-            return Ok(Change {
-                object: r,
-                action: ChangeAction::Skipped,
-            });
-        }
         Some(live) => {
+            let live_v = serde_json::to_value(live).unwrap_or(Value::Null);
+            if keep_existing {
+                return Ok(Change {
+                    object: r,
+                    action: ChangeAction::Skipped,
+                    seen: Some(health_of(&live_v)),
+                });
+            }
+            // The one-request path: our last apply is what we would apply
+            // now and nobody changed a field of it since (delivery.md §2.7
+            // drift correction still happens: any difference falls through
+            // to the dry run).
+            if super::owned::unchanged(obj, &live_v, FIELD_MANAGER) {
+                return Ok(Change {
+                    object: r,
+                    action: ChangeAction::Unchanged,
+                    seen: Some(health_of(&live_v)),
+                });
+            }
             let dry = match api
                 .patch(&r.name, &params.clone().dry_run(), &Patch::Apply(obj))
                 .await
@@ -390,31 +481,38 @@ async fn apply_one(
                 Err(e) if recreate && is_immutable_error(&e) => {
                     tracing::info!(object = %r.subject(), error = %describe(&e), "recreating the object: an immutable field changed and its conflict policy is Recreate");
                     delete_and_wait(&api, &r, &plural, options.staging_timeout).await?;
-                    api.patch(&r.name, &params, &Patch::Apply(obj))
+                    let written = api
+                        .patch(&r.name, &params, &Patch::Apply(obj))
                         .await
                         .map_err(|e| classify("patch", &r, &plural, e))?;
                     return Ok(Change {
                         object: r,
                         action: ChangeAction::Created,
+                        seen: serde_json::to_value(&written).ok().map(|v| health_of(&v)),
                     });
                 }
                 Err(e) => return Err(classify("patch", &r, &plural, e)),
             };
-            let live_v = serde_json::to_value(live).unwrap_or(Value::Null);
             let dry_v = serde_json::to_value(&dry).unwrap_or(Value::Null);
             if comparable(&live_v) == comparable(&dry_v) {
                 return Ok(Change {
                     object: r,
                     action: ChangeAction::Unchanged,
+                    seen: Some(health_of(&live_v)),
                 });
             }
             ChangeAction::Configured
         }
     };
-    api.patch(&r.name, &params, &Patch::Apply(obj))
+    let written = api
+        .patch(&r.name, &params, &Patch::Apply(obj))
         .await
         .map_err(|e| classify("patch", &r, &plural, e))?;
-    Ok(Change { object: r, action })
+    Ok(Change {
+        object: r,
+        action,
+        seen: serde_json::to_value(&written).ok().map(|v| health_of(&v)),
+    })
 }
 
 /// Deletes an object (background propagation) and waits until it is gone.
@@ -597,6 +695,87 @@ mod tests {
         assert_eq!(stage_of("IngressClass", "networking.k8s.io"), 1);
         assert_eq!(stage_of("Namespace", ""), 0);
         assert_eq!(stage_of("ConfigMap", ""), 2);
+    }
+
+    /// DECISIONS 21: at most `limit` at once, outputs in order; after the
+    /// first failure nothing new starts, and the earliest failure in order
+    /// is the one reported.
+    #[tokio::test(start_paused = true)]
+    async fn bounded_writes() {
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let running = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let items: Vec<u64> = (0..20).collect();
+        let out = bounded(&items, 4, |i| {
+            let (running, peak) = (&running, &peak);
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20 - i)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, String>(*i * 10)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(out, (0..20).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(peak.load(Ordering::SeqCst), 4);
+
+        // Item 1 fails fast while item 0 is still writing: nothing else starts.
+        let started = Mutex::new(Vec::new());
+        let plan: Vec<(u64, bool)> = vec![(50, true), (1, false), (1, true), (1, true)];
+        let err = bounded(&plan, 2, |(ms, ok)| {
+            let started = &started;
+            async move {
+                started.lock().unwrap().push(*ms);
+                tokio::time::sleep(Duration::from_millis(*ms)).await;
+                if *ok {
+                    Ok(())
+                } else {
+                    Err(format!("failed after {ms}"))
+                }
+            }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err, "failed after 1");
+        assert_eq!(started.lock().unwrap().len(), 2);
+
+        // Two failures: the earlier one in order wins, whatever finished first.
+        let plan: Vec<(u64, &str)> = vec![(50, "first"), (1, "second")];
+        let err = bounded(&plan, 2, |(ms, name)| async move {
+            tokio::time::sleep(Duration::from_millis(*ms)).await;
+            Err::<(), _>(name.to_string())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err, "first");
+    }
+
+    #[test]
+    fn runs_of_one_kind() {
+        let mut objs = vec![
+            o("v1", "ConfigMap", "a", "c2"),
+            o("v1", "ConfigMap", "a", "c1"),
+            o("apps/v1", "Deployment", "a", "d"),
+            o("example.com/v1", "Widget", "a", "w"),
+            o("example.com/v1", "Gadget", "a", "g"),
+            o("other.io/v1", "Widget", "a", "w"),
+        ];
+        sort_for_apply(&mut objs);
+        let runs: Vec<Vec<&str>> = same_kind_runs(&objs)
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|o| o["metadata"]["name"].as_str().unwrap())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            vec![vec!["c1", "c2"], vec!["d"], vec!["g"], vec!["w"], vec!["w"]]
+        );
     }
 
     #[test]

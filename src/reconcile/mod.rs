@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod metricsource;
 pub mod notify;
 pub mod outbound;
+pub mod owned;
 pub mod podgates;
 pub mod promotion;
 pub mod prune;
@@ -54,6 +55,9 @@ use error::{Requeue, describe};
 use stage::{StageContext, StageDone, StageResult, run_stage};
 use status::Ready;
 
+/// `--apply-concurrency`'s default.
+pub const DEFAULT_APPLY_CONCURRENCY: usize = 8;
+
 /// Settings the pipeline reads from the controller's flags.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -78,6 +82,9 @@ pub struct Settings {
     pub require_verified_migration_sources: bool,
     /// `--require-pinned-migration-sources`.
     pub require_pinned_migration_sources: bool,
+    /// `--apply-concurrency`: objects of one kind written (and pruned, and
+    /// read for readiness) at once (DECISIONS 21).
+    pub apply_concurrency: usize,
 }
 
 impl Default for Settings {
@@ -93,6 +100,7 @@ impl Default for Settings {
             allowed_action_hosts: Vec::new(),
             require_verified_migration_sources: false,
             require_pinned_migration_sources: false,
+            apply_concurrency: DEFAULT_APPLY_CONCURRENCY,
         }
     }
 }
@@ -151,6 +159,53 @@ pub struct Env {
     pub targets: target::Targets,
     /// What time it is (update windows).
     pub clock: Clock,
+    /// The StageSet writes this controller made (see [`OwnWrites`]).
+    pub own_writes: Arc<OwnWrites>,
+}
+
+/// The newest resourceVersion each StageSet had after a write of this
+/// controller (its status, its finalizer). A reconcile takes its StageSet
+/// from the watch cache only when the cached copy is at least that new, so
+/// it never decides on a status older than what it wrote itself; otherwise
+/// it reads the StageSet from the API server.
+#[derive(Debug, Default)]
+pub struct OwnWrites(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl OwnWrites {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a write of `key` that left it at `resource_version`. A version
+    /// that is not a number (opaque to clients) makes the cache unusable
+    /// for that StageSet until the next numeric one.
+    pub fn record(&self, key: &str, resource_version: Option<&str>) {
+        let version = resource_version.and_then(|v| v.parse::<u64>().ok());
+        let mut writes = self.lock();
+        match version {
+            Some(v) => {
+                let newest = writes.entry(key.to_string()).or_insert(v);
+                *newest = (*newest).max(v);
+            }
+            None => {
+                writes.insert(key.to_string(), u64::MAX);
+            }
+        }
+    }
+
+    /// Whether a cached copy of `key` at `resource_version` includes every
+    /// write this controller made to it.
+    pub fn covers(&self, key: &str, resource_version: Option<&str>) -> bool {
+        let Some(version) = resource_version.and_then(|v| v.parse::<u64>().ok()) else {
+            return false;
+        };
+        self.lock().get(key).is_none_or(|newest| version >= *newest)
+    }
+
+    /// Forgets a StageSet that is gone.
+    pub fn forget(&self, key: &str) {
+        self.lock().remove(key);
+    }
 }
 
 /// The result of one pass.
@@ -255,12 +310,15 @@ impl Pass<'_> {
             self.env.settings.runbook_base.as_deref(),
         );
         let client = self.env.clients.controller();
-        if let Err(e) = status::write(&client, &self.ss, &self.status).await {
-            tracing::warn!(stageset = %self.key(), error = %e, "status write failed");
-            return Outcome {
-                requeue: Requeue::Backoff,
-                ready: Some(ready),
-            };
+        match status::write(&client, &self.ss, &self.status).await {
+            Ok(version) => self.env.own_writes.record(&self.key(), version.as_deref()),
+            Err(e) => {
+                tracing::warn!(stageset = %self.key(), error = %e, "status write failed");
+                return Outcome {
+                    requeue: Requeue::Backoff,
+                    ready: Some(ready),
+                };
+            }
         }
         self.record_stages();
         if counted {
@@ -298,7 +356,10 @@ impl Pass<'_> {
             status::merge_stages(&spec_names, &current, std::slice::from_ref(&entry));
         let client = self.env.clients.controller();
         match status::write(&client, &self.ss, &self.status).await {
-            Ok(()) => self.record_stages(),
+            Ok(version) => {
+                self.env.own_writes.record(&self.key(), version.as_deref());
+                self.record_stages()
+            }
             Err(e) => {
                 tracing::debug!(stageset = %self.key(), error = %e, "progress status write failed")
             }
@@ -350,15 +411,34 @@ impl Pass<'_> {
 }
 
 /// Runs one reconcile of the StageSet `namespace/name`.
-pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
+///
+/// `cached` is the watch cache's copy; it is used when it includes every
+/// write this controller made ([`OwnWrites`]), else the StageSet is read.
+pub async fn reconcile(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+    cached: Option<StageSet>,
+) -> Outcome {
+    let key = format!("{namespace}/{name}");
     let api: Api<StageSet> = Api::namespaced(env.clients.controller(), namespace);
-    let ss = match api.get_opt(name).await {
-        Ok(Some(ss)) => ss,
-        Ok(None) => return Outcome::quiet(Requeue::Never),
-        Err(e) => {
-            tracing::warn!(stageset = %format!("{namespace}/{name}"), error = %describe(&e), "reading the StageSet failed");
-            return Outcome::quiet(Requeue::Backoff);
-        }
+    let fresh = cached.filter(|c| {
+        env.own_writes
+            .covers(&key, c.meta().resource_version.as_deref())
+    });
+    let ss = match fresh {
+        Some(ss) => ss,
+        None => match api.get_opt(name).await {
+            Ok(Some(ss)) => ss,
+            Ok(None) => {
+                env.own_writes.forget(&key);
+                return Outcome::quiet(Requeue::Never);
+            }
+            Err(e) => {
+                tracing::warn!(stageset = %key, error = %describe(&e), "reading the StageSet failed");
+                return Outcome::quiet(Requeue::Backoff);
+            }
+        },
     };
     // R1: deletion.
     if ss.meta().deletion_timestamp.is_some() {
@@ -382,7 +462,11 @@ pub async fn reconcile(env: &Env, namespace: &str, name: &str) -> Outcome {
             .patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
             .await
         {
-            Ok(_) => Outcome::quiet(Requeue::Now),
+            Ok(written) => {
+                env.own_writes
+                    .record(&key, written.meta().resource_version.as_deref());
+                Outcome::quiet(Requeue::Now)
+            }
             Err(e) => {
                 tracing::debug!(stageset = %format!("{namespace}/{name}"), error = %describe(&e), "adding the finalizer failed; retrying");
                 Outcome::quiet(Requeue::Backoff)

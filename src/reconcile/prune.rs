@@ -145,9 +145,16 @@ pub(super) async fn prune_pass(
             .for_service_account(&namespace, effective_sa(&pass.ss, stage))
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
-        teardown::delete_objects(target, &client, objects, &ss_name, &namespace)
-            .await
-            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        teardown::delete_objects(
+            target,
+            &client,
+            objects,
+            &ss_name,
+            &namespace,
+            env.settings.apply_concurrency,
+        )
+        .await
+        .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         let subjects: Vec<String> = objects.iter().map(apply::ObjectRef::subject).collect();
         tracing::info!(stageset = %pass.key(), stage = %stage_name, objects = %subjects.join(", "), "pruned");
     }
@@ -175,9 +182,16 @@ pub(super) async fn prune_pass(
             .for_service_account(&namespace, effective_sa(&pass.ss, None))
             .await
             .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e.to_string()))?;
-        teardown::delete_objects(target, &client, objects, &ss_name, &namespace)
-            .await
-            .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
+        teardown::delete_objects(
+            target,
+            &client,
+            objects,
+            &ss_name,
+            &namespace,
+            env.settings.apply_concurrency,
+        )
+        .await
+        .map_err(|e| StageFailure::new(stage_name, StageOp::Prune, e))?;
         inventory::delete_stage(
             &env.clients.controller(),
             &env.inventory_writes,

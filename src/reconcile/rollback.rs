@@ -325,6 +325,7 @@ async fn restore_stage(
         .await
         .map_err(|e| unavailable(format!("connecting as the stage's identity: {e}")))?;
     let options = apply::ApplyOptions {
+        concurrency: env.settings.apply_concurrency,
         staging_timeout: env.settings.staging_timeout,
         force_token: None,
     };
@@ -438,11 +439,18 @@ pub(super) async fn revert_stage(
         .for_service_account(&namespace, effective_sa(&pass.ss, Some(stage)))
         .await
         .map_err(|e| RollbackError::Transient(e.to_string()))?;
-    super::teardown::delete_objects(target, &client, &added, &ss_name, &namespace)
-        .await
-        .map_err(|e| {
-            RollbackError::Transient(format!("deleting what revision {} added: {e}", r.failing))
-        })?;
+    super::teardown::delete_objects(
+        target,
+        &client,
+        &added,
+        &ss_name,
+        &namespace,
+        pass.env.settings.apply_concurrency,
+    )
+    .await
+    .map_err(|e| {
+        RollbackError::Transient(format!("deleting what revision {} added: {e}", r.failing))
+    })?;
     let gone: BTreeSet<String> = added.iter().map(inventory::entry_id).collect();
     let mut now: Vec<apply::ObjectRef> = restored;
     now.extend(

@@ -636,6 +636,7 @@ async fn deploy(
     }
     // S15: apply.
     let options = apply::ApplyOptions {
+        concurrency: env.settings.apply_concurrency,
         staging_timeout: env.settings.staging_timeout,
         force_token: Some(token),
     };
@@ -771,6 +772,14 @@ async fn deploy(
             name: check.name.clone(),
         });
     }
+    // The apply just read or wrote every object: its view is the first round.
+    let known = verify::Known {
+        seen: changes
+            .iter()
+            .filter_map(|c| c.seen.clone().map(|h| (c.object.subject(), h)))
+            .collect(),
+        concurrency: env.settings.apply_concurrency,
+    };
     let controller = env.clients.controller();
     let ss_api: Api<StageSet> = Api::namespaced(controller, &namespace);
     let deleting = || {
@@ -805,8 +814,15 @@ async fn deploy(
     // One deadline bounds the whole verify phase: the kstatus wait, then the
     // CEL expressions (upstream gives each a full timeout).
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut verdict =
-        verify::wait_ready(&hooks.clients, &client, &wait_set, timeout, &deleting).await;
+    let mut verdict = verify::wait_ready(
+        &hooks.clients,
+        &client,
+        &wait_set,
+        known,
+        timeout,
+        &deleting,
+    )
+    .await;
     if verdict == verify::Verdict::Ready && !exprs.is_empty() {
         verdict = cel::wait_exprs(
             &hooks.clients,

@@ -112,12 +112,13 @@ pub fn merge_stages(
         .collect()
 }
 
-/// Writes the status with server-side apply on the status subresource.
+/// Writes the status with server-side apply on the status subresource;
+/// returns the StageSet's resourceVersion after the write.
 pub async fn write(
     client: &kube::Client,
     ss: &StageSet,
     status: &StageSetStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let namespace = ss.namespace().unwrap_or_default();
     let api: Api<StageSet> = Api::namespaced(client.clone(), &namespace);
     let body = json!({
@@ -132,7 +133,7 @@ pub async fn write(
         &Patch::Apply(&body),
     )
     .await
-    .map(|_| ())
+    .map(|written| written.resource_version())
     .map_err(|e| {
         Error::api(
             &format!("writing the status of {namespace}/{}", ss.name_any()),

@@ -14,7 +14,7 @@ use crate::api::reasons::EventReason;
 use crate::api::{StageSet, keys};
 use crate::kube_client::{ClientFactory, DiscoveryError};
 use crate::metrics::ForceDropReason;
-use crate::reconcile::apply::{ObjectRef, sort_for_apply};
+use crate::reconcile::apply::{ObjectRef, bounded, same_kind_runs, sort_for_apply};
 use crate::reconcile::error::{Error, Requeue, describe};
 use crate::reconcile::notify::StageSetEvent;
 use crate::reconcile::{Env, Outcome, inventory, status};
@@ -188,20 +188,30 @@ async fn delete_recorded(env: &Env, ss: &StageSet) -> Result<(), (&'static str, 
                     DeleteError::plain(e.to_string()),
                 )
             })?;
-        delete_objects(&target, &client, &record.objects(), &name, &namespace)
-            .await
-            .map_err(|e| ("delete objects", e))?;
+        delete_objects(
+            &target,
+            &client,
+            &record.objects(),
+            &name,
+            &namespace,
+            env.settings.apply_concurrency,
+        )
+        .await
+        .map_err(|e| ("delete objects", e))?;
     }
     Ok(())
 }
 
-/// Deletes objects (in reverse apply order) that still belong to the StageSet.
+/// Deletes objects (in reverse apply order) that still belong to the StageSet;
+/// the objects of one kind at most `concurrency` at once (DECISIONS 21).
+/// Every object is tried; the errors are reported together, in order.
 pub async fn delete_objects(
     clients: &ClientFactory,
     client: &kube::Client,
     objects: &[ObjectRef],
     stageset: &str,
     namespace: &str,
+    concurrency: usize,
 ) -> Result<(), DeleteError> {
     let mut as_values: Vec<Value> = objects
         .iter()
@@ -215,53 +225,19 @@ pub async fn delete_objects(
     let mut errors = Vec::new();
     let mut permanent = false;
     let mut unauthorized = false;
-    let mut note = |e: &kube::Error| match e {
-        kube::Error::Api(s) if s.code == 403 => permanent = true,
-        kube::Error::Api(s) if s.code == 401 => unauthorized = true,
-        _ => {}
-    };
-    for v in as_values {
-        let r = ObjectRef::of(&v);
-        let resource = match clients.resource(&r.api_version, &r.kind).await {
-            Ok(res) => res,
-            // A kind that is gone has no objects left to delete.
-            Err(DiscoveryError::NotServed { .. }) => continue,
-            Err(e) => {
-                errors.push(e.to_string());
-                continue;
-            }
-        };
-        let api: Api<DynamicObject> = if resource.namespaced {
-            Api::namespaced_with(client.clone(), &r.namespace, &resource.api)
-        } else {
-            Api::all_with(client.clone(), &resource.api)
-        };
-        let live = match api.get_opt(&r.name).await {
-            Ok(Some(l)) => l,
-            Ok(None) => continue,
-            Err(e) => {
-                note(&e);
-                errors.push(format!("get {}: {}", r.subject(), describe(&e)));
-                continue;
-            }
-        };
-        let labels = live.labels();
-        let owned = labels.get(keys::LABEL_OWNER_NAME).map(String::as_str) == Some(stageset)
-            && labels.get(keys::LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace);
-        let protected = live
-            .annotations()
-            .get(keys::ANNOTATION_PRUNE)
-            .map(String::as_str)
-            == Some(keys::PRUNE_DISABLED);
-        if !owned || protected {
-            continue;
-        }
-        match api.delete(&r.name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => {
-                note(&e);
-                errors.push(format!("delete {}: {}", r.subject(), describe(&e)));
+    for run in same_kind_runs(&as_values) {
+        let outcomes = bounded(run, concurrency, |v| async move {
+            Ok::<_, std::convert::Infallible>(
+                delete_owned(clients, client, &ObjectRef::of(v), stageset, namespace).await,
+            )
+        })
+        .await
+        .unwrap_or_else(|never| match never {});
+        for outcome in outcomes {
+            if let Err((message, code)) = outcome {
+                permanent |= code == Some(403);
+                unauthorized |= code == Some(401);
+                errors.push(message);
             }
         }
     }
@@ -273,6 +249,56 @@ pub async fn delete_objects(
             permanent,
             unauthorized,
         })
+    }
+}
+
+/// Deletes one object if it still carries the StageSet's owner labels and no
+/// prune protection. An error names the call and carries the HTTP code.
+async fn delete_owned(
+    clients: &ClientFactory,
+    client: &kube::Client,
+    r: &ObjectRef,
+    stageset: &str,
+    namespace: &str,
+) -> Result<(), (String, Option<u16>)> {
+    let code = |e: &kube::Error| match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    };
+    let resource = match clients.resource(&r.api_version, &r.kind).await {
+        Ok(res) => res,
+        // A kind that is gone has no objects left to delete.
+        Err(DiscoveryError::NotServed { .. }) => return Ok(()),
+        Err(e) => return Err((e.to_string(), None)),
+    };
+    let api: Api<DynamicObject> = if resource.namespaced {
+        Api::namespaced_with(client.clone(), &r.namespace, &resource.api)
+    } else {
+        Api::all_with(client.clone(), &resource.api)
+    };
+    let live = match api.get_opt(&r.name).await {
+        Ok(Some(l)) => l,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err((format!("get {}: {}", r.subject(), describe(&e)), code(&e))),
+    };
+    let labels = live.labels();
+    let owned = labels.get(keys::LABEL_OWNER_NAME).map(String::as_str) == Some(stageset)
+        && labels.get(keys::LABEL_OWNER_NAMESPACE).map(String::as_str) == Some(namespace);
+    let protected = live
+        .annotations()
+        .get(keys::ANNOTATION_PRUNE)
+        .map(String::as_str)
+        == Some(keys::PRUNE_DISABLED);
+    if !owned || protected {
+        return Ok(());
+    }
+    match api.delete(&r.name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err((
+            format!("delete {}: {}", r.subject(), describe(&e)),
+            code(&e),
+        )),
     }
 }
 

@@ -12,7 +12,9 @@ use kube::api::{Api, DynamicObject};
 use serde_json::Value;
 
 use crate::kube_client::ClientFactory;
-use crate::reconcile::apply::ObjectRef;
+use std::collections::HashMap;
+
+use crate::reconcile::apply::{ObjectRef, bounded};
 use crate::reconcile::error::describe;
 use crate::reconcile::health::{Health, compute};
 
@@ -32,12 +34,22 @@ pub enum Verdict {
 const MAX_POLL: Duration = Duration::from_secs(2);
 const DELETION_POLL: Duration = Duration::from_secs(5);
 
+/// What the caller already knows: the health of objects it has just read or
+/// written (by subject), used for the first round instead of a read, and how
+/// many objects to read at once.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub seen: HashMap<String, Health>,
+    pub concurrency: usize,
+}
+
 /// Waits for the objects to be Current with `client` (the stage identity).
 /// `deleting` is polled every 5 s and aborts the wait when it returns true.
 pub async fn wait_ready<F, Fut>(
     clients: &ClientFactory,
     client: &kube::Client,
     objects: &[ObjectRef],
+    known: Known,
     timeout: Duration,
     mut deleting: F,
 ) -> Verdict
@@ -49,17 +61,35 @@ where
     let deadline = start + timeout;
     let mut delay = Duration::from_millis(25);
     let mut next_deletion_check = start + DELETION_POLL;
+    let mut seen = known.seen;
     loop {
         let mut pending: Vec<String> = Vec::new();
         let mut failed: Vec<String> = Vec::new();
-        for r in objects {
-            match read(clients, client, r).await {
-                Ok(Some(obj)) => match compute(&obj, k8s_openapi::jiff::Timestamp::now()) {
-                    Health::Current => {}
-                    Health::Failed(why) => failed.push(format!("{}: {why}", r.subject())),
-                    Health::InProgress(why) => pending.push(format!("{}: {why}", r.subject())),
-                    Health::Terminating => pending.push(format!("{}: terminating", r.subject())),
-                },
+        let first = std::mem::take(&mut seen);
+        let states = bounded(objects, known.concurrency, |r| {
+            let known = first.get(&r.subject()).cloned();
+            async move {
+                let state = match known {
+                    Some(h) => Ok(Some(h)),
+                    None => read(clients, client, r)
+                        .await
+                        .map(|o| o.map(|obj| compute(&obj, k8s_openapi::jiff::Timestamp::now()))),
+                };
+                Ok::<_, std::convert::Infallible>(state)
+            }
+        })
+        .await
+        .unwrap_or_else(|never| match never {});
+        for (r, state) in objects.iter().zip(states) {
+            match state {
+                Ok(Some(Health::Current)) => {}
+                Ok(Some(Health::Failed(why))) => failed.push(format!("{}: {why}", r.subject())),
+                Ok(Some(Health::InProgress(why))) => {
+                    pending.push(format!("{}: {why}", r.subject()))
+                }
+                Ok(Some(Health::Terminating)) => {
+                    pending.push(format!("{}: terminating", r.subject()))
+                }
                 Ok(None) => pending.push(format!("{}: not found", r.subject())),
                 Err(e) => pending.push(format!("{}: {e}", r.subject())),
             }

@@ -69,18 +69,18 @@ where
     let Value::Object(map) = v else {
         return Ok(());
     };
-    if !map.contains_key(head.as_str()) || map[head.as_str()].is_null() {
-        if !create {
-            return Ok(());
-        }
-        let fresh = if rest.is_empty() {
-            Value::Null
-        } else {
-            Value::Object(Map::new())
-        };
-        map.insert(head.clone(), fresh);
+    match map.get_mut(head.as_str()) {
+        Some(child) if !child.is_null() => return walk(child, rest, create, f),
+        _ if !create => return Ok(()),
+        _ => {}
     }
-    let child = map.get_mut(head.as_str()).expect("present");
+    let fresh = if rest.is_empty() {
+        Value::Null
+    } else {
+        Value::Object(Map::new())
+    };
+    map.insert(head.clone(), fresh);
+    let child = map.get_mut(head.as_str()).expect("just inserted");
     walk(child, rest, create, f)
 }
 

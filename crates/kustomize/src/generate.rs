@@ -1,5 +1,7 @@
 //! configMapGenerator and secretGenerator.
 
+use std::collections::HashMap;
+
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -294,6 +296,19 @@ fn generate_one(
     Ok(r)
 }
 
+/// Adds the names `r` (at `i` in its list) has had to `by_name`.
+fn index_names(by_name: &mut HashMap<String, Vec<usize>>, r: &Resource, i: usize) {
+    for name in r.names() {
+        match by_name.get_mut(name) {
+            Some(list) if list.last() == Some(&i) => {}
+            Some(list) => list.push(i),
+            None => {
+                by_name.insert(name.to_owned(), vec![i]);
+            }
+        }
+    }
+}
+
 /// Runs both generators and absorbs their output the way kustomize's
 /// appendReplaceOrMerge does.
 pub(crate) fn run(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) -> Result<(), Error> {
@@ -309,16 +324,30 @@ pub(crate) fn run(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) ->
     for spec in k.list("secretGenerator")? {
         generated.push(generate_one(b, k, &spec, true, &global)?);
     }
+    if generated.is_empty() {
+        return Ok(());
+    }
+    // Each generated object is compared with the few resources that have
+    // had its name, rather than with every resource.
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in ra.iter().enumerate() {
+        index_names(&mut by_name, r, i);
+    }
     for mut res in generated {
         let id = res.cur_id();
-        let matches: Vec<usize> = ra
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.all_ids().iter().any(|x| x.equals(&id)))
-            .map(|(i, _)| i)
+        // In ascending order, as the resources are indexed in order.
+        let matches: Vec<usize> = by_name
+            .get(&id.name)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&i| ra[i].has_id(&id))
             .collect();
         match (matches.as_slice(), res.behavior) {
-            ([], Behavior::Create) => ra.push(res),
+            ([], Behavior::Create) => {
+                index_names(&mut by_name, &res, ra.len());
+                ra.push(res);
+            }
             ([], _) => {
                 return Err(invalid(
                     &k.file,
@@ -355,12 +384,14 @@ pub(crate) fn run(b: &Builder<'_>, k: &Kustomization, ra: &mut Vec<Resource>) ->
                         md.insert(field.into(), Value::Object(m));
                     }
                 }
-                res.set_name(&old.name());
-                res.set_namespace(&old.namespace());
+                res.set_name(old.name());
+                res.set_namespace(old.namespace());
                 res.prev = old.prev.clone();
                 res.prefixes = old.prefixes.clone();
                 res.suffixes = old.suffixes.clone();
                 res.needs_hash = res.needs_hash || old.needs_hash;
+                // It has had the names of the one it replaces: the index
+                // stays as it is.
                 ra[*i] = res;
             }
             ([_], Behavior::Create) => {

@@ -667,37 +667,36 @@ fn check_resource(v: Value, file: &str) -> Result<Resource, Error> {
     Ok(r)
 }
 
-/// The resources of a list by kind and name, so that adding one compares
-/// its id with the few resources of the same kind and name only, rather than
-/// with every resource (which made a build of n objects quadratic).
+/// The resources of a list by name, so that adding one compares its id with
+/// the few resources of the same name only, rather than with every resource
+/// (which made a build of n objects quadratic).
 struct Registered {
-    by_kind_name: std::collections::HashMap<(String, String), Vec<usize>>,
+    by_name: std::collections::HashMap<String, Vec<usize>>,
 }
 
 impl Registered {
     fn of(ra: &[Resource]) -> Registered {
-        let mut by_kind_name: std::collections::HashMap<_, Vec<usize>> = Default::default();
+        let mut by_name: std::collections::HashMap<_, Vec<usize>> = Default::default();
         for (i, r) in ra.iter().enumerate() {
-            by_kind_name
-                .entry((r.kind(), r.name()))
-                .or_default()
-                .push(i);
+            by_name.entry(r.name().to_owned()).or_default().push(i);
         }
-        Registered { by_kind_name }
+        Registered { by_name }
     }
 
     /// Adds `r` to `ra` (which must be the list this was made of, changed by
     /// this only), refusing an id that is already there.
     fn append(&mut self, ra: &mut Vec<Resource>, r: Resource, file: &str) -> Result<(), Error> {
-        let id = r.cur_id();
-        let same = self
-            .by_kind_name
-            .entry((id.gvk.kind.clone(), id.name.clone()))
-            .or_default();
-        if same.iter().any(|&i| ra[i].cur_id().equals(&id)) {
+        if !self.by_name.contains_key(r.name()) {
+            self.by_name.insert(r.name().to_owned(), Vec::new());
+        }
+        let same = self.by_name.get_mut(r.name()).expect("just inserted");
+        if same.iter().any(|&i| ra[i].has_same_id(&r)) {
             return Err(invalid(
                 file,
-                format!("may not add resource with an already registered id: {id}"),
+                format!(
+                    "may not add resource with an already registered id: {}",
+                    r.cur_id()
+                ),
             ));
         }
         same.push(ra.len());

@@ -1,62 +1,79 @@
 //! Name reference fix-up: after renames (prefix, suffix, hash), every field
 //! that names another object in the build is pointed at its new name.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
 use crate::fieldspec::{self, walk};
 use crate::resource::{Gvk, ResId, Resource};
 
-struct Referrer {
-    id: ResId,
-    prefixes: Vec<String>,
-    suffixes: Vec<String>,
+/// What the pass needs of a resource, as a referrer and as a candidate
+/// referral. The pass rewrites only the fields of objects that name other
+/// objects, never an object's own id or `roleRef` kind, so this is taken
+/// once, before any rewriting.
+struct Candidate<'a> {
+    /// Ids before renames, oldest first.
+    prev: &'a [ResId],
+    cur: ResId,
+    prefixes: &'a [String],
+    suffixes: &'a [String],
+    /// The group and kind of `roleRef`, for a binding.
     role_ref: Option<Gvk>,
 }
 
-struct Candidate {
-    ids: Vec<ResId>,
-    org_namespace: String,
-    cur: ResId,
-    prefixes: Vec<String>,
-    suffixes: Vec<String>,
+impl<'a> Candidate<'a> {
+    /// Splits `r` into its object, to rewrite, and the rest, to read.
+    fn of(r: &'a mut Resource) -> (&'a mut Value, Candidate<'a>) {
+        let cur = r.cur_id();
+        let role_ref = r.obj.get("roleRef").map(|rr| Gvk {
+            group: rr
+                .get("apiGroup")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+            version: String::new(),
+            kind: rr
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .into(),
+        });
+        let Resource {
+            obj,
+            prev,
+            prefixes,
+            suffixes,
+            ..
+        } = r;
+        let candidate = Candidate {
+            prev,
+            cur,
+            prefixes,
+            suffixes,
+            role_ref,
+        };
+        (obj, candidate)
+    }
+
+    /// Every id the resource has had, the current one last.
+    fn ids(&self) -> impl Iterator<Item = &ResId> {
+        self.prev.iter().chain([&self.cur])
+    }
+
+    fn org_namespace(&self) -> &str {
+        &self.prev.first().unwrap_or(&self.cur).namespace
+    }
 }
 
 pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
-    let candidates: Vec<Candidate> = ra
-        .iter()
-        .map(|r| Candidate {
-            ids: r.all_ids(),
-            org_namespace: r.org_id().namespace,
-            cur: r.cur_id(),
-            prefixes: r.prefixes.clone(),
-            suffixes: r.suffixes.clone(),
-        })
-        .collect();
+    let (mut objects, candidates): (Vec<&mut Value>, Vec<Candidate>) =
+        ra.iter_mut().map(Candidate::of).unzip();
     let index = Index::new(&candidates);
     for rule in fieldspec::name_references() {
-        for r in ra.iter_mut() {
-            let gvk = r.gvk();
-            let role_ref = r.obj.get("roleRef").map(|rr| Gvk {
-                group: rr
-                    .get("apiGroup")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .into(),
-                version: String::new(),
-                kind: rr
-                    .get("kind")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .into(),
-            });
-            let referrer = Referrer {
-                id: r.cur_id(),
-                prefixes: r.prefixes.clone(),
-                suffixes: r.suffixes.clone(),
-                role_ref,
-            };
+        for (obj, referrer) in objects.iter_mut().zip(&candidates) {
             for fs in &rule.referrers {
-                if !gvk.is_selected_by(&fs.gvk) {
+                if !referrer.cur.gvk.is_selected_by(&fs.gvk) {
                     continue;
                 }
                 let is_role_ref = fs.path.last().map(String::as_str) == Some("name")
@@ -64,8 +81,8 @@ pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
                     && fs.path[fs.path.len() - 2] == "roleRef";
                 // The walk visits every element of a list (e.g. `subjects` or
                 // `rules/resourceNames`) by itself.
-                walk(&mut r.obj, &fs.path, false, &mut |v| {
-                    set(v, &rule.target, &referrer, is_role_ref, &index)
+                walk(obj, &fs.path, false, &mut |v| {
+                    set(v, &rule.target, referrer, is_role_ref, &index)
                 })?;
             }
         }
@@ -77,16 +94,15 @@ pub(crate) fn fix(ra: &mut [Resource]) -> Result<(), String> {
 /// looking them up first keeps the pass linear in the number of references),
 /// and the original namespaces present (for the namespace pool rule).
 struct Index<'a> {
-    by_name: std::collections::HashMap<&'a str, Vec<&'a Candidate>>,
-    org_namespaces: std::collections::HashSet<&'a str>,
+    by_name: HashMap<&'a str, Vec<&'a Candidate<'a>>>,
+    org_namespaces: HashSet<&'a str>,
 }
 
 impl<'a> Index<'a> {
-    fn new(candidates: &'a [Candidate]) -> Self {
-        let mut by_name: std::collections::HashMap<&str, Vec<&Candidate>> =
-            std::collections::HashMap::new();
+    fn new(candidates: &'a [Candidate<'a>]) -> Self {
+        let mut by_name: HashMap<&str, Vec<&Candidate>> = HashMap::new();
         for c in candidates {
-            let mut names: Vec<&str> = c.ids.iter().map(|id| id.name.as_str()).collect();
+            let mut names: Vec<&str> = c.ids().map(|id| id.name.as_str()).collect();
             names.sort_unstable();
             names.dedup();
             for name in names {
@@ -95,14 +111,11 @@ impl<'a> Index<'a> {
         }
         Index {
             by_name,
-            org_namespaces: candidates
-                .iter()
-                .map(|c| c.org_namespace.as_str())
-                .collect(),
+            org_namespaces: candidates.iter().map(Candidate::org_namespace).collect(),
         }
     }
 
-    fn named(&self, name: &str) -> Vec<&'a Candidate> {
+    fn named(&self, name: &str) -> Vec<&'a Candidate<'a>> {
         self.by_name.get(name).cloned().unwrap_or_default()
     }
 }
@@ -110,7 +123,7 @@ impl<'a> Index<'a> {
 fn set(
     v: &mut Value,
     target: &Gvk,
-    referrer: &Referrer,
+    referrer: &Candidate<'_>,
     is_role_ref: bool,
     index: &Index<'_>,
 ) -> Result<(), String> {
@@ -133,7 +146,7 @@ fn set(
                 None => named,
                 Some(ns) if index.org_namespaces.contains(ns) => named
                     .into_iter()
-                    .filter(|c| c.org_namespace == ns)
+                    .filter(|c| c.org_namespace() == ns)
                     .collect(),
                 Some(ns) => named
                     .into_iter()
@@ -158,25 +171,25 @@ fn set(
 /// kustomize's selectReferral.
 fn select<'a>(
     old: &str,
-    pool: Vec<&'a Candidate>,
+    pool: Vec<&'a Candidate<'a>>,
     target: &Gvk,
-    referrer: &Referrer,
+    referrer: &Candidate<'_>,
     is_role_ref: bool,
     with_namespace: bool,
-) -> Result<Option<&'a Candidate>, String> {
+) -> Result<Option<&'a Candidate<'a>>, String> {
     let mut c: Vec<&Candidate> = pool
         .into_iter()
-        .filter(|c| c.ids.iter().any(|id| id.name == old))
-        .filter(|c| c.ids.iter().any(|id| id.gvk.is_selected_by(target)))
+        .filter(|c| c.ids().any(|id| id.name == old))
+        .filter(|c| c.ids().any(|id| id.gvk.is_selected_by(target)))
         .filter(|c| match (&referrer.role_ref, is_role_ref) {
-            (Some(rr), true) => c.ids.iter().any(|id| id.gvk.is_selected_by(rr)),
+            (Some(rr), true) => c.ids().any(|id| id.gvk.is_selected_by(rr)),
             _ => true,
         })
         .filter(|c| {
-            referrer.id.gvk.is_cluster_scoped()
+            referrer.cur.gvk.is_cluster_scoped()
                 || c.cur.gvk.is_cluster_scoped()
                 || c.cur.gvk.kind == "ServiceAccount"
-                || referrer.id.ns_equals(&c.cur)
+                || referrer.cur.ns_equals(&c.cur)
         })
         .collect();
     if c.len() == 1 {
@@ -198,7 +211,7 @@ fn select<'a>(
     let ids: Vec<String> = c.iter().map(|x| x.cur.to_string()).collect();
     Err(format!(
         "{}: found multiple possible referrals for {old:?}: {}",
-        referrer.id,
+        referrer.cur,
         ids.join(", ")
     ))
 }

@@ -1,8 +1,11 @@
 //! Strategic merge patches, RFC 6902 JSON patches and patch target selectors.
 
+use std::cell::OnceCell;
+
+use regex::Regex;
 use serde_json::{Map, Value};
 
-use crate::resource::{Gvk, Resource};
+use crate::resource::{ResId, Resource};
 
 /// The slice of the Kubernetes schema that strategic merge needs: which
 /// lists merge by which key. Everything else merges maps and replaces lists.
@@ -361,11 +364,50 @@ pub fn json6902(doc: &mut Value, ops: &Value) -> Result<(), String> {
 /// A patch target: every non-empty field must match.
 #[derive(Debug, Clone, Default)]
 pub struct Selector {
-    pub gvk: Gvk,
-    pub name: String,
-    pub namespace: String,
-    pub label_selector: String,
-    pub annotation_selector: String,
+    group: Pattern,
+    version: Pattern,
+    kind: Pattern,
+    name: Pattern,
+    namespace: Pattern,
+    label_selector: String,
+    annotation_selector: String,
+}
+
+/// A target field: a regular expression that must match a whole value,
+/// compiled once, when first needed (a selector is matched against every
+/// resource).
+#[derive(Debug, Clone, Default)]
+struct Pattern {
+    text: String,
+    regex: OnceCell<Result<Regex, String>>,
+}
+
+impl Pattern {
+    fn new(text: String) -> Pattern {
+        Pattern {
+            text,
+            regex: OnceCell::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+
+    fn regex(&self) -> Result<&Regex, String> {
+        self.regex
+            .get_or_init(|| {
+                Regex::new(&format!("^(?:{})$", self.text))
+                    .map_err(|e| format!("bad target pattern {:?}: {e}", self.text))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// True when the pattern is empty or matches `value`.
+    fn admits(&self, value: &str) -> Result<bool, String> {
+        Ok(self.is_empty() || self.regex()?.is_match(value))
+    }
 }
 
 impl Selector {
@@ -381,11 +423,11 @@ impl Selector {
                 other => other.to_string(),
             };
             match k.as_str() {
-                "group" => s.gvk.group = text,
-                "version" => s.gvk.version = text,
-                "kind" => s.gvk.kind = text,
-                "name" => s.name = text,
-                "namespace" => s.namespace = text,
+                "group" => s.group = Pattern::new(text),
+                "version" => s.version = Pattern::new(text),
+                "kind" => s.kind = Pattern::new(text),
+                "name" => s.name = Pattern::new(text),
+                "namespace" => s.namespace = Pattern::new(text),
                 "labelSelector" => s.label_selector = text,
                 "annotationSelector" => s.annotation_selector = text,
                 other => return Err(format!("target field {other:?} is not supported")),
@@ -395,41 +437,40 @@ impl Selector {
     }
 
     pub fn matches(&self, r: &Resource) -> Result<bool, String> {
-        let anchored = |pat: &str| {
-            regex::Regex::new(&format!("^(?:{pat})$"))
-                .map_err(|e| format!("bad target pattern {pat:?}: {e}"))
-        };
-        let cur = r.cur_id();
-        let org = r.org_id();
+        // The original id, when the resource has been renamed.
+        let org = r.prev.first();
         if !self.namespace.is_empty() {
-            let re = anchored(&self.namespace)?;
-            if !re.is_match(org.effective_namespace()) && !re.is_match(cur.effective_namespace()) {
+            let re = self.namespace.regex()?;
+            let cur = r.effective_namespace();
+            let org = org.map_or(cur, ResId::effective_namespace);
+            if !re.is_match(org) && !re.is_match(cur) {
                 return Ok(false);
             }
         }
         if !self.name.is_empty() {
-            let re = anchored(&self.name)?;
-            if !re.is_match(&org.name) && !re.is_match(&cur.name) {
+            let re = self.name.regex()?;
+            let cur = r.name();
+            let org = org.map_or(cur, |id| id.name.as_str());
+            if !re.is_match(org) && !re.is_match(cur) {
                 return Ok(false);
             }
         }
-        let gvk = r.gvk();
-        let field_ok = |pat: &str, val: &str| -> Result<bool, String> {
-            Ok(pat.is_empty() || anchored(pat)?.is_match(val))
-        };
-        if !field_ok(&self.gvk.group, &gvk.group)?
-            || !field_ok(&self.gvk.version, &gvk.version)?
-            || !field_ok(&self.gvk.kind, &gvk.kind)?
+        let (group, version) = r.group_version();
+        if !self.group.admits(group)?
+            || !self.version.admits(version)?
+            || !self.kind.admits(r.kind())?
         {
             return Ok(false);
         }
+        let empty = Map::new();
+        let metadata_map = |field| r.metadata_map(field).unwrap_or(&empty);
         if !self.label_selector.is_empty()
-            && !label_selector_matches(&self.label_selector, &r.string_map("labels"))?
+            && !label_selector_matches(&self.label_selector, metadata_map("labels"))?
         {
             return Ok(false);
         }
         if !self.annotation_selector.is_empty()
-            && !label_selector_matches(&self.annotation_selector, &r.string_map("annotations"))?
+            && !label_selector_matches(&self.annotation_selector, metadata_map("annotations"))?
         {
             return Ok(false);
         }

@@ -12,13 +12,10 @@ pub struct Gvk {
 
 impl Gvk {
     pub fn from_api_version(api_version: &str, kind: &str) -> Gvk {
-        let (group, version) = match api_version.rsplit_once('/') {
-            Some((g, v)) => (g.to_string(), v.to_string()),
-            None => (String::new(), api_version.to_string()),
-        };
+        let (group, version) = split_api_version(api_version);
         Gvk {
-            group,
-            version,
+            group: group.to_string(),
+            version: version.to_string(),
             kind: kind.to_string(),
         }
     }
@@ -32,6 +29,24 @@ impl Gvk {
 
     pub fn is_cluster_scoped(&self) -> bool {
         is_cluster_scoped_kind(&self.kind)
+    }
+}
+
+/// Group and version of an `apiVersion` (`apps/v1`, or `v1` in the core
+/// group).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    api_version.rsplit_once('/').unwrap_or(("", api_version))
+}
+
+/// The namespace of an object of `kind` as the API server sees it (""
+/// for cluster-scoped kinds, "default" when none is set).
+fn effective_namespace<'a>(kind: &str, namespace: &'a str) -> &'a str {
+    if is_cluster_scoped_kind(kind) {
+        ""
+    } else if namespace.is_empty() {
+        "default"
+    } else {
+        namespace
     }
 }
 
@@ -82,13 +97,7 @@ pub struct ResId {
 impl ResId {
     /// The namespace as the API server sees it ("" means "default").
     pub fn effective_namespace(&self) -> &str {
-        if self.gvk.is_cluster_scoped() {
-            ""
-        } else if self.namespace.is_empty() {
-            "default"
-        } else {
-            &self.namespace
-        }
+        effective_namespace(&self.gvk.kind, &self.namespace)
     }
 
     pub fn ns_equals(&self, other: &ResId) -> bool {
@@ -148,35 +157,44 @@ impl Resource {
         }
     }
 
-    pub fn str_at(&self, path: &[&str]) -> String {
+    pub fn str_at(&self, path: &[&str]) -> &str {
         let mut v = &self.obj;
         for p in path {
             match v.get(p) {
                 Some(x) => v = x,
-                None => return String::new(),
+                None => return "",
             }
         }
-        v.as_str().unwrap_or_default().to_string()
+        v.as_str().unwrap_or_default()
     }
 
-    pub fn kind(&self) -> String {
+    pub fn kind(&self) -> &str {
         self.str_at(&["kind"])
     }
-    pub fn name(&self) -> String {
+    pub fn name(&self) -> &str {
         self.str_at(&["metadata", "name"])
     }
-    pub fn namespace(&self) -> String {
+    pub fn namespace(&self) -> &str {
         self.str_at(&["metadata", "namespace"])
     }
+    /// Group and version of the object's `apiVersion`.
+    pub fn group_version(&self) -> (&str, &str) {
+        split_api_version(self.str_at(&["apiVersion"]))
+    }
+    /// The current namespace as the API server sees it
+    /// ([`ResId::effective_namespace`]).
+    pub fn effective_namespace(&self) -> &str {
+        effective_namespace(self.kind(), self.namespace())
+    }
     pub fn gvk(&self) -> Gvk {
-        Gvk::from_api_version(&self.str_at(&["apiVersion"]), &self.kind())
+        Gvk::from_api_version(self.str_at(&["apiVersion"]), self.kind())
     }
 
     pub fn cur_id(&self) -> ResId {
         ResId {
             gvk: self.gvk(),
-            name: self.name(),
-            namespace: self.namespace(),
+            name: self.name().to_owned(),
+            namespace: self.namespace().to_owned(),
         }
     }
 
@@ -184,11 +202,34 @@ impl Resource {
         self.prev.first().cloned().unwrap_or_else(|| self.cur_id())
     }
 
-    /// Every id the resource has had, the current one last.
-    pub fn all_ids(&self) -> Vec<ResId> {
-        let mut ids = self.prev.clone();
-        ids.push(self.cur_id());
-        ids
+    /// Whether the current id equals `id` ([`ResId::equals`]), without
+    /// building the current id unless name and kind match.
+    pub fn cur_id_equals(&self, id: &ResId) -> bool {
+        self.name() == id.name && self.kind() == id.gvk.kind && self.cur_id().equals(id)
+    }
+
+    /// Whether the current ids of `self` and `other` are equal
+    /// ([`ResId::equals`]).
+    pub fn has_same_id(&self, other: &Resource) -> bool {
+        self.name() == other.name()
+            && self.kind() == other.kind()
+            && self.group_version() == other.group_version()
+            && self.effective_namespace() == other.effective_namespace()
+    }
+
+    /// Whether any id the resource has had (in `prev`, or the current one)
+    /// equals `id`.
+    pub fn has_id(&self, id: &ResId) -> bool {
+        self.prev.iter().any(|x| x.equals(id)) || self.cur_id_equals(id)
+    }
+
+    /// Every name the resource has had, the current one last (repeated
+    /// when it did not change).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.prev
+            .iter()
+            .map(|id| id.name.as_str())
+            .chain([self.name()])
     }
 
     pub fn metadata_mut(&mut self) -> &mut Map<String, Value> {
@@ -222,11 +263,14 @@ impl Resource {
     }
 
     pub fn string_map(&self, field: &str) -> Map<String, Value> {
+        self.metadata_map(field).cloned().unwrap_or_default()
+    }
+
+    /// The map at `metadata.<field>` (labels, annotations), if there is one.
+    pub fn metadata_map(&self, field: &str) -> Option<&Map<String, Value>> {
         self.obj
             .get("metadata")
             .and_then(|m| m.get(field))
             .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default()
     }
 }

@@ -79,13 +79,13 @@ fn apply_smp(
                 .entry("metadata")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(md) = md {
-                md.insert("name".into(), Value::String(r.name()));
+                md.insert("name".into(), Value::String(r.name().to_owned()));
                 match r.namespace() {
-                    ns if ns.is_empty() => {
+                    "" => {
                         md.remove("namespace");
                     }
                     ns => {
-                        md.insert("namespace".into(), Value::String(ns));
+                        md.insert("namespace".into(), Value::String(ns.to_owned()));
                     }
                 }
             }
@@ -106,7 +106,7 @@ fn find_by_id(ra: &[Resource], id: &ResId, file: &str) -> Result<usize, Error> {
     let found: Vec<usize> = ra
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.all_ids().iter().any(|x| x.equals(id)))
+        .filter(|(_, r)| r.has_id(id))
         .map(|(i, _)| i)
         .collect();
     match found.as_slice() {
@@ -415,7 +415,7 @@ fn replicas(k: &Kustomization, ra: &mut [Resource]) -> Result<(), Error> {
         };
         let mut found = false;
         for r in ra.iter_mut() {
-            if !r.all_ids().iter().any(|id| id.name == name) {
+            if !r.names().any(|n| n == name) {
                 continue;
             }
             let gvk = r.gvk();

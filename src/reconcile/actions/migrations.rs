@@ -133,14 +133,20 @@ pub async fn run_anchored(
 
 /// Writes the migration ledgers now (the rest of the status goes with them).
 async fn persist(pass: &Pass<'_>, stage: &str) -> Result<(), StageFailure> {
-    crate::reconcile::status::write(&pass.env.clients.controller(), &pass.ss, &pass.status)
-        .await
-        .map_err(|e| {
-            tracing::warn!(stageset = %pass.key(), error = %e, "recording migration progress failed");
-            StageFailure::new(
-                stage,
-                StageOp::Migration,
-                Error::Transient(format!("recording migration progress: {e}")),
-            )
-        })
+    let version = crate::reconcile::status::write(
+        &pass.env.clients.controller(),
+        &pass.ss,
+        &pass.status,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(stageset = %pass.key(), error = %e, "recording migration progress failed");
+        StageFailure::new(
+            stage,
+            StageOp::Migration,
+            Error::Transient(format!("recording migration progress: {e}")),
+        )
+    })?;
+    pass.env.own_writes.record(&pass.key(), version.as_deref());
+    Ok(())
 }

@@ -469,6 +469,10 @@ pub(super) async fn apply_objects(
             &ctx.clients,
             &ctx.client,
             &refs,
+            verify::Known {
+                concurrency: crate::reconcile::DEFAULT_APPLY_CONCURRENCY,
+                ..Default::default()
+            },
             limit.unwrap_or(APPLY_WAIT),
             || async { false },
         )
