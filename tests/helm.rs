@@ -41,6 +41,9 @@ const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/driver.py"
 /// (Prometheus operator, cert-manager, Cilium, Calico, network-policy-api,
 /// Istio, Linkerd).
 const TEST_CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/helm/crds");
+/// The release name of every test but the sharded ones: the name the
+/// production guide installs under, so objects get the spec's names
+/// (operations.md §2.1).
 const RELEASE: &str = "stageset-controller";
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The identity the chart's ServiceAccount has in the cluster.
@@ -118,12 +121,25 @@ fn lint(files: &[PathBuf], set_json: &[String]) -> Result<Value, String> {
     helm(&args)
 }
 
-/// `helm template` through a scratch API server (helm-sdkpy has no client-only
-/// render, see driver.py): every rendered object, hooks included.
+/// `helm template` of release `RELEASE` through a scratch API server
+/// (helm-sdkpy has no client-only render, see driver.py): every rendered
+/// object, hooks included.
 async fn template(
     sim: &KubeSim,
     dir: &Path,
     ns: &str,
+    files: &[PathBuf],
+    set_json: &[String],
+) -> Result<Vec<Value>, String> {
+    template_as(sim, dir, ns, RELEASE, files, set_json).await
+}
+
+/// `template` under another release name.
+async fn template_as(
+    sim: &KubeSim,
+    dir: &Path,
+    ns: &str,
+    release: &str,
     files: &[PathBuf],
     set_json: &[String],
 ) -> Result<Vec<Value>, String> {
@@ -135,12 +151,15 @@ async fn template(
         ns.into(),
         "--kubeconfig".into(),
         kubeconfig.display().to_string(),
+        "--release".into(),
+        release.into(),
     ];
     args.extend(value_args(files, set_json));
     helm_async(args).await.map(objects)
 }
 
-/// `helm install` (no wait) as the admin; the release's objects.
+/// `helm install` (no wait) of release `RELEASE` as the admin; the release's
+/// objects.
 async fn install(
     sim: &KubeSim,
     dir: &Path,
@@ -148,6 +167,20 @@ async fn install(
     files: &[PathBuf],
     set_json: &[String],
 ) -> Vec<Value> {
+    install_as(sim, dir, ns, RELEASE, files, set_json)
+        .await
+        .unwrap_or_else(|e| panic!("helm install failed:\n{e}"))
+}
+
+/// `install` under another release name; `Err` is Helm's message.
+async fn install_as(
+    sim: &KubeSim,
+    dir: &Path,
+    ns: &str,
+    release: &str,
+    files: &[PathBuf],
+    set_json: &[String],
+) -> Result<Vec<Value>, String> {
     let kubeconfig = admin_kubeconfig(sim, dir);
     let mut args = vec![
         "install".to_string(),
@@ -157,13 +190,24 @@ async fn install(
         "--namespace".into(),
         ns.into(),
         "--release".into(),
-        RELEASE.into(),
+        release.into(),
     ];
     args.extend(value_args(files, set_json));
-    match helm_async(args).await {
-        Ok(v) => objects(v),
-        Err(e) => panic!("helm install failed:\n{e}"),
-    }
+    helm_async(args).await.map(objects)
+}
+
+/// The base name of a release's objects (DECISIONS 22, Helm's fullname rule):
+/// the release name when it contains the chart name, else
+/// `<release>-stageset-controller`. Test release names are short enough to
+/// need no shortening.
+fn base_name(release: &str) -> String {
+    let name = if release.contains("stageset-controller") {
+        release.to_string()
+    } else {
+        format!("{release}-stageset-controller")
+    };
+    assert!(name.len() <= 44, "{name} would be shortened by the chart");
+    name
 }
 
 /// A fresh kube-sim with the chart installed by real Helm, every rendered
@@ -177,7 +221,9 @@ async fn fresh_install(
     let sim = scratch_sim(Vec::new(), HashMap::new());
     let client = admin(&sim).await;
     let release = install(&sim, dir, ns, files, set_json).await;
-    check_rendered(&client, ns, &release).await.unwrap();
+    check_rendered(&client, ns, RELEASE, &release)
+        .await
+        .unwrap();
     (sim, client, release)
 }
 
@@ -328,9 +374,24 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Every rendered object is well-formed, and every non-hook object is what the
-/// API server now holds (hooks run on delete, so they are not created).
-async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> Result<(), String> {
+fn instance_of(o: &Value) -> &str {
+    o.pointer("/metadata/labels/app.kubernetes.io~1instance")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Every rendered object of `release` is well-formed and labelled with the
+/// release, and every non-hook object is what the API server now holds, still
+/// labelled with the release (hooks run on delete, so they are not created).
+/// Cluster-scoped objects other than the CRDs carry the release's base name and
+/// its namespace.
+async fn check_rendered(
+    client: &kube::Client,
+    ns: &str,
+    release: &str,
+    rendered: &[Value],
+) -> Result<(), String> {
+    let base = base_name(release);
     let mut seen = BTreeSet::new();
     for o in rendered {
         let (Some(api_version), Some(kind)) = (o["apiVersion"].as_str(), o["kind"].as_str()) else {
@@ -339,6 +400,12 @@ async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> 
         let name = name_of(o);
         if name.is_empty() {
             return Err(format!("{kind} without a name"));
+        }
+        if instance_of(o) != release {
+            return Err(format!(
+                "{kind} {name} is labelled app.kubernetes.io/instance={:?}, not {release}",
+                instance_of(o)
+            ));
         }
         let object_ns = o["metadata"]["namespace"].as_str();
         if !seen.insert((api_version.to_string(), kind, object_ns, name)) {
@@ -355,11 +422,15 @@ async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> 
                         "namespaced {kind} {name} has no metadata.namespace"
                     ));
                 };
-                if get(client, api_version, kind, Some(object_ns), name)
-                    .await
-                    .is_none()
-                {
+                let Some(stored) = get(client, api_version, kind, Some(object_ns), name).await
+                else {
                     return Err(format!("{kind} {object_ns}/{name} was not created"));
+                };
+                if instance_of(&stored) != release {
+                    return Err(format!(
+                        "{kind} {object_ns}/{name} belongs to {:?}, not {release}",
+                        instance_of(&stored)
+                    ));
                 }
             }
             Scope::Cluster => {
@@ -367,14 +438,20 @@ async fn check_rendered(client: &kube::Client, ns: &str, rendered: &[Value]) -> 
                     return Err(format!("cluster-scoped {kind} {name} has a namespace"));
                 }
                 if kind != "CustomResourceDefinition"
-                    && !name.starts_with(&format!("stageset-controller-{ns}"))
+                    && !(name.starts_with(&format!("{base}-")) && name.contains(&format!("-{ns}")))
                 {
                     return Err(format!(
-                        "cluster-scoped {kind} {name} does not carry the release namespace {ns}"
+                        "cluster-scoped {kind} {name} does not carry the base name {base} and the release namespace {ns}"
                     ));
                 }
-                if get(client, api_version, kind, None, name).await.is_none() {
+                let Some(stored) = get(client, api_version, kind, None, name).await else {
                     return Err(format!("{kind} {name} was not created"));
+                };
+                if instance_of(&stored) != release {
+                    return Err(format!(
+                        "{kind} {name} belongs to {:?}, not {release}",
+                        instance_of(&stored)
+                    ));
                 }
             }
         }
@@ -444,7 +521,7 @@ async fn render_and_check(name: &str, layers: &[PathBuf], dir: &Path) -> Result<
             if objs.iter().all(|o| o["kind"] != "Deployment") {
                 return Err(format!("{name}: no Deployment rendered"));
             }
-            check_rendered(&client, "stageset-system", &objs)
+            check_rendered(&client, "stageset-system", RELEASE, &objs)
                 .await
                 .map_err(|e| format!("{name}: {e}"))
         }
@@ -619,7 +696,18 @@ async fn default_install() {
             format!("--webhook-validating-config-name={cluster}"),
             // Events reach a default Flux install (docs/decisions.md 17).
             "--events-addr=http://notification-controller.flux-system.svc.cluster.local./".into(),
+            // Flux's client rate limits (DECISIONS 23).
+            "--kube-api-qps=50".into(),
+            "--kube-api-burst=300".into(),
         ],
+    );
+    // Not a shard: every StageSet is reconciled and the Lease keeps its name.
+    assert!(
+        !args(&d)
+            .iter()
+            .any(|a| a.starts_with("--watch-label-selector")),
+        "{:#?}",
+        args(&d)
     );
     let pod = &d["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "stageset-controller");
@@ -1298,6 +1386,469 @@ async fn restricted_egress_allows_the_event_receiver() {
             );
         }
     }
+}
+
+// --- sharding: rate limits, the shard selector, several releases --------------------
+
+/// Whether the `matchLabels`-style `selector` selects an object labelled
+/// `labels` (an empty selector counts as not selecting: the chart never
+/// renders one for its own pods).
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let (Some(selector), Some(labels)) = (selector.as_object(), labels.as_object()) else {
+        return false;
+    };
+    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The arguments of the cleanup hook's one container (no watchNamespaces).
+fn cleanup_args(objects: &[Value]) -> Vec<String> {
+    let job = objects
+        .iter()
+        .find(|o| o["kind"] == "Job")
+        .expect("the cleanup Job");
+    let containers = job["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "{job}");
+    strings(&containers[0]["args"])
+}
+
+/// The real kubectl ($KUBECTL or on the PATH); `None` skips, unless
+/// STAGESET_REQUIRE_TOOLS=1 makes its absence a failure.
+fn kubectl() -> Option<PathBuf> {
+    let found = std::env::var_os("KUBECTL").map(PathBuf::from).or_else(|| {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("kubectl"))
+                .find(|f| f.is_file())
+        })
+    });
+    if found.is_none() {
+        if std::env::var("STAGESET_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("STAGESET_REQUIRE_TOOLS=1, but kubectl is not installed");
+        }
+        eprintln!("skipped: kubectl is not installed");
+    }
+    found
+}
+
+/// `controller.kubeApiQPS`, `controller.kubeApiBurst` and
+/// `controller.watchLabelSelector` reach the binary's flags (the rate limits
+/// always, the selector only when set). The selector also scopes the cleanup
+/// hook: the real kubectl, run with the hook's arguments, deletes the shard's
+/// StageSets and leaves the others' alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_the_shard_selector_reach_the_flags_and_the_cleanup_hook() {
+    let ns = "stageset-system";
+    let dir = tempfile::tempdir().unwrap();
+    let deployment = |objs: &[Value]| {
+        find(objs, "Deployment", "stageset-controller")
+            .expect("the Deployment")
+            .clone()
+    };
+
+    // Defaults: Flux's limits (DECISIONS 23), no selector, and the hook
+    // deletes every StageSet.
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let objs = template(&sim, dir.path(), ns, &[], &[]).await.unwrap();
+    let d = deployment(&objs);
+    assert_args(
+        &d,
+        &["--kube-api-qps=50".into(), "--kube-api-burst=300".into()],
+    );
+    assert!(
+        !args(&d)
+            .iter()
+            .any(|a| a.starts_with("--watch-label-selector")),
+        "{:#?}",
+        args(&d)
+    );
+    let hook = cleanup_args(&objs);
+    assert!(hook.contains(&"--all".to_string()), "{hook:?}");
+    assert!(
+        !hook.iter().any(|a| a.starts_with("--selector")),
+        "{hook:?}"
+    );
+
+    // Set: passed on as written, a set-based selector with spaces included,
+    // and a burst Helm would print as 1e+06 if it were not rendered as an int.
+    let selector = "sharding.fluxcd.io/key in (shard1, shard3)";
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let objs = template(
+        &sim,
+        dir.path(),
+        ns,
+        &[],
+        &[
+            "controller.kubeApiQPS=12.5".into(),
+            "controller.kubeApiBurst=1000000".into(),
+            format!("controller.watchLabelSelector={}", json!(selector)),
+        ],
+    )
+    .await
+    .unwrap();
+    let d = deployment(&objs);
+    assert_args(
+        &d,
+        &[
+            "--kube-api-qps=12.5".into(),
+            "--kube-api-burst=1000000".into(),
+            format!("--watch-label-selector={selector}"),
+        ],
+    );
+    // kubectl refuses --all next to a selector.
+    let hook = cleanup_args(&objs);
+    assert!(hook.contains(&format!("--selector={selector}")), "{hook:?}");
+    assert!(!hook.contains(&"--all".to_string()), "{hook:?}");
+
+    // The hook as the kubelet would run it, against StageSets of three shards
+    // and an unlabelled one (the render above installed the CRDs).
+    let Some(kubectl) = kubectl() else {
+        return;
+    };
+    for (name, shard) in [
+        ("one", Some("shard1")),
+        ("two", Some("shard2")),
+        ("three", Some("shard3")),
+        ("none", None),
+    ] {
+        let mut metadata = json!({"name": name, "namespace": "team-a"});
+        if let Some(shard) = shard {
+            metadata["labels"] = json!({"sharding.fluxcd.io/key": shard});
+        }
+        sim.load(json!({
+            "apiVersion": "stages.metio.wtf/v1",
+            "kind": "StageSet",
+            "metadata": metadata,
+            "spec": {"stages": [{"name": "app", "sourceRef": {"name": "app"}}]}
+        }))
+        .unwrap();
+    }
+    let kubeconfig = admin_kubeconfig(&sim, dir.path());
+    let cache = dir.path().join("kube-cache");
+    let hook: Vec<String> = hook
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--cache-dir=") {
+                format!("--cache-dir={}", cache.display())
+            } else {
+                a
+            }
+        })
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(&hook)
+            .output()
+            .expect("kubectl runs")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "the cleanup hook's kubectl failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = admin(&sim).await;
+    let left: BTreeSet<String> = list(&client, "stages.metio.wtf/v1", "StageSet", Some("team-a"))
+        .await
+        .iter()
+        .map(|o| name_of(o).to_string())
+        .collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["two".to_string(), "none".to_string()]),
+        "only the shard's StageSets are deleted"
+    );
+}
+
+/// The sharded install of docs/sharding.md: releases shard1 and shard2 in one
+/// namespace of one cluster, each with its own watchLabelSelector, shard2
+/// without the CRDs (crds.create=false). Helm refuses to install an object
+/// that exists already, so both installing is the first check; then every
+/// object is its own release's (names, instance label, as stored), and no
+/// selector, binding, webhook or flag of one release points at the other's.
+/// Run once per webhook certificate mode, with everything that renders a
+/// Service, a budget, a policy, a PVC or monitoring objects turned on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_install_side_by_side_in_one_namespace() {
+    let ns = "stageset-system";
+    let dir = tempfile::tempdir().unwrap();
+    for cert_mode in ["self-signed", "cert-manager"] {
+        let sim = scratch_sim(Vec::new(), HashMap::new());
+        let client = admin(&sim).await;
+        let common = [
+            format!("webhook.certMode={}", json!(cert_mode)),
+            // An HPA and a PodDisruptionBudget.
+            r#"replicas={"min":2,"max":3}"#.to_string(),
+            "networkPolicy.enabled=true".into(),
+            "mcp.enabled=true".into(),
+            r#"rollbackStore.backend="pvc""#.into(),
+            "metrics.serviceMonitor.enabled=true".into(),
+            "metrics.prometheusRule.enabled=true".into(),
+            "rbac.ledgerView=true".into(),
+        ];
+        let mut releases: Vec<(&str, Vec<Value>)> = Vec::new();
+        for (release, crds) in [("shard1", true), ("shard2", false)] {
+            let mut set = common.to_vec();
+            set.push(format!(
+                "controller.watchLabelSelector={}",
+                json!(format!("sharding.fluxcd.io/key={release}"))
+            ));
+            set.push(format!("crds.create={crds}"));
+            let objs = install_as(&sim, dir.path(), ns, release, &[], &set)
+                .await
+                .unwrap_or_else(|e| panic!("{cert_mode}: installing {release} failed:\n{e}"));
+            releases.push((release, objs));
+        }
+        // Both releases' objects, as the API server holds them after both
+        // installs: nothing of shard1 was taken over by shard2.
+        for (release, objs) in &releases {
+            check_rendered(&client, ns, release, objs)
+                .await
+                .unwrap_or_else(|e| panic!("{cert_mode}: {e}"));
+        }
+        let keys = |objs: &[Value]| -> BTreeSet<String> {
+            objs.iter()
+                .map(|o| {
+                    format!(
+                        "{} {} {}/{}",
+                        o["apiVersion"].as_str().unwrap_or(""),
+                        o["kind"].as_str().unwrap_or(""),
+                        o["metadata"]["namespace"].as_str().unwrap_or(""),
+                        name_of(o)
+                    )
+                })
+                .collect()
+        };
+        let shared: Vec<String> = keys(&releases[0].1)
+            .intersection(&keys(&releases[1].1))
+            .cloned()
+            .collect();
+        assert!(
+            shared.is_empty(),
+            "{cert_mode}: both releases render {shared:#?}"
+        );
+        // Only shard1 owns the CRDs.
+        let crds = |objs: &[Value]| {
+            objs.iter()
+                .filter(|o| o["kind"] == "CustomResourceDefinition")
+                .count()
+        };
+        assert_eq!(crds(&releases[0].1), 5, "{cert_mode}: shard1 owns the CRDs");
+        assert_eq!(crds(&releases[1].1), 0, "{cert_mode}: crds.create=false");
+
+        for (i, (release, objs)) in releases.iter().enumerate() {
+            let (other, other_objs) = &releases[1 - i];
+            let base = base_name(release);
+            let other_base = base_name(other);
+            let d = find(objs, "Deployment", &base)
+                .unwrap_or_else(|| panic!("{cert_mode}: no Deployment {base}"));
+            let other_d = find(other_objs, "Deployment", &other_base).unwrap();
+            let pods = &d["spec"]["template"]["metadata"]["labels"];
+            let other_pods = &other_d["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(pods["app.kubernetes.io/instance"], *release);
+
+            // The flags: its own shard and its own objects, nothing of the other.
+            let mut expected = vec![
+                format!("--watch-label-selector=sharding.fluxcd.io/key={release}"),
+                "--kube-api-qps=50".to_string(),
+                "--kube-api-burst=300".to_string(),
+                "--rollback-store-path=/var/lib/stageset/rollback".to_string(),
+            ];
+            if cert_mode == "self-signed" {
+                expected.push(format!("--webhook-service-name={base}-webhook"));
+                expected.push(format!("--webhook-validating-config-name={base}-{ns}"));
+            }
+            assert_args(d, &expected);
+            let foreign: Vec<String> = args(d).into_iter().filter(|a| a.contains(other)).collect();
+            assert!(
+                foreign.is_empty(),
+                "{cert_mode}: {release} flags name {other}: {foreign:?}"
+            );
+            let pod = &d["spec"]["template"]["spec"];
+            assert_eq!(pod["serviceAccountName"], base);
+            let claim = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "rollback-store")
+                .expect("the rollback store volume");
+            assert_eq!(
+                claim["persistentVolumeClaim"]["claimName"],
+                format!("{base}-rollback")
+            );
+
+            // Every selector selects its own release's pods, never the other's.
+            let mut selecting = BTreeSet::new();
+            for o in objs {
+                let selector = match o["kind"].as_str().unwrap_or("") {
+                    "Service" => &o["spec"]["selector"],
+                    "Deployment" | "PodDisruptionBudget" => &o["spec"]["selector"]["matchLabels"],
+                    "NetworkPolicy" => &o["spec"]["podSelector"]["matchLabels"],
+                    _ => continue,
+                };
+                let what = format!("{cert_mode}: {} {}", o["kind"], name_of(o));
+                assert!(
+                    selects(selector, pods),
+                    "{what} misses its own pods: {selector}"
+                );
+                assert!(
+                    !selects(selector, other_pods),
+                    "{what} selects {other}'s pods: {selector}"
+                );
+                selecting.insert(format!("{} {}", o["kind"].as_str().unwrap(), name_of(o)));
+            }
+            assert_eq!(
+                selecting,
+                BTreeSet::from([
+                    format!("Deployment {base}"),
+                    format!("PodDisruptionBudget {base}"),
+                    format!("NetworkPolicy {base}"),
+                    format!("Service {base}-metrics"),
+                    format!("Service {base}-gate"),
+                    format!("Service {base}-mcp"),
+                    format!("Service {base}-webhook"),
+                ]),
+                "{cert_mode}"
+            );
+            let hpa = find(objs, "HorizontalPodAutoscaler", &base).expect("the HPA");
+            assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], base);
+            // The ServiceMonitor scrapes its own metrics Service only.
+            let sm =
+                find(objs, "ServiceMonitor", &format!("{base}-metrics")).expect("ServiceMonitor");
+            let metrics = find(objs, "Service", &format!("{base}-metrics")).unwrap();
+            let other_metrics =
+                find(other_objs, "Service", &format!("{other_base}-metrics")).unwrap();
+            let sm_selector = &sm["spec"]["selector"]["matchLabels"];
+            assert!(selects(sm_selector, &metrics["metadata"]["labels"]));
+            assert!(!selects(sm_selector, &other_metrics["metadata"]["labels"]));
+            // The pod-down alert watches its own release's pods.
+            let rule =
+                find(objs, "PrometheusRule", &format!("{base}-alerts")).expect("PrometheusRule");
+            let rule = rule.to_string();
+            assert!(
+                rule.contains(&format!(
+                    r#"label_app_kubernetes_io_instance=\"{release}\""#
+                )),
+                "{cert_mode}: {rule}"
+            );
+
+            // Bindings grant the release's roles to the release's ServiceAccount.
+            for b in objs.iter().filter(|o| {
+                o["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.ends_with("RoleBinding"))
+            }) {
+                let what = format!("{cert_mode}: {} {}", b["kind"], name_of(b));
+                assert_eq!(
+                    b["subjects"],
+                    json!([{"kind": "ServiceAccount", "name": base, "namespace": ns}]),
+                    "{what}"
+                );
+                let role = b["roleRef"]["name"].as_str().unwrap();
+                assert!(role.starts_with(&format!("{base}-")), "{what} binds {role}");
+            }
+
+            // The webhook configuration calls the release's own Service.
+            let vwc_name = format!("{base}-{ns}");
+            let vwc = find(objs, "ValidatingWebhookConfiguration", &vwc_name)
+                .unwrap_or_else(|| panic!("{cert_mode}: no VWC {vwc_name}"));
+            for w in vwc["webhooks"].as_array().unwrap() {
+                assert_eq!(
+                    w["clientConfig"]["service"]["name"],
+                    format!("{base}-webhook")
+                );
+                assert_eq!(w["clientConfig"]["service"]["namespace"], ns);
+            }
+            if cert_mode == "self-signed" {
+                // The in-pod CA may update its own configuration only.
+                let updates = grants(
+                    objs,
+                    "admissionregistration.k8s.io",
+                    "validatingwebhookconfigurations",
+                    "update",
+                );
+                assert_eq!(updates.len(), 1, "{updates:#?}");
+                assert_eq!(strings(&updates[0].1["resourceNames"]), [vwc_name.as_str()]);
+            } else {
+                assert_eq!(
+                    vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+                    format!("{ns}/{base}-webhook-cert")
+                );
+                let cert = find(objs, "Certificate", &format!("{base}-webhook-cert"))
+                    .expect("Certificate");
+                assert!(
+                    strings(&cert["spec"]["dnsNames"])
+                        .contains(&format!("{base}-webhook.{ns}.svc")),
+                    "{cert}"
+                );
+                assert_eq!(
+                    cert["spec"]["issuerRef"]["name"],
+                    format!("{base}-webhook-ca")
+                );
+            }
+        }
+    }
+}
+
+/// Release names up to Helm's limit of 53 characters: the base name is
+/// shortened to 44 characters ending in a hash of the release name, so two
+/// long names that share a prefix still get different objects, every
+/// namespaced name stays a DNS label, and the CA's commonName stays within
+/// cert-manager's 64 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_release_names_get_short_distinct_names() {
+    let ns = "stageset-system";
+    let dir = tempfile::tempdir().unwrap();
+    let mut bases = BTreeSet::new();
+    for release in [
+        "stageset-controller-production-europe-west1-shard1",
+        "stageset-controller-production-europe-west1-shard2",
+    ] {
+        let sim = scratch_sim(Vec::new(), HashMap::new());
+        let objs = template_as(
+            &sim,
+            dir.path(),
+            ns,
+            release,
+            &[],
+            &[
+                r#"webhook.certMode="cert-manager""#.into(),
+                r#"rollbackStore.backend="pvc""#.into(),
+                "networkPolicy.enabled=true".into(),
+                "networkPolicy.defaultDeny.enabled=true".into(),
+            ],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{release}: {e}"));
+        for o in &objs {
+            assert_eq!(instance_of(o), release, "{} {}", o["kind"], name_of(o));
+            if o["metadata"]["namespace"].is_string() {
+                assert!(
+                    name_of(o).len() <= 63,
+                    "{} {} is too long",
+                    o["kind"],
+                    name_of(o)
+                );
+            }
+        }
+        let d = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        let base = name_of(d).to_string();
+        assert_eq!(base.len(), 44, "{base}");
+        assert!(
+            base.starts_with("stageset-controller-production-euro-"),
+            "{base}"
+        );
+        let ca = find(&objs, "Certificate", &format!("{base}-webhook-ca")).expect("the CA");
+        let cn = ca["spec"]["commonName"].as_str().unwrap();
+        assert!(cn.len() <= 64 && cn.starts_with(&base), "{cn}");
+        bases.insert(base);
+    }
+    assert_eq!(bases.len(), 2, "{bases:?}");
 }
 
 // --- c: the controller as the chart runs it ---------------------------------------

@@ -1,18 +1,43 @@
 {{/*
-Base name of every object: the chart name, never the release name (operations
-spec §2.1), so the Lease, webhook Service and certificate names are stable.
+The application name, the value of the app.kubernetes.io/name label: always the
+chart name, whatever the release is called.
 */}}
 {{- define "stageset.name" -}}
 stageset-controller
 {{- end -}}
 
 {{/*
-Cluster-scoped objects carry the release namespace so two installs (one per
-tenant group) never collide (docs/decisions.md 8).
+Base name of every namespaced object, derived from the release (DECISIONS 22)
+so several releases fit in one namespace: the release name when it contains the
+chart name, else `<release>-stageset-controller` (Helm's usual fullname rule).
+The release `stageset-controller` therefore keeps the names of operations spec
+§2.1 (`stageset-controller`, `stageset-controller-webhook`, ...).
+Kept within 44 characters so the longest suffix (`-webhook-selfsigned`, 19)
+stays within the 63 of a DNS label; a longer name is cut to 35 characters
+plus `-` and 8 hex characters of the release name's SHA-256, so two long
+release names that share a prefix still get different names.
+*/}}
+{{- define "stageset.fullname" -}}
+{{- $chart := include "stageset.name" . -}}
+{{- $full := .Release.Name -}}
+{{- if not (contains $chart .Release.Name) -}}
+{{- $full = printf "%s-%s" .Release.Name $chart -}}
+{{- end -}}
+{{- if gt (len $full) 44 -}}
+{{- $full = printf "%s-%s" ($full | trunc 35 | trimSuffix "-") (sha256sum .Release.Name | trunc 8) -}}
+{{- end -}}
+{{- $full -}}
+{{- end -}}
+
+{{/*
+Cluster-scoped objects carry the base name and the release namespace, so
+neither two installs in different namespaces (one per tenant group,
+docs/decisions.md 8) nor two releases in one namespace (shards, DECISIONS 22)
+collide.
 */}}
 {{- define "stageset.clusterName" -}}
 {{- /* trimSuffix: `helm lint` renders without a namespace. */ -}}
-{{ printf "%s-%s" (include "stageset.name" .) .Release.Namespace | trimSuffix "-" }}
+{{ printf "%s-%s" (include "stageset.fullname" .) .Release.Namespace | trimSuffix "-" }}
 {{- end -}}
 
 {{- define "stageset.chart" -}}
@@ -39,7 +64,7 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{- end -}}
 
 {{- define "stageset.webhookService" -}}
-{{ include "stageset.name" . }}-webhook
+{{ include "stageset.fullname" . }}-webhook
 {{- end -}}
 
 {{/* Size limit of the self-signed mode's certificate emptyDir. */}}
@@ -48,13 +73,13 @@ helm.sh/chart: {{ include "stageset.chart" . }}
 {{- end -}}
 
 {{- define "stageset.webhookCertName" -}}
-{{ include "stageset.name" . }}-webhook-cert
+{{ include "stageset.fullname" . }}-webhook-cert
 {{- end -}}
 
 {{/* The CA certificate, its Secret and the CA Issuer the chart creates in
 cert-manager mode when no issuer is named. */}}
 {{- define "stageset.webhookCAName" -}}
-{{ include "stageset.name" . }}-webhook-ca
+{{ include "stageset.fullname" . }}-webhook-ca
 {{- end -}}
 
 {{/* Fails rendering on value combinations the controller cannot run with. */}}
