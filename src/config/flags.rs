@@ -176,7 +176,7 @@ pub(super) struct Flags {
     /// Objects of one kind a stage writes, prunes or reads for readiness at once
     /// (at least 1). Kinds keep their apply order; the first failed write stops
     /// new writes of the stage.
-    #[arg(long, value_name = "INT", default_value = "8", value_parser = go_int,
+    #[arg(long, value_name = "INT", default_value = "16", value_parser = go_int,
           help_heading = "Reconciliation")]
     pub(super) apply_concurrency: i64,
 

@@ -56,7 +56,7 @@ use stage::{StageContext, StageDone, StageResult, run_stage};
 use status::Ready;
 
 /// `--apply-concurrency`'s default.
-pub const DEFAULT_APPLY_CONCURRENCY: usize = 8;
+pub const DEFAULT_APPLY_CONCURRENCY: usize = 16;
 
 /// Settings the pipeline reads from the controller's flags.
 #[derive(Clone, Debug)]
