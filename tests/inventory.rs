@@ -986,6 +986,62 @@ async fn drift_is_corrected_on_the_detection_interval() {
         ),
         "{metrics}"
     );
+
+    // An edit as `kubectl edit` makes it (an Update, not an apply) that
+    // changes a value and drops one of the controller's labels: the
+    // one-request path must see it (docs/design/one-request-per-object.md).
+    h.dynamic("v1", "ConfigMap", Some(NS))
+        .await
+        .patch(
+            "watched",
+            &PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({
+                "metadata": {"labels": {"stages.metio.wtf/stage": null}},
+                "data": {"value": "edited"}
+            })),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let cm = h
+            .get_opt("v1", "ConfigMap", Some(NS), "watched")
+            .await
+            .unwrap();
+        let label = cm
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("stages.metio.wtf/stage"))
+            .cloned();
+        if cm.data["data"]["value"] == "desired" && label.as_deref() == Some("app") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drift not corrected: {:?} {:?}",
+            cm.data,
+            cm.metadata.labels
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let metrics = h.controller.as_ref().unwrap().metrics().encode();
+        if metrics.contains(
+            r#"stageset_drift_corrected_total{namespace="default",name="drifty",stage="app"} 2"#,
+        ) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "second correction not counted: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // --- Conflict policies ------------------------------------------------------
