@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod process;
 pub mod s3;
 pub mod unsupported;
 
@@ -47,6 +48,8 @@ pub struct HarnessOptions {
     /// Serve the webhook on a loopback port with `tls.crt`/`tls.key` from
     /// this directory (cert-manager mode).
     pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// How long kube-sim holds every request (an API server's latency).
+    pub latency: Duration,
 }
 
 impl Default for HarnessOptions {
@@ -58,6 +61,7 @@ impl Default for HarnessOptions {
             start_controller: true,
             listeners: false,
             webhook_cert_dir: None,
+            latency: Duration::ZERO,
         }
     }
 }
@@ -78,6 +82,7 @@ impl Harness {
         let sim = KubeSim::start(Options {
             config: SimConfig {
                 auto_ready: options.auto_ready,
+                latency: options.latency,
                 ..SimConfig::default()
             },
             ..Options::default()
