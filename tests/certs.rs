@@ -934,3 +934,96 @@ async fn cert_manager_files_are_reloaded_when_they_change() {
     assert_eq!(served_leaf(port).await.unwrap(), der_of(&third.cert_pem));
     handle.stop();
 }
+
+/// Issue 19: the self-signed certificate directory stops being writable (it
+/// is replaced by a file, which even root cannot write into). The webhook
+/// keeps serving its current certificate and admitting requests, each failed
+/// renewal is logged and counted and retried with backoff, and once the
+/// directory is back a retry renews.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_certificate_directory_keeps_the_current_certificate_serving() {
+    let port = free_port();
+    let sim = sim_with(HashMap::from([(
+        format!("{SERVICE_NS}/{SERVICE}"),
+        format!("127.0.0.1:{port}"),
+    )]));
+    let client = kube::Client::try_from(kube_config(&sim).await).unwrap();
+    for ns in [APPS, SERVICE_NS] {
+        let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
+    }
+    let vwcs: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    vwcs.create(&PostParams::default(), &vwc_object(port, 1))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("certs");
+    // Validity 30 s: renewal every 10 s, retries after 1 s, 2 s, 4 s ...
+    let (handle, slot) = replica(&sim, &flags(&self_signed_flags(&dir, "30s")), port)
+        .await
+        .expect("the replica starts");
+    let first = served_leaf(port).await.expect("TLS handshake");
+    assert_eq!(slot.leaf_der().unwrap(), first);
+
+    // The directory becomes a file: every write into it fails.
+    let moved = tmp.path().join("certs.moved");
+    std::fs::rename(&dir, &moved).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let failures = |h: &ControllerHandle| {
+        h.metrics()
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix("stageset_webhook_cert_renewal_failures_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let stagesets: Api<StageSet> = Api::namespaced(client.clone(), APPS);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut n = 0;
+    while failures(&handle) < 2.0 {
+        assert!(Instant::now() < deadline, "no failed renewal retried");
+        // Meanwhile the current certificate keeps serving and admitting.
+        assert_eq!(served_leaf(port).await.expect("TLS handshake"), first);
+        n += 1;
+        reached_webhook(
+            stagesets
+                .create(&PostParams::default(), &stageset(&format!("during-{n}")))
+                .await,
+        )
+        .expect("the webhook answers while renewals fail");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        slot.leaf_der().unwrap(),
+        first,
+        "the served certificate is kept"
+    );
+    assert_eq!(served_leaf(port).await.unwrap(), first);
+
+    // The directory is back: a retry renews.
+    std::fs::remove_file(&dir).unwrap();
+    std::fs::rename(&moved, &dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let served = served_leaf(port).await.expect("TLS handshake");
+        if served != first {
+            let written = std::fs::read_to_string(dir.join("tls.crt")).unwrap();
+            assert_eq!(served, der_of(&written), "serves what it wrote");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no renewal after the directory came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    reached_webhook(
+        stagesets
+            .create(&PostParams::default(), &stageset("after"))
+            .await,
+    )
+    .expect("the webhook answers with the renewed certificate");
+}
