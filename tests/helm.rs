@@ -699,6 +699,8 @@ async fn default_install() {
             // Flux's client rate limits (DECISIONS 23).
             "--kube-api-qps=50".into(),
             "--kube-api-burst=300".into(),
+            // Parallel writes within a kind (DECISIONS 21).
+            "--apply-concurrency=16".into(),
         ],
     );
     // Not a shard: every StageSet is reconciled and the Lease keeps its name.
