@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::api::keys;
 use crate::kube_client::{ClientFactory, DiscoveryError, FIELD_MANAGER};
-use crate::reconcile::error::{Error, describe, kind_missing_message, rbac_denied_message};
+use crate::reconcile::error::{
+    Error, describe, kind_missing_message, rbac_denied_message, retrying,
+};
 use crate::reconcile::health::{Health, compute};
 
 /// What the apply did to one object.
@@ -441,7 +443,7 @@ async fn apply_one(
 ) -> Result<Change, ApplyError> {
     let r = ObjectRef::of(obj);
     let (api, plural) = api_for(clients, client, &r).await?;
-    let live = match api.get_opt(&r.name).await {
+    let live = match retrying(|| api.get_opt(&r.name)).await {
         Ok(live) => live,
         Err(e) => return Err(classify("get", &r, &plural, e)),
     };
@@ -473,10 +475,9 @@ async fn apply_one(
                     seen: Some(health_of(&live_v)),
                 });
             }
-            let dry = match api
-                .patch(&r.name, &params.clone().dry_run(), &Patch::Apply(obj))
-                .await
-            {
+            let dry_params = params.clone().dry_run();
+            let patch = Patch::Apply(obj);
+            let dry = match retrying(|| api.patch(&r.name, &dry_params, &patch)).await {
                 Ok(dry) => dry,
                 Err(e) if recreate && is_immutable_error(&e) => {
                     tracing::info!(object = %r.subject(), error = %describe(&e), "recreating the object: an immutable field changed and its conflict policy is Recreate");
@@ -504,8 +505,8 @@ async fn apply_one(
             ChangeAction::Configured
         }
     };
-    let written = api
-        .patch(&r.name, &params, &Patch::Apply(obj))
+    let patch = Patch::Apply(obj);
+    let written = retrying(|| api.patch(&r.name, &params, &patch))
         .await
         .map_err(|e| classify("patch", &r, &plural, e))?;
     Ok(Change {

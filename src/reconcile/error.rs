@@ -209,3 +209,49 @@ pub fn describe(e: &kube::Error) -> String {
         }
     }
 }
+
+/// Whether a failed request is worth repeating at once: the server failed
+/// (500, 502, and 429/503/504 once the client's own retries gave up) or the
+/// connection broke (reset, cut-off body). Authorization, validation and
+/// conflict answers are not.
+pub fn is_retryable(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        // A body cut off mid-way decodes as truncated JSON.
+        kube::Error::SerdeError(e) => e.is_eof(),
+        _ => false,
+    }
+}
+
+/// Delays between the attempts of [`retrying`]: three more tries within
+/// about a second before the pass gives up and is requeued with backoff.
+const RETRY_DELAYS: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(50),
+    std::time::Duration::from_millis(200),
+    std::time::Duration::from_millis(800),
+];
+
+/// Runs an idempotent request (a read, a server-side apply, a delete), and
+/// repeats it after a short delay while it fails in a way
+/// [`is_retryable`] accepts. A transient fault then costs a request, not
+/// the whole pass.
+pub async fn retrying<T, F, Fut>(mut request: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delays = RETRY_DELAYS.iter();
+    loop {
+        match request().await {
+            Err(e) if is_retryable(&e) => match delays.next() {
+                Some(delay) => {
+                    tracing::debug!(error = %describe(&e), retry_in_ms = delay.as_millis() as u64, "request failed; retrying");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => return Err(e),
+            },
+            other => return other,
+        }
+    }
+}

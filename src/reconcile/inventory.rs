@@ -170,8 +170,9 @@ pub async fn read(
     namespace: &str,
     stageset: &str,
 ) -> Result<BTreeMap<String, StageRecord>, Error> {
-    let list = shard_api(client, namespace)
-        .list(&ListParams::default().labels(&format!("{}={stageset}", keys::LABEL_STAGE_SET)))
+    let api = shard_api(client, namespace);
+    let params = ListParams::default().labels(&format!("{}={stageset}", keys::LABEL_STAGE_SET));
+    let list = crate::reconcile::error::retrying(|| api.list(&params))
         .await
         .map_err(|e| Error::api("listing StageInventories", &e))?;
     let mut out: BTreeMap<String, StageRecord> = BTreeMap::new();
@@ -349,13 +350,11 @@ pub async fn write(
             shard.metadata.annotations = Some(annotations);
         }
         writes.record(&namespace, &name, &InventoryWrites::fingerprint(&shard));
-        api.patch(
-            &name,
-            &PatchParams::apply(keys::FIELD_MANAGER).force(),
-            &Patch::Apply(&shard),
-        )
-        .await
-        .map_err(|e| Error::api(&format!("writing StageInventory {name}"), &e))?;
+        let params = PatchParams::apply(keys::FIELD_MANAGER).force();
+        let patch = Patch::Apply(&shard);
+        crate::reconcile::error::retrying(|| api.patch(&name, &params, &patch))
+            .await
+            .map_err(|e| Error::api(&format!("writing StageInventory {name}"), &e))?;
         names.insert(name);
     }
     // Delete shards of this stage that are no longer canonical.

@@ -711,7 +711,8 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     // R21: prune, unless an inventory was rebuilt this pass.
     let reconstructed: Vec<&StageDone> =
         done.iter().filter(|d| d.reconstructed.is_some()).collect();
-    if !reconstructed.is_empty() {
+    let prune_deferred = !reconstructed.is_empty();
+    if prune_deferred {
         let partial = reconstructed.iter().any(|d| d.reconstructed == Some(true));
         let names: Vec<String> = reconstructed
             .iter()
@@ -761,12 +762,19 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     }
     pass.status.action_failure_count = Some(0);
     let n = stages.len();
+    // A prune deferred by a rebuilt inventory runs on the very next pass,
+    // not an interval later: until then objects that left stay in place.
+    let requeue = if prune_deferred {
+        Requeue::Now
+    } else {
+        Requeue::After(jitter(steady))
+    };
     pass.finish_counted(
         Ready::new(
             StageSetReason::Succeeded,
             format!("Applied and verified {n} stage(s)"),
         ),
-        Requeue::After(jitter(steady)),
+        requeue,
     )
     .await
 }

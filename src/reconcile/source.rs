@@ -294,7 +294,7 @@ pub async fn resolve_as(
             }
         }
     } else {
-        match api.get_opt(&r.name).await {
+        match crate::reconcile::error::retrying(|| api.get_opt(&r.name)).await {
             Ok(Some(o)) => o,
             Ok(None) => {
                 return Err(fail(

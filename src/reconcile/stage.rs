@@ -595,7 +595,7 @@ pub(super) fn render_objects(
     Ok(objects)
 }
 
-/// S14–S20: conflict policies, apply, drift report, write-ahead inventory,
+/// S14–S20: conflict policies, write-ahead inventory, apply, drift report,
 /// verify and the post actions. Every failure from the apply on runs the
 /// stage's `onFailure` list first.
 async fn deploy(
@@ -634,53 +634,14 @@ async fn deploy(
         let f = StageFailure::new(&stage.name, StageOp::ConflictPolicy, e);
         return ctx.failed(f, &hooks.executed);
     }
-    // S15: apply.
-    let options = apply::ApplyOptions {
-        concurrency: env.settings.apply_concurrency,
-        staging_timeout: env.settings.staging_timeout,
-        force_token: Some(token),
-    };
-    let changes = match apply::apply(&hooks.clients, &client, objects, &options).await {
-        Ok(c) => c,
-        Err(e) => {
-            let f = StageFailure::new(&stage.name, StageOp::Apply, e);
-            return failed_deployed(pass, ctx, hooks, f).await;
-        }
-    };
-    // S17: the rollback store.
-    if let Some(rendering) = rendering {
-        rollback::keep_rendering(pass, &stage.name, &source.digest, rendering).await;
-    }
-    // S16: drift report (same revision as last applied, yet something changed).
-    let same_revision = prior.and_then(|p| p.applied_revision.as_deref())
-        == Some(source.revision.as_str())
-        && prior.and_then(|p| p.phase) == Some(StagePhase::Ready);
-    if same_revision {
-        let drifted: Vec<String> = changes
-            .iter()
-            .filter(|c| {
-                matches!(
-                    c.action,
-                    apply::ChangeAction::Created | apply::ChangeAction::Configured
-                )
-            })
-            .map(|c| format!("{} {}", c.object.subject(), c.action.as_str()))
-            .collect();
-        if !drifted.is_empty() {
-            env.metrics
-                .drift_corrected(&namespace, &ss_name, &stage.name, drifted.len() as u64);
-            pass.event(
-                true,
-                EventReason::DriftCorrected.as_str(),
-                &format!("stage \"{}\": {}", stage.name, drifted.join(", ")),
-            )
-            .await;
-        }
-    }
-    // S18: write-ahead inventory: what the stage renders now, plus what it
-    // recorded before and has not been pruned yet (so a pass that stops
-    // before the prune never forgets an object), plus, when the inventory was
-    // lost, the labelled live objects found.
+    // S18: write-ahead inventory, before the apply: what the stage renders
+    // now, plus what it recorded before and has not been pruned yet, plus,
+    // when the inventory was lost, the labelled live objects found. Recorded
+    // before the first write, so an apply cut short (a crash, a failed
+    // request) never leaves an object it created unrecorded, and a pass that
+    // stops before the prune never forgets one (docs/reliability.md). An
+    // entry whose object the apply never created is harmless: prune and
+    // teardown skip what is gone or not labelled as this StageSet's.
     let mut recorded: BTreeMap<String, apply::ObjectRef> = rendered
         .iter()
         .map(|r| (inventory::entry_id(r), r.clone()))
@@ -726,10 +687,54 @@ async fn deploy(
     {
         Ok(n) => n,
         Err(e) => {
+            // Nothing is written yet.
             let f = StageFailure::new(&stage.name, StageOp::RecordInventory, e);
+            return ctx.failed(f, &hooks.executed);
+        }
+    };
+    // S15: apply.
+    let options = apply::ApplyOptions {
+        concurrency: env.settings.apply_concurrency,
+        staging_timeout: env.settings.staging_timeout,
+        force_token: Some(token),
+    };
+    let changes = match apply::apply(&hooks.clients, &client, objects, &options).await {
+        Ok(c) => c,
+        Err(e) => {
+            let f = StageFailure::new(&stage.name, StageOp::Apply, e);
             return failed_deployed(pass, ctx, hooks, f).await;
         }
     };
+    // S17: the rollback store.
+    if let Some(rendering) = rendering {
+        rollback::keep_rendering(pass, &stage.name, &source.digest, rendering).await;
+    }
+    // S16: drift report (same revision as last applied, yet something changed).
+    let same_revision = prior.and_then(|p| p.applied_revision.as_deref())
+        == Some(source.revision.as_str())
+        && prior.and_then(|p| p.phase) == Some(StagePhase::Ready);
+    if same_revision {
+        let drifted: Vec<String> = changes
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.action,
+                    apply::ChangeAction::Created | apply::ChangeAction::Configured
+                )
+            })
+            .map(|c| format!("{} {}", c.object.subject(), c.action.as_str()))
+            .collect();
+        if !drifted.is_empty() {
+            env.metrics
+                .drift_corrected(&namespace, &ss_name, &stage.name, drifted.len() as u64);
+            pass.event(
+                true,
+                EventReason::DriftCorrected.as_str(),
+                &format!("stage \"{}\": {}", stage.name, drifted.join(", ")),
+            )
+            .await;
+        }
+    }
     // S19: verify.
     let ready_checks = stage.ready_checks.as_ref();
     let timeout = verify::timeout_ladder(

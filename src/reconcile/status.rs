@@ -127,19 +127,18 @@ pub async fn write(
         "metadata": {"name": ss.name_any(), "namespace": namespace},
         "status": status,
     });
-    api.patch_status(
-        &ss.name_any(),
-        &PatchParams::apply(keys::FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map(|written| written.resource_version())
-    .map_err(|e| {
-        Error::api(
-            &format!("writing the status of {namespace}/{}", ss.name_any()),
-            &e,
-        )
-    })
+    let name = ss.name_any();
+    let params = PatchParams::apply(keys::FIELD_MANAGER).force();
+    let patch = Patch::Apply(&body);
+    crate::reconcile::error::retrying(|| api.patch_status(&name, &params, &patch))
+        .await
+        .map(|written| written.resource_version())
+        .map_err(|e| {
+            Error::api(
+                &format!("writing the status of {namespace}/{}", ss.name_any()),
+                &e,
+            )
+        })
 }
 
 /// Records a Kubernetes Event (events.k8s.io/v1) about a StageSet and, when

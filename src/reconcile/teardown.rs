@@ -15,7 +15,7 @@ use crate::api::{StageSet, keys};
 use crate::kube_client::{ClientFactory, DiscoveryError};
 use crate::metrics::ForceDropReason;
 use crate::reconcile::apply::{ObjectRef, bounded, same_kind_runs, sort_for_apply};
-use crate::reconcile::error::{Error, Requeue, describe};
+use crate::reconcile::error::{Error, Requeue, describe, retrying};
 use crate::reconcile::notify::StageSetEvent;
 use crate::reconcile::{Env, Outcome, inventory, status};
 
@@ -276,7 +276,7 @@ async fn delete_owned(
     } else {
         Api::all_with(client.clone(), &resource.api)
     };
-    let live = match api.get_opt(&r.name).await {
+    let live = match retrying(|| api.get_opt(&r.name)).await {
         Ok(Some(l)) => l,
         Ok(None) => return Ok(()),
         Err(e) => return Err((format!("get {}: {}", r.subject(), describe(&e)), code(&e))),
@@ -292,7 +292,8 @@ async fn delete_owned(
     if !owned || protected {
         return Ok(());
     }
-    match api.delete(&r.name, &DeleteParams::background()).await {
+    let params = DeleteParams::background();
+    match retrying(|| api.delete(&r.name, &params)).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err((

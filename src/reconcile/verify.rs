@@ -134,7 +134,7 @@ async fn read(
     } else {
         Api::all_with(client.clone(), &resource.api)
     };
-    match api.get_opt(&r.name).await {
+    match crate::reconcile::error::retrying(|| api.get_opt(&r.name)).await {
         Ok(o) => Ok(o.map(|o| serde_json::to_value(o).unwrap_or(Value::Null))),
         Err(e) => Err(describe(&e)),
     }

@@ -26,29 +26,80 @@ use crate::sim::{DeleteOptions, Deleted, PatchKind, Sim, WriteCtx, meta_str};
 use crate::store::{Change, EventType};
 use crate::table;
 
-/// Response bodies: a full buffer, or a stream of chunks (watches).
+/// Response bodies: a full buffer, a stream of chunks (watches), or either
+/// cut off by an injected connection reset.
 pub enum SimBody {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Bytes>),
+    /// Part of a body whose Content-Length promised more, then an error
+    /// (the connection is closed mid-response).
+    Truncated(Option<Bytes>),
+    /// A stream that fails after this many more chunks.
+    StreamAbort(mpsc::Receiver<Bytes>, usize),
 }
+
+/// The error a cut-off body ends with.
+#[derive(Debug)]
+pub struct ConnectionReset;
+
+impl std::fmt::Display for ConnectionReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection reset (injected fault)")
+    }
+}
+
+impl std::error::Error for ConnectionReset {}
 
 impl Body for SimBody {
     type Data = Bytes;
-    type Error = Infallible;
+    type Error = ConnectionReset;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ConnectionReset>>> {
         match self.get_mut() {
             SimBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             SimBody::Stream(rx) => rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b)))),
+            SimBody::Truncated(b) => Poll::Ready(Some(match b.take() {
+                Some(b) => Ok(Frame::data(b)),
+                None => Err(ConnectionReset),
+            })),
+            SimBody::StreamAbort(rx, left) => {
+                if *left == 0 {
+                    return Poll::Ready(Some(Err(ConnectionReset)));
+                }
+                rx.poll_recv(cx).map(|o| {
+                    o.map(|b| {
+                        *left -= 1;
+                        Ok(Frame::data(b))
+                    })
+                })
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         matches!(self, SimBody::Full(None))
     }
+}
+
+/// Cuts a response off after (about) half its body.
+fn truncate(resp: Resp) -> Resp {
+    let (mut parts, body) = resp.into_parts();
+    let body = match body {
+        SimBody::Full(Some(b)) => {
+            parts.headers.insert(
+                http::header::CONTENT_LENGTH,
+                http::HeaderValue::from(b.len() as u64),
+            );
+            SimBody::Truncated(Some(b.slice(..b.len() / 2)))
+        }
+        SimBody::Full(None) => SimBody::Truncated(None),
+        SimBody::Stream(rx) => SimBody::StreamAbort(rx, 1),
+        other => other,
+    };
+    Response::from_parts(parts, body)
 }
 
 type Resp = Response<SimBody>;
@@ -198,6 +249,24 @@ fn attributes(info: &RequestInfo, query: &Query) -> Attributes {
     }
 }
 
+/// What the request log records about a request besides its status.
+#[derive(Default)]
+struct RequestMeta {
+    user: String,
+    impersonated_user: Option<String>,
+    info: RequestInfo,
+    fault: Option<crate::faults::FaultKind>,
+    logged: bool,
+}
+
+/// How faults apply to one request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestFaults {
+    pub plan: crate::faults::Plan,
+    /// The user is exempt from faults and partitions.
+    pub exempt: bool,
+}
+
 /// Handles one request.
 pub async fn handle(sim: Arc<Sim>, req: http::Request<Incoming>) -> Result<Resp, Infallible> {
     let method = req.method().clone();
@@ -205,10 +274,31 @@ pub async fn handle(sim: Arc<Sim>, req: http::Request<Incoming>) -> Result<Resp,
     let query = Query::parse(req.uri().query());
     let headers = req.headers().clone();
     let started = std::time::Instant::now();
-    let resp = match handle_inner(&sim, req, &query).await {
+    let mut meta = RequestMeta::default();
+    let resp = match handle_inner(&sim, req, &query, &mut meta).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    let resp = if meta.fault == Some(crate::faults::FaultKind::ConnectionReset) {
+        truncate(resp)
+    } else {
+        resp
+    };
+    if meta.logged {
+        sim.faults.log(crate::faults::RequestRecord {
+            user: meta.user,
+            impersonated_user: meta.impersonated_user,
+            verb: meta.info.verb,
+            group: meta.info.group,
+            resource: meta.info.resource,
+            subresource: meta.info.subresource,
+            namespace: meta.info.namespace,
+            name: meta.info.name,
+            path: meta.info.path,
+            code: resp.status().as_u16(),
+            fault: meta.fault,
+        });
+    }
     tracing::debug!(
         method = %method,
         path = %path,
@@ -222,10 +312,39 @@ pub async fn handle(sim: Arc<Sim>, req: http::Request<Incoming>) -> Result<Resp,
     Ok(resp)
 }
 
+/// The answer of an injected 429, 500 or 503.
+fn fault_response(sim: &Sim, kind: crate::faults::FaultKind) -> Resp {
+    use crate::faults::FaultKind;
+    match kind {
+        FaultKind::TooManyRequests => {
+            // API Priority and Fairness rejects with http.Error: plain text.
+            Response::builder()
+                .status(429)
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .header("X-Content-Type-Options", "nosniff")
+                .header("Retry-After", sim.faults.retry_after_secs().to_string())
+                .body(SimBody::Full(Some(Bytes::from_static(
+                    b"Too many requests, please try again later.\n",
+                ))))
+                .expect("valid response")
+        }
+        FaultKind::ServiceUnavailable => error_response(&ApiError::new(
+            503,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request (injected fault)",
+        )),
+        _ => error_response(
+            &ApiError::internal("Internal error occurred: injected fault (kube-sim)")
+                .with_details(json!({"causes": [{"message": "injected fault (kube-sim)"}]})),
+        ),
+    }
+}
+
 async fn handle_inner(
     sim: &Arc<Sim>,
     req: http::Request<Incoming>,
     query: &Query,
+    meta: &mut RequestMeta,
 ) -> ApiResult<Resp> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -240,11 +359,52 @@ async fn handle_inner(
     }
     let info = request::parse(method.as_str(), &path, query);
     sim.count_request(&info.verb);
+    meta.info = info.clone();
+    meta.logged = true;
+    meta.impersonated_user = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let auth = header(&headers, "authorization");
+    meta.user = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .and_then(|t| sim.authenticate(t.trim()))
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let exempt = !meta.user.is_empty()
+        && sim
+            .faults
+            .exempt(&meta.user, meta.impersonated_user.as_deref());
+    if !exempt && sim.faults.partitioned() {
+        meta.fault = Some(crate::faults::FaultKind::Partitioned);
+        sim.faults
+            .count(&info.verb, crate::faults::FaultKind::Partitioned);
+        sim.faults.wait_partition().await;
+    }
     if !sim.config.latency.is_zero() {
         tokio::time::sleep(sim.config.latency).await;
     }
     let requester_attrs = attributes(&info, query);
     let user = authenticate(sim, &headers, &requester_attrs)?;
+    let plan = if info.is_resource && !exempt {
+        sim.faults.plan(&info.verb)
+    } else {
+        crate::faults::Plan::None
+    };
+    match plan {
+        crate::faults::Plan::Status(kind) => {
+            meta.fault = Some(kind);
+            sim.faults.count(&info.verb, kind);
+            return Ok(fault_response(sim, kind));
+        }
+        crate::faults::Plan::Reset => {
+            meta.fault = Some(crate::faults::FaultKind::ConnectionReset);
+            sim.faults
+                .count(&info.verb, crate::faults::FaultKind::ConnectionReset);
+        }
+        _ => {}
+    }
     let attrs = attributes(&info, query);
     if let Decision::Deny { reason } = rbac::authorize(&StoreRbac(sim), &user, &attrs) {
         let _ = reason;
@@ -271,7 +431,30 @@ async fn handle_inner(
     if !info.is_resource {
         return non_resource(sim, &method, &path, &headers);
     }
-    resource(sim, &user, &info, &method, &headers, query, &body).await
+    let warnings = crate::sim::Warnings::default();
+    let faults = RequestFaults { plan, exempt };
+    let mut resp = resource(
+        sim, &user, &info, &method, &headers, query, &body, &warnings, faults,
+    )
+    .await?;
+    if let crate::faults::Plan::EndWatch { .. } = plan
+        && info.verb == "watch"
+    {
+        meta.fault = Some(crate::faults::FaultKind::WatchEnded);
+    }
+    if resp.headers().get("X-Kube-Sim-Watch-Gone").is_some() {
+        resp.headers_mut().remove("X-Kube-Sim-Watch-Gone");
+        meta.fault = Some(crate::faults::FaultKind::WatchGone);
+    }
+    for w in warnings.take() {
+        if let Ok(v) = http::HeaderValue::from_str(&format!(
+            "299 - {}",
+            serde_json::to_string(&w).unwrap_or_default()
+        )) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    Ok(resp)
 }
 
 fn non_resource(sim: &Sim, method: &Method, path: &str, headers: &HeaderMap) -> ApiResult<Resp> {
@@ -321,6 +504,20 @@ fn non_resource(sim: &Sim, method: &Method, path: &str, headers: &HeaderMap) -> 
         }
         ["apis", g, v] => {
             discovery::resource_list(&reg, g, v).ok_or_else(ApiError::path_not_found)?
+        }
+        ["openapi", "v2"] => {
+            let doc = crate::openapi_v2::document(&reg);
+            if crate::openapi_v2::wants_protobuf(accept) {
+                return Ok(Response::builder()
+                    .status(200)
+                    .header("Content-Type", crate::openapi_v2::PROTOBUF)
+                    .header("Cache-Control", "no-cache, private")
+                    .body(SimBody::Full(Some(Bytes::from(
+                        crate::openapi_v2::to_protobuf(&doc),
+                    ))))
+                    .expect("valid response"));
+            }
+            doc
         }
         ["openapi", "v3"] => {
             let hash = format!("{:016X}", sim.store.current_rv());
@@ -426,6 +623,8 @@ async fn resource(
     headers: &HeaderMap,
     query: &Query,
     body: &[u8],
+    warnings: &crate::sim::Warnings,
+    faults: RequestFaults,
 ) -> ApiResult<Resp> {
     let rt = resolve_type(sim, info)?;
     if rt.create_only {
@@ -450,6 +649,7 @@ async fn resource(
         validation: validation_policy(query)?,
         subresource: info.subresource.clone(),
         internal: false,
+        warnings: warnings.clone(),
     };
     let accept = header(headers, "accept");
     match info.subresource.as_str() {
@@ -498,7 +698,7 @@ async fn resource(
             Ok(ok(&rendered))
         }
         "list" => list(sim, &rt, ns, query, accept),
-        "watch" => watch(sim, &rt, ns, query, table::wants_table(accept)).await,
+        "watch" => watch(sim, &rt, ns, query, table::wants_table(accept), faults).await,
         "create" => {
             let obj = parse_body(body, content_type)?;
             if !info.subresource.is_empty() {
@@ -788,6 +988,7 @@ async fn watch(
     ns: &str,
     query: &Query,
     as_table: bool,
+    faults: RequestFaults,
 ) -> ApiResult<Resp> {
     // `kubectl get --watch` asks for Tables: every event object is a one-row Table.
     let include = query.get("includeObject").unwrap_or("Metadata").to_string();
@@ -859,7 +1060,22 @@ async fn watch(
         let rv: u64 = rv_param
             .parse()
             .map_err(|_| ApiError::bad_request(format!("invalid resource version {rv_param:?}")))?;
-        match sim.store.watch_from(rv) {
+        if !faults.exempt && sim.faults.resume_gone(&rt.group, &rt.plural, rv) {
+            // Injected: the history was compacted while the client reconnected.
+            sim.faults
+                .count("watch", crate::faults::FaultKind::WatchGone);
+            let e = ApiError::gone(format!(
+                "too old resource version: {rv} ({})",
+                sim.store.current_rv()
+            ));
+            return Ok(Response::builder()
+                .status(200)
+                .header("Content-Type", "application/json")
+                .header("X-Kube-Sim-Watch-Gone", "1")
+                .body(SimBody::Full(Some(watch_event("ERROR", &e.to_status()))))
+                .expect("valid response"));
+        }
+        match sim.store.watch_from(&key, rv) {
             Ok((backlog, receiver, _)) => (backlog, receiver, rv),
             Err(e) if e.code == 410 => {
                 // As a real server: a 200 response carrying one ERROR event.
@@ -875,8 +1091,19 @@ async fn watch(
     };
     let rt2 = rt.clone();
     let interval = sim.config.bookmark_interval;
+    let sim2 = sim.clone();
+    let end_after = match faults.plan {
+        crate::faults::Plan::EndWatch { after_events } => {
+            sim.faults
+                .count("watch", crate::faults::FaultKind::WatchEnded);
+            Some((after_events, sim.faults.watch_end_after()))
+        }
+        _ => None,
+    };
+    let exempt = faults.exempt;
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + timeout;
+        let end_deadline = end_after.map(|(_, d)| tokio::time::Instant::now() + d);
         let mut last_rv = start_rv;
         let emit = |c: &Change, last_rv: &mut u64| -> Option<Bytes> {
             *last_rv = (*last_rv).max(c.rv);
@@ -896,27 +1123,52 @@ async fn watch(
                 _ => None,
             }
         };
+        let mut out = WatchSender {
+            tx: tx.clone(),
+            sim: sim2.clone(),
+            exempt,
+            end_after: end_after.map(|(n, _)| n),
+            sent: 0,
+            resume_rv: start_rv,
+        };
+        let ended = |rv: u64| {
+            sim2.faults.watch_ended_at(&rt2.group, &rt2.plural, rv);
+        };
         for chunk in initial {
-            if tx.send(chunk).await.is_err() {
+            if !out.send(chunk, start_rv).await {
+                if end_after.is_some() {
+                    ended(out.resume_rv);
+                }
                 return;
             }
         }
         for c in &backlog {
             if let Some(chunk) = emit(c, &mut last_rv)
-                && tx.send(chunk).await.is_err()
+                && !out.send(chunk, c.rv).await
             {
+                if end_after.is_some() {
+                    ended(out.resume_rv);
+                }
                 return;
             }
         }
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
+        let far = deadline + Duration::from_secs(3600);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(end_deadline.unwrap_or(far)) => {
+                    ended(out.resume_rv);
+                    return;
+                }
                 _ = tx.closed() => return,
                 _ = ticker.tick(), if bookmarks => {
                     let bm = json!({"kind": rt2.kind, "apiVersion": rt2.api_version(), "metadata": {"resourceVersion": last_rv.to_string()}});
-                    if tx.send(watch_event("BOOKMARK", &bm)).await.is_err() {
+                    if !out.send(watch_event("BOOKMARK", &bm), last_rv).await {
+                        if end_after.is_some() {
+                            ended(out.resume_rv);
+                        }
                         return;
                     }
                 }
@@ -926,8 +1178,11 @@ async fn watch(
                             continue;
                         }
                         if let Some(chunk) = emit(&c, &mut last_rv)
-                            && tx.send(chunk).await.is_err()
+                            && !out.send(chunk, c.rv).await
                         {
+                            if end_after.is_some() {
+                                ended(out.resume_rv);
+                            }
                             return;
                         }
                     }
@@ -947,6 +1202,35 @@ async fn watch(
         .header("Transfer-Encoding", "chunked")
         .body(SimBody::Stream(rx))
         .expect("valid response"))
+}
+
+/// Sends the chunks of one watch: held while a partition lasts (for a user
+/// not exempt), and ended early by an injected fault.
+struct WatchSender {
+    tx: mpsc::Sender<Bytes>,
+    sim: Arc<Sim>,
+    exempt: bool,
+    /// End after this many chunks (0: only by time).
+    end_after: Option<usize>,
+    sent: usize,
+    /// The resourceVersion a client would resume from.
+    resume_rv: u64,
+}
+
+impl WatchSender {
+    /// Sends a chunk; false when the watch is over (the client went away,
+    /// or an injected early end).
+    async fn send(&mut self, chunk: Bytes, rv: u64) -> bool {
+        if !self.exempt && self.sim.faults.partitioned() {
+            self.sim.faults.wait_partition().await;
+        }
+        if self.tx.send(chunk).await.is_err() {
+            return false;
+        }
+        self.sent += 1;
+        self.resume_rv = rv;
+        !matches!(self.end_after, Some(n) if n > 0 && self.sent >= n)
+    }
 }
 
 /// The review kinds: access reviews and self-subject reviews.

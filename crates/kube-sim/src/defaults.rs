@@ -80,6 +80,25 @@ fn default_template(spec: &mut Map<String, Value>) {
 pub fn apply(group: &str, kind: &str, object: &mut Value) {
     match (group, kind) {
         ("", "Namespace") => {
+            // SetDefaults_Namespace and the strategy's Canonicalize: the
+            // `kubernetes.io/metadata.name` label always equals the name; a
+            // client can neither remove nor change it.
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            if !name.is_empty()
+                && let Some(meta) = object.get_mut("metadata").and_then(obj)
+            {
+                let labels = meta.entry("labels").or_insert_with(|| json!({}));
+                if !labels.is_object() {
+                    *labels = json!({});
+                }
+                if let Some(l) = obj(labels) {
+                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
+                }
+            }
             if let Some(m) = obj(object) {
                 let spec = m.entry("spec").or_insert_with(|| json!({}));
                 if let Some(s) = obj(spec) {

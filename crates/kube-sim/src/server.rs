@@ -390,6 +390,58 @@ impl KubeSim {
             .clear();
     }
 
+    /// Replaces the fault configuration at run time (the fault sequence
+    /// starts over from its seed).
+    pub fn set_faults(&self, faults: crate::faults::FaultConfig) {
+        self.sim.faults.set_config(faults);
+    }
+
+    /// The fault configuration in force.
+    pub fn faults(&self) -> crate::faults::FaultConfig {
+        self.sim.faults.config()
+    }
+
+    /// Faults injected so far, per verb.
+    pub fn fault_counts(&self) -> BTreeMap<String, crate::faults::FaultCounts> {
+        self.sim.faults.counts()
+    }
+
+    /// Starts counting injected faults from zero.
+    pub fn reset_fault_counts(&self) {
+        self.sim.faults.reset_counts();
+    }
+
+    /// Starts a network partition: every request of a user not in
+    /// `FaultConfig::exempt_users` (and every unauthenticated one) hangs
+    /// until the partition ends or the client gives up, and open watches of
+    /// such users deliver no events until it ends.
+    pub fn start_partition(&self) {
+        self.sim.faults.set_partition(true);
+    }
+
+    /// Ends the partition: held requests proceed.
+    pub fn end_partition(&self) {
+        self.sim.faults.set_partition(false);
+    }
+
+    /// Whether a partition is in force.
+    pub fn partitioned(&self) -> bool {
+        self.sim.faults.partitioned()
+    }
+
+    /// Every request served (oldest first, up to
+    /// `SimConfig::request_log_capacity`), with the user it was authenticated
+    /// as, the impersonated user, verb, resource, namespace, name, status
+    /// code and injected fault. Health probes are not logged.
+    pub fn request_log(&self) -> Vec<crate::faults::RequestRecord> {
+        self.sim.faults.records()
+    }
+
+    /// Empties the request log.
+    pub fn clear_request_log(&self) {
+        self.sim.faults.clear_log();
+    }
+
     /// Stops serving and waits for the runtime to wind down.
     pub fn shutdown(mut self) {
         self.stop();

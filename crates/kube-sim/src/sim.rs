@@ -25,13 +25,22 @@ pub struct SimConfig {
     pub auto_ready: Option<Duration>,
     /// How often watches with `allowWatchBookmarks` get a BOOKMARK.
     pub bookmark_interval: Duration,
-    /// Changes kept for watches before the log is compacted.
-    pub watch_log_capacity: usize,
+    /// Watch history per resource type, as the API server's watch cache
+    /// keeps it: at least this many of the latest events (100 on a real
+    /// server)...
+    pub watch_history_min_events: usize,
+    /// ...and every event younger than this (75 s on a real server). A
+    /// watch or list from an older resourceVersion gets 410 Gone.
+    pub watch_history_window: Duration,
     /// Whether CRDs become Established on their own (as on a real server).
     pub auto_establish_crds: bool,
     /// How long every request waits before it is handled, as on an API
     /// server with etcd behind it (zero: none).
     pub latency: Duration,
+    /// Faults to inject (none by default); see [`crate::faults`].
+    pub faults: crate::faults::FaultConfig,
+    /// Requests the request log keeps (the oldest go first).
+    pub request_log_capacity: usize,
 }
 
 impl Default for SimConfig {
@@ -40,9 +49,12 @@ impl Default for SimConfig {
             service_map: HashMap::new(),
             auto_ready: None,
             bookmark_interval: Duration::from_secs(10),
-            watch_log_capacity: 100_000,
+            watch_history_min_events: 100,
+            watch_history_window: Duration::from_secs(75),
             auto_establish_crds: true,
             latency: Duration::ZERO,
+            faults: crate::faults::FaultConfig::default(),
+            request_log_capacity: 100_000,
         }
     }
 }
@@ -63,6 +75,44 @@ pub struct WriteCtx {
     pub subresource: String,
     /// Whether the write comes from the simulator's own controllers (no admission).
     pub internal: bool,
+    /// Warnings for the response (`Warning` headers), shared by clones.
+    pub warnings: Warnings,
+}
+
+/// Warnings collected while a request is handled (`Warning: 299 - "..."`
+/// headers of the response). Clones share one list.
+#[derive(Clone, Debug, Default)]
+pub struct Warnings(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Warnings {
+    pub fn push(&self, warning: String) {
+        let mut w = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !w.contains(&warning) {
+            w.push(warning);
+        }
+    }
+
+    pub fn extend(&self, warnings: impl IntoIterator<Item = String>) {
+        for w in warnings {
+            self.push(w);
+        }
+    }
+
+    /// The warnings so far (the list is emptied).
+    pub fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// Where a decode failure of a built-in kind surfaces, which decides its
+/// status: a create or update body (400 `cannot be handled as a`), the
+/// result of a JSON or merge patch (422 on field `patch` with the patched
+/// JSON), or of a strategic merge patch (422 with the patch map).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeShape {
+    Body,
+    JsonPatch,
+    StrategicPatch,
 }
 
 impl WriteCtx {
@@ -80,6 +130,7 @@ impl WriteCtx {
             validation: UnknownFieldPolicy::Ignore,
             subresource: String::new(),
             internal: true,
+            warnings: Warnings::default(),
         }
     }
 
@@ -149,6 +200,8 @@ pub struct Sim {
     /// `update`, `patch`, `delete`, …; a non-resource request counts under
     /// its method).
     pub(crate) requests: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Fault injection, partitions and the request log.
+    pub(crate) faults: crate::faults::Faults,
 }
 
 impl std::fmt::Debug for Sim {
@@ -238,8 +291,9 @@ impl Sim {
         tokens: HashMap<String, UserInfo>,
         runtime: tokio::runtime::Handle,
     ) -> Sim {
+        let faults = crate::faults::Faults::new(config.faults.clone(), config.request_log_capacity);
         Sim {
-            store: Store::new(config.watch_log_capacity),
+            store: Store::new(config.watch_history_min_events, config.watch_history_window),
             registry: RwLock::new(Registry::builtin()),
             tokens,
             config,
@@ -247,6 +301,7 @@ impl Sim {
             runtime,
             impersonator: rbac::Impersonator::new(),
             requests: std::sync::Mutex::default(),
+            faults,
         }
     }
 
@@ -342,6 +397,7 @@ impl Sim {
             ));
         }
         self.check_kind(rt, &obj)?;
+        self.decode_builtin(ctx, rt, &mut obj, DecodeShape::Body, None)?;
         if crate::convert::is_events_v1(&rt.group, &rt.kind) {
             obj = crate::convert::event_to_core(obj);
         }
@@ -413,8 +469,8 @@ impl Sim {
             }
         }
         crate::defaults::apply(&rt.group, &rt.kind, &mut obj);
-        // Warnings (pruned unknown fields under Warn) are not sent back as headers yet.
-        let _warnings = self.validate(rt, &mut obj, None, "", ctx.validation)?;
+        let warnings = self.validate(rt, &mut obj, None, "", ctx.validation)?;
+        ctx.warnings.extend(warnings);
         if !ctx.field_manager.is_empty() {
             obj = crate::ssa::record_update_with(
                 None,
@@ -460,6 +516,111 @@ impl Sim {
             )));
         }
         Ok(())
+    }
+
+    /// Decodes a built-in kind's object as the real server unmarshals it
+    /// into the kind's Go struct (`godecode.rs`): a value of the wrong JSON
+    /// type fails, unknown fields are dropped and, depending on
+    /// `fieldValidation`, refused (Strict) or warned about (Warn). Writes of
+    /// the simulator's own controllers and custom resources are left alone.
+    pub(crate) fn decode_builtin(
+        &self,
+        ctx: &WriteCtx,
+        rt: &ResourceType,
+        obj: &mut Value,
+        shape: DecodeShape,
+        patch: Option<&Value>,
+    ) -> ApiResult<()> {
+        if ctx.internal || rt.crd.is_some() || !obj.is_object() {
+            return Ok(());
+        }
+        let Some(def) = crate::godecode::definition(&rt.group, &rt.version, &rt.kind) else {
+            return Ok(());
+        };
+        let before = (shape != DecodeShape::Body).then(|| obj.clone());
+        let detail = match crate::godecode::decode(&def, obj) {
+            Ok(d) if d.unknown.is_empty() => return Ok(()),
+            Ok(d) => match ctx.validation {
+                UnknownFieldPolicy::Strict => {
+                    let msgs: Vec<String> = d
+                        .unknown
+                        .iter()
+                        .map(|p| format!("unknown field {}", gofmt::quote(p)))
+                        .collect();
+                    format!("strict decoding error: {}", msgs.join(", "))
+                }
+                UnknownFieldPolicy::Warn => {
+                    ctx.warnings.extend(
+                        d.unknown
+                            .iter()
+                            .map(|p| format!("unknown field {}", gofmt::quote(p))),
+                    );
+                    return Ok(());
+                }
+                UnknownFieldPolicy::Ignore => return Ok(()),
+            },
+            Err(e) => e,
+        };
+        match shape {
+            DecodeShape::Body => Err(ApiError::bad_request(format!(
+                "{} in version {} cannot be handled as a {}: {detail}",
+                rt.kind,
+                gofmt::quote(&rt.version),
+                rt.kind
+            ))),
+            DecodeShape::JsonPatch | DecodeShape::StrategicPatch => {
+                // errors.NewInvalid(schema.GroupKind{}, "", field.Invalid("patch", <text>, err)).
+                let text = match shape {
+                    DecodeShape::JsonPatch => gofmt::marshal(before.as_ref().unwrap_or(obj)),
+                    _ => crate::godecode::go_print_v(patch.unwrap_or(&Value::Null)),
+                };
+                let errors = vec![crate::validation::FieldError::invalid(
+                    "patch",
+                    Value::String(text),
+                    detail,
+                )];
+                let message = crate::validation::invalid_message("", "", "", &errors);
+                Err(ApiError::new(422, "Invalid", message)
+                    .with_details(json!({"causes": crate::validation::causes(&errors)})))
+            }
+        }
+    }
+
+    /// Server-side apply of a built-in kind: the applied configuration must
+    /// convert to the kind's typed object, or the request fails as on a real
+    /// server (an error without a reason, HTTP 500: `failed to create typed
+    /// patch object (ns/name; apps/v1, Kind=Deployment): .spec.foo: field not
+    /// declared in schema`), whatever `fieldValidation` says.
+    fn check_apply_config(
+        &self,
+        ctx: &WriteCtx,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        config: &Value,
+    ) -> ApiResult<()> {
+        if ctx.internal || rt.crd.is_some() {
+            return Ok(());
+        }
+        let Some(def) = crate::godecode::definition(&rt.group, &rt.version, &rt.kind) else {
+            return Ok(());
+        };
+        let ty = if ctx.subresource.is_empty() {
+            rt.type_node.clone()
+        } else {
+            Arc::new(TypeNode::Any)
+        };
+        match crate::godecode::apply_errors(&def, config, &ty) {
+            None => Ok(()),
+            Some(errs) => Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({ns}/{name}; {}/{}, Kind={}): {errs}",
+                    rt.group, rt.version, rt.kind
+                ),
+            )),
+        }
     }
 
     fn check_namespace_open(&self, rt: &ResourceType, ns: &str, name: &str) -> ApiResult<()> {
@@ -587,6 +748,8 @@ impl Sim {
                     ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
                 })?),
             };
+        let mut body = body;
+        self.decode_builtin(ctx, rt, &mut body, DecodeShape::Body, None)?;
         let body = if crate::convert::is_events_v1(&rt.group, &rt.kind) {
             crate::convert::event_to_core(body)
         } else {
@@ -628,6 +791,7 @@ impl Sim {
                     "the name of the object ({body_name}) does not match the name on the URL ({name})"
                 )));
             }
+            self.check_apply_config(ctx, rt, ns, name, &body)?;
             if self.store.get(&key, ns, name).is_none() && ctx.subresource.is_empty() {
                 // Apply creates the object when it does not exist.
                 let config = body.clone();
@@ -712,6 +876,9 @@ impl Sim {
         let is_crd_type = rt.crd.is_some();
         let events = crate::convert::is_events_v1(&rt.group, &rt.kind);
         let body = Arc::new(body);
+        let this = self.clone();
+        let rt2 = rt.clone();
+        let ctx2 = ctx.clone();
         self.update_with(ctx, rt, ns, name, None, move |old| {
             // events.k8s.io Events are patched in their own shape, stored as core Events.
             let view;
@@ -754,6 +921,13 @@ impl Sim {
                 }
                 PatchKind::Apply { .. } => unreachable!("handled above"),
             }?;
+            let mut patched = patched;
+            let shape = if kind == PatchKind::Strategic {
+                DecodeShape::StrategicPatch
+            } else {
+                DecodeShape::JsonPatch
+            };
+            this.decode_builtin(&ctx2, &rt2, &mut patched, shape, Some(&body))?;
             Ok(if events {
                 crate::convert::event_to_core(patched)
             } else {
@@ -820,8 +994,9 @@ impl Sim {
                 // Nothing changed: no write, no new resourceVersion (as a real server).
                 return Ok(old);
             }
-            let _warnings =
+            let warnings =
                 self.validate(rt, &mut new, Some(&old), &ctx.subresource, ctx.validation)?;
+            ctx.warnings.extend(warnings);
             if !ctx.internal {
                 self.admit(ctx, rt, Operation::Update, &new, Some(&old))
                     .await?;

@@ -3,12 +3,18 @@
 //! event log that watches replay from.
 //!
 //! resourceVersions are one global, strictly increasing counter, as with etcd.
-//! The log and the per-object history are compacted; a watch or list from a
-//! compacted resourceVersion gets 410 Gone, like a real server after etcd
-//! compaction.
+//!
+//! The event log is kept per resource type, like the API server's watch
+//! cache: at least the last `min_events` events of a type, and every event
+//! younger than `window` (75 s on a real server); older events go when a
+//! new event of the type arrives. A watch from a resourceVersion older than
+//! the oldest event kept gets `too old resource version: X (Y)` (410 Gone),
+//! and the object history goes with the events, so a list at such a
+//! resourceVersion gets 410 too.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::broadcast;
@@ -75,14 +81,95 @@ struct Revision {
 
 type ObjKey = (String, String);
 
+/// The watch history of one resource type.
+#[derive(Debug, Default)]
+struct TypeLog {
+    events: VecDeque<(Arc<Change>, Instant)>,
+    /// The resourceVersion of the newest event dropped (0: none yet).
+    dropped_upto: u64,
+}
+
 #[derive(Debug)]
 struct State {
     rv: u64,
     data: HashMap<StorageKey, BTreeMap<ObjKey, Vec<Revision>>>,
-    log: VecDeque<Arc<Change>>,
-    /// Changes with a resourceVersion above this are all in the log.
-    compacted: u64,
-    log_capacity: usize,
+    logs: HashMap<StorageKey, TypeLog>,
+    /// Everything up to this resourceVersion was compacted at once
+    /// ([`Store::compact`]).
+    floor: u64,
+    min_events: usize,
+    window: Duration,
+}
+
+impl State {
+    /// The resourceVersion below which a watch of `key` is too old (the
+    /// oldest event kept minus one, as the watch cache computes it), if
+    /// history was dropped.
+    fn watch_threshold(&self, key: &StorageKey) -> Option<u64> {
+        let typed = self.logs.get(key).and_then(|l| {
+            (l.dropped_upto > 0).then(|| match l.events.front() {
+                Some((c, _)) => c.rv - 1,
+                None => l.dropped_upto,
+            })
+        });
+        match (typed, self.floor) {
+            (Some(t), f) => Some(t.max(f)),
+            (None, 0) => None,
+            (None, f) => Some(f),
+        }
+    }
+
+    /// The resourceVersion below which a list of `key` is too old.
+    fn list_threshold(&self, key: &StorageKey) -> u64 {
+        let typed = self.logs.get(key).map_or(0, |l| l.dropped_upto);
+        typed.max(self.floor)
+    }
+
+    /// Drops the oldest events of `key` beyond the retention, and the object
+    /// history only they needed.
+    fn evict(&mut self, key: &StorageKey, now: Instant) {
+        let (min, window) = (self.min_events, self.window);
+        let Some(log) = self.logs.get_mut(key) else {
+            return;
+        };
+        let mut dropped = Vec::new();
+        while log.events.len() > min
+            && log
+                .events
+                .front()
+                .is_some_and(|(_, at)| now.duration_since(*at) >= window)
+        {
+            let (c, _) = log.events.pop_front().expect("non-empty");
+            log.dropped_upto = c.rv;
+            dropped.push(c);
+        }
+        if dropped.is_empty() {
+            return;
+        }
+        let Some(objects) = self.data.get_mut(key) else {
+            return;
+        };
+        for c in dropped {
+            let k = (c.namespace.clone(), c.name.clone());
+            let Some(revs) = objects.get_mut(&k) else {
+                continue;
+            };
+            // Keep the newest revision at or before the dropped event (a
+            // deletion's tombstone is not needed) and everything after.
+            match revs.iter().position(|r| r.rv == c.rv) {
+                Some(i) if revs[i].object.is_none() => {
+                    revs.drain(..=i);
+                }
+                Some(i) => {
+                    revs.drain(..i);
+                }
+                None => {}
+            }
+            if revs.is_empty() {
+                objects.remove(&k);
+            }
+        }
+    }
 }
 
 /// Outcome of a failed precondition.
@@ -109,16 +196,18 @@ fn rv_of(obj: &Value) -> u64 {
 }
 
 impl Store {
-    /// A store whose log keeps `log_capacity` changes before compacting.
-    pub fn new(log_capacity: usize) -> Store {
+    /// A store whose watch history keeps, per resource type, at least the
+    /// last `min_events` events and every event younger than `window`.
+    pub fn new(min_events: usize, window: Duration) -> Store {
         let (tx, _) = broadcast::channel(65_536);
         Store {
             state: Mutex::new(State {
                 rv: 1,
                 data: HashMap::new(),
-                log: VecDeque::new(),
-                compacted: 1,
-                log_capacity: log_capacity.max(16),
+                logs: HashMap::new(),
+                floor: 0,
+                min_events: min_events.max(1),
+                window,
             }),
             tx,
         }
@@ -170,11 +259,11 @@ impl Store {
                     "retryAfterSeconds": 1
                 })));
             }
-            Some(rv) if rv < st.compacted => {
-                return Err(ApiError::gone(format!(
-                    "The resourceVersion for the provided list is too old: {rv} ({})",
-                    st.compacted
-                )));
+            Some(rv) if rv < st.list_threshold(key) => {
+                // etcd3's `interpretListError` for a compacted revision.
+                return Err(ApiError::gone(
+                    "The resourceVersion for the provided list is too old.",
+                ));
             }
             Some(rv) => rv,
             None => st.rv,
@@ -288,12 +377,13 @@ impl Store {
             object: event_object,
             previous: current,
         });
-        st.log.push_back(change.clone());
-        if st.log.len() > st.log_capacity {
-            let keep = st.log_capacity / 2;
-            let upto = st.log[st.log.len() - keep - 1].rv;
-            Self::compact_locked(&mut st, upto);
-        }
+        let now = Instant::now();
+        st.logs
+            .entry(key.clone())
+            .or_default()
+            .events
+            .push_back((change.clone(), now));
+        st.evict(key, now);
         // Sending while holding the lock keeps the channel in resourceVersion order.
         let _ = self.tx.send(change.clone());
         Ok(change)
@@ -301,13 +391,19 @@ impl Store {
 
     /// Forgets history up to and including resourceVersion `upto`.
     fn compact_locked(st: &mut State, upto: u64) {
-        if upto < st.compacted {
+        if upto <= st.floor {
             return;
         }
-        while st.log.front().is_some_and(|c| c.rv <= upto) {
-            st.log.pop_front();
+        for log in st.logs.values_mut() {
+            while let Some((c, _)) = log.events.front() {
+                if c.rv > upto {
+                    break;
+                }
+                log.dropped_upto = c.rv;
+                log.events.pop_front();
+            }
         }
-        st.compacted = upto + 1;
+        st.floor = upto;
         for objects in st.data.values_mut() {
             objects.retain(|_, revs| {
                 // Keep the newest revision at or before `upto` and everything after.
@@ -326,17 +422,29 @@ impl Store {
         Self::compact_locked(&mut st, upto);
     }
 
-    /// Changes after `rv` (from the log) and a receiver for later changes, taken
-    /// atomically. 410 Gone when `rv` has been compacted away.
-    pub fn watch_from(&self, rv: u64) -> ApiResult<WatchStart> {
+    /// Changes of `key` after `rv` (from its log) and a receiver for later
+    /// changes, taken atomically. 410 Gone when events after `rv` are no
+    /// longer kept.
+    pub fn watch_from(&self, key: &StorageKey, rv: u64) -> ApiResult<WatchStart> {
         let st = self.lock();
-        if rv + 1 < st.compacted {
+        if let Some(t) = st.watch_threshold(key)
+            && rv < t
+        {
             return Err(ApiError::gone(format!(
-                "too old resource version: {rv} ({})",
-                st.compacted - 1
+                "too old resource version: {rv} ({t})"
             )));
         }
-        let backlog = st.log.iter().filter(|c| c.rv > rv).cloned().collect();
+        let backlog = st
+            .logs
+            .get(key)
+            .map(|l| {
+                l.events
+                    .iter()
+                    .filter(|(c, _)| c.rv > rv)
+                    .map(|(c, _)| c.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         Ok((backlog, self.tx.subscribe(), st.rv))
     }
 
@@ -360,9 +468,13 @@ mod tests {
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}})
     }
 
+    fn store() -> Store {
+        Store::new(100, Duration::from_secs(75))
+    }
+
     #[test]
     fn write_get_list_and_snapshots() {
-        let s = Store::new(100);
+        let s = store();
         let a = s
             .write(&key(), "default", "a", Expect::Absent, Some(cm("a")))
             .unwrap();
@@ -394,20 +506,49 @@ mod tests {
 
     #[test]
     fn watch_from_and_compaction() {
-        let s = Store::new(100);
+        let s = store();
         let start = s.current_rv();
         for n in ["a", "b", "c"] {
             s.write(&key(), "default", n, Expect::Absent, Some(cm(n)))
                 .unwrap();
         }
-        let (backlog, _rx, _) = s.watch_from(start).unwrap();
+        let (backlog, _rx, _) = s.watch_from(&key(), start).unwrap();
         assert_eq!(backlog.len(), 3);
         s.compact();
-        assert_eq!(s.watch_from(start).unwrap_err().code, 410);
+        assert_eq!(s.watch_from(&key(), start).unwrap_err().code, 410);
         assert_eq!(s.list(&key(), None, Some(start)).unwrap_err().code, 410);
         // The current state survives compaction.
         assert_eq!(s.list(&key(), None, None).unwrap().0.len(), 3);
-        let (backlog, _rx, _) = s.watch_from(s.current_rv()).unwrap();
+        let (backlog, _rx, _) = s.watch_from(&key(), s.current_rv()).unwrap();
         assert!(backlog.is_empty());
+    }
+
+    #[test]
+    fn history_ages_per_type() {
+        let s = Store::new(3, Duration::ZERO);
+        let other = StorageKey::new("", "secrets");
+        s.write(&other, "default", "s", Expect::Absent, Some(cm("s")))
+            .unwrap();
+        let start = s.current_rv();
+        for i in 0..6 {
+            let n = format!("c{i}");
+            s.write(&key(), "default", &n, Expect::Absent, Some(cm(&n)))
+                .unwrap();
+        }
+        // c0..c2 are gone (rv 3..5); c3 (rv 6) is the oldest kept.
+        let err = s.watch_from(&key(), start).unwrap_err();
+        assert_eq!(err.code, 410);
+        assert_eq!(err.reason, "Expired");
+        assert_eq!(
+            err.message,
+            format!("too old resource version: {start} (5)")
+        );
+        let (backlog, _rx, _) = s.watch_from(&key(), 5).unwrap();
+        assert_eq!(backlog.len(), 3);
+        assert_eq!(s.list(&key(), None, Some(start)).unwrap_err().code, 410);
+        assert_eq!(s.list(&key(), None, Some(5)).unwrap().0.len(), 3);
+        // Another type's history is its own.
+        assert!(s.watch_from(&other, start - 1).is_ok());
+        assert_eq!(s.list(&key(), None, None).unwrap().0.len(), 6);
     }
 }

@@ -1461,3 +1461,311 @@ async fn latency_and_the_request_counter() {
     sim.reset_request_counts();
     assert!(sim.request_counts().is_empty());
 }
+
+#[tokio::test]
+async fn namespaces_carry_their_name_label_for_namespace_selectors() {
+    let hook = TestWebhook::start("guard.default.svc", deny_labelled);
+    let sim = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            service_map: [("default/guard".to_string(), hook.addr.to_string())].into(),
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let client = client(&sim).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["guarded", "open"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+    let label = |n: &Namespace| {
+        n.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/metadata.name").cloned())
+    };
+    assert_eq!(
+        label(&namespaces.get("guarded").await.unwrap()).as_deref(),
+        Some("guarded")
+    );
+    assert_eq!(
+        label(&namespaces.get("kube-system").await.unwrap()).as_deref(),
+        Some("kube-system")
+    );
+    // Neither removed nor changed by a client.
+    namespaces
+        .patch(
+            "guarded",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"kubernetes.io/metadata.name": null, "team": "a"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    namespaces
+        .patch(
+            "open",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"labels": {"kubernetes.io/metadata.name": "guarded"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let guarded = namespaces.get("guarded").await.unwrap();
+    assert_eq!(label(&guarded).as_deref(), Some("guarded"));
+    assert_eq!(
+        guarded
+            .metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .get("team")
+            .map(String::as_str),
+        Some("a")
+    );
+    assert_eq!(
+        label(&namespaces.get("open").await.unwrap()).as_deref(),
+        Some("open")
+    );
+    let selected = namespaces
+        .list(&ListParams::default().labels("kubernetes.io/metadata.name=guarded"))
+        .await
+        .unwrap();
+    assert_eq!(selected.items.len(), 1);
+
+    // A webhook selecting namespaces by that label.
+    let mut config = webhook_config("guard", &hook.ca_bundle(), "Fail", "None");
+    config["webhooks"][0]["namespaceSelector"] =
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "guarded"}});
+    sim.load(config).unwrap();
+    let mut denied = cm("bad", &[]);
+    denied.metadata.labels = Some(BTreeMap::from([("deny".to_string(), "true".to_string())]));
+    let in_guarded: Api<ConfigMap> = Api::namespaced(client.clone(), "guarded");
+    let err = status_of(
+        in_guarded
+            .create(&PostParams::default(), &denied)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 403);
+    let in_open: Api<ConfigMap> = Api::namespaced(client.clone(), "open");
+    in_open
+        .create(&PostParams::default(), &denied)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn watch_history_ages_like_the_watch_cache() {
+    let sim = start_with(kube_sim::Options {
+        config: kube_sim::SimConfig {
+            watch_history_min_events: 5,
+            watch_history_window: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+        ..kube_sim::Options::default()
+    });
+    let client = client(&sim).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("first", &[]))
+        .await
+        .unwrap();
+    let old_rv = sim.resource_version();
+
+    // The watcher lists, then watches from the list's resourceVersion with a
+    // one-second server timeout; meanwhile the type's history moves on.
+    let mut stream = watcher(
+        cms.clone(),
+        watcher::Config::default().labels("app=demo").timeout(1),
+    )
+    .boxed();
+    loop {
+        if let Ok(watcher::Event::InitDone) = next(&mut stream).await {
+            break;
+        }
+    }
+    for i in 0..10 {
+        let mut c = cm(&format!("noise{i}"), &[]);
+        c.metadata.labels = None;
+        cms.create(&PostParams::default(), &c).await.unwrap();
+    }
+
+    // A watch from before the kept history: an ERROR event, 410 Expired.
+    let raw = cms
+        .watch(&kube::api::WatchParams::default(), &old_rv.to_string())
+        .await
+        .unwrap();
+    let events: Vec<_> = raw.collect::<Vec<_>>().await;
+    match &events[0] {
+        Ok(kube::core::WatchEvent::Error(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+            assert!(
+                e.message
+                    .starts_with(&format!("too old resource version: {old_rv} (")),
+                "{}",
+                e.message
+            );
+        }
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    // A list at such a resourceVersion too.
+    let err = status_of(
+        cms.list(
+            &ListParams::default()
+                .at(&old_rv.to_string())
+                .matching(kube::api::VersionMatch::Exact),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (410, "Expired"));
+
+    // The watcher's next watch (after its timeout) resumes from a dropped
+    // resourceVersion, gets 410 and re-lists; then it sees new objects.
+    // (A re-list ends with InitDone again.)
+    loop {
+        if let Ok(watcher::Event::InitDone) = next(&mut stream).await {
+            break;
+        }
+    }
+    cms.create(&PostParams::default(), &cm("late", &[]))
+        .await
+        .unwrap();
+    loop {
+        if let Ok(watcher::Event::Apply(c)) = next(&mut stream).await
+            && c.metadata.name.as_deref() == Some("late")
+        {
+            break;
+        }
+    }
+}
+
+type EventStream =
+    futures::stream::BoxStream<'static, Result<watcher::Event<ConfigMap>, watcher::Error>>;
+
+async fn next(stream: &mut EventStream) -> Result<watcher::Event<ConfigMap>, watcher::Error> {
+    tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+        .await
+        .expect("the watcher keeps going")
+        .expect("the stream does not end")
+}
+
+#[tokio::test]
+async fn builtin_kinds_decode_like_go_structs() {
+    let sim = start();
+    let client = client(&sim).await;
+    let gvk = |g: &str, v: &str, k: &str| ApiResource::from_gvk(&GroupVersionKind::gvk(g, v, k));
+    let cms: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("", "v1", "ConfigMap"));
+    let deploys: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &gvk("apps", "v1", "Deployment"));
+    let obj = |v: Value| -> DynamicObject { serde_json::from_value(v).unwrap() };
+    let deployment = |name: &str, spec_extra: Value| {
+        let mut spec = json!({
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "web", "image": "nginx"}]}}
+        });
+        json_patch::merge(&mut spec, &spec_extra);
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec})
+    };
+
+    let err = status_of(
+        cms.create(
+            &PostParams::default(),
+            &obj(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "n"}, "data": {"a": 1}})),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        err.message,
+        "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: json: cannot unmarshal number into Go struct field ConfigMap.data of type string"
+    );
+    let err = status_of(
+        deploys
+            .create(
+                &PostParams::default(),
+                &obj(deployment("d", json!({"replicas": "2"}))),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            400,
+            "Deployment in version \"v1\" cannot be handled as a Deployment: json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+        )
+    );
+
+    // Unknown fields: refused under Strict, dropped otherwise.
+    let strict =
+        http::Request::post("/apis/apps/v1/namespaces/default/deployments?fieldValidation=Strict")
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&deployment("d", json!({"foo": 1}))).unwrap())
+            .unwrap();
+    let err = status_of(client.request::<Value>(strict).await.unwrap_err());
+    assert_eq!(
+        (err.code, err.message.as_str()),
+        (
+            400,
+            "Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error: unknown field \"spec.foo\""
+        )
+    );
+    let created = deploys
+        .create(
+            &PostParams::default(),
+            &obj(deployment("d", json!({"foo": 1, "replicas": 2}))),
+        )
+        .await
+        .unwrap();
+    assert!(created.data["spec"].get("foo").is_none());
+    assert_eq!(created.data["spec"]["replicas"], 2);
+
+    // A merge patch whose result does not decode: 422 on field "patch".
+    let err = status_of(
+        deploys
+            .patch(
+                "d",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"replicas": "three"}})),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
+    assert!(
+        err.message.starts_with(" \"\" is invalid: patch: Invalid value: \"{")
+            && err.message.ends_with(
+                "\": json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"
+            ),
+        "{}",
+        err.message
+    );
+
+    // Server-side apply of a field the type does not have.
+    let err = status_of(
+        deploys
+            .patch(
+                "d",
+                &PatchParams::apply("test"),
+                &Patch::Apply(deployment("d", json!({"foo": 1}))),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(err.code, 500);
+    assert_eq!(
+        err.message,
+        "failed to create typed patch object (default/d; apps/v1, Kind=Deployment): .spec.foo: field not declared in schema"
+    );
+}

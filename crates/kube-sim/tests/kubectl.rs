@@ -406,3 +406,128 @@ fn the_binary_serves_loads_and_stops_on_sigterm() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+#[test]
+fn apply_of_a_list_and_field_validation() {
+    let sim = start();
+    let k = Kubectl::new(&sim);
+    // kubectl validates every item of a List against /openapi/v2 first.
+    let list = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: listed}
+  data: {a: b}
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: listed}
+  stringData: {a: b}
+"#;
+    let out = k.ok_stdin(&["apply", "-f", "-"], list);
+    assert!(
+        out.contains("configmap/listed created") && out.contains("secret/listed created"),
+        "{out}"
+    );
+    assert_eq!(
+        k.ok(&["get", "secret", "listed", "-o", "jsonpath={.data.a}"]),
+        "Yg=="
+    );
+    // Applying it again changes nothing.
+    let out = k.ok_stdin(&["apply", "-f", "-"], list);
+    assert!(out.contains("configmap/listed unchanged"), "{out}");
+
+    // Unknown fields: refused under --validate=strict (the default)...
+    let unknown =
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra}\nfoo: 1\ndata: {a: b}\n";
+    let out = k.run_stdin(&["apply", "--validate=strict", "-f", "-"], unknown);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"Error from server (BadRequest): error when creating "STDIN": ConfigMap in version "v1" cannot be handled as a ConfigMap: strict decoding error: unknown field "foo""#
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // ...warned about and dropped under --validate=warn.
+    let out = k.run_stdin(&["apply", "--validate=warn", "-f", "-"], unknown);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(r#"Warning: unknown field "foo""#),
+        "{}",
+        stderr(&out)
+    );
+    let stored: Value =
+        serde_json::from_str(&k.ok(&["get", "configmap", "extra", "-o", "json"])).unwrap();
+    assert!(stored.get("foo").is_none());
+
+    // Values of the wrong type are refused as the Go decoder refuses them.
+    let out = k.run_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: typed}\ndata: {a: 1}\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"ConfigMap in version "v1" cannot be handled as a ConfigMap: json: cannot unmarshal number into Go struct field ConfigMap.data of type string"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let out = k.run_stdin(
+        &["apply", "-f", "-"],
+        &DEPLOYMENT.replace("replicas: 2", "replicas: \"2\""),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            r#"json: cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"#
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn namespaces_keep_their_name_label() {
+    let sim = start();
+    let k = Kubectl::new(&sim);
+    k.ok(&["create", "namespace", "team-a"]);
+    let label = |ns: &str| {
+        k.ok(&[
+            "get",
+            "namespace",
+            ns,
+            "-o",
+            r"jsonpath={.metadata.labels.kubernetes\.io/metadata\.name}",
+        ])
+    };
+    assert_eq!(label("team-a"), "team-a");
+    assert_eq!(label("default"), "default");
+    // Removing or changing it is silently undone, as on a real server.
+    k.ok(&[
+        "label",
+        "namespace",
+        "team-a",
+        "kubernetes.io/metadata.name-",
+    ]);
+    assert_eq!(label("team-a"), "team-a");
+    k.ok(&[
+        "label",
+        "namespace",
+        "team-a",
+        "kubernetes.io/metadata.name=other",
+        "--overwrite",
+    ]);
+    assert_eq!(label("team-a"), "team-a");
+    let out = k.ok(&[
+        "get",
+        "namespaces",
+        "-l",
+        "kubernetes.io/metadata.name=team-a",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "namespace/team-a");
+}

@@ -3,7 +3,10 @@
 //! ```text
 //! kube-sim --listen 127.0.0.1:0 --kubeconfig /tmp/kubeconfig [--user NAME:TOKEN[:GROUP,...]]...
 //!          [--load DIR]... [--service-map NS/NAME=HOST:PORT]... [--auto-ready[=DURATION]]
-//!          [--latency MILLIS]
+//!          [--latency MILLIS] [--watch-history-min-events N] [--watch-history-window SECS]
+//!          [--fault-seed N] [--fault-rate-429 F] [--fault-rate-500 F] [--fault-rate-503 F]
+//!          [--fault-rate-reset F] [--fault-retry-after SECS] [--fault-watch-end-rate F]
+//!          [--fault-watch-gone-rate F] [--fault-verbs VERB,...] [--fault-exempt-user NAME]...
 //! ```
 //!
 //! Prints `kube-sim ready on https://127.0.0.1:<port>` once it accepts requests
@@ -16,7 +19,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use kube_sim::{KubeSim, Options, SimConfig, UserSpec, read_manifests};
+use kube_sim::{FaultConfig, KubeSim, Options, SimConfig, UserSpec, read_manifests};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +54,43 @@ struct Args {
     /// API server with etcd behind it (0: none).
     #[arg(long, value_name = "MILLIS", default_value_t = 0)]
     latency: u64,
+    /// Watch history per resource type: at least this many latest events...
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    watch_history_min_events: usize,
+    /// ...and every event younger than this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 75)]
+    watch_history_window: u64,
+    /// Seed of the injected fault sequence.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fault_seed: u64,
+    /// Fraction of requests answered 429 with Retry-After.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate_429: f64,
+    /// Fraction of requests answered 500.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate_500: f64,
+    /// Fraction of requests answered 503.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate_503: f64,
+    /// Fraction of requests handled whose response is cut off mid-body.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate_reset: f64,
+    /// Retry-After seconds of injected 429s.
+    #[arg(long, value_name = "SECS", default_value_t = 1)]
+    fault_retry_after: u64,
+    /// Fraction of watches that end early.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_watch_end_rate: f64,
+    /// Fraction of watches resumed where an early-ended watch stopped that
+    /// get 410 Gone.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_watch_gone_rate: f64,
+    /// Verbs faults apply to, comma-separated (default: all).
+    #[arg(long, value_name = "VERB,...", value_delimiter = ',')]
+    fault_verbs: Vec<String>,
+    /// A user never faulted (repeatable; the admin is `kube-sim-admin`).
+    #[arg(long = "fault-exempt-user", value_name = "NAME")]
+    fault_exempt_users: Vec<String>,
     /// Seconds between watch bookmarks.
     #[arg(long, default_value_t = 10)]
     bookmark_interval: u64,
@@ -93,6 +133,21 @@ fn main() -> ExitCode {
             auto_ready: args.auto_ready.map(Duration::from_millis),
             latency: Duration::from_millis(args.latency),
             bookmark_interval: Duration::from_secs(args.bookmark_interval.max(1)),
+            watch_history_min_events: args.watch_history_min_events,
+            watch_history_window: Duration::from_secs(args.watch_history_window),
+            faults: FaultConfig {
+                seed: args.fault_seed,
+                rate_429: args.fault_rate_429,
+                rate_500: args.fault_rate_500,
+                rate_503: args.fault_rate_503,
+                rate_reset: args.fault_rate_reset,
+                retry_after_secs: args.fault_retry_after,
+                watch_end_rate: args.fault_watch_end_rate,
+                watch_resume_gone_rate: args.fault_watch_gone_rate,
+                verbs: args.fault_verbs.clone(),
+                exempt_users: args.fault_exempt_users.clone(),
+                ..FaultConfig::default()
+            },
             ..SimConfig::default()
         },
     };
