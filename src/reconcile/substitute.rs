@@ -308,6 +308,9 @@ fn substitute_object(object: Value, vars: &Vars, strict: bool) -> Result<Value, 
         object: object_id(&object),
         message,
     };
+    // Substituted values may carry anchors and aliases: refuse a bomb
+    // before the parser expands it.
+    kustomize::check_aliases(output.as_bytes()).map_err(invalid)?;
     let yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(&output).map_err(|err| {
         let message = err.to_string();
         invalid(match err.location() {

@@ -459,6 +459,9 @@ pub fn parse_ladder(
         seen += 1;
         let text = std::str::from_utf8(bytes)
             .map_err(|_| artifact_invalid(format!("{name}: not UTF-8 text")))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        kustomize::check_aliases(text.as_bytes())
+            .map_err(|e| artifact_invalid(format!("{name}: {e}")))?;
         let doc: serde_json::Value =
             serde_yaml_ng::from_str(text).map_err(|e| artifact_invalid(format!("{name}: {e}")))?;
         let items = match doc {

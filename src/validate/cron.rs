@@ -255,7 +255,12 @@ fn bits(start: u32, end: u32, step: u32) -> u64 {
     let mut i = start;
     while i <= end {
         out |= 1 << i;
-        i += step;
+        // A step past every field's maximum (`1/4294967295`) must end the
+        // walk, not wrap around to low values (or panic in debug builds).
+        let Some(next) = i.checked_add(step) else {
+            break;
+        };
+        i = next;
     }
     out
 }

@@ -30,7 +30,20 @@
 //! Slices are clamped to the array, as in Python (kubectl refuses an
 //! end past the array), and their step must be positive, as in kubectl.
 
+use std::cell::Cell;
+
 use serde_json::Value;
+
+/// How deep filters may nest (`[?(@.a[?(@.b)])]` is two); deeper templates
+/// are refused when parsed, before the recursive parser runs out of stack.
+const MAX_FILTER_DEPTH: usize = 32;
+
+/// The work one [`JsonPath::find`] may do: every node a step is applied to
+/// and every node it selects counts one, filters included. Chained `..` and
+/// filters that start again from `$` multiply: `{..a..a..a..a..a..a}` over
+/// a 128-deep document, or filters nested from `$`, would otherwise take
+/// hours and gigabytes.
+const MAX_EVAL_STEPS: usize = 1_000_000;
 
 /// A parsed template.
 #[derive(Clone, Debug, PartialEq)]
@@ -111,6 +124,7 @@ impl JsonPath {
         let mut p = Parser {
             chars: chars[..end].to_vec(),
             pos: start,
+            depth: 0,
         };
         p.skip_spaces();
         let path = p.path(true).map_err(|e| format!("{template:?}: {e}"))?;
@@ -126,19 +140,39 @@ impl JsonPath {
 
     /// Every value the template selects in `doc`, in document order.
     pub fn find<'a>(&self, doc: &'a Value) -> Result<Vec<&'a Value>, String> {
-        self.find_from(doc, doc)
+        self.find_from(doc, doc, &Cell::new(MAX_EVAL_STEPS))
     }
 
-    fn find_from<'a>(&self, root: &'a Value, start: &'a Value) -> Result<Vec<&'a Value>, String> {
+    fn find_from<'a>(
+        &self,
+        root: &'a Value,
+        start: &'a Value,
+        budget: &Cell<usize>,
+    ) -> Result<Vec<&'a Value>, String> {
         let mut nodes = vec![start];
         for step in &self.steps {
             let mut next = Vec::new();
             for node in nodes {
-                step.apply(root, node, &mut next)?;
+                let before = next.len();
+                step.apply(root, node, &mut next, budget)?;
+                spend(budget, 1 + next.len() - before)?;
             }
             nodes = next;
         }
         Ok(nodes)
+    }
+}
+
+/// Takes `n` from the evaluation budget.
+fn spend(budget: &Cell<usize>, n: usize) -> Result<(), String> {
+    match budget.get().checked_sub(n) {
+        Some(left) => {
+            budget.set(left);
+            Ok(())
+        }
+        None => Err(format!(
+            "the JSONPath takes more than {MAX_EVAL_STEPS} steps to evaluate on this document"
+        )),
     }
 }
 
@@ -163,6 +197,7 @@ impl Step {
         root: &'a Value,
         node: &'a Value,
         out: &mut Vec<&'a Value>,
+        budget: &Cell<usize>,
     ) -> Result<(), String> {
         match self {
             Step::Members(names) => {
@@ -186,7 +221,7 @@ impl Step {
             Step::Filter(filter) => {
                 if let Value::Array(items) = node {
                     for item in items {
-                        if filter.holds(root, item)? {
+                        if filter.holds(root, item, budget)? {
                             out.push(item);
                         }
                     }
@@ -225,7 +260,8 @@ impl Selector {
                 let (mut i, end) = (clamp(start.unwrap_or(0)), clamp(end.unwrap_or(len)));
                 while i < end {
                     out.push(&items[i as usize]);
-                    i += step;
+                    // `[1::9223372036854775807]`: past the end, not around.
+                    i = i.saturating_add(step);
                 }
             }
         }
@@ -234,12 +270,12 @@ impl Selector {
 }
 
 impl Filter {
-    fn holds(&self, root: &Value, item: &Value) -> Result<bool, String> {
-        let left = self.left.values(root, item)?;
+    fn holds(&self, root: &Value, item: &Value, budget: &Cell<usize>) -> Result<bool, String> {
+        let left = self.left.values(root, item, budget)?;
         match &self.compare {
             None => Ok(!left.is_empty()),
             Some((op, right)) => {
-                let right = right.values(root, item)?;
+                let right = right.values(root, item, budget)?;
                 match (left.first(), right.first()) {
                     (Some(l), Some(r)) => compare(l, *op, r),
                     _ => Ok(false),
@@ -250,10 +286,15 @@ impl Filter {
 }
 
 impl Operand {
-    fn values<'a>(&'a self, root: &'a Value, item: &'a Value) -> Result<Vec<&'a Value>, String> {
+    fn values<'a>(
+        &'a self,
+        root: &'a Value,
+        item: &'a Value,
+        budget: &Cell<usize>,
+    ) -> Result<Vec<&'a Value>, String> {
         match self {
             Operand::Path { from_root, path } => {
-                path.find_from(root, if *from_root { root } else { item })
+                path.find_from(root, if *from_root { root } else { item }, budget)
             }
             Operand::Literal(v) => Ok(vec![v]),
         }
@@ -309,6 +350,8 @@ fn type_name(v: &Value) -> &'static str {
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Filters open around the current position.
+    depth: usize,
 }
 
 impl Parser {
@@ -426,7 +469,16 @@ impl Parser {
                         self.pos
                     ));
                 }
-                let filter = self.filter()?;
+                if self.depth == MAX_FILTER_DEPTH {
+                    return Err(format!(
+                        "filters nest more than {MAX_FILTER_DEPTH} deep at offset {}",
+                        self.pos
+                    ));
+                }
+                self.depth += 1;
+                let filter = self.filter();
+                self.depth -= 1;
+                let filter = filter?;
                 self.skip_spaces();
                 if !self.eat(')') {
                     return Err(format!(

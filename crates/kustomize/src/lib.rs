@@ -15,6 +15,7 @@
 //! ([`filesystem::Memory`], for a fetched artifact that is never written to
 //! disk), with [`build_on`].
 
+mod aliases;
 mod fieldspec;
 pub mod filesystem;
 mod generate;
@@ -32,6 +33,14 @@ use serde_json::Value;
 
 use filesystem::FileSystem;
 use resource::Resource;
+
+pub use aliases::{ALIAS_NODES, check_aliases};
+
+/// How deep kustomizations may include one another (`resources: [base]`
+/// whose `base` has its own `resources`, …). The build recurses per level,
+/// and a few hundred levels exhaust a 2 MiB thread stack; real trees are a
+/// handful of levels deep.
+pub const MAX_DEPTH: usize = 64;
 
 /// Why a build failed. Every message names the file it is about, relative
 /// to the root.
@@ -345,6 +354,10 @@ fn is_remote(s: &str) -> bool {
 /// Parses a multi-document YAML (or JSON) text into values, dropping empty
 /// documents.
 pub(crate) fn parse_docs(text: &str, file: &str) -> Result<Vec<Value>, Error> {
+    // A leading byte order mark is dropped, as Go's YAML readers drop it
+    // (serde_yaml_ng would count it as a column and misread the indentation).
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    check_aliases(text.as_bytes()).map_err(|message| invalid(file, message))?;
     let mut out = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(text) {
         let v: Value = serde::Deserialize::deserialize(doc).map_err(|e| Error::Invalid {
@@ -544,6 +557,12 @@ impl Builder<'_> {
                     "cycle detected: the directory contains {:?}, which includes it",
                     self.fs.rel(visited)
                 ),
+            ));
+        }
+        if self.stack.len() == MAX_DEPTH {
+            return Err(invalid(
+                &self.fs.rel(dir),
+                format!("kustomizations include one another more than {MAX_DEPTH} levels deep"),
             ));
         }
         let mut k = self.load_kustomization(dir)?;

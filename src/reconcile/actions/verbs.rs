@@ -128,6 +128,8 @@ pub(super) async fn patch(ctx: &ActionCtx<'_>, p: &PatchAction) -> Result<(), At
     let t = &p.target;
     let by_name = t.name.as_deref().filter(|n| !n.is_empty());
     let selector = t.selector.as_ref();
+    kustomize::check_aliases(p.patch.as_bytes())
+        .map_err(|e| Attempt::Stop(format!("the patch does not parse: {e}")))?;
     let body: Value = serde_yaml_ng::from_str(&p.patch)
         .map_err(|e| Attempt::Stop(format!("the patch does not parse: {e}")))?;
     let patch = match p.type_.unwrap_or(PatchType::Merge) {

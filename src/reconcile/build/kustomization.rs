@@ -287,6 +287,11 @@ fn classify(file: &str, bytes: &[u8]) -> Result<Manifest, BuildError> {
         };
         v.is_object() && has("apiVersion") && has("kind")
     };
+    let bytes = super::strip_bom(bytes);
+    kustomize::check_aliases(bytes).map_err(|message| BuildError::Yaml {
+        file: file.to_owned(),
+        message,
+    })?;
     let mut docs = Vec::new();
     for document in serde_yaml_ng::Deserializer::from_slice(bytes) {
         let value = serde_yaml_ng::Value::deserialize(document).map_err(|e| BuildError::Yaml {
@@ -375,6 +380,8 @@ fn patch_entries(patches: &[Patch]) -> Vec<Value> {
 }
 
 fn parse_yaml(bytes: &[u8]) -> Result<Value, String> {
+    let bytes = super::strip_bom(bytes);
+    kustomize::check_aliases(bytes)?;
     let value: serde_yaml_ng::Value =
         serde_yaml_ng::from_slice(bytes).map_err(|e| super::yaml_error_message(&e))?;
     super::yaml_to_json(value)

@@ -486,6 +486,7 @@ fn decode_file(
     is_json: bool,
     out: &mut Vec<Value>,
 ) -> Result<(), BuildError> {
+    let bytes = strip_bom(bytes);
     if is_json {
         // JSON is YAML, but a real JSON parser handles JSON's number and escape
         // syntax exactly; fall back to YAML for files that are not pure JSON.
@@ -494,6 +495,11 @@ fn decode_file(
         }
     }
     use serde::Deserialize as _;
+    // serde_yaml_ng bounds the number of alias expansions, not their size.
+    kustomize::check_aliases(bytes).map_err(|message| BuildError::Yaml {
+        file: file.to_owned(),
+        message,
+    })?;
     for (index, document) in serde_yaml_ng::Deserializer::from_slice(bytes).enumerate() {
         let number = index + 1;
         let mut value =
@@ -512,6 +518,15 @@ fn decode_file(
         add_document(file, number, value, out)?;
     }
     Ok(())
+}
+
+/// `bytes` without a leading UTF-8 byte order mark. YAML allows one at the
+/// start of a stream and Go's YAML readers (kubectl, Flux) drop it, but
+/// `serde_yaml_ng` counts it as a column of the first line, so the second
+/// line of `<BOM>a: 1\nb: 2` no longer lines up with the first and the file
+/// fails to parse ("did not find expected <document start>").
+fn strip_bom(bytes: &[u8]) -> &[u8] {
+    bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes)
 }
 
 /// The parser's message, with the location appended when the message does not

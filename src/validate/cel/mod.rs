@@ -225,21 +225,89 @@ pub fn compile(check: &CustomHealthCheck) -> Result<CompiledCheck, String> {
     })
 }
 
+/// The longest expression accepted, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 8 * 1024;
+/// The deepest nesting of `(`, `[` and `{` accepted.
+pub const MAX_NESTING: usize = 32;
+/// The most operators (`&&`, `+`, `.`, `?`, ...) one expression may hold.
+pub const MAX_OPERATORS: usize = 512;
+/// The stack the parser and checker run on: the CEL parser recurses through
+/// its whole grammar for every level of nesting.
+const COMPILE_STACK: usize = 64 * 1024 * 1024;
+
+/// Refuses expressions whose shape would make the recursive parser,
+/// checker or evaluator run out of stack or time: too long, nested too
+/// deep, or chaining too many operators. String literals are skipped.
+fn check_shape(source: &str) -> Result<(), String> {
+    if source.len() > MAX_EXPRESSION_BYTES {
+        return Err(format!(
+            "the expression is {} bytes long, more than the {MAX_EXPRESSION_BYTES} allowed",
+            source.len()
+        ));
+    }
+    let bytes = source.as_bytes();
+    let (mut depth, mut deepest, mut operators) = (0usize, 0usize, 0usize);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'"' | b'\'') => {
+                // Skip the literal (escapes included); an unterminated one
+                // is left to the parser to report.
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            b'&' | b'|' | b'=' | b'!' | b'<' | b'>' | b'+' | b'-' | b'*' | b'/' | b'%' | b'?'
+            | b'.' => operators += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    if deepest > MAX_NESTING {
+        return Err(format!(
+            "the expression nests {deepest} levels deep, more than the {MAX_NESTING} allowed"
+        ));
+    }
+    if operators > MAX_OPERATORS {
+        return Err(format!(
+            "the expression has {operators} operators, more than the {MAX_OPERATORS} allowed"
+        ));
+    }
+    Ok(())
+}
+
 fn compile_rule(which: Which, source: &str) -> Result<Rule, String> {
     if source.trim().is_empty() {
         return Err(format!("{which}: the expression is empty"));
     }
-    let program = ENV
-        .compile(source)
-        .map_err(|e| format!("{which}: invalid CEL expression: {}", parse_errors(&e)))?;
-    let analysis = Analyzer::unbound()
-        .run(program.expression())
-        .map_err(|e| format!("{which}: invalid CEL expression: {e}"))?;
-    if let Ty::Not(t) = analysis.abs.ty {
-        return Err(format!(
-            "{which}: the expression must evaluate to bool, but it evaluates to {t}"
-        ));
-    }
+    check_shape(source).map_err(|e| format!("{which}: invalid CEL expression: {e}"))?;
+    let text = source.to_string();
+    let program = std::thread::Builder::new()
+        .name("cel-compile".into())
+        .stack_size(COMPILE_STACK)
+        .spawn(move || {
+            let program = ENV
+                .compile(&text)
+                .map_err(|e| format!("{which}: invalid CEL expression: {}", parse_errors(&e)))?;
+            let analysis = Analyzer::unbound()
+                .run(program.expression())
+                .map_err(|e| format!("{which}: invalid CEL expression: {e}"))?;
+            if let Ty::Not(t) = analysis.abs.ty {
+                return Err(format!(
+                    "{which}: the expression must evaluate to bool, but it evaluates to {t}"
+                ));
+            }
+            Ok(program)
+        })
+        .map_err(|e| format!("{which}: compiling the CEL expression: {e}"))?
+        .join()
+        .map_err(|_| format!("{which}: compiling the CEL expression failed"))??;
     Ok(Rule {
         which,
         source: source.to_string(),

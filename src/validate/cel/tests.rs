@@ -408,3 +408,34 @@ fn regex_cost_follows_the_compiled_size() {
     let dynamic = "spec.items.all(i, metadata.name.matches(spec.pattern))";
     assert!(estimate(dynamic, &obj) > COST_LIMIT);
 }
+
+#[test]
+fn expressions_too_deep_long_or_busy_are_refused_before_parsing() {
+    let deep = format!("{}true{}", "(".repeat(33), ")".repeat(33));
+    assert!(compile_error(&deep).contains("nests 33 levels deep, more than the 32 allowed"));
+    let ok = format!("{}true{}", "(".repeat(32), ")".repeat(32));
+    assert!(
+        compile(&CustomHealthCheck {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            current: Some(ok),
+            ..Default::default()
+        })
+        .is_ok()
+    );
+    // Brackets inside string literals do not count.
+    let quoted = format!("'{}' == 'x'", "(".repeat(100));
+    assert!(
+        compile(&CustomHealthCheck {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            current: Some(quoted),
+            ..Default::default()
+        })
+        .is_ok()
+    );
+    let chain = vec!["true"; 600].join(" && ");
+    assert!(compile_error(&chain).contains("operators, more than the 512 allowed"));
+    let long = format!("'{}' == ''", "x".repeat(9000));
+    assert!(compile_error(&long).contains("more than the 8192 allowed"));
+}
