@@ -664,7 +664,9 @@ async fn changed_variables_refuse_a_rebuilt_rollback() {
     let h = Harness::start().await;
     h.namespace(NS).await;
     let cm = |release: &str, broken: bool| {
-        config_map(release, broken).replace("data:\n", "data:\n  color: ${color}\n")
+        // `\ndata:` (not `metadata:`): kube-sim refuses unknown fields of
+        // built-in kinds, as a real API server does.
+        config_map(release, broken).replace("\ndata:\n", "\ndata:\n  color: ${color}\n")
     };
     let with_color = |color: &str| {
         let mut s = spec();
