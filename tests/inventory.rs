@@ -442,6 +442,24 @@ async fn pruning_deletes_only_what_left_and_is_still_ours() {
     )
     .await;
     h.wait_ready_reason(NS, "pruner", "Succeeded", "").await;
+    // Suspended while the objects change hands: a reconcile of revision 1 in
+    // between (any trigger) would rightly take the relabelled object back,
+    // since revision 1 still renders it.
+    let suspend = |on: bool| {
+        let client = h.client.clone();
+        async move {
+            Api::<StageSet>::namespaced(client, NS)
+                .patch(
+                    "pruner",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"suspend": on}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    suspend(true).await;
+    h.wait_ready_reason(NS, "pruner", "Suspended", "").await;
     let cms = h.dynamic("v1", "ConfigMap", Some(NS)).await;
     // A user opts one object out of pruning; someone else adopts another.
     cms.patch(
@@ -459,27 +477,21 @@ async fn pruning_deletes_only_what_left_and_is_still_ours() {
     .await
     .unwrap();
     // Revision 2 of both stages renders only the first object / nothing new.
-    roll_out(
-        &h,
-        NS,
-        "pruner",
-        "p",
-        &[("a.yaml", &configmap(NS, "keep", "x"))],
-        "r2",
-    )
-    .await;
+    let app2 = h.artifact("p2.tar.gz", &[("a.yaml", &configmap(NS, "keep", "x"))]);
+    h.external_artifact(NS, "p", &app2, "r2").await;
     let sticky2 = h.artifact(
         "k2.tar.gz",
         &[("b.yaml", &configmap(NS, "other-sticky", "x"))],
     );
     h.external_artifact(NS, "k", &sticky2, "r2").await;
-    h.wait_stageset(NS, "pruner", "sticky r2", |s| {
-        s.status.as_ref().is_some_and(|st| {
-            st.last_applied_revisions
-                .get("default/k")
-                .map(String::as_str)
-                == Some("r2")
-        })
+    suspend(false).await;
+    h.wait_stageset(NS, "pruner", "both stages at r2", |s| {
+        ready(s).is_some_and(|r| r.0 == "True")
+            && s.status.as_ref().is_some_and(|st| {
+                ["default/p", "default/k"]
+                    .iter()
+                    .all(|k| st.last_applied_revisions.get(*k).map(String::as_str) == Some("r2"))
+            })
     })
     .await;
     let left = names(&h, "v1", "ConfigMap", NS).await;
