@@ -97,6 +97,8 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// The `controller` (and workqueue `name`) label value of the StageSet controller.
 pub const CONTROLLER: &str = "stageset";
+/// The `controller` label of the FleetRollout reconciler's series.
+pub const FLEET_CONTROLLER: &str = "fleetrollout";
 
 /// `controller_runtime_reconcile_time_seconds` buckets (controller-runtime's).
 pub const RECONCILE_TIME_BUCKETS: &[f64] = &[
@@ -955,6 +957,26 @@ impl Metrics {
                 .get_or_create(&controller_labels())
                 .inc();
         }
+    }
+
+    /// A FleetRollout pass ended (`controller="fleetrollout"`, operations.md
+    /// §7.2): `controller_runtime_reconcile_total{result}`, the error counter
+    /// and `controller_runtime_reconcile_time_seconds`.
+    pub fn fleet_reconciled(&self, outcome: ReconcileResult, seconds: f64) {
+        let rt = &self.runtime;
+        let controller = ControllerLabels {
+            controller: FLEET_CONTROLLER.into(),
+        };
+        rt.reconcile_total
+            .get_or_create(&ResultLabels {
+                controller: FLEET_CONTROLLER.into(),
+                result: outcome.label().into(),
+            })
+            .inc();
+        if outcome == ReconcileResult::Error {
+            rt.reconcile_errors.get_or_create(&controller).inc();
+        }
+        rt.reconcile_time.get_or_create(&controller).observe(seconds);
     }
 
     /// A reconcile panicked (counted as an error, as controller-runtime does

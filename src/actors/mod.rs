@@ -1,11 +1,13 @@
 //! The actor system (docs/architecture.md, "What runs"): a Supervisor owning the
 //! StageSet watch and one StageSetActor per StageSet, a SourceWatcher for the
 //! Flux source kinds, an InventoryWatcher for owned StageInventories and a
-//! LedgerWatcher for StageLedgers users edit;
+//! LedgerWatcher for StageLedgers users edit; the FleetActor for
+//! FleetRollouts;
 //! the LeaseActor (lease.rs) and the certificate actors (cert.rs) beside
 //! them. `src/controller.rs` runs them on an actix System.
 
 pub mod cert;
+pub mod fleet;
 pub mod inventories;
 pub mod lease;
 pub mod ledgers;
@@ -41,6 +43,7 @@ pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) 
     let client = env.clients.controller();
     let inventory_writes = env.inventory_writes.clone();
     let metrics = env.metrics.clone();
+    let (supervisor_env, supervisor_leadership) = (env.clone(), leadership.clone());
     let supervisor = supervisor::Supervisor::new(
         env,
         leadership,
@@ -48,6 +51,13 @@ pub fn start(env: Arc<Env>, leadership: Arc<Leadership>, options: ActorOptions) 
         options.watch_namespaces.clone(),
         options.watch_label_selector.clone(),
     );
+    let fleets = fleet::FleetActor::new(
+        supervisor_env.clone(),
+        supervisor_leadership.clone(),
+        options.watch_label_selector.clone(),
+    )
+    .start();
+    let supervisor = supervisor.with_fleets(fleets.recipient());
     let cache = supervisor.cache();
     let addr = supervisor.start();
     inventories::InventoryWatcher::new(

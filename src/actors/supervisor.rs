@@ -19,6 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
+use crate::actors::fleet::MemberChanged;
 use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
 use crate::api::selector::LabelFilter;
@@ -160,6 +161,8 @@ pub struct Supervisor {
     /// their first reconcile reads the live state after the listed snapshot,
     /// so waking them as dependents meanwhile would only run them twice.
     fresh: HashSet<String>,
+    /// The FleetActor, told about every StageSet change.
+    fleets: Option<Recipient<MemberChanged>>,
 }
 
 impl Supervisor {
@@ -185,7 +188,14 @@ impl Supervisor {
             writers,
             init_seen: HashMap::new(),
             fresh: HashSet::new(),
+            fleets: None,
         }
+    }
+
+    /// Tells `fleets` about every StageSet added or changed.
+    pub fn with_fleets(mut self, fleets: Recipient<MemberChanged>) -> Supervisor {
+        self.fleets = Some(fleets);
+        self
     }
 
     /// The StageSet cache (shared with the HTTP servers).
@@ -209,6 +219,11 @@ impl Supervisor {
     /// (re-)list rather than a watch event.
     fn observe(&mut self, ss: &StageSet, listed: bool) {
         let key = Self::key_of(ss);
+        if let Some(fleets) = &self.fleets {
+            fleets.do_send(MemberChanged {
+                labels: ss.labels().clone(),
+            });
+        }
         let seen = Seen::of(ss);
         let mine = self.selector.matches(ss.labels());
         let (wake, old_depends) = match self.actors.get_mut(&key) {

@@ -153,6 +153,9 @@ reason_enum! {
         InvalidSelector,
         /// A wave gate names a `secretRef`, which fleet gates do not support.
         GateUnsupported,
+        /// A field other than a selector is malformed (a wave's `soak`);
+        /// our addition, upstream has no such check.
+        InvalidSpec,
     }
 }
 
@@ -278,7 +281,7 @@ mod tests {
     #[test]
     fn counts_match_the_spec() {
         assert_eq!(StageSetReason::ALL.len(), 31);
-        assert_eq!(FleetReason::ALL.len(), 7);
+        assert_eq!(FleetReason::ALL.len(), 8);
         assert_eq!(LedgerReason::ALL.len(), 2);
         // The 13 upstream `StageFailed` ops, our `prune`, and `image
         // verification` (upstream reports it with ImageUnverified).

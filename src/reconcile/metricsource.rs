@@ -26,6 +26,16 @@ pub const MAX_METRIC_BODY: usize = 1 << 20;
 /// Reads the source's current value. Every failure is "source unavailable"
 /// with a message that names the source, never the token.
 pub async fn read(env: &Env, ss: &StageSet, source: &MetricSource) -> Result<f64, String> {
+    read_as(env, Some(ss), source).await
+}
+
+/// Reads a source that carries no credentials (FleetRollout wave gates,
+/// read with the controller's identity): a `secretRef` is refused.
+pub async fn read_anonymous(env: &Env, source: &MetricSource) -> Result<f64, String> {
+    read_as(env, None, source).await
+}
+
+async fn read_as(env: &Env, ss: Option<&StageSet>, source: &MetricSource) -> Result<f64, String> {
     match (&source.prometheus, &source.webhook) {
         (Some(p), None) => prometheus(env, ss, p).await,
         (None, Some(w)) => webhook(env, ss, w).await,
@@ -58,12 +68,15 @@ async fn token(env: &Env, ss: &StageSet, name: &str) -> Result<Vec<u8>, String> 
 /// [`MAX_METRIC_BODY`] bytes.
 async fn get(
     env: &Env,
-    ss: &StageSet,
+    ss: Option<&StageSet>,
     url: String,
     secret_ref: Option<&LocalObjectReference>,
 ) -> Result<bytes::Bytes, String> {
     let mut headers = BTreeMap::new();
     if let Some(r) = secret_ref {
+        let Some(ss) = ss else {
+            return Err("a secretRef is not supported here".to_string());
+        };
         let mut value = b"Bearer ".to_vec();
         value.extend(token(env, ss, &r.name).await?);
         headers.insert("Authorization".to_string(), value);
@@ -79,7 +92,7 @@ async fn get(
     Ok(resp.body)
 }
 
-async fn prometheus(env: &Env, ss: &StageSet, p: &PrometheusSource) -> Result<f64, String> {
+async fn prometheus(env: &Env, ss: Option<&StageSet>, p: &PrometheusSource) -> Result<f64, String> {
     let query: String = url::form_urlencoded::byte_serialize(p.query.as_bytes()).collect();
     let url = format!(
         "{}/api/v1/query?query={query}",
@@ -91,7 +104,7 @@ async fn prometheus(env: &Env, ss: &StageSet, p: &PrometheusSource) -> Result<f6
         .map_err(|e| format!("prometheus {}: {e}", shown_url(&p.address)))
 }
 
-async fn webhook(env: &Env, ss: &StageSet, w: &WebhookSource) -> Result<f64, String> {
+async fn webhook(env: &Env, ss: Option<&StageSet>, w: &WebhookSource) -> Result<f64, String> {
     let what = |e: String| format!("webhook {}: {e}", shown_url(&w.url));
     // A path that cannot work is known before anything is sent.
     let path = JsonPath::parse(&w.json_path).map_err(|e| what(format!("jsonPath {e}")))?;

@@ -17,6 +17,7 @@ pub mod conflict;
 pub mod decrypt;
 pub mod depends;
 pub mod error;
+pub mod fleet;
 pub mod health;
 pub mod images;
 pub mod inventory;

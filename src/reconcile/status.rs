@@ -165,16 +165,64 @@ async fn record(client: &kube::Client, event: &StageSetEvent<'_>) -> Result<(), 
         warning,
         reason,
         note,
-        time: now,
+        time,
     } = *event;
     let namespace = ss.namespace().unwrap_or_default();
+    let name = ss.name_any();
+    record_event(
+        client,
+        &EventRecord {
+            namespace: &namespace,
+            name_prefix: &name,
+            reporter: keys::EVENT_REPORTER,
+            instance,
+            warning,
+            reason,
+            note,
+            time,
+            regarding: json!({
+                "apiVersion": crate::api::API_VERSION,
+                "kind": "StageSet",
+                "name": name,
+                "namespace": namespace,
+                "uid": ss.meta().uid.clone().unwrap_or_default(),
+                "resourceVersion": ss.meta().resource_version.clone().unwrap_or_default(),
+            }),
+        },
+    )
+    .await
+}
+
+/// One events.k8s.io/v1 Event to create.
+pub struct EventRecord<'a> {
+    /// Where the Event lives: the object's namespace, `default` for a
+    /// cluster-scoped object (as client-go's recorder does).
+    pub namespace: &'a str,
+    /// The Event's name starts with this (the object's name).
+    pub name_prefix: &'a str,
+    /// `reportingController`.
+    pub reporter: &'a str,
+    /// `reportingInstance`.
+    pub instance: &'a str,
+    pub warning: bool,
+    /// Both `reason` and `action`.
+    pub reason: &'a str,
+    /// Cut to the API server's 1 KiB.
+    pub note: &'a str,
+    pub time: Timestamp,
+    /// The `regarding` object reference.
+    pub regarding: serde_json::Value,
+}
+
+/// Creates an Event.
+pub async fn record_event(client: &kube::Client, e: &EventRecord<'_>) -> Result<(), Error> {
     let name = format!(
         "{}.{:016x}",
-        ss.name_any(),
-        (now.as_nanosecond() as u64) ^ fastrand::u64(..)
+        e.name_prefix,
+        (e.time.as_nanosecond() as u64) ^ fastrand::u64(..)
     );
     // Event notes are limited to 1 KiB by the API server.
-    let mut note = note.to_string();
+    let mut note = e.note.to_string();
     if note.len() > 1024 {
         let mut cut = 1021;
         while !note.is_char_boundary(cut) {
@@ -186,30 +234,23 @@ async fn record(client: &kube::Client, event: &StageSetEvent<'_>) -> Result<(), 
     let ev = json!({
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"name": name, "namespace": namespace},
-        "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        "reportingController": keys::EVENT_REPORTER,
-        "reportingInstance": instance,
-        "action": reason,
-        "reason": reason,
-        "type": if warning { "Warning" } else { "Normal" },
+        "metadata": {"name": name, "namespace": e.namespace},
+        "eventTime": e.time.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        "reportingController": e.reporter,
+        "reportingInstance": e.instance,
+        "action": e.reason,
+        "reason": e.reason,
+        "type": if e.warning { "Warning" } else { "Normal" },
         "note": note,
-        "regarding": {
-            "apiVersion": crate::api::API_VERSION,
-            "kind": "StageSet",
-            "name": ss.name_any(),
-            "namespace": namespace,
-            "uid": ss.meta().uid.clone().unwrap_or_default(),
-            "resourceVersion": ss.meta().resource_version.clone().unwrap_or_default(),
-        },
+        "regarding": e.regarding,
     });
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), e.namespace);
     let ev: k8s_openapi::api::events::v1::Event =
-        serde_json::from_value(ev).map_err(|e| Error::Transient(e.to_string()))?;
+        serde_json::from_value(ev).map_err(|err| Error::Transient(err.to_string()))?;
     api.create(&PostParams::default(), &ev)
         .await
         .map(|_| ())
-        .map_err(|e| Error::api(&format!("recording event {reason}"), &e))
+        .map_err(|err| Error::api(&format!("recording event {}", e.reason), &err))
 }
 
 #[cfg(test)]
