@@ -976,7 +976,9 @@ impl Metrics {
         if outcome == ReconcileResult::Error {
             rt.reconcile_errors.get_or_create(&controller).inc();
         }
-        rt.reconcile_time.get_or_create(&controller).observe(seconds);
+        rt.reconcile_time
+            .get_or_create(&controller)
+            .observe(seconds);
     }
 
     /// A reconcile panicked (counted as an error, as controller-runtime does

@@ -2382,3 +2382,91 @@ async fn bundled_alerts_fire_on_series_scraped_from_a_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// FleetRollout wave gates (delivery.md §5.7 step 5) read a real Prometheus
+/// through the outbound guard with the controller's identity: a settled
+/// canary wave whose gate value is outside the threshold halts the rollout
+/// (health Failing, the next wave not approved); once the value recovers the
+/// gate passes and the next wave opens; with Prometheus gone the gate is
+/// Unknown and the wave holds without halting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_wave_gates_read_a_real_prometheus() {
+    use stageset_controller::api::{FleetPhase, WaveHealth};
+    use support::fleet::*;
+    if !in_netns() {
+        return;
+    }
+    let exporter = Exporter::start(0.05).await;
+    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+        return;
+    };
+    prometheus.wait_for(0.05).await;
+    let h = support::Harness::start_with(support::HarnessOptions {
+        flags: vec!["--allowed-action-hosts=192.0.2.*".into()],
+        ..Default::default()
+    })
+    .await;
+    for ns in ["team-a", "team-b"] {
+        team(&h, ns, serde_json::json!({})).await;
+    }
+    member(&h, "team-a", "web", "canary", "1.1.0").await;
+    member(&h, "team-b", "web", "early", "1.0.0").await;
+    for ns in ["team-a", "team-b"] {
+        h.wait_stageset(ns, "web", "baseline", |ss| {
+            support::ready(ss).is_some_and(|(s, _, _)| s == "True")
+        })
+        .await;
+    }
+    fleet(
+        &h,
+        "gated",
+        serde_json::json!({"targetVersion": "1.1.0", "selector": {"matchLabels": {"app": "shop"}},
+            "waves": [
+                {"name": "canary", "selector": {"matchLabels": {"wave": "canary"}},
+                 "gate": {"source": {"prometheus": {"address": prometheus.url, "query": "slo_budget_remaining"}},
+                          "threshold": {"min": "0.2"}}},
+                {"name": "early", "selector": {"matchLabels": {"wave": "early"}}}]}),
+    )
+    .await;
+    let f = wait_fleet_reason(
+        &h,
+        "gated",
+        "Halted",
+        "wave \"canary\" gate failed: value 0.05 is outside the threshold (min 0.2)",
+    )
+    .await;
+    let st = f.status.unwrap();
+    assert_eq!(st.phase, Some(FleetPhase::Halted));
+    assert_eq!(st.waves[0].health, Some(WaveHealth::Failing));
+    assert_eq!(annotation(&h, "team-b", "web", APPROVED).await, None);
+    assert!(
+        fleet_events(&h, "gated")
+            .await
+            .iter()
+            .any(|(t, r, m)| t == "Warning" && r == "Halted" && m.contains("gate failed")),
+    );
+    // Recovered: the gate passes and the early wave is approved.
+    exporter.set(0.5);
+    prometheus.wait_for(0.5).await;
+    poke(&h, "gated", "recovered").await;
+    let f = wait_fleet_reason(&h, "gated", "Progressing", "wave \"early\"").await;
+    assert_eq!(f.status.unwrap().waves[0].health, Some(WaveHealth::Passing));
+    assert_eq!(
+        annotation(&h, "team-b", "web", APPROVED).await.as_deref(),
+        Some("1.1.0")
+    );
+    // The source goes away: the canary's gate is Unknown, the rollout holds
+    // at the canary without halting.
+    drop(prometheus);
+    poke(&h, "gated", "source-gone").await;
+    let f = wait_fleet_reason(
+        &h,
+        "gated",
+        "Progressing",
+        "wave \"canary\" gate cannot be read: prometheus http://192.0.2.10",
+    )
+    .await;
+    let st = f.status.unwrap();
+    assert_eq!(st.waves[0].health, Some(WaveHealth::Unknown));
+    assert_eq!(st.current_wave.as_deref(), Some("canary"));
+}

@@ -17,9 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -206,7 +206,8 @@ pub fn assess<'a>(
             Some(t) => Some(t),
             None if settled => {
                 let soak = soak_of(spec).map_err(|e| format!("spec.waves[{i}].soak: {e}"))?;
-                let soak = jiff::SignedDuration::try_from(soak).unwrap_or(jiff::SignedDuration::MAX);
+                let soak =
+                    jiff::SignedDuration::try_from(soak).unwrap_or(jiff::SignedDuration::MAX);
                 Some(Time(now.checked_add(soak).unwrap_or(Timestamp::MAX)))
             }
             None => None,
@@ -270,7 +271,12 @@ impl Progress {
 
 fn listed(keys: impl Iterator<Item = String>) -> String {
     let all: Vec<String> = keys.collect();
-    let mut shown = all.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    let mut shown = all
+        .iter()
+        .take(LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if all.len() > LISTED {
         shown.push_str(&format!(" and {} more", all.len() - LISTED));
     }
@@ -410,14 +416,19 @@ pub struct Stamp {
 pub fn stamps(fleet: &FleetRollout, waves: &[Wave<'_>], progress: &Progress) -> Vec<Stamp> {
     let target = fleet.spec.target_version.as_deref();
     let mut out: BTreeMap<(String, String, &'static str), String> = BTreeMap::new();
-    let want = |ss: &StageSet, annotation: &'static str, value: String, out: &mut BTreeMap<_, _>| {
-        if ss.annotations().get(annotation) != Some(&value) {
-            out.insert(
-                (ss.namespace().unwrap_or_default(), ss.name_any(), annotation),
-                value,
-            );
-        }
-    };
+    let want =
+        |ss: &StageSet, annotation: &'static str, value: String, out: &mut BTreeMap<_, _>| {
+            if ss.annotations().get(annotation) != Some(&value) {
+                out.insert(
+                    (
+                        ss.namespace().unwrap_or_default(),
+                        ss.name_any(),
+                        annotation,
+                    ),
+                    value,
+                );
+            }
+        };
     for wave in waves.iter().take(progress.approved_waves(waves.len())) {
         for (ss, state) in wave.members.iter().zip(&wave.states) {
             let value = match target {
@@ -428,12 +439,23 @@ pub fn stamps(fleet: &FleetRollout, waves: &[Wave<'_>], progress: &Progress) -> 
             want(ss, keys::ANNOTATION_APPROVED_VERSION, value, &mut out);
         }
     }
-    if let Progress::Halted { wave, .. } = progress
-        && fleet.spec.on_regression == Some(OnRegression::Rollback)
-        && let Some(previous) = fleet.spec.previous_version.as_deref().filter(|v| !v.is_empty())
-    {
-        for ss in &waves[*wave].members {
-            want(ss, keys::ANNOTATION_ROLLBACK_TO, previous.to_string(), &mut out);
+    if let Some((wave, previous)) = rollback(fleet, progress) {
+        // The rollback is the fleet's decision, so the fleet approves it too:
+        // members pace every change (`approvalMode: Always`), and a rollback
+        // held for approval would never run (docs/design/fleet-rollout.md).
+        for ss in &waves[wave].members {
+            want(
+                ss,
+                keys::ANNOTATION_ROLLBACK_TO,
+                previous.to_string(),
+                &mut out,
+            );
+            want(
+                ss,
+                keys::ANNOTATION_APPROVED_VERSION,
+                previous.to_string(),
+                &mut out,
+            );
         }
     }
     out.into_iter()
@@ -444,6 +466,20 @@ pub fn stamps(fleet: &FleetRollout, waves: &[Wave<'_>], progress: &Progress) -> 
             value,
         })
         .collect()
+}
+
+/// The halted wave and the version it goes back to, when the rollout is
+/// halted and `onRegression: Rollback` names a `previousVersion`.
+pub fn rollback<'a>(fleet: &'a FleetRollout, progress: &Progress) -> Option<(usize, &'a str)> {
+    match progress {
+        Progress::Halted { wave, .. }
+            if fleet.spec.on_regression == Some(OnRegression::Rollback) =>
+        {
+            let previous = fleet.spec.previous_version.as_deref()?;
+            (!previous.is_empty()).then_some((*wave, previous))
+        }
+        _ => None,
+    }
 }
 
 /// When to look again while waves are open: the remaining soak of the first
@@ -501,8 +537,8 @@ pub async fn reconcile_fleet(
     };
     let generation = fleet.metadata.generation;
     let previous = fleet.status.clone().unwrap_or_default();
-    let same_generation = previous.observed_generation.is_some()
-        && previous.observed_generation == generation;
+    let same_generation =
+        previous.observed_generation.is_some() && previous.observed_generation == generation;
     let mut status = FleetRolloutStatus {
         observed_generation: generation,
         phase: previous.phase,
@@ -590,8 +626,14 @@ async fn decide(
     }
     if let Some((i, w)) = fleet.spec.waves.iter().enumerate().find(|(_, w)| {
         w.gate.as_ref().is_some_and(|g| {
-            g.source.prometheus.as_ref().is_some_and(|p| p.secret_ref.is_some())
-                || g.source.webhook.as_ref().is_some_and(|h| h.secret_ref.is_some())
+            g.source
+                .prometheus
+                .as_ref()
+                .is_some_and(|p| p.secret_ref.is_some())
+                || g.source
+                    .webhook
+                    .as_ref()
+                    .is_some_and(|h| h.secret_ref.is_some())
         })
     }) {
         return Ok(stop(
@@ -603,13 +645,11 @@ async fn decide(
             None,
         ));
     }
-    if let Some(e) = fleet
-        .spec
-        .waves
-        .iter()
-        .enumerate()
-        .find_map(|(i, w)| soak_of(w).err().map(|e| format!("spec.waves[{i}].soak ({}): {e}", w.name)))
-    {
+    if let Some(e) = fleet.spec.waves.iter().enumerate().find_map(|(i, w)| {
+        soak_of(w)
+            .err()
+            .map(|e| format!("spec.waves[{i}].soak ({}): {e}", w.name))
+    }) {
         return Ok(stop(FleetReason::InvalidSpec, e, None));
     }
     let mut waves = match assess(fleet, &mine, previous, now) {
@@ -641,7 +681,10 @@ async fn decide(
         match walk(fleet, &mut waves, now, &readings) {
             Ok(p) => break p,
             Err(i) => {
-                let gate = fleet.spec.waves[i].gate.as_ref().expect("walk asks only for gates");
+                let gate = fleet.spec.waves[i]
+                    .gate
+                    .as_ref()
+                    .expect("walk asks only for gates");
                 readings.insert(i, read_gate(env, gate).await);
             }
         }
@@ -702,16 +745,23 @@ async fn decide(
         Progress::Halted { wave, why } => {
             status.phase = Some(FleetPhase::Halted);
             status.current_wave = Some(names(wave));
-            let rollback = match (
-                fleet.spec.on_regression,
-                fleet.spec.previous_version.as_deref(),
+            let rollback = match rollback(
+                fleet,
+                &Progress::Halted {
+                    wave,
+                    why: String::new(),
+                },
             ) {
-                (Some(OnRegression::Rollback), Some(v)) if !v.is_empty() => format!(
+                Some((_, v)) => format!(
                     "; the wave's members are asked to roll back to {v} (stages.metio.wtf/rollback-to)"
                 ),
-                _ => String::new(),
+                None => String::new(),
             };
-            stop(FleetReason::Halted, format!("{why}{rollback}"), Some(REQUEUE))
+            stop(
+                FleetReason::Halted,
+                format!("{why}{rollback}"),
+                Some(REQUEUE),
+            )
         }
     })
 }

@@ -244,7 +244,8 @@ pub async fn record_event(client: &kube::Client, e: &EventRecord<'_>) -> Result<
         "note": note,
         "regarding": e.regarding,
     });
-    let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), e.namespace);
+    let api: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), e.namespace);
     let ev: k8s_openapi::api::events::v1::Event =
         serde_json::from_value(ev).map_err(|err| Error::Transient(err.to_string()))?;
     api.create(&PostParams::default(), &ev)

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod fleet;
 pub mod process;
 pub mod s3;
 pub mod unsupported;

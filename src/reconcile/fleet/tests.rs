@@ -76,8 +76,14 @@ fn selectors_match_like_apimachinery() {
             .collect()
     };
     assert!(selects(&sel, &labels(&[("a", "1"), ("c", "")])));
-    assert!(selects(&sel, &labels(&[("a", "1"), ("b", "y"), ("c", "z")])));
-    assert!(!selects(&sel, &labels(&[("a", "1"), ("b", "x"), ("c", "")])));
+    assert!(selects(
+        &sel,
+        &labels(&[("a", "1"), ("b", "y"), ("c", "z")])
+    ));
+    assert!(!selects(
+        &sel,
+        &labels(&[("a", "1"), ("b", "x"), ("c", "")])
+    ));
     assert!(!selects(&sel, &labels(&[("a", "1")])));
     assert!(!selects(&sel, &labels(&[("a", "1"), ("c", ""), ("d", "")])));
     assert!(!selects(&sel, &labels(&[("a", "2"), ("c", "")])));
@@ -102,7 +108,9 @@ fn members_honour_the_namespace_selector_and_bad_selectors_are_named() {
         .map(|ss| key(ss))
         .collect();
     assert_eq!(got, ["team-a/web"]);
-    let bad = three_waves(json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}));
+    let bad = three_waves(
+        json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Near"}]}}),
+    );
     assert_eq!(
         members(&bad, &sets, &namespaces).unwrap_err(),
         "spec.selector: \"Near\" is not a valid label selector operator"
@@ -116,7 +124,9 @@ fn contention_names_the_member_and_the_other_rollout() {
         member("team-b", "api", "rest", "", "", true),
     ];
     let mine = three_waves(json!({}));
-    let mut other = fleet(json!({"selector": {"matchLabels": {"wave": "rest"}}, "waves": [{"name": "all", "selector": {}}]}));
+    let mut other = fleet(
+        json!({"selector": {"matchLabels": {"wave": "rest"}}, "waves": [{"name": "all", "selector": {}}]}),
+    );
     other.metadata.name = Some("other".into());
     let m = members(&mine, &sets, &no_namespaces()).unwrap();
     assert_eq!(
@@ -214,16 +224,28 @@ fn a_settled_wave_that_regresses_halts_and_rollback_stamps_it() {
         }
     );
     let s = stamps(&f, &waves, &progress);
-    assert!(s.contains(&Stamp {
+    // Asked to roll back, and the rollback approved (members need approval
+    // for every change).
+    let back = |annotation| Stamp {
         namespace: "a".into(),
         name: "canary-1".into(),
-        annotation: keys::ANNOTATION_ROLLBACK_TO,
-        value: "1.0.0".into()
-    }));
+        annotation,
+        value: "1.0.0".into(),
+    };
+    assert_eq!(
+        s,
+        [
+            back(keys::ANNOTATION_APPROVED_VERSION),
+            back(keys::ANNOTATION_ROLLBACK_TO)
+        ]
+    );
     // Halt alone (the default) stamps no rollback.
     let halt = three_waves(json!({}));
     let s = stamps(&halt, &waves, &progress);
-    assert!(s.iter().all(|s| s.annotation != keys::ANNOTATION_ROLLBACK_TO));
+    assert!(
+        s.iter()
+            .all(|s| s.annotation != keys::ANNOTATION_ROLLBACK_TO)
+    );
 }
 
 #[test]
@@ -249,7 +271,13 @@ fn gates_pass_fail_or_hold() {
     let p = walk(&f, &mut waves, now(), &read(GateReading::Passing)).unwrap();
     assert!(matches!(p, Progress::Open { current: 1, .. }));
     assert_eq!(waves[0].status.health, Some(WaveHealth::Passing));
-    let p = walk(&f, &mut waves, now(), &read(GateReading::Unknown("down".into()))).unwrap();
+    let p = walk(
+        &f,
+        &mut waves,
+        now(),
+        &read(GateReading::Unknown("down".into())),
+    )
+    .unwrap();
     assert_eq!(
         p,
         Progress::Open {
@@ -258,7 +286,13 @@ fn gates_pass_fail_or_hold() {
         }
     );
     assert_eq!(waves[0].status.health, Some(WaveHealth::Unknown));
-    let p = walk(&f, &mut waves, now(), &read(GateReading::Failing("value 0.5".into()))).unwrap();
+    let p = walk(
+        &f,
+        &mut waves,
+        now(),
+        &read(GateReading::Failing("value 0.5".into())),
+    )
+    .unwrap();
     assert_eq!(
         p,
         Progress::Halted {
@@ -302,7 +336,10 @@ fn soaks_are_checked() {
     f.spec.waves[1].soak = Some("soon".into());
     assert!(soak_of(&f.spec.waves[1]).unwrap_err().contains("soon"));
     f.spec.waves[1].soak = Some("-1m".into());
-    assert_eq!(soak_of(&f.spec.waves[1]).unwrap_err(), "\"-1m\" is negative");
+    assert_eq!(
+        soak_of(&f.spec.waves[1]).unwrap_err(),
+        "\"-1m\" is negative"
+    );
     assert_eq!(soak_of(&f.spec.waves[0]), Ok(Duration::from_secs(600)));
 }
 
