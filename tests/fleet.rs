@@ -228,7 +228,7 @@ async fn regressions_halt_and_clear_or_roll_back() {
         .0,
         "False"
     );
-    let events = fleet_events(&h, "shop").await;
+    let events = wait_fleet_events(&h, "shop", |e| !e.is_empty()).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         (events[0].0.as_str(), events[0].1.as_str()),

@@ -2439,12 +2439,12 @@ async fn fleet_wave_gates_read_a_real_prometheus() {
     assert_eq!(st.phase, Some(FleetPhase::Halted));
     assert_eq!(st.waves[0].health, Some(WaveHealth::Failing));
     assert_eq!(annotation(&h, "team-b", "web", APPROVED).await, None);
-    assert!(
-        fleet_events(&h, "gated")
-            .await
+    wait_fleet_events(&h, "gated", |events| {
+        events
             .iter()
-            .any(|(t, r, m)| t == "Warning" && r == "Halted" && m.contains("gate failed")),
-    );
+            .any(|(t, r, m)| t == "Warning" && r == "Halted" && m.contains("gate failed"))
+    })
+    .await;
     // Recovered: the gate passes and the early wave is approved.
     exporter.set(0.5);
     prometheus.wait_for(0.5).await;

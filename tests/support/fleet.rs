@@ -193,3 +193,23 @@ pub async fn fleet_events(h: &Harness, name: &str) -> Vec<(String, String, Strin
         })
         .collect()
 }
+
+/// Waits (up to 60 s) until the FleetRollout's events satisfy `pred` (the
+/// event is recorded after the status write that announces the halt).
+pub async fn wait_fleet_events<F>(h: &Harness, name: &str, pred: F) -> Vec<(String, String, String)>
+where
+    F: Fn(&[(String, String, String)]) -> bool,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = fleet_events(h, name).await;
+        if pred(&events) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for events of FleetRollout {name}; last: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
