@@ -270,9 +270,13 @@ fn spawn(plan: Plan) -> std::io::Result<ControllerHandle> {
 async fn run(plan: Plan) -> Result<Started, String> {
     let (qps, burst) = plan.rate_limit;
     let limit = Arc::new(crate::kube_client::RateLimit::new(qps, burst));
+    let metrics = Arc::new(Metrics::new(plan.concurrent));
+    let counted = metrics.clone();
+    limit.observe_requests(Arc::new(move |code, method, host| {
+        counted.rest_client_request(code, method, host)
+    }));
     let clients = ClientFactory::with_limit(plan.kube_config, limit)
         .map_err(|e| format!("building the Kubernetes client: {e}"))?;
-    let metrics = Arc::new(Metrics::new(plan.concurrent));
     let rollback_store = match plan.store {
         Some(store) => Some(Arc::new(store.start()?) as crate::reconcile::rollback::Store),
         None => None,

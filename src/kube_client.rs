@@ -120,7 +120,22 @@ pub struct RateLimit {
     state: Mutex<Bucket>,
     granted: std::sync::atomic::AtomicU64,
     throttled: std::sync::atomic::AtomicU64,
+    /// Told about every answered (or failed) request.
+    observer: std::sync::OnceLock<Observer>,
 }
+
+struct Observer(RequestObserver);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestObserver")
+    }
+}
+
+/// Told about every request a client of the process made, once it ended:
+/// (code, or `<error>` when no answer came; method; host), the labels of
+/// client-go's `rest_client_requests_total`.
+pub type RequestObserver = Arc<dyn Fn(&str, &str, &str) + Send + Sync>;
 
 #[derive(Debug)]
 struct Bucket {
@@ -154,7 +169,14 @@ impl RateLimit {
             }),
             granted: Default::default(),
             throttled: Default::default(),
+            observer: Default::default(),
         }
+    }
+
+    /// Reports every request of every client passing this limit to
+    /// `observer` (set once; the controller counts them in its metrics).
+    pub fn observe_requests(&self, observer: RequestObserver) {
+        let _ = self.observer.set(Observer(observer));
     }
 
     /// Takes one token, waiting for it when the bucket is empty. Returns how
@@ -200,16 +222,22 @@ impl RateLimit {
     }
 }
 
-/// The tower layer that puts a [`RateLimit`] in front of a client's stack.
+/// The tower layer that puts a [`RateLimit`] in front of a client's stack
+/// and reports each request's outcome to the limit's observer.
 #[derive(Clone)]
-struct RateLimitLayer(Arc<RateLimit>);
+struct RateLimitLayer {
+    limit: Arc<RateLimit>,
+    /// `host[:port]` of the API server, for the observer.
+    host: Arc<str>,
+}
 
 impl<S> tower::Layer<S> for RateLimitLayer {
     type Service = RateLimited<S>;
     fn layer(&self, inner: S) -> RateLimited<S> {
         RateLimited {
             inner,
-            limit: self.0.clone(),
+            limit: self.limit.clone(),
+            host: self.host.clone(),
         }
     }
 }
@@ -217,11 +245,12 @@ impl<S> tower::Layer<S> for RateLimitLayer {
 struct RateLimited<S> {
     inner: S,
     limit: Arc<RateLimit>,
+    host: Arc<str>,
 }
 
-impl<S, R> tower::Service<R> for RateLimited<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for RateLimited<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -238,12 +267,22 @@ where
 
     /// The inner stack's future is lazy (nothing is sent before it is
     /// polled), so it is created here and polled once a token is granted.
-    fn call(&mut self, request: R) -> Self::Future {
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let limit = self.limit.clone();
+        let host = self.host.clone();
+        let method = request.method().as_str().to_string();
         let sent = self.inner.call(request);
         Box::pin(async move {
             limit.acquire().await;
-            sent.await
+            let answer = sent.await;
+            if let Some(Observer(observe)) = limit.observer.get() {
+                let code = match &answer {
+                    Ok(r) => r.status().as_u16().to_string(),
+                    Err(_) => "<error>".to_string(),
+                };
+                observe(&code, &method, &host);
+            }
+            answer
         })
     }
 }
@@ -253,8 +292,17 @@ fn limited_client(
     config: kube::Config,
     limit: &Arc<RateLimit>,
 ) -> Result<kube::Client, kube::Error> {
+    let host: Arc<str> = config
+        .cluster_url
+        .authority()
+        .map(|a| a.as_str())
+        .unwrap_or_default()
+        .into();
     Ok(kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&RateLimitLayer(limit.clone()))
+        .with_layer(&RateLimitLayer {
+            limit: limit.clone(),
+            host,
+        })
         .build())
 }
 

@@ -90,6 +90,7 @@ use crate::api::reasons::StageSetReason;
 use crate::api::{StagePhase, StageStatus};
 
 mod labels;
+pub mod process;
 pub use labels::*;
 
 /// The content type of [`Metrics::encode`]'s output.
@@ -290,6 +291,7 @@ struct Runtime {
     unfinished_work: Family<QueueLabels, FloatGauge>,
     longest_running: Family<QueueLabels, FloatGauge>,
     leader: Family<LeaseLabels, Gauge>,
+    rest_client_requests: Family<RestClientLabels, Counter>,
     webhook_requests: Family<WebhookCodeLabels, Counter>,
     webhook_latency: HistogramFamily<WebhookLabels>,
     webhook_in_flight: Family<WebhookLabels, Gauge>,
@@ -480,6 +482,7 @@ impl Metrics {
             unfinished_work: Family::default(),
             longest_running: Family::default(),
             leader: Family::default(),
+            rest_client_requests: Family::default(),
             webhook_requests: Family::default(),
             webhook_latency: Family::new_with_constructor(webhook_histogram),
             webhook_in_flight: Family::default(),
@@ -575,6 +578,13 @@ impl Metrics {
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease. Please make sure to group by name",
             t.leader.clone(),
         );
+        declare(
+            &mut r,
+            "rest_client_requests",
+            "Number of HTTP requests, partitioned by status code, method, and host.",
+            t.rest_client_requests.clone(),
+        );
+        r.register_collector(Box::new(process::ProcessCollector));
         declare(
             &mut r,
             "controller_runtime_webhook_requests",
@@ -957,6 +967,20 @@ impl Metrics {
                 .get_or_create(&controller_labels())
                 .inc();
         }
+    }
+
+    /// `rest_client_requests_total{code, method, host}`: one request to a
+    /// Kubernetes API server answered with `code` (`<error>` when no answer
+    /// came), as client-go counts them.
+    pub fn rest_client_request(&self, code: &str, method: &str, host: &str) {
+        self.runtime
+            .rest_client_requests
+            .get_or_create(&RestClientLabels {
+                code: code.into(),
+                method: method.into(),
+                host: host.into(),
+            })
+            .inc();
     }
 
     /// A FleetRollout pass ended (`controller="fleetrollout"`, operations.md

@@ -630,6 +630,37 @@ async fn metrics_back_the_bundled_alerts_through_a_rollout_a_failure_and_a_delet
             "stage {stage} applied"
         );
     }
+    // client-go's request counter, labelled with the API server's host, and
+    // the process families.
+    let host = h.sim.url().trim_start_matches("https://").to_string();
+    for method in ["GET", "PATCH"] {
+        assert!(
+            x.value(
+                "rest_client_requests_total",
+                &[("code", "200"), ("method", method), ("host", &host)]
+            )
+            .is_some_and(|v| v >= 1.0),
+            "{method} requests to {host} are counted"
+        );
+    }
+    assert_eq!(
+        x.types.get("rest_client_requests").map(String::as_str),
+        Some("counter")
+    );
+    assert!(
+        x.value("process_cpu_seconds_total", &[])
+            .is_some_and(|v| v > 0.0)
+    );
+    assert!(
+        x.value("process_resident_memory_bytes", &[])
+            .is_some_and(|v| v > 1_000_000.0)
+    );
+    assert!(x.value("process_open_fds", &[]).is_some_and(|v| v >= 3.0));
+    assert!(x.value("process_max_fds", &[]).is_some_and(|v| v >= 64.0));
+    assert!(
+        x.value("process_start_time_seconds", &[])
+            .is_some_and(|v| v > 1.7e9)
+    );
     // The finalizer pass is a `requeue`, the success a `requeue_after`.
     let total = |x: &Exposition, result: &str| {
         x.value(

@@ -56,6 +56,14 @@ pub struct DropLabels {
     pub reason: String,
 }
 
+/// `code`, `method`, `host` (`rest_client_requests_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RestClientLabels {
+    pub code: String,
+    pub method: String,
+    pub host: String,
+}
+
 /// `controller`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ControllerLabels {
