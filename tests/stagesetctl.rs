@@ -1,0 +1,794 @@
+//! `stagesetctl` (delivery.md §6): the built binary run against kube-sim,
+//! each test with its own simulator, artifact server and (where a verb needs
+//! it) the controller in-process.
+
+#![recursion_limit = "256"]
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use stageset_controller::api::{StageLedger, StageSet};
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_stagesetctl");
+
+/// The kubeconfig of a harness's simulator, written to a temp file.
+struct Cluster {
+    _dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+}
+
+fn cluster(h: &Harness) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, h.sim.kubeconfig()).unwrap();
+    Cluster {
+        _dir: dir,
+        kubeconfig,
+    }
+}
+
+/// Runs the binary (off the async workers: kube-sim serves on them).
+async fn ctl(c: Option<&Cluster>, args: &[&str]) -> Output {
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(c) = c {
+        argv.push(format!("--kubeconfig={}", c.kubeconfig.display()));
+    }
+    argv.extend(args.iter().map(|s| s.to_string()));
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(&argv)
+            .env_remove("KUBECONFIG")
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[track_caller]
+fn code(o: &Output, want: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(want),
+        "exit code\nstdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+fn secret(ns: &str, name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {ns}\nstringData:\n  password: {value}\n"
+    )
+}
+
+/// A one-stage StageSet `web` in `ns` delivering `files`.
+async fn one_stage(h: &Harness, ns: &str, files: &[(&str, &str)], revision: &str) {
+    let published = h.artifact(&format!("{ns}-{revision}.tar.gz"), files);
+    h.external_artifact(ns, "web", &published, revision).await;
+    h.stageset(
+        ns,
+        "web",
+        json!({"stages": [{"name": "config", "sourceRef": {"name": "web"}}]}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_and_offline_errors() {
+    // Usage errors: exit 2, from clap or from a flag combination.
+    for args in [
+        vec!["get", "web", "-A"],
+        vec!["get", "-o", "wide"],
+        vec!["diff", "web", "--color=sometimes"],
+        vec!["reconcile", "web", "--reset-scope", "Revision"],
+        vec!["promote", "web"],
+        vec!["get", "--server", "https://127.0.0.1:1"],
+        vec!["get", "--token", "abc"],
+        vec!["baseline", "web", "--export", "--stage", "a"],
+        vec![
+            "reset-ledger",
+            "web",
+            "--all",
+            "--stage",
+            "a",
+            "--action",
+            "b",
+        ],
+        vec!["fleet", "web"],
+    ] {
+        let o = ctl(None, &args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let o = ctl(None, &["--version"]).await;
+    code(&o, 0);
+    assert!(
+        stdout(&o).starts_with(&format!(
+            "stagesetctl {} (commit ",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        stdout(&o)
+    );
+    let o = ctl(None, &["diff", "--help"]).await;
+    code(&o, 0);
+    assert!(stdout(&o).contains("Examples:"));
+    let o = ctl(None, &["completion", "bash"]).await;
+    code(&o, 0);
+    assert!(stdout(&o).contains("stagesetctl"));
+    assert!(stdout(&o).contains("reconcile"));
+
+    // A runtime error: exit 3 and `Error:` on stderr.
+    let o = ctl(None, &["--kubeconfig=/nonexistent/kubeconfig", "get"]).await;
+    code(&o, 3);
+    assert!(stderr(&o).starts_with("Error: "), "{}", stderr(&o));
+
+    // lint-migrations, offline.
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("ladder.yaml");
+    std::fs::write(
+        &good,
+        r#"- name: add-index
+  to: 1.5.0
+  actions:
+  - name: idx
+    delete: {target: {apiVersion: v1, kind: ConfigMap, name: old}}
+- name: split-table
+  from: ">=1.4.0"
+  to: 2.0.0
+  stage: db
+  actions:
+  - name: split
+    delete: {target: {apiVersion: v1, kind: ConfigMap, name: older}}
+"#,
+    )
+    .unwrap();
+    let o = ctl(None, &["lint-migrations", good.to_str().unwrap()]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.starts_with("✓ 2 migration(s) valid\n"), "{out}");
+    assert!(
+        out.contains("add-index  → 1.5.0  before (first stage)  delete"),
+        "{out}"
+    );
+    assert!(
+        out.contains("split-table  >=1.4.0 → 2.0.0  before db  delete"),
+        "{out}"
+    );
+    let o = ctl(
+        None,
+        &[
+            "lint-migrations",
+            good.to_str().unwrap(),
+            "--from",
+            "1.5.0",
+            "--to",
+            "2.0.0",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("transition 1.5.0 → 2.0.0:"), "{out}");
+    assert!(
+        out.contains("add-index  excluded to 1.5.0 is not in the crossed range (1.5.0, 2.0.0]"),
+        "{out}"
+    );
+    assert!(out.contains("split-table  FIRES delete"), "{out}");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "- name: x\n  to: not-a-version\n").unwrap();
+    let o = ctl(None, &["lint-migrations", bad.to_str().unwrap()]).await;
+    code(&o, 1);
+    assert!(stdout(&o).starts_with("✗ "), "{}", stdout(&o));
+    assert!(stderr(&o).is_empty());
+    let o = ctl(None, &["lint-migrations", "/nonexistent/ladder"]).await;
+    code(&o, 3);
+    let o = ctl(
+        None,
+        &["lint-migrations", good.to_str().unwrap(), "--from", "1.0.0"],
+    )
+    .await;
+    code(&o, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_tree_and_build() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("shop").await;
+    h.namespace("empty").await;
+    one_stage(
+        &h,
+        "shop",
+        &[
+            ("cm.yaml", &configmap("shop", "settings", "one")),
+            ("secret.yaml", &secret("shop", "db", "hunter2")),
+        ],
+        "v1",
+    )
+    .await;
+    h.wait_ready_reason("shop", "web", "Succeeded", "").await;
+
+    // The table: exactly the §6.2 columns.
+    let o = ctl(Some(&c), &["-n", "shop", "get"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        words(lines[0]),
+        ["NAME", "READY", "REASON", "STAGES", "VERSION", "PENDING"]
+    );
+    assert_eq!(
+        words(lines[1]),
+        ["web", "True", "Succeeded", "1/1", "-", "-"]
+    );
+    assert_eq!(lines.len(), 2);
+    let o = ctl(Some(&c), &["get", "-A"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        words(lines[0]),
+        [
+            "NAMESPACE",
+            "NAME",
+            "READY",
+            "REASON",
+            "STAGES",
+            "VERSION",
+            "PENDING"
+        ]
+    );
+    assert_eq!(
+        words(lines[1]),
+        ["shop", "web", "True", "Succeeded", "1/1", "-", "-"]
+    );
+    let o = ctl(Some(&c), &["get", "-n", "empty"]).await;
+    code(&o, 0);
+    assert_eq!(stdout(&o), "No StageSets found.\n");
+
+    // JSON: a List of StageSets, and one StageSet, each with its GVK.
+    let o = ctl(Some(&c), &["get", "-n", "shop", "-o", "json"]).await;
+    code(&o, 0);
+    let list: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"][0]["kind"], "StageSet");
+    assert_eq!(list["items"][0]["apiVersion"], "stages.metio.wtf/v1");
+    let items: Vec<StageSet> = serde_json::from_value(list["items"].clone()).unwrap();
+    assert_eq!(items.len(), 1);
+    let o = ctl(Some(&c), &["get", "web", "-n", "shop", "-o", "json"]).await;
+    code(&o, 0);
+    let ss: StageSet = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ss.spec.stages[0].name, "config");
+    assert_eq!(
+        ss.status.unwrap().stages[0].applied_revision.as_deref(),
+        Some("v1")
+    );
+    let o = ctl(Some(&c), &["get", "web", "-n", "shop", "-o", "yaml"]).await;
+    code(&o, 0);
+    let ss: StageSet = serde_yaml_ng::from_slice(&o.stdout).unwrap();
+    assert_eq!(ss.spec.stages.len(), 1);
+
+    // Detail.
+    let o = ctl(Some(&c), &["get", "web", "-n", "shop"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("Name:        web\n"), "{out}");
+    assert!(out.contains("Ready:       True (Succeeded)\n"), "{out}");
+    let stage_line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("config"))
+        .unwrap();
+    assert_eq!(words(stage_line), ["config", "Ready", "v1", "2"]);
+    let o = ctl(Some(&c), &["get", "missing", "-n", "shop"]).await;
+    code(&o, 3);
+    assert_eq!(stderr(&o), "Error: StageSet shop/missing not found\n");
+
+    // tree: the inventory of the stage.
+    let o = ctl(Some(&c), &["tree", "web", "-n", "shop"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("StageSet shop/web\n└── stage config  (Ready, revision v1)\n"),
+        "{out}"
+    );
+    // In the inventory's order (by entry id: namespace, name, group, kind).
+    assert!(
+        out.ends_with("    ├── Secret/shop/db\n    └── ConfigMap/shop/settings\n"),
+        "{out}"
+    );
+
+    // build: rendered with the caller's credentials, Secrets masked.
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("name: settings"), "{out}");
+    assert!(out.contains("password: <-- value not shown (#1)"), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+    assert!(!out.contains("stages.metio.wtf/stage"), "no labels: {out}");
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop", "--show-secrets"]).await;
+    code(&o, 0);
+    assert!(stdout(&o).contains("hunter2"));
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop", "--stage", "nope"]).await;
+    code(&o, 3);
+    assert!(
+        stderr(&o).contains("has no stage \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop", "--as-tenant"]).await;
+    code(&o, 2);
+    assert!(
+        stderr(&o).contains("--as-tenant is not supported"),
+        "{}",
+        stderr(&o)
+    );
+    // A local directory instead of the artifact.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cm.yaml"), configmap("shop", "local", "x")).unwrap();
+    let arg = format!("--source-dir=config={}", dir.path().display());
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop", &arg]).await;
+    code(&o, 0);
+    assert!(stdout(&o).contains("name: local"), "{}", stdout(&o));
+    // An encrypted file without decryption configured is refused, never
+    // printed as if it were plain text.
+    let enc = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: enc\n  namespace: shop\ndata:\n  value: ENC[AES256_GCM,data:abc,iv:def,tag:ghi,type:str]\nsops:\n  mac: ENC[AES256_GCM,data:x,iv:y,tag:z,type:str]\n  version: 3.8.1\n";
+    std::fs::write(dir.path().join("cm.yaml"), enc).unwrap();
+    let o = ctl(Some(&c), &["build", "web", "-n", "shop", &arg]).await;
+    code(&o, 3);
+    assert!(stderr(&o).contains("SOPS"), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_reconcile_and_suspend() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("diff").await;
+    one_stage(
+        &h,
+        "diff",
+        &[
+            ("a.yaml", &configmap("diff", "settings", "one")),
+            ("b.yaml", &configmap("diff", "extra", "x")),
+        ],
+        "v1",
+    )
+    .await;
+    h.wait_ready_reason("diff", "web", "Succeeded", "").await;
+
+    // In sync: exit 0.
+    let o = ctl(Some(&c), &["diff", "web", "-n", "diff"]).await;
+    code(&o, 0);
+    assert_eq!(stdout(&o), "Summary: no changes\n");
+    let o = ctl(Some(&c), &["diff", "web", "-n", "diff", "--show-unchanged"]).await;
+    code(&o, 0);
+    assert!(
+        stdout(&o).contains("unchanged ConfigMap/settings [diff]  (stage: config)\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Suspended, the controller leaves the new revision alone.
+    let o = ctl(Some(&c), &["suspend", "web", "-n", "diff"]).await;
+    code(&o, 0);
+    h.wait_ready_reason("diff", "web", "Suspended", "").await;
+    let o = ctl(Some(&c), &["reconcile", "web", "-n", "diff"]).await;
+    code(&o, 3);
+    assert!(stderr(&o).contains("is suspended"), "{}", stderr(&o));
+    let v2 = h.artifact(
+        "diff-v2.tar.gz",
+        &[
+            ("a.yaml", &configmap("diff", "settings", "two")),
+            ("c.yaml", &configmap("diff", "added", "new")),
+        ],
+    );
+    h.external_artifact("diff", "web", &v2, "v2").await;
+
+    let o = ctl(Some(&c), &["diff", "web", "-n", "diff"]).await;
+    code(&o, 1);
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.contains(&"create ConfigMap/added [diff]  (stage: config)"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"configure ConfigMap/settings [diff]  (stage: config)"),
+        "{out}"
+    );
+    assert!(
+        lines.contains(&"delete ConfigMap/extra [diff]  (stage: config)"),
+        "{out}"
+    );
+    assert!(lines.contains(&"--- live"), "{out}");
+    assert!(lines.contains(&"+++ merged"), "{out}");
+    assert!(lines.contains(&"-  value: one"), "{out}");
+    assert!(lines.contains(&"+  value: two"), "{out}");
+    assert_eq!(
+        lines.last(),
+        Some(&"Summary: 1 to create, 1 to configure, 1 to delete, 0 unchanged, 0 skipped"),
+        "{out}"
+    );
+    // Nothing was written by the dry run.
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("diff"), "settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["value"], "one");
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("diff"), "added")
+            .await
+            .is_none()
+    );
+    let o = ctl(
+        Some(&c),
+        &["diff", "web", "-n", "diff", "--exit-code=false"],
+    )
+    .await;
+    code(&o, 0);
+    let o = ctl(Some(&c), &["diff", "web", "-n", "diff", "--prune=false"]).await;
+    code(&o, 1);
+    assert!(
+        !stdout(&o).contains("delete ConfigMap/extra"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Resume, then reconcile and wait: Ready at v2, and in sync again.
+    let o = ctl(Some(&c), &["resume", "web", "-n", "diff"]).await;
+    code(&o, 0);
+    assert!(stdout(&o).starts_with("StageSet web resumed (token "));
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "diff",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("Reconcile requested for StageSet web (token "),
+        "{out}"
+    );
+    assert!(out.contains("StageSet web is Ready (Succeeded)"), "{out}");
+    let token = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Reconcile requested for StageSet web (token "))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let ss = h.get_stageset("diff", "web").await;
+    assert_eq!(
+        ss.metadata.annotations.as_ref().unwrap()["reconcile.fluxcd.io/requestedAt"],
+        token
+    );
+    assert_eq!(
+        ss.status
+            .as_ref()
+            .unwrap()
+            .last_handled_reconcile_at
+            .as_deref(),
+        Some(token.as_str())
+    );
+    assert!(token.parse::<jiff::Timestamp>().is_ok() && token.ends_with('Z'));
+    h.wait_stageset("diff", "web", "v2 applied", |ss| {
+        ss.status.as_ref().is_some_and(|s| {
+            s.stages.first().and_then(|x| x.applied_revision.as_deref()) == Some("v2")
+        })
+    })
+    .await;
+    let o = ctl(Some(&c), &["diff", "web", "-n", "diff"]).await;
+    code(&o, 0);
+    assert_eq!(stdout(&o), "Summary: no changes\n");
+    let o = ctl(
+        Some(&c),
+        &["promote", "web", "-n", "diff", "--stage", "config"],
+    )
+    .await;
+    code(&o, 3);
+    assert!(
+        stderr(&o).contains("has no promotion block"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_wait_fails_on_a_broken_stage() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("broken").await;
+    one_stage(&h, "broken", &[("bad.yaml", "kind: [\n")], "v1").await;
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "broken",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    code(&o, 3);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("Error: StageSet broken/web is not Ready: StageFailed"),
+        "{err}"
+    );
+    let o = ctl(
+        Some(&c),
+        &["reconcile", "web", "-n", "broken", "--stage", "nope"],
+    )
+    .await;
+    code(&o, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_and_with_source_without_the_controller() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let c = cluster(&h);
+    h.namespace("direct").await;
+    one_stage(
+        &h,
+        "direct",
+        &[("a.yaml", &configmap("direct", "settings", "one"))],
+        "v1",
+    )
+    .await;
+    let o = ctl(Some(&c), &["diff", "web", "-n", "direct"]).await;
+    code(&o, 1);
+    assert!(stdout(&o).contains("create ConfigMap/settings [direct]  (stage: config)"));
+    let o = ctl(Some(&c), &["apply", "web", "-n", "direct", "--wait"]).await;
+    code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "stage \"config\":\n  created ConfigMap/direct/settings\n  stage \"config\" is healthy\napplied 1 object(s) across 1 stage(s)\n"
+    );
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("direct"), "settings")
+        .await
+        .unwrap();
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["stages.metio.wtf/stage"],
+        "config"
+    );
+    assert_eq!(
+        cm.metadata.labels.as_ref().unwrap()["stages.metio.wtf/name"],
+        "web"
+    );
+    let o = ctl(Some(&c), &["diff", "web", "-n", "direct"]).await;
+    code(&o, 0);
+
+    // suspend / resume write spec.suspend as stagesetctl.
+    let o = ctl(Some(&c), &["suspend", "web", "-n", "direct"]).await;
+    code(&o, 0);
+    let ss = h.get_stageset("direct", "web").await;
+    assert_eq!(ss.spec.suspend, Some(true));
+    assert!(
+        ss.metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .any(|m| m.manager.as_deref() == Some("stagesetctl"))
+    );
+    let o = ctl(Some(&c), &["resume", "web", "-n", "direct"]).await;
+    code(&o, 0);
+    let ss = h.get_stageset("direct", "web").await;
+    assert_eq!(ss.spec.suspend, Some(false));
+    assert!(
+        ss.metadata
+            .annotations
+            .unwrap()
+            .contains_key("reconcile.fluxcd.io/requestedAt")
+    );
+
+    // --with-source: the ExternalArtifact has no producer yet.
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "direct",
+            "--with-source",
+            "--strict",
+        ],
+    )
+    .await;
+    code(&o, 3);
+    assert!(stderr(&o).contains("no spec.sourceRef"), "{}", stderr(&o));
+    // With a producer, the request lands on it.
+    let repo = json!({"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",
+        "metadata": {"name": "repo", "namespace": "direct"}, "spec": {}});
+    h.dynamic(
+        "source.toolkit.fluxcd.io/v1",
+        "GitRepository",
+        Some("direct"),
+    )
+    .await
+    .patch(
+        "repo",
+        &PatchParams::apply("test").force(),
+        &Patch::Apply(&repo),
+    )
+    .await
+    .unwrap();
+    let ea: Api<DynamicObject> = h
+        .dynamic(
+            "source.toolkit.fluxcd.io/v1",
+            "ExternalArtifact",
+            Some("direct"),
+        )
+        .await;
+    ea.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"sourceRef": {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository", "name": "repo"}}})),
+    )
+    .await
+    .unwrap();
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "direct",
+            "--with-source",
+            "--strict",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("Reconcile requested for GitRepository direct/repo\n"),
+        "{out}"
+    );
+    let token = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Reconcile requested for StageSet web (token "))
+        .and_then(|l| l.strip_suffix(')'))
+        .unwrap();
+    let repo = h
+        .get_opt(
+            "source.toolkit.fluxcd.io/v1",
+            "GitRepository",
+            Some("direct"),
+            "repo",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.metadata.annotations.unwrap()["reconcile.fluxcd.io/requestedAt"],
+        token
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_and_reset_ledger() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let c = cluster(&h);
+    h.namespace("ledger").await;
+    h.stageset(
+        "ledger",
+        "web",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "web"},
+            "actions": {"pre": [{"name": "seed", "scope": "Lifetime", "delete": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]}}]}),
+    )
+    .await;
+    let o = ctl(
+        Some(&c),
+        &[
+            "baseline", "web", "-n", "ledger", "--stage", "app", "--action", "typo",
+        ],
+    )
+    .await;
+    code(&o, 3);
+    let o = ctl(
+        Some(&c),
+        &["baseline", "web", "-n", "ledger", "--stage", "app"],
+    )
+    .await;
+    code(&o, 2);
+    let o = ctl(
+        Some(&c),
+        &[
+            "baseline", "web", "-n", "ledger", "--stage", "app", "--action", "seed",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "Created StageLedger web with baseline app/seed\n"
+    );
+    let o = ctl(
+        Some(&c),
+        &[
+            "baseline", "web", "-n", "ledger", "--stage", "app", "--action", "seed",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    assert!(stdout(&o).contains("already has baseline app/seed"));
+    let ledgers: Api<StageLedger> = Api::namespaced(h.client.clone(), "ledger");
+    let l = ledgers.get("web").await.unwrap();
+    assert_eq!(l.spec.baseline.as_ref().unwrap().len(), 1);
+
+    // A completion recorded by the controller, exported and then reset.
+    ledgers
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"completedActions": [
+                {"stage": "app", "action": "seed", "origin": "Baselined", "completedAt": "2026-01-01T00:00:00Z"}]}})),
+        )
+        .await
+        .unwrap();
+    let o = ctl(Some(&c), &["baseline", "web", "-n", "ledger", "--export"]).await;
+    code(&o, 0);
+    let exported: StageLedger = serde_yaml_ng::from_slice(&o.stdout).unwrap();
+    assert_eq!(exported.spec.baseline.unwrap()[0].action, "seed");
+    let o = ctl(
+        Some(&c),
+        &[
+            "reset-ledger",
+            "web",
+            "-n",
+            "ledger",
+            "--stage",
+            "app",
+            "--action",
+            "seed",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    assert_eq!(stdout(&o), "Reset 1 completion(s) in StageLedger web\n");
+    let l = ledgers.get("web").await.unwrap();
+    assert!(l.spec.baseline.unwrap_or_default().is_empty());
+    assert!(l.status.unwrap_or_default().completed_actions.is_empty());
+    let o = ctl(Some(&c), &["reset-ledger", "web", "-n", "ledger"]).await;
+    code(&o, 2);
+}
