@@ -178,8 +178,16 @@ impl<'a> Renderer<'a> {
             Some(Err(e)) => return Err(fail(format!("stage \"{}\": {e}", stage.name))),
         };
         let dir = stage.path.as_deref().unwrap_or("./");
-        let leftovers = decrypt::decrypt_for_stage(&mut files, keys, dir)
-            .map_err(|e| fail(format!("stage \"{}\": {e}", stage.name)))?;
+        let leftovers = decrypt::decrypt_for_stage(&mut files, keys, dir).map_err(|e| {
+            if keys.is_some() {
+                fail(format!("stage \"{}\": {e}", stage.name))
+            } else {
+                fail(format!(
+                    "stage \"{}\": {e}: the file is SOPS-encrypted, but the StageSet sets no spec.decryption",
+                    stage.name
+                ))
+            }
+        })?;
         let vars = self.vars(stage).await?;
         let patches = stage.patches.as_deref().unwrap_or_default();
         let mut objects = build::render(&files, dir, patches, vars.as_ref())
