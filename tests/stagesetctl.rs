@@ -792,3 +792,220 @@ async fn baseline_and_reset_ledger() {
     let o = ctl(Some(&c), &["reset-ledger", "web", "-n", "ledger"]).await;
     code(&o, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promote_passes_a_manual_gate() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("gate").await;
+    for (name, rev) in [("canary", "r1"), ("prod", "p1")] {
+        let published = h.artifact(
+            &format!("gate-{name}.tar.gz"),
+            &[(
+                "cm.yaml",
+                &configmap("gate", &format!("{name}-config"), rev),
+            )],
+        );
+        h.external_artifact("gate", name, &published, rev).await;
+    }
+    h.stageset(
+        "gate",
+        "web",
+        json!({"stages": [
+            {"name": "canary", "sourceRef": {"name": "canary"}, "promotion": {"requireManualPromotion": true}},
+            {"name": "prod", "sourceRef": {"name": "prod"}}]}),
+    )
+    .await;
+    h.wait_ready_reason("gate", "web", "AwaitingPromotion", "")
+        .await;
+    // Waiting for a reconcile ends at the gate: it needs a person.
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "gate",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    code(&o, 3);
+    assert!(
+        stderr(&o).starts_with("Error: StageSet gate/web is not Ready: AwaitingPromotion"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ctl(
+        Some(&c),
+        &["promote", "web", "-n", "gate", "--stage", "prod"],
+    )
+    .await;
+    code(&o, 3);
+    assert!(
+        stderr(&o).contains("has no promotion block"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ctl(
+        Some(&c),
+        &[
+            "promote",
+            "web",
+            "-n",
+            "gate",
+            "--stage",
+            "canary",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("Promotion requested for stage \"canary\" of StageSet web (token "),
+        "{out}"
+    );
+    assert!(
+        out.contains("Promotion of stage \"canary\" handled\n"),
+        "{out}"
+    );
+    let token = out
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once("(token "))
+        .and_then(|(_, t)| t.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let ss = h.wait_ready_reason("gate", "web", "Succeeded", "").await;
+    let canary = ss.status.as_ref().unwrap().stages[0].clone();
+    assert_eq!(
+        canary.last_handled_promotion.as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(
+        ss.metadata.annotations.as_ref().unwrap()["stages.metio.wtf/promote"],
+        format!("canary@{token}")
+    );
+    // Re-running one stage's actions: the stage records the token.
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "gate",
+            "--stage",
+            "prod",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("Reconcile requested for stage \"prod\" of StageSet web (token "),
+        "{out}"
+    );
+    let token = out
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit_once("(token "))
+        .and_then(|(_, t)| t.strip_suffix(')'))
+        .unwrap()
+        .to_string();
+    let ss = h.get_stageset("gate", "web").await;
+    assert_eq!(
+        ss.status.as_ref().unwrap().stages[1]
+            .last_handled_reconcile_at
+            .as_deref(),
+        Some(token.as_str())
+    );
+    assert_eq!(
+        ss.metadata.annotations.as_ref().unwrap()["stages.metio.wtf/reconcile-stage"],
+        format!("prod@{token}")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_masked_in_diffs() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("sec").await;
+    one_stage(
+        &h,
+        "sec",
+        &[("s.yaml", &secret("sec", "db", "hunter2"))],
+        "v1",
+    )
+    .await;
+    h.wait_ready_reason("sec", "web", "Succeeded", "").await;
+    let o = ctl(Some(&c), &["suspend", "web", "-n", "sec"]).await;
+    code(&o, 0);
+    h.wait_ready_reason("sec", "web", "Suspended", "").await;
+    let v2 = h.artifact(
+        "sec-v2.tar.gz",
+        &[("s.yaml", &secret("sec", "db", "correct-horse"))],
+    );
+    h.external_artifact("sec", "web", &v2, "v2").await;
+    let o = ctl(Some(&c), &["diff", "web", "-n", "sec"]).await;
+    code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("configure Secret/db [sec]  (stage: config)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n-  password: <-- value not shown (#1)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\n+  password: <-- value not shown (#2)\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("correct-horse"),
+        "{out}"
+    );
+    // Base64 of either value must not leak either.
+    assert!(
+        !out.contains("aHVudGVyMg") && !out.contains("Y29ycmVjdC1ob3Jz"),
+        "{out}"
+    );
+    let o = ctl(Some(&c), &["diff", "web", "-n", "sec", "--show-secrets"]).await;
+    code(&o, 1);
+    assert!(
+        stdout(&o).contains("password: aHVudGVyMg=="),
+        "{}",
+        stdout(&o)
+    );
+
+    // The kubectl plugin name changes how the help reads.
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = dir.path().join("kubectl-stageset");
+    std::fs::copy(BIN, &plugin).unwrap();
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&plugin)
+            .arg("--help")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    code(&o, 0);
+    assert!(
+        stdout(&o).contains("Usage: kubectl stageset"),
+        "{}",
+        stdout(&o)
+    );
+    // An unknown context is a runtime error.
+    let o = ctl(Some(&c), &["--context", "nope", "get"]).await;
+    code(&o, 3);
+    assert!(stderr(&o).starts_with("Error: "), "{}", stderr(&o));
+}
