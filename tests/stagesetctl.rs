@@ -114,6 +114,11 @@ async fn usage_and_offline_errors() {
             "b",
         ],
         vec!["fleet", "web"],
+        // Checked before any cluster is contacted.
+        vec!["build", "web", "--as-tenant"],
+        vec!["diff", "web", "--source-dir=a", "--source-dir=b"],
+        vec!["apply", "web", "--source-dir=s=a", "--source-dir=s=b"],
+        vec!["get", "--as-group", "g"],
     ] {
         let o = ctl(None, &args).await;
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

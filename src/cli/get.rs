@@ -132,11 +132,14 @@ pub fn list_table(items: &[StageSet], namespaces: bool) -> String {
             Some((s, r, _)) => (s, dash(Some(&r))),
             None => ("Unknown".to_string(), "-".to_string()),
         };
+        // Status entries of stages that left the spec are not counted, so
+        // the count never exceeds the spec's.
         let ready_stages = status
             .map(|s| {
                 s.stages
                     .iter()
                     .filter(|st| st.phase == Some(StagePhase::Ready))
+                    .filter(|st| ss.spec.stages.iter().any(|x| x.name == st.name))
                     .count()
             })
             .unwrap_or(0);

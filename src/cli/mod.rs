@@ -241,6 +241,13 @@ async fn run(cli: Cli) -> Outcome {
         Verb::LintMigrations(a) => lint::run(&a),
         Verb::Completion(_) => Ok(()),
         verb => {
+            // Flag problems are usage errors even without a reachable cluster.
+            match &verb {
+                Verb::Build(a) => drop(a.render.source_dirs()?),
+                Verb::Diff(a) => drop(a.render.source_dirs()?),
+                Verb::Apply(a) => drop(a.render.source_dirs()?),
+                _ => {}
+            }
             let ctx = Ctx::connect(g).await?;
             match verb {
                 Verb::Get(a) => get::run(&ctx, &a).await,
