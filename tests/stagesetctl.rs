@@ -622,6 +622,38 @@ async fn apply_and_with_source_without_the_controller() {
             .contains_key("reconcile.fluxcd.io/requestedAt")
     );
 
+    // Every requested override carries the same token.
+    let o = ctl(
+        Some(&c),
+        &[
+            "reconcile",
+            "web",
+            "-n",
+            "direct",
+            "--update-now",
+            "--budget-override",
+            "--reset-scope",
+            "Version",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    let ss = h.get_stageset("direct", "web").await;
+    let a = ss.metadata.annotations.unwrap();
+    let token = &a["reconcile.fluxcd.io/requestedAt"];
+    assert!(
+        stdout(&o).contains(&format!("(token {token})")),
+        "{}",
+        stdout(&o)
+    );
+    for key in [
+        "stages.metio.wtf/update-now",
+        "stages.metio.wtf/budget-override",
+        "stages.metio.wtf/reset-scope",
+    ] {
+        assert_eq!(&a[key], token, "{key}");
+    }
+
     // --with-source: the ExternalArtifact has no producer yet.
     let o = ctl(
         Some(&c),
@@ -1013,4 +1045,77 @@ async fn secrets_stay_masked_in_diffs() {
     let o = ctl(Some(&c), &["--context", "nope", "get"]).await;
     code(&o, 3);
     assert!(stderr(&o).starts_with("Error: "), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_stage_shows_in_tree_and_diff() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("rm").await;
+    for name in ["a", "b"] {
+        let published = h.artifact(
+            &format!("rm-{name}.tar.gz"),
+            &[("cm.yaml", &configmap("rm", &format!("{name}-cm"), name))],
+        );
+        h.external_artifact("rm", name, &published, "r1").await;
+    }
+    let spec = |stages: &[&str]| json!({"stages": stages.iter().map(|s| json!({"name": s, "sourceRef": {"name": s}})).collect::<Vec<_>>()});
+    h.stageset("rm", "web", spec(&["a", "b"])).await;
+    h.wait_ready_reason("rm", "web", "Succeeded", "").await;
+    let o = ctl(Some(&c), &["suspend", "web", "-n", "rm"]).await;
+    code(&o, 0);
+    h.wait_ready_reason("rm", "web", "Suspended", "").await;
+    let mut suspended = spec(&["a"]);
+    suspended["suspend"] = json!(true);
+    h.stageset("rm", "web", suspended).await;
+
+    let o = ctl(Some(&c), &["tree", "web", "-n", "rm"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.ends_with("└── stage b  (removed from the spec)\n    └── ConfigMap/rm/b-cm\n"),
+        "{out}"
+    );
+    let o = ctl(Some(&c), &["get", "-n", "rm"]).await;
+    code(&o, 0);
+    assert_eq!(
+        words(stdout(&o).lines().nth(1).unwrap()),
+        ["web", "False", "Suspended", "1/1", "-", "-"]
+    );
+    // The removed stage's objects would be deleted, also when only `a` is diffed.
+    for args in [
+        vec!["diff", "web", "-n", "rm"],
+        vec!["diff", "web", "-n", "rm", "--stage", "a"],
+    ] {
+        let o = ctl(Some(&c), &args).await;
+        code(&o, 1);
+        let out = stdout(&o);
+        assert!(
+            out.starts_with("delete ConfigMap/b-cm [rm]  (stage: b)\n--- live\n+++ merged\n"),
+            "{out}"
+        );
+        assert!(out.contains("\n-  value: b\n"), "{out}");
+        assert!(
+            out.ends_with(
+                "Summary: 0 to create, 0 to configure, 1 to delete, 1 unchanged, 0 skipped\n"
+            ),
+            "{out}"
+        );
+    }
+    // A client-side comparison sees server defaults as changes; no prune preview.
+    let o = ctl(
+        Some(&c),
+        &[
+            "diff",
+            "web",
+            "-n",
+            "rm",
+            "--server-side=false",
+            "--prune=false",
+            "--exit-code=false",
+        ],
+    )
+    .await;
+    code(&o, 0);
+    assert!(!stdout(&o).contains("delete "), "{}", stdout(&o));
 }
