@@ -746,14 +746,38 @@ async fn baseline_and_reset_ledger() {
     .await;
     let c = cluster(&h);
     h.namespace("ledger").await;
+    let published = h.artifact(
+        "ledger.tar.gz",
+        &[("cm.yaml", &configmap("ledger", "settings", "one"))],
+    );
+    h.external_artifact("ledger", "web", &published, "v1").await;
     h.stageset(
         "ledger",
         "web",
         json!({"stages": [{"name": "app", "sourceRef": {"name": "web"},
             "actions": {"pre": [{"name": "seed", "scope": "Lifetime", "delete": {
-                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}]}}]}),
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag"}}}],
+                "post": [{"name": "notify", "delete": {
+                "target": {"apiVersion": "v1", "kind": "ConfigMap", "name": "other"}}}]}}]}),
     )
     .await;
+    // What the next pass would run, as diff lists it.
+    let o = ctl(Some(&c), &["diff", "web", "-n", "ledger"]).await;
+    code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("Actions to run:\n  app: pre seed delete scope Lifetime, not completed yet\n  app: post notify delete scope Revision, new revision v1\n"),
+        "{out}"
+    );
+    let o = ctl(
+        Some(&c),
+        &[
+            "baseline", "web", "-n", "ledger", "--stage", "app", "--action", "notify",
+        ],
+    )
+    .await;
+    code(&o, 3);
+    assert!(stderr(&o).contains("scope Lifetime"), "{}", stderr(&o));
     let o = ctl(
         Some(&c),
         &[
@@ -792,6 +816,11 @@ async fn baseline_and_reset_ledger() {
     let ledgers: Api<StageLedger> = Api::namespaced(h.client.clone(), "ledger");
     let l = ledgers.get("web").await.unwrap();
     assert_eq!(l.spec.baseline.as_ref().unwrap().len(), 1);
+    let o = ctl(Some(&c), &["diff", "web", "-n", "ledger"]).await;
+    code(&o, 1);
+    let out = stdout(&o);
+    assert!(!out.contains("pre seed"), "baselined: {out}");
+    assert!(out.contains("  app: post notify delete"), "{out}");
 
     // A completion recorded by the controller, exported and then reset.
     ledgers
@@ -799,10 +828,19 @@ async fn baseline_and_reset_ledger() {
             "web",
             &PatchParams::default(),
             &Patch::Merge(json!({"status": {"completedActions": [
-                {"stage": "app", "action": "seed", "origin": "Baselined", "completedAt": "2026-01-01T00:00:00Z"}]}})),
+                {"stage": "app", "action": "seed", "origin": "Executed", "completedAt": "2026-01-01T00:00:00Z",
+                 "anchor": {"apiVersion": "v1", "kind": "ConfigMap", "name": "flag", "uid": "u-1"}}]}})),
         )
         .await
         .unwrap();
+    // Its anchor is gone, so the action runs again.
+    let o = ctl(Some(&c), &["diff", "web", "-n", "ledger"]).await;
+    code(&o, 1);
+    assert!(
+        stdout(&o).contains("  app: pre seed delete scope Lifetime, re-run: the completion anchor ConfigMap flag is gone or was replaced\n"),
+        "{}",
+        stdout(&o)
+    );
     let o = ctl(Some(&c), &["baseline", "web", "-n", "ledger", "--export"]).await;
     code(&o, 0);
     let exported: StageLedger = serde_yaml_ng::from_slice(&o.stdout).unwrap();

@@ -358,10 +358,34 @@ fn print_entry(e: &Entry, masker: &mut Masker, args: &DiffArgs, paint: &Paint) {
     }
 }
 
+/// Whether the completion anchor of a Lifetime completion is gone or was
+/// replaced (the controller then runs the action again). An anchor that
+/// cannot be read keeps the completion, as in the controller.
+async fn anchor_gone(ctx: &Ctx, namespace: &str, anchor: &crate::api::AnchorWitness) -> bool {
+    let Ok(res) = ctx
+        .clients
+        .resource(&anchor.api_version, &anchor.kind)
+        .await
+    else {
+        return false;
+    };
+    let api: Api<DynamicObject> = if res.namespaced {
+        Api::namespaced_with(ctx.client.clone(), namespace, &res.api)
+    } else {
+        Api::all_with(ctx.client.clone(), &res.api)
+    };
+    match api.get_opt(&anchor.name).await {
+        Ok(Some(o)) => o.metadata.uid.as_deref() != Some(anchor.uid.as_str()),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
 /// The pre/post actions of a stage the next pass would run (the ledger
 /// rules of §6.6, against the deployed version for Version scope) and its
 /// onFailure actions, as `phase name type detail` lines.
-fn actions_to_run(
+async fn actions_to_run(
+    ctx: &Ctx,
     ss: &StageSet,
     stage: &crate::api::Stage,
     revision: &str,
@@ -372,14 +396,20 @@ fn actions_to_run(
     };
     let status = ss.status.as_ref();
     let st = status.and_then(|s| s.stages.iter().find(|x| x.name == stage.name));
-    let lifetime_done = |name: &str| {
-        ledger.is_some_and(|l| {
-            l.status.as_ref().is_some_and(|s| {
+    let completion = |name: &str| {
+        ledger
+            .and_then(|l| l.status.as_ref())
+            .and_then(|s| {
                 s.completed_actions
                     .iter()
-                    .any(|c| c.stage == stage.name && c.action == name)
-            }) || l
-                .spec
+                    .find(|c| c.stage == stage.name && c.action == name)
+            })
+            .cloned()
+    };
+    // Baseline entries become completions on the controller's next pass.
+    let baselined = |name: &str| {
+        ledger.is_some_and(|l| {
+            l.spec
                 .baseline
                 .iter()
                 .flatten()
@@ -390,8 +420,19 @@ fn actions_to_run(
     for (phase, list) in [("pre", &actions.pre), ("post", &actions.post)] {
         for a in list.iter().flatten() {
             let verdict = match a.scope.unwrap_or(ActionScope::Revision) {
-                ActionScope::Lifetime if lifetime_done(&a.name) => None,
-                ActionScope::Lifetime => Some("scope Lifetime, not completed yet".to_string()),
+                ActionScope::Lifetime => match completion(&a.name) {
+                    Some(c) => match &c.anchor {
+                        Some(anchor) if anchor_gone(ctx, &ctx.namespace, anchor).await => {
+                            Some(format!(
+                                "scope Lifetime, re-run: the completion anchor {} {} is gone or was replaced",
+                                anchor.kind, anchor.name
+                            ))
+                        }
+                        _ => None,
+                    },
+                    None if baselined(&a.name) => None,
+                    None => Some("scope Lifetime, not completed yet".to_string()),
+                },
                 ActionScope::Version => {
                     let done = st.is_some_and(|s| {
                         s.ledger_version.is_some()
@@ -471,7 +512,7 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> Outcome {
         per_stage.push((stage.name.clone(), entries));
         action_lines.push((
             stage.name.clone(),
-            actions_to_run(&ss, stage, &rendered.revision, ledger.as_ref()),
+            actions_to_run(ctx, &ss, stage, &rendered.revision, ledger.as_ref()).await,
         ));
     }
     let deletions = if args.prune {
