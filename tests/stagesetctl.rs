@@ -115,7 +115,6 @@ async fn usage_and_offline_errors() {
         ],
         vec!["fleet", "web"],
         // Checked before any cluster is contacted.
-        vec!["build", "web", "--as-tenant"],
         vec!["diff", "web", "--source-dir=a", "--source-dir=b"],
         vec!["apply", "web", "--source-dir=s=a", "--source-dir=s=b"],
         vec!["get", "--as-group", "g"],
@@ -336,13 +335,6 @@ async fn get_tree_and_build() {
     code(&o, 3);
     assert!(
         stderr(&o).contains("has no stage \"nope\""),
-        "{}",
-        stderr(&o)
-    );
-    let o = ctl(Some(&c), &["build", "web", "-n", "shop", "--as-tenant"]).await;
-    code(&o, 2);
-    assert!(
-        stderr(&o).contains("--as-tenant is not supported"),
         "{}",
         stderr(&o)
     );
@@ -1156,4 +1148,80 @@ async fn a_removed_stage_shows_in_tree_and_diff() {
     .await;
     code(&o, 0);
     assert!(!stdout(&o).contains("delete "), "{}", stdout(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_tenant_dry_runs_and_applies_as_the_service_account() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let c = cluster(&h);
+    h.namespace("team").await;
+    h.sim
+        .load(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "deployer", "namespace": "team"}}))
+        .unwrap();
+    let published = h.artifact(
+        "team.tar.gz",
+        &[("cm.yaml", &configmap("team", "allowed", "x"))],
+    );
+    h.external_artifact("team", "web", &published, "r1").await;
+    h.stageset(
+        "team",
+        "web",
+        json!({"serviceAccountName": "deployer", "stages": [{"name": "config", "sourceRef": {"name": "web"}}]}),
+    )
+    .await;
+    // As you (the simulator's admin) the dry run works; the deployer may do nothing yet.
+    let o = ctl(Some(&c), &["diff", "web", "-n", "team"]).await;
+    code(&o, 1);
+    let o = ctl(Some(&c), &["diff", "web", "-n", "team", "--as-tenant"]).await;
+    code(&o, 3);
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("Error: server-side dry run of ConfigMap/team/allowed"),
+        "{err}"
+    );
+    assert!(err.contains("system:serviceaccount:team:deployer"), "{err}");
+    let o = ctl(Some(&c), &["apply", "web", "-n", "team", "--as-tenant"]).await;
+    code(&o, 3);
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("team"), "allowed")
+            .await
+            .is_none()
+    );
+    // Granted ConfigMaps, the deployer can.
+    for obj in [
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "deployer", "namespace": "team"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "patch", "update", "delete"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "deployer", "namespace": "team"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "deployer"},
+               "subjects": [{"kind": "ServiceAccount", "name": "deployer", "namespace": "team"}]}),
+    ] {
+        h.sim.load(obj).unwrap();
+    }
+    let o = ctl(Some(&c), &["diff", "web", "-n", "team", "--as-tenant"]).await;
+    code(&o, 1);
+    let o = ctl(Some(&c), &["apply", "web", "-n", "team", "--as-tenant"]).await;
+    code(&o, 0);
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some("team"), "allowed")
+            .await
+            .is_some()
+    );
+    // A ServiceAccount that does not exist is an error, not a silent fallback.
+    h.stageset(
+        "team",
+        "web",
+        json!({"serviceAccountName": "ghost", "stages": [{"name": "config", "sourceRef": {"name": "web"}}]}),
+    )
+    .await;
+    let o = ctl(Some(&c), &["diff", "web", "-n", "team", "--as-tenant"]).await;
+    code(&o, 3);
+    assert!(
+        stderr(&o).starts_with("Error: --as-tenant: "),
+        "{}",
+        stderr(&o)
+    );
 }

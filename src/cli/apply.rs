@@ -40,7 +40,14 @@ pub async fn run(ctx: &Ctx, args: &ApplyArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(ctx, &ss, dirs, args.render.no_cross_namespace_refs).await?;
+    let renderer = Renderer::new(
+        ctx,
+        &ss,
+        dirs,
+        args.render.no_cross_namespace_refs,
+        args.render.as_tenant,
+    )
+    .await?;
     let mut total = 0;
     for stage in &stages {
         let rendered = renderer.render(stage).await?;
@@ -51,7 +58,12 @@ pub async fn run(ctx: &Ctx, args: &ApplyArgs) -> Outcome {
             ..apply::ApplyOptions::default()
         };
         println!("stage \"{}\":", stage.name);
-        let changes = apply::apply(&ctx.clients, &ctx.client, objects, &options)
+        let writer = if args.render.as_tenant {
+            super::render::tenant_client(ctx, &ss, Some(stage)).await?
+        } else {
+            ctx.client.clone()
+        };
+        let changes = apply::apply(&ctx.clients, &writer, objects, &options)
             .await
             .map_err(|e| fail(format!("stage \"{}\": {e}", stage.name)))?;
         for c in &changes {

@@ -35,20 +35,17 @@ pub struct RenderArgs {
     /// --no-cross-namespace-refs.
     #[arg(long)]
     pub no_cross_namespace_refs: bool,
-    /// Not supported yet: impersonating the StageSet's ServiceAccount is
-    /// refused rather than ignored.
+    /// Act as the tenant: read the decryption keys as the StageSet's
+    /// ServiceAccount, and (diff, apply) dry-run or apply as each stage's
+    /// effective ServiceAccount, through impersonation (you need the
+    /// `impersonate` permission).
     #[arg(long)]
     pub as_tenant: bool,
 }
 
 impl RenderArgs {
-    /// Refuses what is not built (DECISIONS 15) and parses --source-dir.
+    /// Parses --source-dir.
     pub fn source_dirs(&self) -> Result<SourceDirs, Failure> {
-        if self.as_tenant {
-            return Err(Failure::Usage(
-                "--as-tenant is not supported yet by stagesetctl; it renders and writes with your own credentials".into(),
-            ));
-        }
         SourceDirs::parse(&self.source_dir)
     }
 }
@@ -57,7 +54,14 @@ pub async fn run(ctx: &Ctx, args: &BuildArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(ctx, &ss, dirs, args.render.no_cross_namespace_refs).await?;
+    let renderer = Renderer::new(
+        ctx,
+        &ss,
+        dirs,
+        args.render.no_cross_namespace_refs,
+        args.render.as_tenant,
+    )
+    .await?;
     let mut masker = Masker::new();
     let mut docs = Vec::new();
     for stage in stages {

@@ -115,7 +115,11 @@ pub fn strip_noise(obj: &Value) -> Value {
     v
 }
 
-async fn api_of(ctx: &Ctx, r: &ObjectRef) -> Result<Api<DynamicObject>, Failure> {
+async fn api_of(
+    ctx: &Ctx,
+    client: &kube::Client,
+    r: &ObjectRef,
+) -> Result<Api<DynamicObject>, Failure> {
     let res = ctx
         .clients
         .resource(&r.api_version, &r.kind)
@@ -128,13 +132,9 @@ async fn api_of(ctx: &Ctx, r: &ObjectRef) -> Result<Api<DynamicObject>, Failure>
                 r.subject()
             )));
         }
-        Ok(Api::namespaced_with(
-            ctx.client.clone(),
-            &r.namespace,
-            &res.api,
-        ))
+        Ok(Api::namespaced_with(client.clone(), &r.namespace, &res.api))
     } else {
-        Ok(Api::all_with(ctx.client.clone(), &res.api))
+        Ok(Api::all_with(client.clone(), &res.api))
     }
 }
 
@@ -160,14 +160,17 @@ pub fn prepare(
     Ok(token)
 }
 
+/// `writer` does the dry run (the caller, or the tenant with --as-tenant);
+/// the live object is read as the caller.
 async fn classify(
     ctx: &Ctx,
+    writer: &kube::Client,
     obj: &Value,
     stage: &str,
     server_side: bool,
 ) -> Result<Entry, Failure> {
     let r = ObjectRef::of(obj);
-    let api = api_of(ctx, &r).await?;
+    let api = api_of(ctx, &ctx.client, &r).await?;
     let live = api
         .get_opt(&r.name)
         .await
@@ -189,7 +192,8 @@ async fn classify(
     }
     let merged = if server_side {
         let params = PatchParams::apply(keys::FIELD_MANAGER).force().dry_run();
-        let dry = api
+        let dry = api_of(ctx, writer, &r)
+            .await?
             .patch(&r.name, &params, &Patch::Apply(obj))
             .await
             .map_err(|e| {
@@ -256,7 +260,7 @@ async fn prunes(
     }
     let mut out = Vec::new();
     for (stage, r) in removed {
-        let api = match api_of(ctx, &r).await {
+        let api = match api_of(ctx, &ctx.client, &r).await {
             Ok(a) => a,
             // A kind no longer served: nothing left to delete.
             Err(_) => continue,
@@ -475,7 +479,14 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(ctx, &ss, dirs, args.render.no_cross_namespace_refs).await?;
+    let renderer = Renderer::new(
+        ctx,
+        &ss,
+        dirs,
+        args.render.no_cross_namespace_refs,
+        args.render.as_tenant,
+    )
+    .await?;
     let paint = Paint {
         on: match args.color.as_str() {
             "always" => true,
@@ -501,9 +512,14 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> Outcome {
         let mut objects = rendered.objects;
         prepare(&ss, stage, &mut objects)?;
         apply::sort_for_apply(&mut objects);
+        let writer = if args.render.as_tenant {
+            super::render::tenant_client(ctx, &ss, Some(stage)).await?
+        } else {
+            ctx.client.clone()
+        };
         let mut entries = Vec::with_capacity(objects.len());
         for obj in &objects {
-            entries.push(classify(ctx, obj, &stage.name, args.server_side).await?);
+            entries.push(classify(ctx, &writer, obj, &stage.name, args.server_side).await?);
         }
         rendered_refs.insert(
             stage.name.clone(),

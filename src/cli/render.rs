@@ -104,11 +104,14 @@ pub struct Renderer<'a> {
 }
 
 impl<'a> Renderer<'a> {
+    /// `as_tenant`: the decryption keys are read as the StageSet's
+    /// ServiceAccount (impersonated) instead of as the caller.
     pub async fn new(
         ctx: &'a Ctx,
         ss: &'a StageSet,
         dirs: SourceDirs,
         no_cross_namespace: bool,
+        as_tenant: bool,
     ) -> Result<Renderer<'a>, Failure> {
         dirs.check(ss)?;
         let keys = match ss
@@ -118,7 +121,14 @@ impl<'a> Renderer<'a> {
             .and_then(|d| d.secret_ref.as_ref())
         {
             None => None,
-            Some(r) => Some(read_keys(ctx, &r.name).await),
+            Some(r) => {
+                let reader = if as_tenant {
+                    tenant_client(ctx, ss, None).await?
+                } else {
+                    ctx.client.clone()
+                };
+                Some(read_keys(&reader, &ctx.namespace, &r.name).await)
+            }
         };
         Ok(Renderer {
             ctx,
@@ -286,15 +296,37 @@ impl<'a> Renderer<'a> {
     }
 }
 
-/// The SOPS keys from `spec.decryption.secretRef`, read as the caller.
-async fn read_keys(ctx: &Ctx, name: &str) -> Result<decrypt::Keys, String> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ctx.namespace)
+/// `--as-tenant`: a client impersonating the ServiceAccount the controller
+/// would act as for `stage` (its own, else the StageSet's); without one named,
+/// the caller's own client.
+pub async fn tenant_client(
+    ctx: &Ctx,
+    ss: &StageSet,
+    stage: Option<&Stage>,
+) -> Result<kube::Client, Failure> {
+    let sa = stage
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .or(ss.spec.service_account_name.as_deref())
+        .filter(|s| !s.is_empty());
+    ctx.clients
+        .for_service_account(&ctx.namespace, sa)
+        .await
+        .map_err(|e| fail(format!("--as-tenant: {e}")))
+}
+
+/// The SOPS keys from `spec.decryption.secretRef`, read as `reader`.
+async fn read_keys(
+    reader: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<decrypt::Keys, String> {
+    let secret = Api::<Secret>::namespaced(reader.clone(), namespace)
         .get(name)
         .await
         .map_err(|e| {
             format!(
-                "reading the decryption Secret {}/{name}: {}",
-                ctx.namespace,
+                "reading the decryption Secret {namespace}/{name}: {}",
                 api_error(&e)
             )
         })?;
