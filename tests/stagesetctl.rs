@@ -1329,3 +1329,45 @@ async fn sops_files_are_decrypted_with_the_stagesets_key() {
     assert!(stderr(&o).contains("SOPS-encrypted"), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
 }
+
+/// A controller in `entries` inventory mode stamps no ApplySet label; diff
+/// and apply stamp what that controller stamps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diff_follows_the_controllers_inventory_mode() {
+    let h = Harness::start_with(HarnessOptions {
+        flags: vec!["--inventory-mode=entries".into()],
+        ..HarnessOptions::default()
+    })
+    .await;
+    let c = cluster(&h);
+    h.namespace("entries").await;
+    one_stage(
+        &h,
+        "entries",
+        &[("a.yaml", &configmap("entries", "settings", "one"))],
+        "v1",
+    )
+    .await;
+    h.wait_ready_reason("entries", "web", "Succeeded", "").await;
+    let cm = h
+        .get_opt("v1", "ConfigMap", Some("entries"), "settings")
+        .await
+        .unwrap();
+    assert!(
+        !cm.metadata
+            .labels
+            .as_ref()
+            .unwrap()
+            .contains_key("applyset.kubernetes.io/part-of")
+    );
+    let o = ctl(Some(&c), &["diff", "web", "-n", "entries"]).await;
+    code(&o, 0);
+    assert_eq!(stdout(&o), "Summary: no changes\n");
+    let o = ctl(Some(&c), &["apply", "web", "-n", "entries"]).await;
+    code(&o, 0);
+    assert!(
+        stdout(&o).contains("  unchanged ConfigMap/entries/settings\n"),
+        "{}",
+        stdout(&o)
+    );
+}

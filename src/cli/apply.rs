@@ -48,11 +48,12 @@ pub async fn run(ctx: &Ctx, args: &ApplyArgs) -> Outcome {
         args.render.as_tenant,
     )
     .await?;
+    let applyset = super::diff::applyset_mode(ctx, &ss).await?;
     let mut total = 0;
     for stage in &stages {
         let rendered = renderer.render(stage).await?;
         let mut objects = rendered.objects;
-        let token = super::diff::prepare(&ss, stage, &mut objects)?;
+        let token = super::diff::prepare(&ss, stage, &mut objects, applyset)?;
         let options = apply::ApplyOptions {
             force_token: Some(token),
             ..apply::ApplyOptions::default()

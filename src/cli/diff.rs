@@ -142,18 +142,40 @@ fn to_value(o: &DynamicObject) -> Value {
     serde_json::to_value(o).unwrap_or(Value::Null)
 }
 
-/// The stage, owner and ApplySet labels and the conflict handling, as the
-/// controller stamps them before an apply (its default inventory mode).
-/// Returns the apply's force token.
+/// Whether the controller stamps the ApplySet membership label: not in its
+/// `entries` inventory mode, recognisable by stored shards without the
+/// ApplySet id label; with nothing stored yet, the default mode (which does).
+pub async fn applyset_mode(ctx: &Ctx, ss: &StageSet) -> Result<bool, Failure> {
+    use crate::api::StageInventory;
+    let params = kube::api::ListParams::default().labels(&format!(
+        "{}={}",
+        keys::LABEL_STAGE_SET,
+        ss.name_any()
+    ));
+    let shards = Api::<StageInventory>::namespaced(ctx.client.clone(), &ctx.namespace)
+        .list(&params)
+        .await
+        .map_err(|e| fail(format!("listing StageInventories: {}", api_error(&e))))?
+        .items;
+    Ok(shards.is_empty()
+        || shards
+            .iter()
+            .any(|s| s.labels().contains_key(keys::APPLYSET_ID_LABEL)))
+}
+
+/// The stage, owner and (`applyset`) ApplySet labels and the conflict
+/// handling, as the controller stamps them before an apply. Returns the
+/// apply's force token.
 pub fn prepare(
     ss: &StageSet,
     stage: &crate::api::Stage,
     objects: &mut [Value],
+    applyset: bool,
 ) -> Result<String, Failure> {
     let namespace = ss.namespace().unwrap_or_default();
     let name = ss.name_any();
-    let applyset = inventory::stage_applyset_id(&name, &namespace, &stage.name);
-    apply::label(objects, &name, &namespace, &stage.name, Some(&applyset));
+    let id = applyset.then(|| inventory::stage_applyset_id(&name, &namespace, &stage.name));
+    apply::label(objects, &name, &namespace, &stage.name, id.as_deref());
     let token = conflict::fresh_token();
     conflict::resolve(objects, stage, &token)
         .map_err(|e| fail(format!("stage \"{}\": {e}", stage.name)))?;
@@ -504,13 +526,14 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> Outcome {
                 api_error(&e)
             ))
         })?;
+    let applyset = applyset_mode(ctx, &ss).await?;
     let mut per_stage: Vec<(String, Vec<Entry>)> = Vec::new();
     let mut rendered_refs: BTreeMap<String, Vec<ObjectRef>> = BTreeMap::new();
     let mut action_lines: Vec<(String, Vec<String>)> = Vec::new();
     for stage in &stages {
         let rendered = renderer.render(stage).await?;
         let mut objects = rendered.objects;
-        prepare(&ss, stage, &mut objects)?;
+        prepare(&ss, stage, &mut objects, applyset)?;
         apply::sort_for_apply(&mut objects);
         let writer = if args.render.as_tenant {
             super::render::tenant_client(ctx, &ss, Some(stage)).await?
