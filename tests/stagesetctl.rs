@@ -113,7 +113,6 @@ async fn usage_and_offline_errors() {
             "--action",
             "b",
         ],
-        vec!["fleet", "web"],
         // Checked before any cluster is contacted.
         vec!["diff", "web", "--source-dir=a", "--source-dir=b"],
         vec!["apply", "web", "--source-dir=s=a", "--source-dir=s=b"],
