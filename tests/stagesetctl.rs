@@ -1370,3 +1370,136 @@ async fn diff_follows_the_controllers_inventory_mode() {
         stdout(&o)
     );
 }
+
+fn del(name: &str) -> Value {
+    json!({"delete": {"target": {"apiVersion": "v1", "kind": "ConfigMap", "name": name}}})
+}
+
+fn action(name: &str, scope: Option<&str>, target: &str) -> Value {
+    let mut a = del(target);
+    a["name"] = json!(name);
+    if let Some(s) = scope {
+        a["scope"] = json!(s);
+    }
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_previews_versions_actions_migrations_and_prunes() {
+    let h = Harness::start().await;
+    let c = cluster(&h);
+    h.namespace("plan").await;
+    h.namespace("plan-empty").await;
+    let v1 = h.artifact(
+        "plan-v1.tar.gz",
+        &[
+            ("a.yaml", &configmap("plan", "settings", "one")),
+            ("b.yaml", &configmap("plan", "extra", "x")),
+        ],
+    );
+    h.external_artifact("plan", "web", &v1, "r1").await;
+    let spec = |version: Value, suspend: bool| {
+        json!({"suspend": suspend, "version": version,
+            "migrations": [{"name": "m-1-0", "to": "1.0.0", "actions": [action("up", None, "m1")], "down": [action("down", None, "m1d")]},
+                           {"name": "m-1-1", "to": "1.1.0", "actions": [action("up", None, "m2")], "down": [action("down", None, "m2d")]}],
+            "stages": [{"name": "app", "sourceRef": {"name": "web"},
+                "actions": {"pre": [action("seed", Some("Lifetime"), "f1"), action("bump", Some("Version"), "f2")],
+                            "post": [action("notify", None, "f3")]}}]})
+    };
+    h.stageset("plan", "web", spec(json!({"value": "1.0.0"}), false))
+        .await;
+    h.wait_ready_reason("plan", "web", "Succeeded", "").await;
+
+    // In sync: nothing would run.
+    let o = ctl(Some(&c), &["plan", "web", "-n", "plan"]).await;
+    code(&o, 0);
+    assert_eq!(
+        stdout(&o),
+        "StageSet plan/web  (version 1.0.0 → 1.0.0)\n\
+         stage app  (revision r1)\n  \
+         pre seed SKIP (scope: Lifetime — completed)\n  \
+         pre bump SKIP (scope: Version — already ran for version 1.0.0)\n  \
+         post notify SKIP (scope: Revision — already ran at revision r1)\n"
+    );
+
+    // Suspended, then a new version and a new revision without `extra`.
+    let o = ctl(Some(&c), &["suspend", "web", "-n", "plan"]).await;
+    code(&o, 0);
+    h.wait_ready_reason("plan", "web", "Suspended", "").await;
+    h.stageset("plan", "web", spec(json!({"value": "1.1.0"}), true))
+        .await;
+    let v2 = h.artifact(
+        "plan-v2.tar.gz",
+        &[("a.yaml", &configmap("plan", "settings", "two"))],
+    );
+    h.external_artifact("plan", "web", &v2, "r2").await;
+    let o = ctl(Some(&c), &["plan", "web", "-n", "plan"]).await;
+    code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("StageSet plan/web  (version 1.0.0 → 1.1.0)\nstage app  (revision r2)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  pre bump WILL RUN (scope: Version — new version episode 1.0.0 → 1.1.0)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  post notify WILL RUN (scope: Revision — new revision)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  pre seed SKIP (scope: Lifetime — completed)\n"),
+        "{out}"
+    );
+    assert!(out.contains("prunes:\n  app: ConfigMap/extra\n"), "{out}");
+
+    // A downgrade previews its down steps; JSON carries the same report.
+    h.stageset(
+        "plan",
+        "web",
+        spec(json!({"value": "0.9.0", "allowDowngrade": true}), true),
+    )
+    .await;
+    let o = ctl(Some(&c), &["plan", "web", "-n", "plan", "-o", "json"]).await;
+    code(&o, 1);
+    let reports: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = &reports[0];
+    assert_eq!(r["namespace"], "plan");
+    assert_eq!(
+        r["version"],
+        json!({"current": "1.0.0", "desired": "0.9.0", "downgrade": true})
+    );
+    assert_eq!(
+        r["rollback"],
+        json!([{"name": "m-1-0", "to": "1.0.0", "verbs": ["delete"], "irreversible": false}])
+    );
+    assert_eq!(r["wouldRun"], true);
+    assert_eq!(
+        r["prunes"][0],
+        json!({"stage": "app", "kind": "ConfigMap", "name": "extra", "stateBearing": false})
+    );
+    // Without allowDowngrade the controller refuses it, and plan says so.
+    h.stageset("plan", "web", spec(json!({"value": "0.9.0"}), true))
+        .await;
+    let o = ctl(Some(&c), &["plan", "web", "-n", "plan"]).await;
+    code(&o, 1);
+    assert!(
+        stdout(&o).contains("note: the downgrade 1.0.0 → 0.9.0 is refused while spec.version.allowDowngrade is not true\n"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Fan-out and usage.
+    let o = ctl(Some(&c), &["plan", "-n", "plan-empty"]).await;
+    code(&o, 0);
+    assert_eq!(stderr(&o), "no StageSets matched\n");
+    let o = ctl(Some(&c), &["plan", "-A", "-o", "yaml"]).await;
+    code(&o, 1);
+    let all: Value = serde_yaml_ng::from_slice(&o.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 1);
+    let o = ctl(Some(&c), &["plan", "web", "-A"]).await;
+    code(&o, 2);
+    let o = ctl(Some(&c), &["plan", "nope", "-n", "plan"]).await;
+    code(&o, 3);
+}

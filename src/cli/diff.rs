@@ -152,11 +152,12 @@ pub async fn applyset_mode(ctx: &Ctx, ss: &StageSet) -> Result<bool, Failure> {
         keys::LABEL_STAGE_SET,
         ss.name_any()
     ));
-    let shards = Api::<StageInventory>::namespaced(ctx.client.clone(), &ctx.namespace)
-        .list(&params)
-        .await
-        .map_err(|e| fail(format!("listing StageInventories: {}", api_error(&e))))?
-        .items;
+    let shards =
+        Api::<StageInventory>::namespaced(ctx.client.clone(), &ss.namespace().unwrap_or_default())
+            .list(&params)
+            .await
+            .map_err(|e| fail(format!("listing StageInventories: {}", api_error(&e))))?
+            .items;
     Ok(shards.is_empty()
         || shards
             .iter()
@@ -241,11 +242,12 @@ async fn classify(
 /// stored inventory, where stages not selected keep their records; objects
 /// already gone, not labelled as this StageSet's, or annotated
 /// `prune: disabled` are left out, as the controller leaves them.
-async fn prunes(
+/// Returns (stage, object, live object) in plan order.
+pub async fn prune_preview(
     ctx: &Ctx,
     ss: &StageSet,
     rendered: &BTreeMap<String, Vec<ObjectRef>>,
-) -> Result<Vec<Entry>, Failure> {
+) -> Result<Vec<(String, ObjectRef, Value)>, Failure> {
     let name = ss.name_any();
     let namespace = ss.namespace().unwrap_or_default();
     let records = inventory::read(&ctx.client, &namespace, &name)
@@ -305,15 +307,27 @@ async fn prunes(
         if !ours || disabled {
             continue;
         }
-        out.push(Entry {
-            verdict: Verdict::Delete,
-            object: r,
-            stage,
-            live: Some(strip_noise(&to_value(&live))),
-            merged: None,
-        });
+        out.push((stage, r, to_value(&live)));
     }
     Ok(out)
+}
+
+async fn prunes(
+    ctx: &Ctx,
+    ss: &StageSet,
+    rendered: &BTreeMap<String, Vec<ObjectRef>>,
+) -> Result<Vec<Entry>, Failure> {
+    Ok(prune_preview(ctx, ss, rendered)
+        .await?
+        .into_iter()
+        .map(|(stage, object, live)| Entry {
+            verdict: Verdict::Delete,
+            object,
+            stage,
+            live: Some(strip_noise(&live)),
+            merged: None,
+        })
+        .collect())
 }
 
 struct Paint {
@@ -387,7 +401,7 @@ fn print_entry(e: &Entry, masker: &mut Masker, args: &DiffArgs, paint: &Paint) {
 /// Whether the completion anchor of a Lifetime completion is gone or was
 /// replaced (the controller then runs the action again). An anchor that
 /// cannot be read keeps the completion, as in the controller.
-async fn anchor_gone(ctx: &Ctx, namespace: &str, anchor: &crate::api::AnchorWitness) -> bool {
+pub async fn anchor_gone(ctx: &Ctx, namespace: &str, anchor: &crate::api::AnchorWitness) -> bool {
     let Ok(res) = ctx
         .clients
         .resource(&anchor.api_version, &anchor.kind)
@@ -420,6 +434,7 @@ async fn actions_to_run(
     let Some(actions) = stage.actions.as_ref() else {
         return Vec::new();
     };
+    let namespace = ss.namespace().unwrap_or_default();
     let status = ss.status.as_ref();
     let st = status.and_then(|s| s.stages.iter().find(|x| x.name == stage.name));
     let completion = |name: &str| {
@@ -448,7 +463,7 @@ async fn actions_to_run(
             let verdict = match a.scope.unwrap_or(ActionScope::Revision) {
                 ActionScope::Lifetime => match completion(&a.name) {
                     Some(c) => match &c.anchor {
-                        Some(anchor) if anchor_gone(ctx, &ctx.namespace, anchor).await => {
+                        Some(anchor) if anchor_gone(ctx, &namespace, anchor).await => {
                             Some(format!(
                                 "scope Lifetime, re-run: the completion anchor {} {} is gone or was replaced",
                                 anchor.kind, anchor.name

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod get;
 pub mod ledger;
 pub mod lint;
+pub mod plan;
 pub mod render;
 pub mod tree;
 
@@ -120,6 +121,8 @@ enum Verb {
     Diff(diff::DiffArgs),
     /// Render and apply stages directly, without actions, gates or prune.
     Apply(apply::ApplyArgs),
+    /// Preview what the next pass of StageSets would run (read-only).
+    Plan(plan::PlanArgs),
     /// Request a reconcile of a StageSet (and optionally its sources).
     Reconcile(annotate::ReconcileArgs),
     /// Promote a stage past its promotion gates once.
@@ -246,6 +249,7 @@ async fn run(cli: Cli) -> Outcome {
                 Verb::Build(a) => drop(a.render.source_dirs()?),
                 Verb::Diff(a) => drop(a.render.source_dirs()?),
                 Verb::Apply(a) => drop(a.render.source_dirs()?),
+                Verb::Plan(a) => drop(render::SourceDirs::parse(&a.source_dir)?),
                 _ => {}
             }
             let ctx = Ctx::connect(g).await?;
@@ -255,6 +259,7 @@ async fn run(cli: Cli) -> Outcome {
                 Verb::Build(a) => build::run(&ctx, &a).await,
                 Verb::Diff(a) => diff::run(&ctx, &a).await,
                 Verb::Apply(a) => apply::run(&ctx, &a).await,
+                Verb::Plan(a) => plan::run(&ctx, &a).await,
                 Verb::Reconcile(a) => annotate::reconcile(&ctx, &a).await,
                 Verb::Promote(a) => annotate::promote(&ctx, &a).await,
                 Verb::Suspend(a) => annotate::suspend(&ctx, &a, true).await,

@@ -89,6 +89,8 @@ pub struct Rendered {
     /// The source revision ("" for a local render).
     pub revision: String,
     pub objects: Vec<Value>,
+    /// The artifact's (or directory's) files, decrypted.
+    pub files: BTreeMap<String, Vec<u8>>,
 }
 
 /// Renders stages of one StageSet with the caller's identity.
@@ -127,7 +129,7 @@ impl<'a> Renderer<'a> {
                 } else {
                     ctx.client.clone()
                 };
-                Some(read_keys(&reader, &ctx.namespace, &r.name).await)
+                Some(read_keys(&reader, &ss.namespace().unwrap_or_default(), &r.name).await)
             }
         };
         Ok(Renderer {
@@ -220,6 +222,7 @@ impl<'a> Renderer<'a> {
             stage: stage.name.clone(),
             revision,
             objects,
+            files,
         })
     }
 
@@ -310,7 +313,7 @@ pub async fn tenant_client(
         .or(ss.spec.service_account_name.as_deref())
         .filter(|s| !s.is_empty());
     ctx.clients
-        .for_service_account(&ctx.namespace, sa)
+        .for_service_account(&ss.namespace().unwrap_or_default(), sa)
         .await
         .map_err(|e| fail(format!("--as-tenant: {e}")))
 }
