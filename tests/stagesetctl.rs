@@ -1503,3 +1503,77 @@ async fn plan_previews_versions_actions_migrations_and_prunes() {
     let o = ctl(Some(&c), &["plan", "nope", "-n", "plan"]).await;
     code(&o, 3);
 }
+
+/// The desired version read from an artifact file or a rendered object,
+/// before anything is deployed (adoption: Version actions are skipped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_resolves_the_version_from_the_render() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..HarnessOptions::default()
+    })
+    .await;
+    let c = cluster(&h);
+    h.namespace("ver").await;
+    let labelled = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: app\n  namespace: ver\n  labels:\n    app.kubernetes.io/version: 3.1.0\ndata:\n  k: v\n";
+    let published = h.artifact(
+        "ver.tar.gz",
+        &[("VERSION", "2.0.0\n"), ("cm.yaml", labelled)],
+    );
+    h.external_artifact("ver", "web", &published, "r1").await;
+    let spec = |version: Value| {
+        json!({"version": version, "stages": [{"name": "app", "sourceRef": {"name": "web"},
+            "actions": {"pre": [action("bump", Some("Version"), "f")]}}]})
+    };
+    h.stageset(
+        "ver",
+        "web",
+        spec(json!({"fromArtifact": {"stage": "app", "path": "VERSION"}})),
+    )
+    .await;
+    // Nothing would run: only Version actions, skipped on adoption (new
+    // objects are diff's business, not plan's).
+    let o = ctl(Some(&c), &["plan", "web", "-n", "ver"]).await;
+    code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("StageSet ver/web  (version none → 2.0.0)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  pre bump SKIP (scope: Version — baseline on adoption)\n"),
+        "{out}"
+    );
+    h.stageset(
+        "ver",
+        "web",
+        spec(json!({"fromObject": {"kind": "ConfigMap", "name": "app"}})),
+    )
+    .await;
+    let o = ctl(Some(&c), &["plan", "web", "-n", "ver", "-o", "json"]).await;
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r[0]["version"]["desired"], "3.1.0", "{r}");
+    assert_eq!(r[0]["stages"][0]["actions"][0]["state"], "SKIP");
+    assert_eq!(r[0]["wouldRun"], false);
+    code(&o, 0);
+    // A version that cannot be resolved is a note; the action would run.
+    h.stageset(
+        "ver",
+        "web",
+        spec(json!({"fromObject": {"kind": "ConfigMap", "name": "missing"}})),
+    )
+    .await;
+    let o = ctl(Some(&c), &["plan", "web", "-n", "ver"]).await;
+    code(&o, 1);
+    let out = stdout(&o);
+    assert!(
+        out.contains("  pre bump WILL RUN (scope: Version — the desired version is unknown)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "note: desired version: stage \"app\" renders no ConfigMap named \"missing\"\n"
+        ),
+        "{out}"
+    );
+}
