@@ -6,6 +6,7 @@
 pub mod actors;
 pub mod api;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod controller;
 pub mod dev;

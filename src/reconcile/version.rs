@@ -170,33 +170,7 @@ async fn plan_with(
     source: &crate::api::VersionSource,
 ) -> Result<Plan, PlanError> {
     let raw = resolve(pass, pinned, source).await?;
-    let mut desired = parse_lenient(&raw).ok_or_else(|| {
-        invalid(format!(
-            "the desired version {:?} is not a valid semantic version",
-            raw.trim()
-        ))
-    })?;
-    let current = match pass.previous.version.as_deref().filter(|v| !v.is_empty()) {
-        None => None,
-        Some(v) => Some(parse_lenient(v).ok_or_else(|| {
-            invalid(format!(
-                "status.version {v:?} is not a valid semantic version"
-            ))
-        })?),
-    };
-    // rollback-to: only below what is deployed, so it expires once reached.
-    if let Some(current) = &current
-        && let Some(target) = pass
-            .ss
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::ANNOTATION_ROLLBACK_TO))
-            .and_then(|t| parse_lenient(t))
-        && target.cmp_precedence(current).is_lt()
-    {
-        desired = target;
-    }
+    let (desired, current) = versions(&pass.ss, pass.previous.version.as_deref(), &raw)?;
     let transition = classify(&desired, current.as_ref());
     let mut plan = Plan {
         desired: desired.to_string(),
@@ -227,9 +201,47 @@ async fn plan_with(
     Ok(plan)
 }
 
+/// The desired version (from `raw`, the version as its source spells it,
+/// lowered by a `rollback-to` annotation below the deployed version) and the
+/// deployed one (`status.version`), both parsed. Shared by a pass and by
+/// `stagesetctl`.
+pub fn versions(
+    ss: &StageSet,
+    current: Option<&str>,
+    raw: &str,
+) -> Result<(Version, Option<Version>), PlanError> {
+    let mut desired = parse_lenient(raw).ok_or_else(|| {
+        invalid(format!(
+            "the desired version {:?} is not a valid semantic version",
+            raw.trim()
+        ))
+    })?;
+    let current = match current.filter(|v| !v.is_empty()) {
+        None => None,
+        Some(v) => Some(parse_lenient(v).ok_or_else(|| {
+            invalid(format!(
+                "status.version {v:?} is not a valid semantic version"
+            ))
+        })?),
+    };
+    // rollback-to: only below what is deployed, so it expires once reached.
+    if let Some(current) = &current
+        && let Some(target) = ss
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::ANNOTATION_ROLLBACK_TO))
+            .and_then(|t| parse_lenient(t))
+        && target.cmp_precedence(current).is_lt()
+    {
+        desired = target;
+    }
+    Ok((desired, current))
+}
+
 /// §5.4.3–§5.4.5: the migrations a transition crosses, ordered, each
 /// anchored to its stage.
-fn select(
+pub fn select(
     ss: &StageSet,
     ladder: &[Migration],
     transition: Transition,
@@ -713,6 +725,17 @@ async fn from_object(
             stage.name
         ))
     })?;
+    version_of_object(&objects, &stage.name, o)
+}
+
+/// `fromObject` on a stage's rendered objects: the first object of that
+/// kind and name (and apiVersion, when given), its `fieldPath` or else its
+/// `app.kubernetes.io/version` label. Shared by a pass and by `stagesetctl`.
+pub fn version_of_object(
+    objects: &[serde_json::Value],
+    stage: &str,
+    o: &crate::api::ObjectVersionRef,
+) -> Result<String, PlanError> {
     let api_version = o.api_version.as_deref().filter(|a| !a.is_empty());
     let object = objects
         .iter()
@@ -723,14 +746,13 @@ async fn from_object(
         })
         .ok_or_else(|| {
             invalid(format!(
-                "stage \"{}\" renders no {}{} named {:?}",
-                stage.name,
+                "stage \"{stage}\" renders no {}{} named {:?}",
                 o.kind,
                 api_version.map(|a| format!(" ({a})")).unwrap_or_default(),
                 o.name
             ))
         })?;
-    let what = format!("{} {:?} of stage \"{}\"", o.kind, o.name, stage.name);
+    let what = format!("{} {:?} of stage \"{stage}\"", o.kind, o.name);
     match o.field_path.as_deref().filter(|p| !p.trim().is_empty()) {
         None => {
             let label = object["metadata"]["labels"][VERSION_LABEL]
