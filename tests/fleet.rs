@@ -161,6 +161,21 @@ async fn waves_open_in_order_after_settling_and_soaking() {
             "{ns}/{name}"
         );
     }
+    // `stagesetctl fleet` shows the same, member by member.
+    let (code, out, err) = stagesetctl(&h, &["fleet", "shop"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "FleetRollout shop  → version 1.1.0\n\
+         phase: InProgress   wave: canary\n\
+         wave canary   1/1 at 1.1.0, 1 ready   settled\n  \
+         ✓ team-a/web\n\
+         wave early   0/2 at 1.1.0, 0 ready\n  \
+         … team-b/api  held → awaiting 1.1.0\n  \
+         … team-b/web  held → awaiting 1.1.0\n\
+         wave rest   0/1 at 1.1.0, 0 ready\n  \
+         … team-c/web  held → awaiting 1.1.0\n"
+    );
     // Two hours later the soak is over.
     offset.store(2 * 3600, Ordering::SeqCst);
     poke(&h, "shop", "after-soak").await;
@@ -180,6 +195,30 @@ async fn waves_open_in_order_after_settling_and_soaking() {
         );
     }
     assert!(fleet_events(&h, "shop").await.is_empty());
+    let (code, out, _) = stagesetctl(&h, &["fleet", "shop"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("FleetRollout shop  → version 1.1.0\nphase: Completed   wave: -\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "wave early   2/2 at 1.1.0, 2 ready   settled\n  ✓ team-b/api\n  ✓ team-b/web\n"
+        ),
+        "{out}"
+    );
+    let (code, out, _) = stagesetctl(&h, &["fleet", "shop", "-o", "json"]).await;
+    assert_eq!(code, 0);
+    let parsed: FleetRollout = serde_json::from_str(&out).expect("fleet -o json parses");
+    assert_eq!(
+        parsed.status.and_then(|s| s.phase),
+        Some(FleetPhase::Completed)
+    );
+    let (code, _, err) = stagesetctl(&h, &["fleet", "nope"]).await;
+    assert_eq!(
+        (code, err.as_str()),
+        (3, "Error: FleetRollout nope not found\n")
+    );
     let metrics = h.controller.as_ref().unwrap().metrics().encode();
     assert!(
         metrics.contains("controller_runtime_reconcile_total{controller=\"fleetrollout\""),
@@ -404,4 +443,29 @@ async fn unassigned_contested_and_malformed_rollouts_stamp_nothing() {
                 .is_some_and(|t| t == "after-malformed")
     })
     .await;
+}
+
+/// Runs `stagesetctl` against the harness's kube-sim (off the async
+/// workers: kube-sim serves on them).
+async fn stagesetctl(h: &Harness, args: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, h.sim.kubeconfig()).unwrap();
+    let mut argv = vec![format!("--kubeconfig={}", kubeconfig.display())];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stagesetctl"))
+            .args(&argv)
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    drop(dir);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

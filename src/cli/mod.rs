@@ -11,6 +11,7 @@ pub mod annotate;
 pub mod apply;
 pub mod build;
 pub mod diff;
+pub mod fleet;
 pub mod get;
 pub mod ledger;
 pub mod lint;
@@ -137,6 +138,8 @@ enum Verb {
     Baseline(ledger::BaselineArgs),
     /// Forget recorded Lifetime completions in a StageLedger.
     ResetLedger(ledger::ResetArgs),
+    /// Show a FleetRollout's waves and where each member stands.
+    Fleet(fleet::FleetArgs),
     /// Print a shell completion script.
     Completion(CompletionArgs),
 }
@@ -266,6 +269,7 @@ async fn run(cli: Cli) -> Outcome {
                 Verb::Resume(a) => annotate::suspend(&ctx, &a, false).await,
                 Verb::Baseline(a) => ledger::baseline(&ctx, &a).await,
                 Verb::ResetLedger(a) => ledger::reset(&ctx, &a).await,
+                Verb::Fleet(a) => fleet::run(&ctx, &a).await,
                 Verb::LintMigrations(_) | Verb::Completion(_) => Ok(()),
             }
         }
