@@ -39,9 +39,17 @@ const FAMILIES: &[(&str, &str)] = &[
     ("workqueue_unfinished_work_seconds", "gauge"),
     ("workqueue_longest_running_processor_seconds", "gauge"),
     ("leader_election_master_status", "gauge"),
+    ("rest_client_requests_total", "counter"),
     ("controller_runtime_webhook_requests_total", "counter"),
     ("controller_runtime_webhook_latency_seconds", "histogram"),
     ("controller_runtime_webhook_requests_in_flight", "gauge"),
+    // Read from /proc at each scrape (metrics/process.rs).
+    ("process_cpu_seconds_total", "counter"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_max_fds", "gauge"),
 ];
 
 #[test]
