@@ -1591,6 +1591,7 @@ async fn two_shards_install_side_by_side_in_one_namespace() {
             r#"rollbackStore.backend="pvc""#.into(),
             "metrics.serviceMonitor.enabled=true".into(),
             "metrics.prometheusRule.enabled=true".into(),
+            "metrics.grafanaDashboard.enabled=true".into(),
             "rbac.ledgerView=true".into(),
         ];
         let mut releases: Vec<(&str, Vec<Value>)> = Vec::new();
@@ -2688,4 +2689,40 @@ async fn every_bundled_alert_fires_when_it_should_and_only_then() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `metrics.grafanaDashboard`: a ConfigMap for Grafana's dashboard sidecar
+/// carrying exactly the dashboard file, labelled and placed as configured;
+/// nothing by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grafana_dashboard_configmap_carries_the_dashboard_file() {
+    require_helm();
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("{}-dashboard", base_name(RELEASE));
+    let plain = template(&sim, dir.path(), "stageset-system", &[], &[])
+        .await
+        .unwrap();
+    assert!(find(&plain, "ConfigMap", &name).is_none());
+    let set = [
+        "metrics.grafanaDashboard.enabled=true".to_string(),
+        r#"metrics.grafanaDashboard.namespace="monitoring""#.to_string(),
+        r#"metrics.grafanaDashboard.annotations={"grafana_folder":"Platform"}"#.to_string(),
+    ];
+    let objs = template(&sim, dir.path(), "stageset-system", &[], &set)
+        .await
+        .unwrap();
+    let cm = find(&objs, "ConfigMap", &name).expect("the dashboard ConfigMap");
+    assert_eq!(cm["metadata"]["namespace"], "monitoring");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Platform");
+    let carried: Value =
+        serde_json::from_str(cm["data"]["stageset-controller.json"].as_str().unwrap()).unwrap();
+    let file: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{CHART}/files/dashboards/stageset-controller.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(carried, file);
+    assert_eq!(carried["uid"], "stageset-controller");
 }

@@ -851,3 +851,235 @@ async fn metrics_back_the_bundled_alerts_through_a_rollout_a_failure_and_a_delet
             >= 3.0
     );
 }
+
+// ---------------------------------------------------------------------------
+// The Grafana dashboard (charts/stageset-controller/files/dashboards).
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every query of the dashboard is evaluated by a real Prometheus that
+/// scraped a controller through a run which exercises what the panels show
+/// (a rollout, a failing StageSet, corrected drift, admission requests,
+/// leader election): each must be valid PromQL and return at least one
+/// finite sample, and every metric it names must be a family the
+/// controller exports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_panel_has_data_on_a_real_prometheus() {
+    if !support::prometheus::available("metrics") {
+        return;
+    }
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let system = "stageset-system";
+    h.namespace(system).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    h.sim.write_kubeconfig(&kubeconfig).unwrap();
+    let certs = kube_sim::tls::generate(&[]).expect("certificates");
+    std::fs::write(dir.path().join("tls.crt"), &certs.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &certs.key_pem).unwrap();
+    let (metrics_port, webhook_port) = (free_port(), free_port());
+    let mut controller = support::process::Controller::spawn(
+        &kubeconfig,
+        "dashboard-0",
+        system,
+        &[
+            "--leader-elect".into(),
+            format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+            "--enable-webhook=true".into(),
+            "--webhook-cert-mode=cert-manager".into(),
+            format!("--webhook-cert-dir={}", dir.path().display()),
+            format!("--webhook-port={webhook_port}"),
+        ],
+    );
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    // Prometheus scrapes from the start, so rates see the run happen.
+    let prometheus = support::prometheus::Prometheus::start(
+        std::net::Ipv4Addr::LOCALHOST.into(),
+        metrics_addr,
+        "stageset-controller",
+    );
+    controller
+        .wait_line("leader lease acquired", Duration::from_secs(60))
+        .await;
+    // Everything below happens after a first scrape, so rates and
+    // quantiles see it.
+    prometheus
+        .wait_for_data(r#"up{job="stageset-controller"} == 1"#)
+        .await;
+    // The StageSet webhook, registered as the chart does.
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(&certs.ca_pem);
+    h.sim
+        .load(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": "stageset-controller"},
+            "webhooks": [{
+                "name": "vstageset.stages.metio.wtf",
+                "clientConfig": {
+                    "url": format!("https://127.0.0.1:{webhook_port}/validate-stages-metio-wtf-v1-stageset"),
+                    "caBundle": ca,
+                },
+                "rules": [{"apiGroups": ["stages.metio.wtf"], "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"], "resources": ["stagesets"]}],
+                "failurePolicy": "Fail", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            }],
+        }))
+        .unwrap();
+    // A rollout, a failing StageSet and corrected drift.
+    let art = h.artifact("app.tar.gz", &[("cm.yaml", &configmap(NS, "app", "x"))]);
+    h.external_artifact(NS, "app", &art, "r1").await;
+    h.stageset(
+        NS,
+        "shop",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "app"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "shop", "Succeeded", "").await;
+    h.stageset(
+        NS,
+        "broken",
+        json!({"serviceAccountName": "ghost", "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "broken", "StageFailed", "ghost")
+        .await;
+    let cms = h.dynamic("v1", "ConfigMap", Some(NS)).await;
+    cms.patch(
+        "app",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"data": {"value": "drifted"}})),
+    )
+    .await
+    .unwrap();
+    Api::<StageSet>::namespaced(h.client.clone(), NS)
+        .patch(
+            "shop",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "drift"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    prometheus
+        .wait_for_data("stageset_drift_corrected_total > 0")
+        .await;
+    prometheus
+        .wait_for_data(r#"stageset_reconcile_total{reason="StageFailed"} > 0"#)
+        .await;
+    prometheus
+        .wait_for_data("controller_runtime_webhook_requests_total > 0")
+        .await;
+    // Admission series appear with their first request: one more after
+    // Prometheus saw them, so their rate is not 0.
+    let before = prometheus
+        .query("sum(controller_runtime_webhook_requests_total)")
+        .await
+        .unwrap()["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_default();
+    h.stageset(
+        NS,
+        "later",
+        json!({"suspend": true, "stages": [{"name": "app", "sourceRef": {"name": "app"}}]}),
+    )
+    .await;
+    prometheus
+        .wait_for_data(&format!(
+            "sum(controller_runtime_webhook_requests_total) > {before}"
+        ))
+        .await;
+    // Scrapes after the last change, so every rate has seen it.
+    let scrapes = prometheus
+        .query(r#"count_over_time(up{job="stageset-controller"}[10m])"#)
+        .await
+        .unwrap()["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or_default();
+    prometheus
+        .wait_for_data(&format!(
+            r#"count_over_time(up{{job="stageset-controller"}}[10m]) > {}"#,
+            scrapes + 2
+        ))
+        .await;
+
+    let exposition = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let families: BTreeSet<String> = parse(&exposition).types.keys().cloned().collect();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/stageset-controller/files/dashboards/stageset-controller.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard["uid"], "stageset-controller");
+    let names = regex::Regex::new(
+        r"\b(?:stageset|controller_runtime|workqueue|leader_election|rest_client|process)_[a-z_]+",
+    )
+    .unwrap();
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        if panel["type"] == "row" {
+            continue;
+        }
+        let title = panel["title"].as_str().unwrap();
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "panel {title} has no query");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(
+                !expr.contains("namespace"),
+                "{title}: queries never name the namespace label"
+            );
+            for m in names.find_iter(expr) {
+                let name = m.as_str();
+                let family = ["_bucket", "_count", "_sum", "_total"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+                    .unwrap_or(name);
+                if !families.contains(family) {
+                    problems.push(format!("{title}: {name} is not exported"));
+                }
+            }
+            let answer = prometheus.query(expr).await.unwrap();
+            if answer["status"] != "success" {
+                problems.push(format!("{title}: {expr}: {answer}"));
+                continue;
+            }
+            let finite = answer["data"]["result"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["value"][1].as_str())
+                .filter_map(|v| v.parse::<f64>().ok())
+                .any(f64::is_finite);
+            if !finite {
+                problems.push(format!("{title}: {expr}: no finite sample: {answer}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(problems.is_empty(), "{problems:#?}");
+    assert!(checked >= 20, "{checked} queries checked");
+    controller.kill();
+}

@@ -6,6 +6,7 @@
 
 pub mod fleet;
 pub mod process;
+pub mod prometheus;
 pub mod s3;
 pub mod unsupported;
 
