@@ -63,8 +63,8 @@ fn alert_slugs() -> BTreeSet<String> {
         path.display()
     );
 
-    let templated = Regex::new(r#"printf\s+"%s/\{\{\s*\$labels\.reason\s*\|\s*toLower\s*\}\}/""#)
-        .unwrap();
+    let templated =
+        Regex::new(r#"printf\s+"%s/\{\{\s*\$labels\.reason\s*\|\s*toLower\s*\}\}/""#).unwrap();
     if templated.is_match(&template) {
         // The alert reads `stageset_reconcile_total{reason}`, whose reason
         // label is a StageSetReason (`Metrics::reconcile_counted`); find the
@@ -72,11 +72,7 @@ fn alert_slugs() -> BTreeSet<String> {
         let excluded = Regex::new(r#"stageset_reconcile_total\{reason!~\\"([A-Za-z|]+)\\""#)
             .unwrap()
             .captures(&template)
-            .map(|c| {
-                c[1].split('|')
-                    .map(str::to_string)
-                    .collect::<BTreeSet<_>>()
-            })
+            .map(|c| c[1].split('|').map(str::to_string).collect::<BTreeSet<_>>())
             .unwrap_or_default();
         for reason in StageSetReason::ALL {
             if !excluded.contains(reason.as_str()) {
@@ -115,7 +111,11 @@ fn every_linked_runbook_has_a_page() {
             ));
         }
     }
-    assert!(problems.is_empty(), "runbooks:\n  {}", problems.join("\n  "));
+    assert!(
+        problems.is_empty(),
+        "runbooks:\n  {}",
+        problems.join("\n  ")
+    );
 }
 
 #[test]
