@@ -171,3 +171,29 @@ fn the_fleet_slugs_are_the_failure_reasons() {
     .collect();
     assert_eq!(fleet_slugs(), expected);
 }
+
+#[test]
+fn the_alert_links_are_extracted() {
+    // Guards the extraction above: the bundled rule links these pages today,
+    // and its templated link covers every Ready reason but the healthy ones.
+    let slugs = alert_slugs();
+    for slug in [
+        "workqueue-saturation",
+        "reconcile-latency",
+        "controller-pod-down",
+        "webhook-cert-renewal",
+        "watch-engagement",
+        "budgetexhausted",
+        "promotionblocked",
+        "awaitingpromotion",
+        "budgetsourceunavailable",
+        "stagefailed",
+        "rbacdenied",
+    ] {
+        assert!(
+            slugs.contains(slug),
+            "{slug} not found in the PrometheusRule"
+        );
+    }
+    assert!(!slugs.contains("succeeded") && !slugs.contains("suspended"));
+}
