@@ -386,6 +386,17 @@ async fn unassigned_contested_and_malformed_rollouts_stamp_nothing() {
     )
     .await;
     assert_eq!(annotation(&h, "team-b", "web", APPROVED).await, None);
+    let one = Api::<FleetRollout>::all(h.client.clone())
+        .get("one")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(
+        (one.phase, one.current_wave),
+        (Some(FleetPhase::Pending), None),
+        "a stopped rollout claims no wave"
+    );
     Api::<FleetRollout>::all(h.client.clone())
         .delete("two", &DeleteParams::default())
         .await

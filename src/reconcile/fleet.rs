@@ -561,6 +561,15 @@ pub async fn reconcile_fleet(
         &mut status,
     )
     .await?;
+    if !matches!(
+        outcome.reason,
+        FleetReason::Progressing | FleetReason::Completed | FleetReason::Halted
+    ) {
+        // Stopped before the waves were walked: nothing progresses until
+        // the cause is fixed, so no phase of the walk is claimed.
+        status.phase = Some(FleetPhase::Pending);
+        status.current_wave = None;
+    }
     let changed = set_ready(&mut status, &outcome, generation, now);
     write_status(&client, fleet, &status).await?;
     if changed && outcome.reason == FleetReason::Halted {
