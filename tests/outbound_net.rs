@@ -1192,93 +1192,20 @@ impl Exporter {
     }
 }
 
-/// A real Prometheus (Debian's `prometheus`) scraping `target` every
-/// second, listening on the namespace's address.
-struct Prometheus {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
+/// A real Prometheus (Debian's `prometheus`, tests/support/prometheus.rs)
+/// scraping `target` every second, listening on the namespace's address;
+/// None (the test skips) when it is not installed.
+fn start_prometheus(target: SocketAddr) -> Option<support::prometheus::Prometheus> {
+    support::prometheus::available("outbound_net")
+        .then(|| support::prometheus::Prometheus::start(NETNS_ADDR.into(), target, "slo"))
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    fn start(target: SocketAddr) -> Option<Prometheus> {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
-        if !found {
-            if std::env::var("STAGESET_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("STAGESET_REQUIRE_TOOLS=1, but prometheus is not installed");
-            }
-            let _ = writeln!(
-                io::stderr(),
-                "outbound_net: skipped: prometheus is not installed"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n- job_name: slo\n  static_configs:\n  - targets: ['{target}']\n"
-            ),
-        )
-        .unwrap();
-        // A free port on the namespace's address (nothing else runs there).
-        let port = std::net::TcpListener::bind((NETNS_ADDR, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address={NETNS_ADDR}:{port}"))
-            .arg("--log.level=error")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("prometheus starts");
-        Some(Prometheus {
-            child,
-            url: format!("http://{NETNS_ADDR}:{port}"),
-            _dir: dir,
-        })
-    }
-
-    /// Waits until the query answers `want` (Prometheus has scraped it).
-    async fn wait_for(&self, want: f64) {
-        let policy = ActionPolicy::new(vec!["192.0.2.*".into()]);
-        let url = format!("{}/api/v1/query?query=slo_budget_remaining", self.url);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-        loop {
-            if let Ok(resp) = send(
-                HttpActionRequest::new(url.clone(), HttpMethod::Get),
-                &policy,
-            )
-            .await
-                && stageset_controller::reconcile::metricsource::parse_instant(&resp.body)
-                    == Ok(want)
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "prometheus never answered {want}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-    }
+/// Waits until Prometheus answers `want` for the exporter's gauge (it has
+/// scraped the new value).
+async fn wait_for(prometheus: &support::prometheus::Prometheus, want: f64) {
+    prometheus
+        .wait_for_data(&format!("slo_budget_remaining == {want}"))
+        .await;
 }
 
 async fn publish_app(h: &support::Harness, revision: &str) {
@@ -1322,10 +1249,10 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
         return;
     }
     let exporter = Exporter::start(0.5).await;
-    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+    let Some(prometheus) = start_prometheus(exporter.addr) else {
         return;
     };
-    prometheus.wait_for(0.5).await;
+    wait_for(&prometheus, 0.5).await;
     let h = stageset_harness().await;
     h.stageset(
         NS,
@@ -1344,7 +1271,7 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
     assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
     // The budget burns: r2 is held.
     exporter.set(0.05);
-    prometheus.wait_for(0.05).await;
+    wait_for(&prometheus, 0.05).await;
     publish_app(&h, "r2").await;
     let ss = h
         .wait_ready_reason(
@@ -1365,7 +1292,7 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
     assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
     // Between the thresholds: still frozen.
     exporter.set(0.15);
-    prometheus.wait_for(0.15).await;
+    wait_for(&prometheus, 0.15).await;
     request_pass(
         &h,
         "budgeted",
@@ -1382,7 +1309,7 @@ async fn error_budgets_freeze_and_resume_on_real_prometheus_data() {
     assert_eq!(app_value(&h).await.as_deref(), Some("r1"));
     // Above resume: r2 goes out, the freeze is cleared.
     exporter.set(0.25);
-    prometheus.wait_for(0.25).await;
+    wait_for(&prometheus, 0.25).await;
     request_pass(
         &h,
         "budgeted",
@@ -1435,10 +1362,10 @@ async fn a_stage_budget_holds_the_rollout_at_that_stage() {
         return;
     }
     let exporter = Exporter::start(0.05).await;
-    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+    let Some(prometheus) = start_prometheus(exporter.addr) else {
         return;
     };
-    prometheus.wait_for(0.05).await;
+    wait_for(&prometheus, 0.05).await;
     let h = stageset_harness().await;
     let art = h.artifact(
         "prod.tar.gz",
@@ -1472,7 +1399,7 @@ async fn a_stage_budget_holds_the_rollout_at_that_stage() {
         kube::Api::namespaced(h.client.clone(), NS);
     assert!(cms.get_opt("prod-config").await.unwrap().is_none());
     exporter.set(0.5);
-    prometheus.wait_for(0.5).await;
+    wait_for(&prometheus, 0.5).await;
     request_pass(
         &h,
         "staged",
@@ -1693,10 +1620,10 @@ async fn analysis_and_fast_track_on_real_prometheus_data() {
         return;
     }
     let exporter = Exporter::start(0.05).await;
-    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+    let Some(prometheus) = start_prometheus(exporter.addr) else {
         return;
     };
-    prometheus.wait_for(0.05).await;
+    wait_for(&prometheus, 0.05).await;
     let h = stageset_harness().await;
     let art = h.artifact(
         "prod.tar.gz",
@@ -1750,7 +1677,7 @@ async fn analysis_and_fast_track_on_real_prometheus_data() {
     assert!(cms.get_opt("prod-config").await.unwrap().is_none());
     // The metric recovers: the next evaluation passes and promotes.
     exporter.set(0.5);
-    prometheus.wait_for(0.5).await;
+    wait_for(&prometheus, 0.5).await;
     request_pass(
         &h,
         "analysed",
@@ -2397,10 +2324,10 @@ async fn fleet_wave_gates_read_a_real_prometheus() {
         return;
     }
     let exporter = Exporter::start(0.05).await;
-    let Some(prometheus) = Prometheus::start(exporter.addr) else {
+    let Some(prometheus) = start_prometheus(exporter.addr) else {
         return;
     };
-    prometheus.wait_for(0.05).await;
+    wait_for(&prometheus, 0.05).await;
     let h = support::Harness::start_with(support::HarnessOptions {
         flags: vec!["--allowed-action-hosts=192.0.2.*".into()],
         ..Default::default()
@@ -2447,7 +2374,7 @@ async fn fleet_wave_gates_read_a_real_prometheus() {
     .await;
     // Recovered: the gate passes and the early wave is approved.
     exporter.set(0.5);
-    prometheus.wait_for(0.5).await;
+    wait_for(&prometheus, 0.5).await;
     poke(&h, "gated", "recovered").await;
     let f = wait_fleet_reason(&h, "gated", "Progressing", "wave \"early\"").await;
     assert_eq!(f.status.unwrap().waves[0].health, Some(WaveHealth::Passing));
