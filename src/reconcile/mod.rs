@@ -226,6 +226,19 @@ impl Outcome {
     }
 }
 
+/// The per-stage gate holds that are not counted in
+/// `stageset_reconcile_total` (operations.md §7.1.2).
+fn is_gate_hold(reason: StageSetReason) -> bool {
+    matches!(
+        reason,
+        StageSetReason::Soaking
+            | StageSetReason::AwaitingPromotion
+            | StageSetReason::PromotionBlocked
+            | StageSetReason::BudgetExhausted
+            | StageSetReason::BudgetSourceUnavailable
+    )
+}
+
 /// ±5 % jitter on an interval.
 pub fn jitter(d: Duration) -> Duration {
     let factor = 0.95 + fastrand::f64() * 0.10;
@@ -700,9 +713,17 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 produced.push(entry);
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
-                return pass
-                    .finish_counted(Ready::new(reason, message), Requeue::After(requeue))
-                    .await;
+                // Gate holds surface through their gauges and alerts, not
+                // as counted outcomes (operations.md §7.1.2: the error alert
+                // excludes only Succeeded and Suspended); failures a stage
+                // reports this way (RBACDenied, InvalidSpec) are counted.
+                let ready = Ready::new(reason, message);
+                let requeue = Requeue::After(requeue);
+                return if is_gate_hold(reason) {
+                    pass.finish(ready, requeue).await
+                } else {
+                    pass.finish_counted(ready, requeue).await
+                };
             }
             StageResult::Deleted => return Outcome::quiet(Requeue::Now),
         }
@@ -810,8 +831,9 @@ async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) ->
     pass.status.pending_migrations = version::pending(&pass.ss, &plan);
     if let Some(message) = version::awaiting_approval(&pass.ss, &plan) {
         pass.status.pending_version = Some(plan.desired.clone());
+        // Counted (operations.md §7.1.2), unlike the gate holds.
         return Some(
-            pass.finish(
+            pass.finish_counted(
                 Ready::new(StageSetReason::AwaitingApproval, message),
                 Requeue::After(error::PERMANENT_RETRY),
             )
