@@ -60,8 +60,9 @@ if ! python3 -c 'import mkdocs' >/dev/null 2>&1; then
   python3 -m pip install --quiet 'mkdocs==1.6.1'
 fi
 python3 scripts/api-reference.py --check
+# (No --quiet: it hides the warnings from --strict, and the build passes.)
 site_dir=$(mktemp -d)
-python3 -m mkdocs build --strict --quiet --site-dir "$site_dir"
+python3 -m mkdocs build --strict --site-dir "$site_dir"
 rm -rf "$site_dir"
 
 # tests/rollback.rs stores snapshots in a real S3-compatible server: PyPI
