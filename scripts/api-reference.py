@@ -309,7 +309,7 @@ def index_page(crds: list[dict]) -> str:
         "below `spec` and `status`: arrays add `[]` to the path, maps add",
         "`.<key>`. A field is *required* when its parent object must set it.",
         "",
-        "| Kind | Group | Versions | Scope | Short names | |",
+        "| Kind | Group | Versions | Scope | Short names | Description |",
         "|---|---|---|---|---|---|",
     ]
     for crd in crds:
@@ -317,7 +317,7 @@ def index_page(crds: list[dict]) -> str:
         names = spec["names"]
         schema = spec["versions"][0].get("schema", {}).get("openAPIV3Schema", {})
         summary = " ".join(schema.get("description", "").split())
-        short = ", ".join(code(n) for n in names.get("shortNames") or [])
+        short = ", ".join(code(n) for n in names.get("shortNames") or []) or "none"
         out.append(
             f"| [{names['kind']}]({names['plural']}.md) | `{spec['group']}` | "
             f"{', '.join(code(v['name']) for v in spec['versions'])} | {spec['scope']} | "
