@@ -55,9 +55,13 @@ fi
 # what the CRDs generate, and the site must build with --strict (every page
 # renders, every page is in the nav, every relative link and anchor resolves).
 # Built into a temporary directory and thrown away; nothing is published.
-if ! python3 -c 'import mkdocs' >/dev/null 2>&1; then
+# mkdocs.yml also uses two Markdown extensions from PyPI (pymdown-extensions'
+# superfences, mdx-truly-sane-lists) so that pages written for GitHub render
+# the same.
+if ! python3 -c 'import mkdocs, pymdownx, mdx_truly_sane_lists' >/dev/null 2>&1; then
   echo "test.sh: installing mkdocs from PyPI" >&2
-  python3 -m pip install --quiet 'mkdocs==1.6.1'
+  python3 -m pip install --quiet 'mkdocs==1.6.1' 'pymdown-extensions==13.1.2' \
+    'mdx-truly-sane-lists==1.3'
 fi
 python3 scripts/api-reference.py --check
 # (No --quiet: it hides the warnings from --strict, and the build passes.)
