@@ -197,3 +197,22 @@ fn the_alert_links_are_extracted() {
     }
     assert!(!slugs.contains("succeeded") && !slugs.contains("suspended"));
 }
+
+/// The messages and alerts link `<base>/<slug>/`: the site must publish
+/// `docs/runbooks/<slug>.md` at that directory URL, and fail its build on a
+/// broken link.
+#[test]
+fn the_site_publishes_runbooks_at_directory_urls() {
+    let config = read(&root().join("mkdocs.yml"));
+    let setting = |key: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}:")))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("mkdocs.yml sets no {key}"))
+            .to_string()
+    };
+    assert_eq!(setting("use_directory_urls"), "true");
+    assert_eq!(setting("strict"), "true");
+    assert_eq!(setting("docs_dir"), "docs");
+}
