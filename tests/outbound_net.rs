@@ -2028,6 +2028,12 @@ async fn bundled_alerts_fire_on_series_scraped_from_a_run() {
             vec![("stageset", "manual"), ("stage", "canary")],
             1.0,
         ),
+        // Blocked is still "applied, not promoted" (operations.md §7.1 #11).
+        (
+            "stageset_stage_promotion_pending",
+            vec![("stageset", "blocked"), ("stage", "canary")],
+            1.0,
+        ),
         ("workqueue_depth", vec![("controller", "stageset")], 0.0),
         ("stageset_webhook_cert_renewal_failures_total", vec![], 0.0),
         (

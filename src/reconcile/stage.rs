@@ -259,7 +259,7 @@ fn parked(pass: &Pass<'_>, ctx: &StageContext<'_>) -> Option<StageResult> {
     let ss_name = pass.ss.name_any();
     pass.env
         .metrics
-        .promotion(&namespace, &ss_name, &stage.name, false, true);
+        .promotion(&namespace, &ss_name, &stage.name, true, true);
     let (_, retry, _) = super::intervals(&pass.ss, &pass.env.settings);
     let restored = prior.applied_revision.as_deref().unwrap_or("none");
     Some(StageResult::Held {
@@ -1000,7 +1000,9 @@ async fn deploy(
         }
     }
     let blocked = gate.state.phase == Some(crate::api::PromotionPhase::Blocked);
-    let pending = !blocked && matches!(gate.decision, promotion::Decision::Hold { .. });
+    // Applied and not promoted: a hold, and also Blocked (operations.md
+    // §7.1 #11), so the promotion-stuck alert covers a blocked stage too.
+    let pending = blocked || matches!(gate.decision, promotion::Decision::Hold { .. });
     if stage.promotion.is_some() {
         env.metrics
             .promotion(&namespace, &ss_name, &stage.name, pending, blocked);
