@@ -230,7 +230,8 @@ async fn wait_get<F: Fn(&Value) -> bool>(mcp: &mut Mcp, what: &str, pred: F) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn off_by_default() {
-    let defaults = stageset_controller::config::Config::defaults();
+    let mut defaults = stageset_controller::config::Config::defaults();
+    defaults.enable_webhook = false;
     let servers = stageset_controller::controller::server_options(&defaults).unwrap();
     assert!(
         servers.mcp.is_none(),
@@ -244,7 +245,11 @@ async fn off_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_tools_answer_from_the_live_stagesets() {
-    let h = harness(&["--enable-mcp"]).await;
+    let h = harness(&[
+        "--enable-mcp",
+        "--runbook-base-url=https://stageset.projects.metio.wtf/runbooks",
+    ])
+    .await;
     deploy(&h, json!({})).await;
     let mut mcp = Mcp::connect(&h).await;
     // Read tools only: no mutations without --mcp-allow-mutations, and no
@@ -343,10 +348,12 @@ async fn write_tools_only_when_allowed_and_they_act_on_the_cluster() {
         .await
         .unwrap_err();
     assert!(refused.contains("suspended"), "{refused}");
-    wait_get(&mut mcp, "the cache to see the suspend", |v| {
+    let got = wait_get(&mut mcp, "the cache to see the suspend", |v| {
         v["suspended"] == true
     })
     .await;
+    // Without --runbook-base-url there are no runbook links.
+    assert_eq!(got["runbookURL"], Value::Null, "{got}");
 
     let resumed = mcp.call("resume_stageset", args.clone()).await.unwrap();
     assert_eq!(resumed["result"], "resumed");
