@@ -112,15 +112,16 @@ impl Mcp {
             }
             // Events are separated by a blank line; the answer is the `data`
             // of the message with our id.
-            for line in text.lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                        if v["id"] == json!(id) {
-                            self.seen.push(data.to_string());
-                            return v;
-                        }
-                    }
-                }
+            let answer = text.lines().find_map(|line| {
+                let data = line.strip_prefix("data:")?;
+                serde_json::from_str::<Value>(data.trim())
+                    .ok()
+                    .filter(|v| v["id"] == json!(id))
+            });
+            if let Some(v) = answer {
+                // The whole stream, for the Secret check.
+                self.seen.push(text);
+                return v;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, resp.chunk()).await {
@@ -215,10 +216,10 @@ async fn wait_get<F: Fn(&Value) -> bool>(mcp: &mut Mcp, what: &str, pred: F) -> 
         let got = mcp
             .call("get_stageset", json!({"namespace": NS, "name": "shop"}))
             .await;
-        if let Ok(v) = &got {
-            if pred(v) {
-                return v.clone();
-            }
+        if let Ok(v) = &got
+            && pred(v)
+        {
+            return v.clone();
         }
         assert!(
             Instant::now() < deadline,

@@ -197,7 +197,7 @@ fn summary(ss: &StageSet) -> Value {
         "namespace": ss.metadata.namespace.clone().unwrap_or_default(),
         "name": ss.metadata.name.clone().unwrap_or_default(),
         "ready": ready
-            .and_then(|c| serde_json::to_value(&c.status).ok())
+            .and_then(|c| serde_json::to_value(c.status).ok())
             .unwrap_or_else(|| json!("Unknown")),
         "reason": ready.map(|c| c.reason.clone()).unwrap_or_default(),
         "suspended": ss.spec.suspend == Some(true),
