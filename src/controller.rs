@@ -306,6 +306,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
     let mcp_client = client.clone();
     let mcp_store = env.rollback_store.clone();
     let mcp_runbook = env.settings.runbook_base.clone();
+    let mcp_watch = plan.actors.watch_namespaces.clone();
     if let Some((certs, slot)) = plan.certs {
         certs.start(client.clone(), metrics.clone(), slot).await?;
     }
@@ -329,6 +330,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
                 store: mcp_store,
                 allow_mutations: mcp.allow_mutations,
                 runbook_base: mcp_runbook,
+                watch_namespaces: mcp_watch,
             },
         );
     }

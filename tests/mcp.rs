@@ -478,3 +478,25 @@ async fn diff_revisions_reads_the_rollback_store_with_secrets_masked() {
     }
     mcp.assert_no_secret();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_outside_the_watch_scope_is_an_error_with_a_hint() {
+    let h = harness(&["--enable-mcp", "--watch-namespaces=default"]).await;
+    deploy(&h, json!({})).await;
+    let mut mcp = Mcp::connect(&h).await;
+    let list = mcp
+        .call("list_stagesets", json!({"namespace": NS}))
+        .await
+        .unwrap();
+    assert_eq!(list["stagesets"][0]["name"], "shop", "{list}");
+    for (tool, args) in [
+        ("list_stagesets", json!({"namespace": "other"})),
+        (
+            "get_stageset",
+            json!({"namespace": "other", "name": "shop"}),
+        ),
+    ] {
+        let err = mcp.call(tool, args).await.unwrap_err();
+        assert!(err.contains("--watch-namespaces=default"), "{tool}: {err}");
+    }
+}

@@ -34,4 +34,7 @@ pub struct McpContext {
     pub allow_mutations: bool,
     /// `--runbook-base-url` (trailing `/` trimmed); `None` drops the links.
     pub runbook_base: Option<String>,
+    /// `--watch-namespaces` (empty: cluster-wide): a namespace outside it is
+    /// an error with a hint rather than an empty answer.
+    pub watch_namespaces: Vec<String>,
 }

@@ -75,8 +75,24 @@ impl Tools {
         }
     }
 
+    /// A namespace the controller does not watch has no StageSets it can
+    /// see: say so instead of answering "none".
+    fn watched(&self, namespace: &str) -> Result<(), String> {
+        let scope = &self.ctx.watch_namespaces;
+        if scope.is_empty() || scope.iter().any(|n| n == namespace) {
+            return Ok(());
+        }
+        Err(format!(
+            "namespace {namespace:?} is outside this controller's watch scope (--watch-namespaces={}); pass one of those namespaces",
+            scope.join(",")
+        ))
+    }
+
     fn list(&self, args: &JsonObject) -> Outcome {
         let namespace = optional(args, "namespace")?;
+        if let Some(ns) = namespace {
+            self.watched(ns)?;
+        }
         let mut all: Vec<Arc<StageSet>> = self
             .ctx
             .cache
@@ -138,6 +154,7 @@ impl Tools {
     }
 
     fn cached(&self, namespace: &str, name: &str) -> Result<Arc<StageSet>, String> {
+        self.watched(namespace)?;
         self.ctx
             .cache
             .get(namespace, name)
@@ -147,6 +164,7 @@ impl Tools {
     async fn mutate(&self, args: &JsonObject, what: Mutation) -> Outcome {
         let namespace = required(args, "namespace")?;
         let name = required(args, "name")?;
+        self.watched(namespace)?;
         let api: Api<StageSet> = Api::namespaced(self.ctx.client.clone(), namespace);
         let live = match api.get_opt(name).await {
             Ok(Some(ss)) => ss,
