@@ -80,3 +80,29 @@ pub fn start(addr: &str, ctx: McpContext) -> Option<SocketAddr> {
     );
     Some(bound)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> McpContext {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
+        McpContext {
+            cache: crate::cache::StageSetCache::new(1).0,
+            client: kube::Client::try_from(config).unwrap(),
+            store: None,
+            allow_mutations: false,
+            runbook_base: None,
+            watch_namespaces: Vec::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_port_in_use_is_logged_not_fatal() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        assert_eq!(start(&addr, ctx()), None);
+        let bound = start("127.0.0.1:0", ctx()).expect("a free port binds");
+        assert_ne!(bound.port(), 0);
+    }
+}
