@@ -238,6 +238,13 @@ async fn off_by_default() {
         servers.mcp.is_none(),
         "no MCP listener without --enable-mcp"
     );
+    // The binary's listener options follow the flags.
+    defaults.enable_mcp = true;
+    defaults.mcp_bind_address = Some(":8084".into());
+    defaults.mcp_allow_mutations = true;
+    let servers = stageset_controller::controller::server_options(&defaults).unwrap();
+    let mcp = servers.mcp.expect("the MCP listener with --enable-mcp");
+    assert_eq!((mcp.addr.as_str(), mcp.allow_mutations), (":8084", true));
     let h = harness(&[]).await;
     let bound = h.controller.as_ref().unwrap().bound();
     assert!(bound.gate.is_some());
