@@ -90,10 +90,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "tracing-insecure",
     "tracing-sample-ratio",
     // Webhook
-    // Gate and MCP
-    "enable-mcp",
-    "mcp-bind-address",
-    "mcp-allow-mutations",
 ];
 
 /// The flag names (without `--`) whose feature is not built yet; see [`NOT_SUPPORTED_YET`].
