@@ -2709,6 +2709,10 @@ async fn the_grafana_dashboard_configmap_carries_the_dashboard_file() {
         r#"metrics.grafanaDashboard.namespace="monitoring""#.to_string(),
         r#"metrics.grafanaDashboard.annotations={"grafana_folder":"Platform"}"#.to_string(),
     ];
+    // A fresh API server: the dry run above holds the release name.
+    let sim = scratch_sim(Vec::new(), HashMap::new());
+    sim.load(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "monitoring"}}))
+        .unwrap();
     let objs = template(&sim, dir.path(), "stageset-system", &[], &set)
         .await
         .unwrap();
