@@ -17,5 +17,6 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod reconcile;
+pub mod telemetry;
 pub mod tls;
 pub mod validate;
