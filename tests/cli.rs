@@ -431,7 +431,7 @@ fn the_first_failing_rule_wins() {
     );
     // Validation runs before the not-supported-yet check.
     assert_one_line_error(
-        &["--tracing-endpoint=otel:4317", "--concurrent=0"],
+        &["--enable-mcp", "--concurrent=0"],
         &["--concurrent"],
     );
 }
@@ -744,9 +744,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "image-verification-insecure-registry",
         "--image-verification-insecure-registry=reg:5000",
     ),
-    ("tracing-endpoint", "--tracing-endpoint=otel:4317"),
-    ("tracing-insecure", "--tracing-insecure"),
-    ("tracing-sample-ratio", "--tracing-sample-ratio=0.5"),
     ("enable-mcp", "--enable-mcp"),
     ("mcp-bind-address", "--mcp-bind-address=:9999"),
     ("mcp-allow-mutations", "--mcp-allow-mutations"),
@@ -787,8 +784,8 @@ fn not_supported_yet_in_the_binary() {
         format!("stageset-controller: --{name} is not supported yet\n")
     );
     assert_one_line_error(
-        &["--tracing-endpoint=otel:4317"],
-        &["--tracing-endpoint is not supported yet"],
+        &["--enable-mcp"],
+        &["--enable-mcp is not supported yet"],
     );
 
     // The same flags at values whose effective meaning is the default are fine.
