@@ -121,11 +121,11 @@ pub fn start(settings: &Settings, version: &str) -> Result<Telemetry, InitError>
             builder
         } else {
             use opentelemetry_otlp::tonic_types::transport::ClientTlsConfig;
-            builder.with_tls_config(
-                ClientTlsConfig::new()
-                    .with_native_roots()
-                    .with_webpki_roots(),
-            )
+            // The system roots when there are any (tonic refuses an empty
+            // system store), and the bundled webpki roots always.
+            let tls = ClientTlsConfig::new().with_webpki_roots();
+            let system = !rustls_native_certs::load_native_certs().certs.is_empty();
+            builder.with_tls_config(if system { tls.with_native_roots() } else { tls })
         };
         builder.build().map_err(|source| InitError::Exporter {
             endpoint: settings.endpoint.clone(),
