@@ -430,10 +430,7 @@ fn the_first_failing_rule_wins() {
         &["--webhook-port"],
     );
     // Validation runs before the not-supported-yet check.
-    assert_one_line_error(
-        &["--enable-mcp", "--concurrent=0"],
-        &["--concurrent"],
-    );
+    assert_one_line_error(&["--enable-mcp", "--concurrent=0"], &["--concurrent"]);
 }
 
 #[test]
@@ -783,10 +780,7 @@ fn not_supported_yet_in_the_binary() {
         stderr(&out),
         format!("stageset-controller: --{name} is not supported yet\n")
     );
-    assert_one_line_error(
-        &["--enable-mcp"],
-        &["--enable-mcp is not supported yet"],
-    );
+    assert_one_line_error(&["--enable-mcp"], &["--enable-mcp is not supported yet"]);
 
     // The same flags at values whose effective meaning is the default are fine.
     for args in [

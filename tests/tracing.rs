@@ -176,10 +176,16 @@ async fn deliver_one(h: &Harness, name: &str) {
 async fn the_span_tree_of_a_pass_reaches_the_collector() {
     let (received, port) = Received::start().await;
     let (h, _dir, kubeconfig) = cluster().await;
-    let cfg = h.artifact("cfg.tar.gz", &[("cm.yaml", &configmap(NS, "traced", "one"))]);
+    let cfg = h.artifact(
+        "cfg.tar.gz",
+        &[("cm.yaml", &configmap(NS, "traced", "one"))],
+    );
     let bad = h.artifact(
         "bad.tar.gz",
-        &[("broken.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n")],
+        &[(
+            "broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n",
+        )],
     );
     h.external_artifact(NS, "cfg", &cfg, "v1@sha1:aaa").await;
     h.external_artifact(NS, "bad", &bad, "v1@sha1:bbb").await;
@@ -267,9 +273,15 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
     let fetch = child("stage.fetch", Some("config"));
     assert_eq!(fetch.span.parent_span_id, root.span.span_id);
     assert_eq!(fetch.attr("stage.revision").as_deref(), Some("v1@sha1:aaa"));
-    assert_eq!(fetch.attr("stage.digest").as_deref(), Some(cfg.digest.as_str()));
+    assert_eq!(
+        fetch.attr("stage.digest").as_deref(),
+        Some(cfg.digest.as_str())
+    );
     let fetch_bad = child("stage.fetch", Some("broken"));
-    assert_eq!(fetch_bad.attr("stage.digest").as_deref(), Some(bad.digest.as_str()));
+    assert_eq!(
+        fetch_bad.attr("stage.digest").as_deref(),
+        Some(bad.digest.as_str())
+    );
     assert!(!fetch_bad.is_error());
     for (name, stage) in [
         ("stage.decrypt", "config"),

@@ -476,7 +476,10 @@ async fn reconcile_in_span(
             }
         },
     };
-    tracing::Span::current().record("stageset.generation", ss.meta().generation.unwrap_or_default());
+    tracing::Span::current().record(
+        "stageset.generation",
+        ss.meta().generation.unwrap_or_default(),
+    );
     // R1: deletion.
     if ss.meta().deletion_timestamp.is_some() {
         return teardown::run(env, &ss).await;
@@ -611,10 +614,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
 
     // R8: update windows.
     let span = crate::traced_span!("stageset.gateWindows");
-    if let Some(outcome) = window_gate(pass, &attempted, retry)
-        .instrument(span)
-        .await
-    {
+    if let Some(outcome) = window_gate(pass, &attempted, retry).instrument(span).await {
         return outcome;
     }
     // R9: the one-shot budget override; R10: the rollout-wide error budget.

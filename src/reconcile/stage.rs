@@ -553,14 +553,15 @@ pub(super) fn build_stage(
         }
     };
     let build_span = crate::traced_span!("stage.build", stage = %stage.name);
-    let objects = match build_span.in_scope(|| render_objects(pass.env, &pass.ss, stage, &files, vars)) {
-        Ok(o) => o,
-        Err(e) => {
-            let f = StageFailure::new(&stage.name, StageOp::Build, e);
-            crate::telemetry::fail(&build_span, &f.ready_message());
-            return Err(f);
-        }
-    };
+    let objects =
+        match build_span.in_scope(|| render_objects(pass.env, &pass.ss, stage, &files, vars)) {
+            Ok(o) => o,
+            Err(e) => {
+                let f = StageFailure::new(&stage.name, StageOp::Build, e);
+                crate::telemetry::fail(&build_span, &f.ready_message());
+                return Err(f);
+            }
+        };
     if let Some(subject) = decrypt::ciphertext_in(&objects) {
         let why = match &leftovers.first {
             Some(e) => {
