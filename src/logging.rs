@@ -49,6 +49,10 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The target of the spans made for the trace export (`crate::traced_span!`):
+/// their fields are not copied into JSON log lines.
+pub const TRACE_SPAN_TARGET: &str = "stageset_controller::trace";
+
 /// The crate version logged at start-up.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -441,6 +445,11 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // The spans of the trace export (`crate::telemetry`) add nothing to
+        // the log lines inside them.
+        if attrs.metadata().target() == TRACE_SPAN_TARGET {
+            return;
+        }
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {

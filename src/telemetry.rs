@@ -206,11 +206,13 @@ impl Injector for HeaderInjector<'_> {
 
 /// An info-level span that can be marked failed with [`fail`]: it declares
 /// `otel.status_code`, `otel.status_message` and `error` besides the given
-/// fields.
+/// fields. Its target is [`crate::logging::TRACE_SPAN_TARGET`], so its fields
+/// stay out of the JSON log lines.
 #[macro_export]
 macro_rules! traced_span {
     ($name:literal $(, $($fields:tt)*)?) => {
         ::tracing::info_span!(
+            target: $crate::logging::TRACE_SPAN_TARGET,
             $name,
             otel.status_code = ::tracing::field::Empty,
             otel.status_message = ::tracing::field::Empty,

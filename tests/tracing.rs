@@ -252,13 +252,12 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
     assert_eq!(root.attr("stageset.name").as_deref(), Some("traced"));
     assert_eq!(root.attr("stageset.generation").as_deref(), Some("1"));
     assert!(root.is_error(), "a failed pass marks the root Error");
-    let child = |name: &str, stage: Option<&str>| -> &Got {
+    // The gates, the plan and the decryptor of the failing pass.
+    let child = |name: &str| -> &Got {
         in_trace
             .iter()
-            .find(|s| {
-                s.span.name == name && stage.is_none_or(|st| s.attr("stage").as_deref() == Some(st))
-            })
-            .unwrap_or_else(|| panic!("no {name} span ({stage:?}) in the trace: {in_trace:#?}"))
+            .find(|s| s.span.name == name)
+            .unwrap_or_else(|| panic!("no {name} span in the trace: {in_trace:#?}"))
     };
     for name in [
         "stageset.gateWindows",
@@ -266,39 +265,10 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
         "stageset.planMigrations",
         "stageset.buildDecryptor",
     ] {
-        let s = child(name, None);
+        let s = child(name);
         assert_eq!(s.span.parent_span_id, root.span.span_id, "{name}");
         assert!(!s.is_error(), "{name}");
     }
-    let fetch = child("stage.fetch", Some("config"));
-    assert_eq!(fetch.span.parent_span_id, root.span.span_id);
-    assert_eq!(fetch.attr("stage.revision").as_deref(), Some("v1@sha1:aaa"));
-    assert_eq!(
-        fetch.attr("stage.digest").as_deref(),
-        Some(cfg.digest.as_str())
-    );
-    let fetch_bad = child("stage.fetch", Some("broken"));
-    assert_eq!(
-        fetch_bad.attr("stage.digest").as_deref(),
-        Some(bad.digest.as_str())
-    );
-    assert!(!fetch_bad.is_error());
-    for (name, stage) in [
-        ("stage.decrypt", "config"),
-        ("stage.build", "config"),
-        ("stage.apply", "config"),
-        ("stage.decrypt", "broken"),
-    ] {
-        let s = child(name, Some(stage));
-        assert_eq!(s.span.parent_span_id, root.span.span_id, "{name} {stage}");
-        assert!(!s.is_error(), "{name} {stage}");
-    }
-    assert_eq!(
-        child("stage.apply", Some("config"))
-            .attr("stage.objectCount")
-            .as_deref(),
-        Some("1")
-    );
     assert_eq!(failed_build.span.parent_span_id, root.span.span_id);
     assert!(
         failed_build
@@ -308,11 +278,58 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
             .is_some_and(|s| !s.message.is_empty()),
         "the error is recorded: {failed_build:#?}"
     );
+    let fetch_bad = in_trace
+        .iter()
+        .find(|s| s.span.name == "stage.fetch" && s.attr("stage").as_deref() == Some("broken"))
+        .expect("stage.fetch of the broken stage");
+    assert_eq!(fetch_bad.span.parent_span_id, root.span.span_id);
+    assert_eq!(
+        fetch_bad.attr("stage.revision").as_deref(),
+        Some("v1@sha1:bbb")
+    );
+    assert_eq!(
+        fetch_bad.attr("stage.digest").as_deref(),
+        Some(bad.digest.as_str())
+    );
+    assert!(!fetch_bad.is_error());
     // The broken stage was never applied.
     assert!(
-        !in_trace
+        !spans
             .iter()
             .any(|s| s.span.name == "stage.apply" && s.attr("stage").as_deref() == Some("broken"))
+    );
+
+    // The good stage's spans (in whichever pass applied it), each a child
+    // of that pass's root.
+    let root_of = |s: &Got| -> Got {
+        spans
+            .iter()
+            .find(|r| r.span.trace_id == s.span.trace_id && r.span.span_id == s.span.parent_span_id)
+            .cloned()
+            .unwrap_or_else(|| panic!("no parent of {s:#?}"))
+    };
+    let of_stage = |name: &str| -> &Got {
+        spans
+            .iter()
+            .find(|s| s.span.name == name && s.attr("stage").as_deref() == Some("config"))
+            .unwrap_or_else(|| panic!("no {name} span of stage config: {spans:#?}"))
+    };
+    for name in ["stage.fetch", "stage.decrypt", "stage.build", "stage.apply"] {
+        let s = of_stage(name);
+        assert!(!s.is_error(), "{name}");
+        let parent = root_of(s);
+        assert_eq!(parent.span.name, "StageSet.Reconcile", "{name}");
+        assert_eq!(parent.attr("stageset.name").as_deref(), Some("traced"));
+    }
+    let fetch = of_stage("stage.fetch");
+    assert_eq!(fetch.attr("stage.revision").as_deref(), Some("v1@sha1:aaa"));
+    assert_eq!(
+        fetch.attr("stage.digest").as_deref(),
+        Some(cfg.digest.as_str())
+    );
+    assert_eq!(
+        of_stage("stage.apply").attr("stage.objectCount").as_deref(),
+        Some("1")
     );
 }
 
@@ -487,4 +504,83 @@ fn the_sampler_follows_the_ratio() {
     assert!(matches!(sampler(1.0), Sampler::AlwaysOn));
     assert!(matches!(sampler(2.0), Sampler::AlwaysOn));
     assert!(matches!(sampler(0.25), Sampler::TraceIdRatioBased(r) if r == 0.25));
+}
+
+/// An address the action guard lets the client dial (not loopback): the
+/// 192.0.2.10 of scripts/test.sh's network namespace, else this host's own
+/// outbound address; `None` when neither exists.
+fn dialable_address() -> Option<std::net::IpAddr> {
+    use stageset_controller::reconcile::outbound::is_forbidden_ip;
+    let netns: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+    let own = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok();
+    [Some(netns), own]
+        .into_iter()
+        .flatten()
+        .find(|ip| !is_forbidden_ip(*ip, false) && std::net::TcpListener::bind((*ip, 0)).is_ok())
+}
+
+/// End to end through `outbound::send` (the client of http actions and
+/// metric sources): the receiver sees the `traceparent` of the active span.
+#[test]
+fn an_http_action_carries_traceparent_on_the_wire() {
+    use stageset_controller::api::HttpMethod;
+    use stageset_controller::reconcile::outbound::{ActionPolicy, HttpActionRequest, send};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Some(ip) = dialable_address() else {
+        eprintln!("skipped: no address the action guard may dial");
+        return;
+    };
+    stageset_controller::reconcile::outbound::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = tracing::subscriber::with_default(otel_subscriber(1.0), || {
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(async move {
+                let (mut conn, _) = listener.accept().await.unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                String::from_utf8_lossy(&request).to_string()
+            });
+            let span = tracing::info_span!("StageSet.Reconcile");
+            let url = format!("http://{addr}/hook");
+            let policy = ActionPolicy::new(Vec::new());
+            tracing::Instrument::instrument(
+                async {
+                    send(HttpActionRequest::new(url, HttpMethod::Get), &policy)
+                        .await
+                        .expect("the call succeeds")
+                },
+                span,
+            )
+            .await;
+            server.await.unwrap()
+        })
+    });
+    let line = seen
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("traceparent:"))
+        .unwrap_or_else(|| panic!("no traceparent in {seen:?}"));
+    let value = line.split_once(':').unwrap().1.trim();
+    assert!(is_traceparent(value, true), "{value}");
 }
