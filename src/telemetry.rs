@@ -12,7 +12,7 @@
 //! requests.
 //!
 //! The pipeline itself only uses `tracing`: errors are recorded on a span
-//! with [`fail`], which sets the `otel.status_code` / `otel.status_message`
+//! with [`fail`], which sets the `otel.status_code` / `otel.status_description`
 //! fields that `tracing-opentelemetry` turns into the span status.
 
 use std::time::Duration;
@@ -205,7 +205,7 @@ impl Injector for HeaderInjector<'_> {
 }
 
 /// An info-level span that can be marked failed with [`fail`]: it declares
-/// `otel.status_code`, `otel.status_message` and `error` besides the given
+/// `otel.status_code`, `otel.status_description` and `error` besides the given
 /// fields. Its target is [`crate::logging::TRACE_SPAN_TARGET`], so its fields
 /// stay out of the JSON log lines.
 #[macro_export]
@@ -215,7 +215,7 @@ macro_rules! traced_span {
             target: $crate::logging::TRACE_SPAN_TARGET,
             $name,
             otel.status_code = ::tracing::field::Empty,
-            otel.status_message = ::tracing::field::Empty,
+            otel.status_description = ::tracing::field::Empty,
             error = ::tracing::field::Empty
             $(, $($fields)*)?
         )
@@ -223,11 +223,11 @@ macro_rules! traced_span {
 }
 
 /// Marks `span` failed: records `error` and sets the span status Error (the
-/// `otel.status_code` / `otel.status_message` fields, which the span must
+/// `otel.status_code` / `otel.status_description` fields, which the span must
 /// declare, e.g. with [`tracing::field::Empty`]).
 pub fn fail(span: &tracing::Span, error: &dyn std::fmt::Display) {
     let message = error.to_string();
     span.record("otel.status_code", "ERROR");
-    span.record("otel.status_message", message.as_str());
+    span.record("otel.status_description", message.as_str());
     span.record("error", message.as_str());
 }
