@@ -387,6 +387,69 @@ async fn ratio_zero_sends_nothing() {
     assert_eq!(received.connections.load(Ordering::SeqCst), 0);
 }
 
+/// Without `--tracing-insecure` the exporter speaks TLS: a plaintext
+/// receiver sees connections but never a request it can read, and the
+/// controller still reconciles and stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_is_the_default() {
+    let (received, port) = Received::start().await;
+    let (h, _dir, kubeconfig) = cluster().await;
+    deliver_one(&h, "tls").await;
+    let mut controller = process::Controller::spawn(
+        &kubeconfig,
+        "tracing-tls",
+        NS,
+        &[format!("--tracing-endpoint=127.0.0.1:{port}")],
+    );
+    let line = controller
+        .wait_line("tracing enabled", Duration::from_secs(30))
+        .await;
+    assert_eq!(line["insecure"], false);
+    h.wait_ready_reason(NS, "tls", "Succeeded", "").await;
+    let status = controller.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        received.connections.load(Ordering::SeqCst) > 0,
+        "the exporter tried the collector"
+    );
+    assert!(received.spans().is_empty(), "no plaintext export");
+}
+
+/// A collector that accepts connections and never answers does not hold
+/// the shutdown: the flush gives up after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_collector_does_not_hold_the_shutdown() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            keep.lock().unwrap().push(conn);
+        }
+    });
+    let (h, _dir, kubeconfig) = cluster().await;
+    deliver_one(&h, "hang").await;
+    let mut controller = process::Controller::spawn(
+        &kubeconfig,
+        "tracing-hang",
+        NS,
+        &[
+            format!("--tracing-endpoint=127.0.0.1:{port}"),
+            "--tracing-insecure".into(),
+        ],
+    );
+    h.wait_ready_reason(NS, "hang", "Succeeded", "").await;
+    let started = std::time::Instant::now();
+    let status = controller.terminate(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
 fn run_binary(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
         .args(args)
