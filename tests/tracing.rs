@@ -647,3 +647,93 @@ fn an_http_action_carries_traceparent_on_the_wire() {
     let value = line.split_once(':').unwrap().1.trim();
     assert!(is_traceparent(value, true), "{value}");
 }
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buffer {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        String::from_utf8(self.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// The trace spans add nothing to the JSON log lines inside them, with or
+/// without the exporter's layer, and the log level still filters the log
+/// output when the exporter's layer is there.
+#[test]
+fn trace_spans_stay_out_of_the_log_lines() {
+    use stageset_controller::logging::{self, Settings};
+    use tracing::level_filters::LevelFilter;
+    use tracing_subscriber::Layer;
+
+    let run = |subscriber: Box<dyn tracing::Subscriber + Send + Sync>| {
+        tracing::subscriber::with_default(subscriber, || {
+            let span = stageset_controller::traced_span!(
+                "StageSet.Reconcile",
+                stageset.namespace = "default",
+                stageset.name = "shop",
+            );
+            span.in_scope(|| {
+                tracing::debug!("hidden");
+                tracing::warn!(logger = "test", "inside");
+            });
+            stageset_controller::telemetry::fail(&span, &"boom");
+            span.in_scope(|| tracing::warn!(logger = "test", "after"));
+        });
+    };
+    let settings = Settings {
+        level: LevelFilter::WARN,
+        ..Settings::default()
+    };
+    let plain = Buffer::default();
+    run(logging::subscriber(&settings, {
+        let b = plain.clone();
+        move || b.clone()
+    }));
+    let otel = Buffer::default();
+    let layer = {
+        use opentelemetry::trace::TracerProvider as _;
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("test"))
+            .boxed()
+    };
+    run(logging::subscriber_with(
+        &settings,
+        {
+            let b = otel.clone();
+            move || b.clone()
+        },
+        Some(layer),
+    ));
+    for buffer in [plain, otel] {
+        let lines = buffer.lines();
+        let msgs: Vec<&str> = lines.iter().map(|l| l["msg"].as_str().unwrap()).collect();
+        assert_eq!(msgs, ["inside", "after"], "{lines:#?}");
+        for line in &lines {
+            let keys: std::collections::BTreeSet<&str> = line
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let want: std::collections::BTreeSet<&str> =
+                ["level", "ts", "logger", "msg"].into_iter().collect();
+            assert_eq!(keys, want, "{line}");
+        }
+    }
+}
