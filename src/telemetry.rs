@@ -26,6 +26,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The `service.name` of every exported span.
@@ -158,8 +159,13 @@ impl Telemetry {
     {
         tracing_opentelemetry::layer()
             .with_tracer(self.provider.tracer(SCOPE))
-            // Info and above: the pipeline's spans, not debug chatter.
-            .with_filter(tracing::level_filters::LevelFilter::INFO)
+            // This crate's spans and events at info and above: the
+            // pipeline's spans (and the log events inside them), not the
+            // HTTP servers' request spans nor other crates' chatter.
+            .with_filter(Targets::new().with_target(
+                env!("CARGO_CRATE_NAME"),
+                tracing::level_filters::LevelFilter::INFO,
+            ))
             .boxed()
     }
 

@@ -198,6 +198,11 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
         ]}),
     )
     .await;
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut controller = process::Controller::spawn(
         &kubeconfig,
         "tracing-0",
@@ -205,6 +210,7 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
         &[
             format!("--tracing-endpoint=127.0.0.1:{port}"),
             "--tracing-insecure=true".into(),
+            format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
         ],
     );
     controller
@@ -215,12 +221,49 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
             && ready(ss).is_some_and(|r| r.0 == "False" && r.2.contains("broken"))
     })
     .await;
+    // A scrape: the HTTP servers' request spans are not exported.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", metrics_port))
+            .await
+            .expect("the metrics server listens");
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        conn.read_to_end(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
     // SIGTERM: the batch processor flushes on shutdown (≤ 5 s).
     let status = controller.terminate(Duration::from_secs(20));
     assert!(status.success(), "exit status {status}");
 
     let spans = received.spans();
     assert!(!spans.is_empty(), "no spans received");
+    // Only the pipeline's spans (operations.md §7.8) are exported.
+    for s in &spans {
+        assert!(
+            [
+                "StageSet.Reconcile",
+                "stageset.gateWindows",
+                "stageset.gateErrorBudget",
+                "stageset.planMigrations",
+                "stageset.buildDecryptor",
+                "stage.fetch",
+                "stage.decrypt",
+                "stage.build",
+                "stage.apply",
+                "stageset.rollback",
+            ]
+            .contains(&s.span.name.as_str()),
+            "unexpected span {:?}",
+            s.span.name
+        );
+    }
     // The resource.
     for s in &spans {
         assert_eq!(
