@@ -376,6 +376,80 @@ async fn the_span_tree_of_a_pass_reaches_the_collector() {
     );
 }
 
+/// A failed run with `rollbackOnFailure`: the restore is the span
+/// `stageset.rollback`, a child of the failing pass's root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_is_a_span_of_the_failing_pass() {
+    let (received, port) = Received::start().await;
+    let (h, _dir, kubeconfig) = cluster().await;
+    let v1 = h.artifact("rb-v1.tar.gz", &[("cm.yaml", &configmap(NS, "rb", "one"))]);
+    h.external_artifact(NS, "rb", &v1, "v1").await;
+    h.stageset(
+        NS,
+        "rb",
+        json!({"rollbackOnFailure": true,
+               "stages": [{"name": "web", "sourceRef": {"name": "rb"}}]}),
+    )
+    .await;
+    let mut controller = process::Controller::spawn(
+        &kubeconfig,
+        "tracing-rb",
+        NS,
+        &[
+            format!("--tracing-endpoint=127.0.0.1:{port}"),
+            "--tracing-insecure".into(),
+        ],
+    );
+    h.wait_ready_reason(NS, "rb", "Succeeded", "").await;
+    let v2 = h.artifact(
+        "rb-v2.tar.gz",
+        &[(
+            "broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: [unclosed\n",
+        )],
+    );
+    h.external_artifact(NS, "rb", &v2, "v2").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let events = h.events(NS, "rb").await;
+        if events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RolledBack"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no RolledBack event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = controller.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    let spans = received.spans();
+    let rollback = spans
+        .iter()
+        .find(|s| s.span.name == "stageset.rollback")
+        .unwrap_or_else(|| panic!("no stageset.rollback span: {spans:#?}"));
+    assert!(!rollback.is_error(), "the restore worked: {rollback:#?}");
+    let root = spans
+        .iter()
+        .find(|s| {
+            s.span.trace_id == rollback.span.trace_id
+                && s.span.span_id == rollback.span.parent_span_id
+        })
+        .expect("the parent of the rollback span");
+    assert_eq!(root.span.name, "StageSet.Reconcile");
+    assert_eq!(root.attr("stageset.name").as_deref(), Some("rb"));
+    assert!(root.is_error(), "the pass failed a stage");
+    assert!(
+        spans.iter().any(|s| s.span.trace_id == root.span.trace_id
+            && s.span.name == "stage.build"
+            && s.is_error()),
+        "the failing build is in the same trace"
+    );
+}
+
 /// Without `--tracing-endpoint` nothing leaves the process, even with the
 /// standard OTLP environment variables pointing at a collector.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
