@@ -113,6 +113,31 @@ impl Received {
         (received, port)
     }
 
+    /// Serves OTLP/gRPC over TLS (a certificate for 127.0.0.1 from `certs`)
+    /// on a loopback port; returns the port.
+    async fn start_tls(certs: &kube_sim::tls::ServingCerts) -> (Received, u16) {
+        use tonic::transport::{Identity, ServerTlsConfig};
+        let received = Received::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let incoming = futures::stream::unfold(listener, |l| async move {
+            Some((l.accept().await.map(|(s, _)| s), l))
+        });
+        let service = TraceServiceServer::new(received.clone());
+        let identity = Identity::from_pem(&certs.cert_pem, &certs.key_pem);
+        let mut server = tonic::transport::Server::builder()
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .unwrap();
+        tokio::spawn(async move {
+            server
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        });
+        (received, port)
+    }
+
     fn spans(&self) -> Vec<Got> {
         let mut out = Vec::new();
         for req in self.requests.lock().unwrap().iter() {
@@ -530,6 +555,36 @@ async fn tls_is_the_default() {
         "the exporter tried the collector"
     );
     assert!(received.spans().is_empty(), "no plaintext export");
+}
+
+/// TLS against the system roots (`SSL_CERT_FILE` names them here): a
+/// collector with a certificate from a trusted CA receives the spans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_tls_collector_trusted_by_the_system_roots() {
+    kube_sim::tls::install_crypto_provider();
+    let certs = kube_sim::tls::generate(&[]).expect("certificates");
+    let (received, port) = Received::start_tls(&certs).await;
+    let (h, dir, kubeconfig) = cluster().await;
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, &certs.ca_pem).unwrap();
+    deliver_one(&h, "secure").await;
+    let roots = roots.display().to_string();
+    let mut controller = process::Controller::spawn_with_env(
+        &kubeconfig,
+        "tracing-tls-ok",
+        NS,
+        &[format!("--tracing-endpoint=127.0.0.1:{port}")],
+        &[("SSL_CERT_FILE", roots.as_str())],
+    );
+    h.wait_ready_reason(NS, "secure", "Succeeded", "").await;
+    let status = controller.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit status {status}");
+    let spans = received.spans();
+    assert!(
+        spans.iter().any(|s| s.span.name == "StageSet.Reconcile"
+            && s.attr("stageset.name").as_deref() == Some("secure")),
+        "{spans:#?}"
+    );
 }
 
 /// A collector that accepts connections and never answers does not hold
