@@ -12,7 +12,7 @@ use crate::actors::rollback_store::StorePlan;
 use crate::actors::{self, ActorOptions};
 use crate::cache::StageSetCache;
 use crate::config::{CertMode, Config};
-use crate::http::{Bound, ServerOptions, WebhookOptions};
+use crate::http::{Bound, McpOptions, ServerOptions, WebhookOptions};
 use crate::kube_client::ClientFactory;
 use crate::leader::{Leadership, instance_name};
 use crate::metrics::Metrics;
@@ -221,6 +221,7 @@ pub fn start_with_clock(
         health = %show(b.health),
         gate = %show(b.gate),
         webhook = %show(b.webhook),
+        mcp = %show(b.mcp),
         "listening"
     );
     Ok(handle)
@@ -301,6 +302,11 @@ async fn run(plan: Plan) -> Result<Started, String> {
         own_writes: Default::default(),
     });
     let client = env.clients.controller();
+    // The MCP server acts as the controller itself (operations.md §3.6).
+    let mcp_client = client.clone();
+    let mcp_store = env.rollback_store.clone();
+    let mcp_runbook = env.settings.runbook_base.clone();
+    let mcp_watch = plan.actors.watch_namespaces.clone();
     if let Some((certs, slot)) = plan.certs {
         certs.start(client.clone(), metrics.clone(), slot).await?;
     }
@@ -308,13 +314,26 @@ async fn run(plan: Plan) -> Result<Started, String> {
         election.start(client, plan.leadership.clone(), Some(metrics.clone()));
     }
     let cache = actors::start(env, plan.leadership, plan.actors);
-    let servers = crate::http::start(
+    let mut servers = crate::http::start(
         &plan.servers,
         crate::http::State {
             cache: cache.clone(),
             metrics: metrics.clone(),
         },
     )?;
+    if let Some(mcp) = &plan.servers.mcp {
+        servers.bound.mcp = crate::mcp::start(
+            &mcp.addr,
+            crate::mcp::McpContext {
+                cache: cache.clone(),
+                client: mcp_client,
+                store: mcp_store,
+                allow_mutations: mcp.allow_mutations,
+                runbook_base: mcp_runbook,
+                watch_namespaces: mcp_watch,
+            },
+        );
+    }
     Ok((actix::System::current(), cache, metrics, servers.bound))
 }
 
@@ -342,6 +361,14 @@ pub fn server_options(config: &Config) -> Result<ServerOptions, String> {
         health: config.health_probe_bind_address.clone(),
         gate: config.gate_bind_address.clone(),
         webhook,
+        mcp: config
+            .mcp_bind_address
+            .clone()
+            .filter(|_| config.enable_mcp)
+            .map(|addr| McpOptions {
+                addr,
+                allow_mutations: config.mcp_allow_mutations,
+            }),
         workers: 2,
     })
 }

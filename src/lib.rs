@@ -15,6 +15,7 @@ pub mod http;
 pub mod kube_client;
 pub mod leader;
 pub mod logging;
+pub mod mcp;
 pub mod metrics;
 pub mod reconcile;
 pub mod telemetry;

@@ -98,6 +98,9 @@ const SUPPORTED: &[&str] = &[
     "health-probe-bind-address",
     "metrics-bind-address",
     "gate-bind-address",
+    "enable-mcp",
+    "mcp-bind-address",
+    "mcp-allow-mutations",
     "enable-webhook",
     "webhook-port",
     "webhook-cert-dir",
@@ -433,7 +436,10 @@ fn the_first_failing_rule_wins() {
         &["--webhook-port"],
     );
     // Validation runs before the not-supported-yet check.
-    assert_one_line_error(&["--enable-mcp", "--concurrent=0"], &["--concurrent"]);
+    assert_one_line_error(
+        &["--object-level-kms=true", "--concurrent=0"],
+        &["--concurrent"],
+    );
 }
 
 #[test]
@@ -744,9 +750,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "image-verification-insecure-registry",
         "--image-verification-insecure-registry=reg:5000",
     ),
-    ("enable-mcp", "--enable-mcp"),
-    ("mcp-bind-address", "--mcp-bind-address=:9999"),
-    ("mcp-allow-mutations", "--mcp-allow-mutations"),
 ];
 
 #[test]
@@ -755,20 +758,10 @@ fn every_unsupported_flag_is_refused_at_a_non_default_value() {
     let covered: BTreeSet<&str> = NON_DEFAULT.iter().map(|(n, _)| *n).collect();
     assert_eq!(table, covered);
     for (name, arg) in NON_DEFAULT {
-        let mut args = vec![*arg];
-        // Flags that only take effect together with another flag.
-        match *name {
-            "mcp-bind-address" | "mcp-allow-mutations" => args.insert(0, "--enable-mcp"),
-            _ => {}
-        }
-        let want = if matches!(*name, "mcp-bind-address" | "mcp-allow-mutations") {
-            "enable-mcp"
-        } else {
-            name
-        };
+        let args = vec![*arg];
         assert_eq!(
             parse(&args),
-            Err(ConfigError::NotSupportedYet(want)),
+            Err(ConfigError::NotSupportedYet(name)),
             "{args:?}"
         );
     }
@@ -783,7 +776,10 @@ fn not_supported_yet_in_the_binary() {
         stderr(&out),
         format!("stageset-controller: --{name} is not supported yet\n")
     );
-    assert_one_line_error(&["--enable-mcp"], &["--enable-mcp is not supported yet"]);
+    assert_one_line_error(
+        &["--object-level-kms=true"],
+        &["--object-level-kms is not supported yet"],
+    );
 
     // The same flags at values whose effective meaning is the default are fine.
     for args in [

@@ -87,10 +87,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "image-verification-insecure-registry",
     // Metrics, events and tracing
     // Webhook
-    // Gate and MCP
-    "enable-mcp",
-    "mcp-bind-address",
-    "mcp-allow-mutations",
 ];
 
 /// The flag names (without `--`) whose feature is not built yet; see [`NOT_SUPPORTED_YET`].

@@ -31,8 +31,18 @@ pub struct ServerOptions {
     pub health: Option<String>,
     pub gate: Option<String>,
     pub webhook: Option<WebhookOptions>,
+    /// The MCP listener (`--enable-mcp`); started by the controller, which
+    /// holds what its tools need (src/mcp).
+    pub mcp: Option<McpOptions>,
     /// Worker threads per listener.
     pub workers: usize,
+}
+
+/// The MCP listener and whether its write tools exist.
+#[derive(Clone, Debug)]
+pub struct McpOptions {
+    pub addr: String,
+    pub allow_mutations: bool,
 }
 
 /// The webhook listener and the certificate it serves.
@@ -49,6 +59,7 @@ pub struct Bound {
     pub health: Option<SocketAddr>,
     pub gate: Option<SocketAddr>,
     pub webhook: Option<SocketAddr>,
+    pub mcp: Option<SocketAddr>,
 }
 
 /// What the handlers read.

@@ -45,7 +45,8 @@ pub struct HarnessOptions {
     pub clock: Option<stageset_controller::reconcile::Clock>,
     /// Start the controller right away.
     pub start_controller: bool,
-    /// Serve metrics, health and gate on loopback ports chosen by the OS.
+    /// Serve metrics, health and gate (and MCP with `--enable-mcp`) on
+    /// loopback ports chosen by the OS.
     pub listeners: bool,
     /// Serve the webhook on a loopback port with `tls.crt`/`tls.key` from
     /// this directory (cert-manager mode).
@@ -150,6 +151,13 @@ impl Harness {
             servers.metrics = Some("127.0.0.1:0".into());
             servers.health = Some("127.0.0.1:0".into());
             servers.gate = Some("127.0.0.1:0".into());
+            // MCP only when the flags turn it on (it is off by default).
+            if config.enable_mcp {
+                servers.mcp = Some(stageset_controller::http::McpOptions {
+                    addr: "127.0.0.1:0".into(),
+                    allow_mutations: config.mcp_allow_mutations,
+                });
+            }
         }
         if let Some(dir) = &self.webhook_cert_dir {
             let certs = stageset_controller::tls::CertSlot::new();
