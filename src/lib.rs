@@ -18,5 +18,6 @@ pub mod logging;
 pub mod mcp;
 pub mod metrics;
 pub mod reconcile;
+pub mod telemetry;
 pub mod tls;
 pub mod validate;

@@ -49,6 +49,10 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
+/// The target of the spans made for the trace export (`crate::traced_span!`):
+/// their fields are not copied into JSON log lines.
+pub const TRACE_SPAN_TARGET: &str = "stageset_controller::trace";
+
 /// The crate version logged at start-up.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -147,7 +151,21 @@ pub struct InitError(#[from] tracing::subscriber::SetGlobalDefaultError);
 
 /// Installs the global subscriber (writing to stderr) and the panic hook.
 pub fn init(settings: &Settings) -> Result<(), InitError> {
-    let subscriber = build(settings, std::io::stderr, std::io::stderr().is_terminal());
+    init_with(settings, None)
+}
+
+/// A layer added under the log output, e.g. the OpenTelemetry exporter
+/// (`crate::telemetry`) when `--tracing-endpoint` is set.
+pub type ExtraLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// [`init`], with `extra` (when given) receiving every span and event as well.
+pub fn init_with(settings: &Settings, extra: Option<ExtraLayer>) -> Result<(), InitError> {
+    let subscriber = build(
+        settings,
+        std::io::stderr,
+        std::io::stderr().is_terminal(),
+        extra,
+    );
     tracing::subscriber::set_global_default(subscriber)?;
     install_panic_hook();
     Ok(())
@@ -159,13 +177,48 @@ pub fn subscriber<W>(settings: &Settings, writer: W) -> Box<dyn Subscriber + Sen
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    build(settings, writer, false)
+    build(settings, writer, false, None)
 }
 
-fn build<W>(settings: &Settings, writer: W, ansi: bool) -> Box<dyn Subscriber + Send + Sync>
+/// [`subscriber`] with an extra layer (see [`init_with`]).
+pub fn subscriber_with<W>(
+    settings: &Settings,
+    writer: W,
+    extra: Option<ExtraLayer>,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    build(settings, writer, false, extra)
+}
+
+fn build<W>(
+    settings: &Settings,
+    writer: W,
+    ansi: bool,
+    extra: Option<ExtraLayer>,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    if let Some(extra) = extra {
+        // The log level filters the log output only, so that spans still
+        // reach `extra` when the log level is above info.
+        let registry = Registry::default().with(extra);
+        return match settings.format {
+            Format::Json => Box::new(registry.with(
+                JsonLayer::new(writer, settings.stacktrace_level).with_filter(settings.level),
+            )),
+            Format::Text => Box::new(
+                registry.with(
+                    tracing_subscriber::fmt::layer()
+                        .with_writer(writer)
+                        .with_ansi(ansi)
+                        .with_filter(settings.level),
+                ),
+            ),
+        };
+    }
     let registry = Registry::default().with(settings.level);
     match settings.format {
         Format::Json => Box::new(registry.with(JsonLayer::new(writer, settings.stacktrace_level))),
@@ -392,6 +445,11 @@ where
     W: for<'a> MakeWriter<'a> + 'static,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // The spans of the trace export (`crate::telemetry`) add nothing to
+        // the log lines inside them.
+        if attrs.metadata().target() == TRACE_SPAN_TARGET {
+            return;
+        }
         let mut fields = Fields::default();
         attrs.record(&mut fields);
         if let Some(span) = ctx.span(id) {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use stageset_controller::config::{self, BuildOptions, Config, CrdsOutput, Invocation};
-use stageset_controller::{api, controller, logging};
+use stageset_controller::{api, controller, logging, telemetry};
 
 fn main() -> ExitCode {
     let env = |key: &str| std::env::var(key).ok();
@@ -28,11 +28,49 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &Config) -> ExitCode {
-    if let Err(err) = logging::init(&config.logging) {
+    // Tracing (operations.md §7.8): off unless --tracing-endpoint is set; a
+    // failing set-up exits 1. The W3C propagator is installed either way.
+    telemetry::install_propagator();
+    let telemetry = match &config.tracing_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let settings = telemetry::Settings {
+                endpoint: endpoint.clone(),
+                insecure: config.tracing_insecure,
+                sample_ratio: config.tracing_sample_ratio,
+            };
+            match telemetry::start(&settings, logging::VERSION) {
+                Ok(t) => Some(t),
+                Err(err) => {
+                    eprintln!("{}: {err}", config::PROGRAM);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    };
+    let layer = telemetry.as_ref().map(|t| t.layer());
+    if let Err(err) = logging::init_with(&config.logging, layer) {
         eprintln!("{}: {err}", config::PROGRAM);
         return ExitCode::from(1);
     }
     logging::log_start();
+    if let Some(endpoint) = &config.tracing_endpoint {
+        tracing::info!(
+            logger = "setup",
+            endpoint = %endpoint,
+            insecure = config.tracing_insecure,
+            sample_ratio = config.tracing_sample_ratio,
+            "tracing enabled"
+        );
+    }
+    let code = run_controller(config);
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
+}
+
+fn run_controller(config: &Config) -> ExitCode {
     tracing::debug!(
         logger = "setup",
         config = %serde_json::Value::Object(config.flag_values()),

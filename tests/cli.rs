@@ -110,6 +110,9 @@ const SUPPORTED: &[&str] = &[
     "webhook-service-namespace",
     "webhook-validating-config-name",
     "events-addr",
+    "tracing-endpoint",
+    "tracing-insecure",
+    "tracing-sample-ratio",
     "rollback-store-path",
     "rollback-store-retention",
     "rollback-store-s3-endpoint",
@@ -434,7 +437,7 @@ fn the_first_failing_rule_wins() {
     );
     // Validation runs before the not-supported-yet check.
     assert_one_line_error(
-        &["--tracing-endpoint=otel:4317", "--concurrent=0"],
+        &["--object-level-kms=true", "--concurrent=0"],
         &["--concurrent"],
     );
 }
@@ -747,9 +750,6 @@ const NON_DEFAULT: &[(&str, &str)] = &[
         "image-verification-insecure-registry",
         "--image-verification-insecure-registry=reg:5000",
     ),
-    ("tracing-endpoint", "--tracing-endpoint=otel:4317"),
-    ("tracing-insecure", "--tracing-insecure"),
-    ("tracing-sample-ratio", "--tracing-sample-ratio=0.5"),
 ];
 
 #[test]
@@ -777,8 +777,8 @@ fn not_supported_yet_in_the_binary() {
         format!("stageset-controller: --{name} is not supported yet\n")
     );
     assert_one_line_error(
-        &["--tracing-endpoint=otel:4317"],
-        &["--tracing-endpoint is not supported yet"],
+        &["--object-level-kms=true"],
+        &["--object-level-kms is not supported yet"],
     );
 
     // The same flags at values whose effective meaning is the default are fine.

@@ -86,9 +86,6 @@ pub const NOT_SUPPORTED_YET: &[&str] = &[
     "image-verification-trusted-root",
     "image-verification-insecure-registry",
     // Metrics, events and tracing
-    "tracing-endpoint",
-    "tracing-insecure",
-    "tracing-sample-ratio",
     // Webhook
 ];
 

@@ -46,6 +46,7 @@ use std::time::Duration;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::api::reasons::{EventReason, StageSetReason};
 use crate::api::{StageSet, StageSetStatus, StageStatus, keys};
@@ -428,7 +429,28 @@ impl Pass<'_> {
 ///
 /// `cached` is the watch cache's copy; it is used when it includes every
 /// write this controller made ([`OwnWrites`]), else the StageSet is read.
+///
+/// The pass runs in the span `StageSet.Reconcile` (operations.md §7.8) with
+/// `stageset.namespace`, `stageset.name` and `stageset.generation`; a pass
+/// that ends with a failed stage or rollback marks it Error.
 pub async fn reconcile(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+    cached: Option<StageSet>,
+) -> Outcome {
+    let span = crate::traced_span!(
+        "StageSet.Reconcile",
+        stageset.namespace = %namespace,
+        stageset.name = %name,
+        stageset.generation = tracing::field::Empty,
+    );
+    reconcile_in_span(env, namespace, name, cached)
+        .instrument(span)
+        .await
+}
+
+async fn reconcile_in_span(
     env: &Env,
     namespace: &str,
     name: &str,
@@ -454,6 +476,10 @@ pub async fn reconcile(
             }
         },
     };
+    tracing::Span::current().record(
+        "stageset.generation",
+        ss.meta().generation.unwrap_or_default(),
+    );
     // R1: deletion.
     if ss.meta().deletion_timestamp.is_some() {
         return teardown::run(env, &ss).await;
@@ -587,13 +613,18 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     pass.status.last_attempted_revisions = attempted.clone();
 
     // R8: update windows.
-    if let Some(outcome) = window_gate(pass, &attempted, retry).await {
+    let span = crate::traced_span!("stageset.gateWindows");
+    if let Some(outcome) = window_gate(pass, &attempted, retry).instrument(span).await {
         return outcome;
     }
     // R9: the one-shot budget override; R10: the rollout-wide error budget.
     let overridden = budget_override(pass);
     pass.budget_overridden = overridden;
-    if let Some(outcome) = budget_gate(pass, &attempted, overridden, interval).await {
+    let span = crate::traced_span!("stageset.gateErrorBudget");
+    if let Some(outcome) = budget_gate(pass, &attempted, overridden, interval)
+        .instrument(span)
+        .await
+    {
         return outcome;
     }
 
@@ -624,12 +655,17 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     // (S4, "connect to target cluster") and nothing is applied.
     pass.target = env.targets.resolve(&env.clients, &pass.ss).await;
     // R12, R13: the version plan and its approval.
-    if let Some(outcome) = version_gate(pass, &pinned).await {
+    let span = crate::traced_span!("stageset.planMigrations");
+    if let Some(outcome) = version_gate(pass, &pinned).instrument(span).await {
         return outcome;
     }
     // R14: the decryption keys (a failure fails the first stage, "configure
     // decryption").
-    pass.keys = load_keys(pass).await;
+    let span = crate::traced_span!("stageset.buildDecryptor");
+    pass.keys = load_keys(pass).instrument(span.clone()).await;
+    if let Some(Err(e)) = &pass.keys {
+        crate::telemetry::fail(&span, e);
+    }
 
     // R18: the stage loop.
     let spec_names: Vec<String> = pass.ss.spec.stages.iter().map(|s| s.name.clone()).collect();
@@ -676,6 +712,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
                 let requeue = failure.requeue(interval);
                 let ready = Ready::new(failure.reason(), failure.ready_message());
+                crate::telemetry::fail(&tracing::Span::current(), &ready.message);
                 let Some(snapshot) =
                     rollback::snapshot_of(&pass.ss, &pass.previous.last_applied_snapshot)
                 else {
@@ -808,6 +845,7 @@ async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) ->
     let plan = match version::plan(pass, pinned).await? {
         Ok(plan) => plan,
         Err(version::PlanError::Transient(message)) => {
+            crate::telemetry::fail(&tracing::Span::current(), &message);
             tracing::warn!(stageset = %pass.key(), error = %message, "resolving the desired version failed; backing off");
             return Some(Outcome::quiet(Requeue::Backoff));
         }
@@ -819,6 +857,7 @@ async fn version_gate(pass: &mut Pass<'_>, pinned: &[source::ResolvedSource]) ->
             );
         }
         Err(version::PlanError::Refused { reason, message }) => {
+            crate::telemetry::fail(&tracing::Span::current(), &message);
             return Some(
                 pass.finish(
                     Ready::new(reason, message),
@@ -1165,7 +1204,19 @@ async fn roll_back(
             );
         }
     };
-    match rollback::restore(pass, snapshot).await {
+    let span = crate::traced_span!("stageset.rollback");
+    let restored = rollback::restore(pass, snapshot)
+        .instrument(span.clone())
+        .await;
+    if let Err(
+        rollback::RollbackError::Transient(message)
+        | rollback::RollbackError::Unavailable(message)
+        | rollback::RollbackError::Unverified(message),
+    ) = &restored
+    {
+        crate::telemetry::fail(&span, message);
+    }
+    match restored {
         Ok(stages) => {
             let revisions: Vec<String> = snapshot
                 .iter()

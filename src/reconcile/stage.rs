@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
+use tracing::Instrument;
 
 use crate::api::reasons::{EventReason, StageOp};
 use crate::api::{StagePhase, StageSet, StageStatus, keys};
@@ -464,11 +465,25 @@ async fn prepare(
     // forbidden ConfigMap/Secret fails the stage without fetching anything.
     let vars = post_build_vars(env, &pass.ss, &namespace, stage).await?;
     // S8: fetch the pinned artifact.
-    let artifact = env
+    let span = crate::traced_span!(
+        "stage.fetch",
+        stage = %stage.name,
+        stage.revision = %source.revision,
+        stage.digest = %source.digest,
+    );
+    let artifact = match env
         .fetcher
         .fetch(&source.url, &source.digest)
+        .instrument(span.clone())
         .await
-        .map_err(|e| StageFailure::new(&stage.name, StageOp::FetchArtifact, e))?;
+    {
+        Ok(a) => a,
+        Err(e) => {
+            let f = StageFailure::new(&stage.name, StageOp::FetchArtifact, e);
+            crate::telemetry::fail(&span, &f.ready_message());
+            return Err(f);
+        }
+    };
     // S9, S11, S12: decrypt, build, then the stage, owner and ApplySet labels.
     let objects = build_stage(pass, stage, artifact.files, vars.as_ref())?;
     let mut rendered: Vec<apply::ObjectRef> = objects.iter().map(apply::ObjectRef::of).collect();
@@ -522,19 +537,31 @@ pub(super) fn build_stage(
         None => None,
     };
     let dir = stage.path.as_deref().unwrap_or("./");
-    let leftovers = match decrypt::decrypt_for_stage(&mut files, keys, dir) {
+    let decrypt_span = crate::traced_span!("stage.decrypt", stage = %stage.name);
+    let decrypted = decrypt_span.in_scope(|| decrypt::decrypt_for_stage(&mut files, keys, dir));
+    let leftovers = match decrypted {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(stageset = %pass.key(), stage = %stage.name, error = %e.detail(), "decryption failed");
-            return Err(StageFailure::new(
+            let f = StageFailure::new(
                 &stage.name,
                 StageOp::Decrypt,
                 decrypt_message(&e, keys.is_some()),
-            ));
+            );
+            crate::telemetry::fail(&decrypt_span, &f.ready_message());
+            return Err(f);
         }
     };
-    let objects = render_objects(pass.env, &pass.ss, stage, &files, vars)
-        .map_err(|e| StageFailure::new(&stage.name, StageOp::Build, e))?;
+    let build_span = crate::traced_span!("stage.build", stage = %stage.name);
+    let objects =
+        match build_span.in_scope(|| render_objects(pass.env, &pass.ss, stage, &files, vars)) {
+            Ok(o) => o,
+            Err(e) => {
+                let f = StageFailure::new(&stage.name, StageOp::Build, e);
+                crate::telemetry::fail(&build_span, &f.ready_message());
+                return Err(f);
+            }
+        };
     if let Some(subject) = decrypt::ciphertext_in(&objects) {
         let why = match &leftovers.first {
             Some(e) => {
@@ -544,11 +571,13 @@ pub(super) fn build_stage(
             None if keys.is_none() => "the StageSet sets no spec.decryption".to_string(),
             None => "a value was not decrypted".to_string(),
         };
-        return Err(StageFailure::new(
+        let f = StageFailure::new(
             &stage.name,
             StageOp::Decrypt,
             format!("{subject} holds SOPS-encrypted data; nothing is applied ({why})"),
-        ));
+        );
+        crate::telemetry::fail(&decrypt_span, &f.ready_message());
+        return Err(f);
     }
     Ok(objects)
 }
@@ -698,10 +727,19 @@ async fn deploy(
         staging_timeout: env.settings.staging_timeout,
         force_token: Some(token),
     };
-    let changes = match apply::apply(&hooks.clients, &client, objects, &options).await {
+    let span = crate::traced_span!(
+        "stage.apply",
+        stage = %stage.name,
+        stage.objectCount = objects.len(),
+    );
+    let applied = apply::apply(&hooks.clients, &client, objects, &options)
+        .instrument(span.clone())
+        .await;
+    let changes = match applied {
         Ok(c) => c,
         Err(e) => {
             let f = StageFailure::new(&stage.name, StageOp::Apply, e);
+            crate::telemetry::fail(&span, &f.ready_message());
             return failed_deployed(pass, ctx, hooks, f).await;
         }
     };

@@ -22,6 +22,17 @@ impl Controller {
     /// unless `args` turn them on, debug JSON logs, `POD_NAME`/`POD_NAMESPACE`
     /// set for leader election.
     pub fn spawn(kubeconfig: &Path, name: &str, namespace: &str, args: &[String]) -> Controller {
+        Controller::spawn_with_env(kubeconfig, name, namespace, args, &[])
+    }
+
+    /// [`Controller::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        kubeconfig: &Path,
+        name: &str,
+        namespace: &str,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> Controller {
         let mut child = Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
             .args([
                 "--log-format=json",
@@ -37,6 +48,7 @@ impl Controller {
             .env("POD_NAME", name)
             .env("POD_NAMESPACE", namespace)
             .env_remove("KUBERNETES_SERVICE_HOST")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -90,6 +102,25 @@ impl Controller {
                 self.logs()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGTERM, then waits (up to `within`) for the process to exit; returns
+    /// its exit status. The graceful path: the controller stops and flushes.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit within {within:?} of SIGTERM",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

@@ -402,6 +402,15 @@ impl std::error::Error for HttpActionError {
     }
 }
 
+/// Adds the W3C `traceparent` of the current span (operations.md §7.8,
+/// docs/decisions.md 9) unless the request sets one itself; nothing when no
+/// span context is active (tracing off).
+pub fn trace_context(headers: &mut HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        crate::telemetry::inject(headers);
+    }
+}
+
 /// Makes one http action call under `policy` (see the module docs).
 pub async fn send(
     req: HttpActionRequest,
@@ -414,6 +423,7 @@ pub async fn send(
     {
         headers.insert(ACCEPT, HeaderValue::from_static(accept));
     }
+    trace_context(&mut headers);
     let mut url = policy
         .check_url(&req.url)
         .map_err(|guard| HttpActionError::Guard {

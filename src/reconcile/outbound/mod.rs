@@ -48,5 +48,5 @@ pub use guard::{
 };
 pub use http::{
     ACTION_TIMEOUT, ActionPolicy, HttpActionError, HttpActionRequest, HttpActionResponse,
-    MAX_ERROR_BODY, MAX_RESPONSE_BODY, send,
+    MAX_ERROR_BODY, MAX_RESPONSE_BODY, send, trace_context,
 };
