@@ -13,9 +13,9 @@ mod support;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams};
 use serde_json::json;
-use stageset_controller::api::{FleetPhase, FleetRollout, StageSet};
+use stageset_controller::api::{FleetPhase, FleetRollout};
 use support::fleet::*;
 use support::*;
 
@@ -37,17 +37,6 @@ fn wave(name: &str, extra: serde_json::Value) -> serde_json::Value {
         w[k] = v.clone();
     }
     w
-}
-
-async fn suspend(h: &Harness, ns: &str, name: &str, on: bool) {
-    Api::<StageSet>::namespaced(h.client.clone(), ns)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"suspend": on}})),
-        )
-        .await
-        .unwrap();
 }
 
 /// Three waves across three namespaces: only the canary is approved until it
@@ -247,7 +236,7 @@ async fn regressions_halt_and_clear_or_roll_back() {
     member(&h, "team-b", "web", "early", "1.1.0").await;
     wait_fleet_reason(&h, "shop", "Completed", "").await;
     // The canary member stops being Ready.
-    suspend(&h, "team-a", "web", true).await;
+    h.suspend("team-a", "web", true).await;
     let f = wait_fleet_reason(
         &h,
         "shop",
@@ -277,7 +266,7 @@ async fn regressions_halt_and_clear_or_roll_back() {
     // Plain Halt asks nobody to roll back.
     assert_eq!(annotation(&h, "team-a", "web", ROLLBACK_TO).await, None);
     // Recovered: the halt clears.
-    suspend(&h, "team-a", "web", false).await;
+    h.suspend("team-a", "web", false).await;
     wait_fleet_reason(&h, "shop", "Completed", "").await;
 
     // Now with Rollback: a new generation starts the waves afresh.
@@ -295,7 +284,7 @@ async fn regressions_halt_and_clear_or_roll_back() {
             && fleet_ready(f).is_some_and(|(_, r, _)| r == "Completed")
     })
     .await;
-    suspend(&h, "team-b", "web", true).await;
+    h.suspend("team-b", "web", true).await;
     wait_fleet_reason(
         &h,
         "shop",
@@ -317,7 +306,7 @@ async fn regressions_halt_and_clear_or_roll_back() {
     assert_eq!(annotation(&h, "team-a", "web", ROLLBACK_TO).await, None);
     // The member honours it once resumed; the rollout stays halted, now
     // because the member left the target.
-    suspend(&h, "team-b", "web", false).await;
+    h.suspend("team-b", "web", false).await;
     h.wait_stageset("team-b", "web", "rolled back", at("1.0.0"))
         .await;
     wait_fleet_reason(&h, "shop", "Halted", "team-b/web (not adopted)").await;

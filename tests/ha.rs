@@ -190,14 +190,6 @@ impl Drop for Replica {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Asks a gate about a stage; any HTTP answer is fine, a connection error is not.
 async fn gate(http: &reqwest::Client, addr: SocketAddr, stage: &str) -> (u16, String) {
     let resp = http

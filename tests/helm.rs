@@ -1856,14 +1856,6 @@ async fn long_release_names_get_short_distinct_names() {
 
 // --- c: the controller as the chart runs it ---------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A kubeconfig that authenticates with a bearer token (the ServiceAccount's).
 fn token_kubeconfig(sim: &KubeSim, user: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(sim.ca_pem());
@@ -2023,11 +2015,11 @@ async fn run_rendered(setup: RunSetup) -> Run {
     let cluster = format!("stageset-controller-{ns}");
     let dir = tempfile::tempdir().unwrap();
     let ports = [
-        ("metrics", free_port()),
-        ("health", free_port()),
-        ("gate", free_port()),
-        ("mcp", free_port()),
-        ("webhook", free_port()),
+        ("metrics", support::free_port()),
+        ("health", support::free_port()),
+        ("gate", support::free_port()),
+        ("mcp", support::free_port()),
+        ("webhook", support::free_port()),
     ];
     let port = |name: &str| ports.iter().find(|(n, _)| *n == name).unwrap().1;
     // The ServiceAccount's token identity, as the API server sees a pod of the
@@ -2063,7 +2055,7 @@ async fn run_rendered(setup: RunSetup) -> Run {
     // query off the machine (docs/decisions.md 16). A local port nobody listens
     // on stands in for it: the events are dropped (tests/events.rs) and the
     // delivery below goes on regardless.
-    let events_addr = format!("http://127.0.0.1:{}/", free_port());
+    let events_addr = format!("http://127.0.0.1:{}/", support::free_port());
     let mut set_json = vec![
         format!("ports={ports_json}"),
         format!("controller.eventsAddr={}", json!(events_addr)),

@@ -445,20 +445,7 @@ async fn pruning_deletes_only_what_left_and_is_still_ours() {
     // Suspended while the objects change hands: a reconcile of revision 1 in
     // between (any trigger) would rightly take the relabelled object back,
     // since revision 1 still renders it.
-    let suspend = |on: bool| {
-        let client = h.client.clone();
-        async move {
-            Api::<StageSet>::namespaced(client, NS)
-                .patch(
-                    "pruner",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"suspend": on}})),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    suspend(true).await;
+    h.suspend(NS, "pruner", true).await;
     h.wait_ready_reason(NS, "pruner", "Suspended", "").await;
     let cms = h.dynamic("v1", "ConfigMap", Some(NS)).await;
     // A user opts one object out of pruning; someone else adopts another.
@@ -484,7 +471,7 @@ async fn pruning_deletes_only_what_left_and_is_still_ours() {
         &[("b.yaml", &configmap(NS, "other-sticky", "x"))],
     );
     h.external_artifact(NS, "k", &sticky2, "r2").await;
-    suspend(false).await;
+    h.suspend(NS, "pruner", false).await;
     h.wait_stageset(NS, "pruner", "both stages at r2", |s| {
         ready(s).is_some_and(|r| r.0 == "True")
             && s.status.as_ref().is_some_and(|st| {
@@ -871,20 +858,7 @@ async fn a_lost_inventory_is_reconstructed_without_pruning() {
     h.wait_ready_reason(NS, "amnesia", "Succeeded", "").await;
     // Suspended, so the deletion's immediate re-queue (api.md §3) finds nothing
     // to do and revision 2 meets the lost inventory.
-    let suspend = |on: bool| {
-        let client = h.client.clone();
-        async move {
-            Api::<StageSet>::namespaced(client, NS)
-                .patch(
-                    "amnesia",
-                    &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"suspend": on}})),
-                )
-                .await
-                .unwrap();
-        }
-    };
-    suspend(true).await;
+    h.suspend(NS, "amnesia", true).await;
     h.wait_ready_reason(NS, "amnesia", "Suspended", "").await;
     h.dynamic("stages.metio.wtf/v1", "StageInventory", Some(NS))
         .await
@@ -897,7 +871,7 @@ async fn a_lost_inventory_is_reconstructed_without_pruning() {
     // Revision 2 drops "b"; the inventory that would say so is gone.
     let art = h.artifact("r2.tar.gz", &[("a.yaml", &configmap(NS, "a", "x"))]);
     h.external_artifact(NS, "src", &art, "r2").await;
-    suspend(false).await;
+    h.suspend(NS, "amnesia", false).await;
     h.wait_stageset(NS, "amnesia", "r2 applied", |s| {
         ready(s).is_some_and(|r| r.0 == "True")
             && s.status

@@ -855,14 +855,6 @@ async fn metrics_back_the_bundled_alerts_through_a_rollout_a_failure_and_a_delet
 // ---------------------------------------------------------------------------
 // The Grafana dashboard (charts/stageset-controller/files/dashboards).
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Every query of the dashboard is evaluated by a real Prometheus that
 /// scraped a controller through a run which exercises what the panels show
 /// (a rollout, a failing StageSet, corrected drift, admission requests,

@@ -237,6 +237,18 @@ impl Harness {
             .expect("StageSet applied");
     }
 
+    /// Sets a StageSet's `spec.suspend` (a user's merge patch).
+    pub async fn suspend(&self, namespace: &str, name: &str, on: bool) {
+        Api::<StageSet>::namespaced(self.client.clone(), namespace)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": on}})),
+            )
+            .await
+            .expect("spec.suspend patched");
+    }
+
     pub async fn get_stageset(&self, namespace: &str, name: &str) -> StageSet {
         Api::<StageSet>::namespaced(self.client.clone(), namespace)
             .get(name)
@@ -434,4 +446,14 @@ pub fn deployment(namespace: &str, name: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.27\n"
     )
+}
+
+/// A loopback port free at the time of asking (for listeners a test
+/// starts in another process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
