@@ -20,6 +20,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "test.sh: cargo is required (install Rust with rustup)" >&2
   exit 1
 fi
+
+# One clean build, so incremental compilation only costs disk (about 3 GB of
+# target/debug/incremental for the test binaries); a full disk breaks the
+# linker mid-build (ld: "signal 7 [Bus error]"). Free space is printed so a
+# failed run shows whether that was the cause.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+df -h . 2>/dev/null | tail -n 1 | awk '{print "test.sh: " $4 " free on the build disk"}' >&2
 if [ -d ../shared/reference/corpus ]; then
   :
 elif [ "${STAGESET_REQUIRE_REFERENCE:-}" = "1" ]; then
