@@ -307,6 +307,8 @@ async fn run(plan: Plan) -> Result<Started, String> {
     let mcp_store = env.rollback_store.clone();
     let mcp_runbook = env.settings.runbook_base.clone();
     let mcp_watch = plan.actors.watch_namespaces.clone();
+    let prerequisites_client = client.clone();
+    let prerequisite_namespaces = plan.actors.watch_namespaces.clone();
     if let Some((certs, slot)) = plan.certs {
         certs.start(client.clone(), metrics.clone(), slot).await?;
     }
@@ -334,6 +336,15 @@ async fn run(plan: Plan) -> Result<Started, String> {
             },
         );
     }
+    // Every replica says why it cannot watch yet (operations.md §3.3.1).
+    let prerequisites = crate::reconcile::prerequisites::watch(
+        prerequisites_client,
+        prerequisite_namespaces,
+        crate::reconcile::prerequisites::RECHECK,
+    );
+    actix::spawn(async move {
+        prerequisites.await;
+    });
     Ok((actix::System::current(), cache, metrics, servers.bound))
 }
 

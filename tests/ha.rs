@@ -2,7 +2,8 @@
 //! one kube-sim elect one leader through the Lease; only the leader
 //! reconciles; when it is killed mid-rollout the other takes over once the
 //! lease expires and finishes the rollout, while its gate answers throughout.
-//! The LeaseActor's loss paths run in-process with short timings.
+//! The LeaseActor's loss paths run in-process with short timings. Also the
+//! start-up prerequisite diagnostics every replica runs (operations.md §3.3.1).
 
 #![recursion_limit = "256"]
 
@@ -775,4 +776,245 @@ async fn two_shards_split_the_stagesets_and_both_answer_for_all() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// --- start-up prerequisite diagnostics (operations.md §3.3.1) ----------------
+
+const OPERATOR: &str = "system:serviceaccount:ops:stageset-controller";
+const NARROW: &str = "system:serviceaccount:ops:namespaced-controller";
+const NOT_GRANTED: &str = "— grant list+watch in the operator ClusterRole";
+
+/// A client acting as the kube-sim user `user` (its own context).
+async fn user_client(sim: &KubeSim, user: &str) -> kube::Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&sim.kubeconfig()).unwrap();
+    let options = kube::config::KubeConfigOptions {
+        context: Some(user.to_string()),
+        ..Default::default()
+    };
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+/// Creates (or replaces) an RBAC object from JSON.
+async fn rbac(admin: &kube::Client, obj: Value) {
+    let kind = obj["kind"].as_str().unwrap();
+    let gvk = kube::api::GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", kind);
+    let resource = kube::api::ApiResource::from_gvk(&gvk);
+    let namespace = obj["metadata"]["namespace"].as_str();
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(admin.clone(), ns, &resource),
+        None => Api::all_with(admin.clone(), &resource),
+    };
+    let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+    let params = kube::api::PatchParams::apply("prerequisites-test").force();
+    api.patch(&name, &params, &kube::api::Patch::Apply(obj))
+        .await
+        .unwrap();
+}
+
+fn cluster_role(name: &str, rules: Value) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name}, "rules": rules,
+    })
+}
+
+fn binding(kind: &str, namespace: Option<&str>, role: &str, user: &str) -> Value {
+    let mut metadata = json!({"name": format!("{role}-{}", user.rsplit(':').next().unwrap())});
+    if let Some(ns) = namespace {
+        metadata["namespace"] = json!(ns);
+    }
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": metadata,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    })
+}
+
+fn unmet(list: &[stageset_controller::reconcile::prerequisites::Unmet]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|u| (u.resource.clone(), u.reason.clone()))
+        .collect()
+}
+
+fn expect(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(r, why)| (format!("{r}.stages.metio.wtf"), why.to_string()))
+        .collect()
+}
+
+/// Each pass names every watched kind that is not served or that the
+/// controller may not list and watch (cluster-wide, or in each watched
+/// namespace), with the spec's reasons; the binary logs them at start-up; the
+/// loop ends, with its recovery line, once everything holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prerequisites_name_what_is_missing_and_why() {
+    use stageset_controller::reconcile::prerequisites::{check, watch_with};
+    let user = |name: &str, token: &str| kube_sim::UserSpec {
+        name: name.into(),
+        token: token.into(),
+        groups: vec![],
+    };
+    let sim = KubeSim::start(Options {
+        users: vec![
+            user(OPERATOR, "operator-token"),
+            user(NARROW, "narrow-token"),
+        ],
+        ..Options::default()
+    })
+    .unwrap();
+    let admin = sim_client(&sim).await;
+    let operator = user_client(&sim, OPERATOR).await;
+
+    // No CRDs at all.
+    let all = [
+        "stagesets",
+        "stageinventories",
+        "stageledgers",
+        "fleetrollouts",
+    ];
+    let missing: Vec<(&str, &str)> = all.iter().map(|p| (*p, "CRD is not installed")).collect();
+    assert_eq!(unmet(&check(&operator, &[]).await), expect(&missing));
+
+    // Served, but no RBAC: list is the first verb refused.
+    for c in stageset_controller::api::crd::all() {
+        sim.load(serde_json::to_value(&c).unwrap()).unwrap();
+    }
+    let refused = format!("operator ServiceAccount may not list it {NOT_GRANTED}");
+    let no_rbac: Vec<(&str, &str)> = all.iter().map(|p| (*p, refused.as_str())).collect();
+    assert_eq!(unmet(&check(&operator, &[]).await), expect(&no_rbac));
+
+    // Everything but watching FleetRollouts.
+    let group = "stages.metio.wtf";
+    rbac(
+        &admin,
+        cluster_role(
+            "partial",
+            json!([
+                {"apiGroups": [group], "resources": ["stagesets", "stageinventories", "stageledgers"], "verbs": ["list", "watch"]},
+                {"apiGroups": [group], "resources": ["fleetrollouts"], "verbs": ["list"]},
+            ]),
+        ),
+    )
+    .await;
+    rbac(
+        &admin,
+        binding("ClusterRoleBinding", None, "partial", OPERATOR),
+    )
+    .await;
+    let no_watch = format!("operator ServiceAccount may not watch it {NOT_GRANTED}");
+    assert_eq!(
+        unmet(&check(&operator, &[]).await),
+        expect(&[("fleetrollouts", no_watch.as_str())])
+    );
+
+    // A namespaced grant: enough for namespace `a`, not for `b` nor for the
+    // whole cluster; FleetRollouts are cluster-scoped either way.
+    for ns in ["a", "b"] {
+        let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(admin.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+    }
+    rbac(
+        &admin,
+        cluster_role(
+            "namespaced-kinds",
+            json!([{"apiGroups": [group], "resources": ["stagesets", "stageinventories", "stageledgers"], "verbs": ["list", "watch"]}]),
+        ),
+    )
+    .await;
+    rbac(
+        &admin,
+        cluster_role(
+            "fleets",
+            json!([{"apiGroups": [group], "resources": ["fleetrollouts"], "verbs": ["list", "watch"]}]),
+        ),
+    )
+    .await;
+    rbac(
+        &admin,
+        binding("RoleBinding", Some("a"), "namespaced-kinds", NARROW),
+    )
+    .await;
+    rbac(
+        &admin,
+        binding("ClusterRoleBinding", None, "fleets", NARROW),
+    )
+    .await;
+    let narrow = user_client(&sim, NARROW).await;
+    let only_a = ["a".to_string()];
+    assert_eq!(unmet(&check(&narrow, &only_a).await), vec![]);
+    let in_b = format!("operator ServiceAccount may not list it in namespace b {NOT_GRANTED}");
+    let namespaced: Vec<(&str, &str)> = all[..3].iter().map(|p| (*p, in_b.as_str())).collect();
+    let a_and_b = ["a".to_string(), "b".to_string()];
+    assert_eq!(unmet(&check(&narrow, &a_and_b).await), expect(&namespaced));
+    let cluster: Vec<(&str, &str)> = all[..3].iter().map(|p| (*p, refused.as_str())).collect();
+    assert_eq!(unmet(&check(&narrow, &[]).await), expect(&cluster));
+
+    // The binary says so at start-up, with the resource and the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let own_context = sim.kubeconfig().replace(
+        "current-context: kube-sim",
+        &format!(
+            "current-context: {}",
+            serde_json::to_string(OPERATOR).unwrap()
+        ),
+    );
+    std::fs::write(&kubeconfig, own_context).unwrap();
+    let mut binary = support::process::Controller::spawn(&kubeconfig, "prerequisites", NS, &[]);
+    let line = binary
+        .wait_line(
+            "waiting for a watched resource before reconciling",
+            DEADLINE,
+        )
+        .await;
+    assert_eq!(line["level"], "warn", "{line}");
+    assert_eq!(line["resource"], "fleetrollouts.stages.metio.wtf", "{line}");
+    assert_eq!(line["reason"], no_watch.as_str(), "{line}");
+    let warnings = binary
+        .logs()
+        .into_iter()
+        .filter(|l| l["msg"] == "waiting for a watched resource before reconciling")
+        .count();
+    assert_eq!(warnings, 1, "one line per unmet prerequisite");
+    binary.kill();
+
+    // The loop repeats until a pass holds, then ends.
+    let (passes, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let pending = tokio::spawn(watch_with(
+        operator.clone(),
+        Vec::new(),
+        Duration::from_millis(100),
+        move |found| {
+            let _ = passes.send(unmet(found));
+        },
+    ));
+    let first = tokio::time::timeout(DEADLINE, seen.recv()).await.unwrap();
+    assert_eq!(first, Some(expect(&[("fleetrollouts", no_watch.as_str())])));
+    rbac(
+        &admin,
+        binding("ClusterRoleBinding", None, "fleets", OPERATOR),
+    )
+    .await;
+    let warned = tokio::time::timeout(DEADLINE, pending)
+        .await
+        .expect("the checker ends once everything holds")
+        .unwrap();
+    assert!(warned >= 1, "it warned before the grant ({warned} passes)");
+    let mut last = None;
+    while let Ok(found) = seen.try_recv() {
+        last = Some(found);
+    }
+    assert_eq!(
+        last,
+        Some(vec![]),
+        "the last pass found everything in place"
+    );
+    assert_eq!(unmet(&check(&operator, &[]).await), vec![]);
 }

@@ -60,7 +60,7 @@ pub fn thresholds(budget: &ErrorBudget, path: &str) -> Result<(f64, f64), String
     Ok((freeze, resume))
 }
 
-/// Evaluates `budget` with `prior` as the hysteresis state. `interval` is
+/// Evaluates `budget` with `prior` as the hysteresis state. `retry` is
 /// the requeue when the budget sets none. Counts source errors and sets
 /// `stageset_budget_remaining` for the rollout-wide budget (`stage` None).
 pub async fn evaluate(
@@ -69,7 +69,7 @@ pub async fn evaluate(
     budget: &ErrorBudget,
     path: &str,
     prior: Option<&BudgetFreeze>,
-    interval: Duration,
+    retry: Duration,
     rollout_wide: bool,
 ) -> Verdict {
     let namespace = kube::ResourceExt::namespace(ss).unwrap_or_default();
@@ -78,7 +78,7 @@ pub async fn evaluate(
         Ok(t) => t,
         Err(e) => return Verdict::Invalid(e),
     };
-    let requeue = super::parse_duration(budget.interval.as_ref()).unwrap_or(interval);
+    let requeue = super::parse_duration(budget.interval.as_ref()).unwrap_or(retry);
     let value = match metricsource::read(env, ss, &budget.source).await {
         Ok(v) => v,
         Err(e) => {

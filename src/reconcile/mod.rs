@@ -26,6 +26,7 @@ pub mod notify;
 pub mod outbound;
 pub mod owned;
 pub mod podgates;
+pub mod prerequisites;
 pub mod promotion;
 pub mod prune;
 pub mod rollback;
@@ -621,7 +622,7 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     let overridden = budget_override(pass);
     pass.budget_overridden = overridden;
     let span = crate::traced_span!("stageset.gateErrorBudget");
-    if let Some(outcome) = budget_gate(pass, &attempted, overridden, interval)
+    if let Some(outcome) = budget_gate(pass, &attempted, overridden, retry)
         .instrument(span)
         .await
     {
@@ -1006,7 +1007,7 @@ async fn budget_gate(
     pass: &mut Pass<'_>,
     pinned: &BTreeMap<String, String>,
     overridden: bool,
-    interval: Duration,
+    retry: Duration,
 ) -> Option<Outcome> {
     let namespace = pass.namespace();
     let name = pass.ss.name_any();
@@ -1029,7 +1030,7 @@ async fn budget_gate(
         &budget,
         "spec.errorBudget",
         prior.as_ref(),
-        interval,
+        retry,
         true,
     )
     .await;

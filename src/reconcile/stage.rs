@@ -311,7 +311,9 @@ async fn stage_budget(
             .filter(|f| f.dry_run == Some(true) && !pass.budget_overridden);
         return Ok(kept);
     }
-    let (interval, _, _) = super::intervals(&pass.ss, &pass.env.settings);
+    // A hold is re-read every errorBudget.interval, else every
+    // retryInterval (delivery.md §1.3).
+    let (_, retry, _) = super::intervals(&pass.ss, &pass.env.settings);
     let prior_freeze = ctx.prior.and_then(|p| p.budget_freeze.clone());
     let path = format!("spec.stages[{}].errorBudget", ctx.position);
     let verdict = super::budget::evaluate(
@@ -320,7 +322,7 @@ async fn stage_budget(
         budget,
         &path,
         prior_freeze.as_ref(),
-        interval,
+        retry,
         false,
     )
     .await;
