@@ -443,6 +443,38 @@ async fn unassigned_contested_and_malformed_rollouts_stamp_nothing() {
                 .is_some_and(|t| t == "after-malformed")
     })
     .await;
+
+    // A member deleted for good is recounted well before the rollout's own
+    // 30 s requeue, which the poke above just restarted (the teardown's last
+    // status write and the delete event both wake it).
+    let canary_total = |f: &FleetRollout| {
+        f.status.as_ref().and_then(|s| {
+            s.waves
+                .iter()
+                .find(|w| w.name == "canary")
+                .and_then(|w| w.total)
+        })
+    };
+    let before = wait_fleet(&h, "one", "canary counted", |f| canary_total(f) == Some(1)).await;
+    Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), "team-a")
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    let api: Api<FleetRollout> = Api::all(h.client.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let f = api.get("one").await.unwrap();
+        if canary_total(&f) == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deleted member is still counted: {:?}, before: {:?}",
+            f.status,
+            before.status
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Runs `stagesetctl` against the harness's kube-sim (off the async

@@ -30,7 +30,7 @@ use crate::reconcile::fleet::{reconcile_fleet, selects};
 /// How long a member change waits for more changes before the pass runs.
 const GATHER: Duration = Duration::from_millis(200);
 
-/// A StageSet was added or changed (from the Supervisor's watch).
+/// A StageSet was added, changed or deleted (from the Supervisor's watch).
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct MemberChanged {

@@ -192,7 +192,7 @@ impl Supervisor {
         }
     }
 
-    /// Tells `fleets` about every StageSet added or changed.
+    /// Tells `fleets` about every StageSet added, changed or deleted.
     pub fn with_fleets(mut self, fleets: Recipient<MemberChanged>) -> Supervisor {
         self.fleets = Some(fleets);
         self
@@ -215,15 +215,20 @@ impl Supervisor {
         format!("{}/{}", ss.namespace().unwrap_or_default(), ss.name_any())
     }
 
-    /// Handles an added or changed StageSet; `listed` when it comes from a
-    /// (re-)list rather than a watch event.
-    fn observe(&mut self, ss: &StageSet, listed: bool) {
-        let key = Self::key_of(ss);
+    /// Wakes the FleetRollouts that may count `ss` as a member.
+    fn tell_fleets(&self, ss: &StageSet) {
         if let Some(fleets) = &self.fleets {
             fleets.do_send(MemberChanged {
                 labels: ss.labels().clone(),
             });
         }
+    }
+
+    /// Handles an added or changed StageSet; `listed` when it comes from a
+    /// (re-)list rather than a watch event.
+    fn observe(&mut self, ss: &StageSet, listed: bool) {
+        let key = Self::key_of(ss);
+        self.tell_fleets(ss);
         let seen = Seen::of(ss);
         let mine = self.selector.matches(ss.labels());
         let (wake, old_depends) = match self.actors.get_mut(&key) {
@@ -429,6 +434,8 @@ impl StreamHandler<ScopedItem> for Supervisor {
             }
             Ok(watcher::Event::Delete(ss)) => {
                 let key = Self::key_of(&ss);
+                // A fleet that counted it recounts now, not at its requeue.
+                self.tell_fleets(&ss);
                 self.forget(&key);
             }
             Ok(watcher::Event::Init) => {
