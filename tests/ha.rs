@@ -9,11 +9,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -28,101 +26,53 @@ use support::*;
 const NS: &str = "default";
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// One controller process and the JSON lines it logged.
+/// One controller replica (the binary as a child process, with leader
+/// election and its listeners on free ports) and the JSON lines it logged.
 struct Replica {
     pod: String,
-    child: Child,
-    lines: Arc<Mutex<Vec<Value>>>,
+    process: support::process::Controller,
 }
 
 impl Replica {
     fn spawn(kubeconfig: &std::path::Path, pod: &str) -> Replica {
-        Replica::spawn_with(kubeconfig, pod, &["--enable-webhook=false".to_string()])
+        Replica::spawn_with(kubeconfig, pod, &[])
     }
 
     /// A replica with extra flags.
     fn spawn_with(kubeconfig: &std::path::Path, pod: &str, extra: &[String]) -> Replica {
         // Bind addresses must name a port (operations.md §1.5 rule 1): take
         // free ones from the OS; the `listening` line confirms what was bound.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stageset-controller"))
-            .args([
-                "--leader-elect",
-                "--log-format=json",
-                "--log-level=debug",
-                "--allow-loopback-artifacts",
-                &format!("--gate-bind-address=127.0.0.1:{}", free_port()),
-                &format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
-                &format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAME", pod)
-            .env("POD_NAMESPACE", NS)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the controller binary starts");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let value = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
-                sink.lock().unwrap().push(value);
-            }
-        });
+        let mut args = vec![
+            "--leader-elect".to_string(),
+            format!("--gate-bind-address=127.0.0.1:{}", free_port()),
+            format!("--metrics-bind-address=127.0.0.1:{}", free_port()),
+            format!("--health-probe-bind-address=127.0.0.1:{}", free_port()),
+        ];
+        args.extend(extra.iter().cloned());
         Replica {
             pod: pod.to_string(),
-            child,
-            lines,
+            process: support::process::Controller::spawn(kubeconfig, pod, NS, &args),
         }
     }
 
     fn find(&self, msg: &str) -> Option<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|l| l["msg"] == msg)
-            .cloned()
+        self.process.find(msg)
     }
 
     async fn wait_line(&mut self, msg: &str) -> Value {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(l) = self.find(msg) {
-                return l;
-            }
-            if msg != "leader election lost"
-                && let Ok(Some(status)) = self.child.try_wait()
-            {
-                panic!("{} exited ({status}): {:#?}", self.pod, self.logs());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} never logged {msg:?}: {:#?}",
-                self.pod,
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.process.wait_line(msg, DEADLINE).await
     }
 
     /// Lines with this message about the StageSet `shop`.
     fn about_shop(&self, msg: &str) -> Vec<Value> {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
+        self.logs()
+            .into_iter()
             .filter(|l| l["msg"] == msg && l["stageset"] == format!("{NS}/shop"))
-            .cloned()
             .collect()
     }
 
     fn logs(&self) -> Vec<Value> {
-        self.lines.lock().unwrap().clone()
+        self.process.logs()
     }
 
     /// The identity from the "attempting to acquire" line.
@@ -149,9 +99,7 @@ impl Replica {
 
     /// Lines with this message about the StageSet `name`.
     fn about(&self, msg: &str, name: &str) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
+        self.logs()
             .iter()
             .filter(|l| l["msg"] == msg && l["stageset"] == format!("{NS}/{name}"))
             .count()
@@ -159,9 +107,7 @@ impl Replica {
 
     /// Whether any line names the StageSet `name`.
     fn mentions(&self, name: &str) -> bool {
-        self.lines
-            .lock()
-            .unwrap()
+        self.logs()
             .iter()
             .any(|l| l["stageset"] == format!("{NS}/{name}"))
     }
@@ -181,13 +127,6 @@ impl Replica {
         text.contains(&format!(
             "leader_election_master_status{{name=\"{LEASE_NAME}\"}} 1"
         ))
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -340,8 +279,7 @@ async fn one_leader_reconciles_and_a_follower_takes_over_after_the_lease_expires
     // Kill the leader (SIGKILL: no shutdown, the Lease is left to expire)
     // and let stage one become healthy: nothing may move until the survivor
     // holds the lease.
-    leader.child.kill().unwrap();
-    leader.child.wait().unwrap();
+    leader.process.kill_in_place();
     let killed = Instant::now();
     h.set_ready("apps/v1", "Deployment", NS, "one");
     let deadline = Instant::now() + DEADLINE;
@@ -414,10 +352,7 @@ async fn one_leader_reconciles_and_a_follower_takes_over_after_the_lease_expires
     for e in new {
         assert_eq!(reporter(e), follower.pod, "{e:?}");
     }
-    assert!(
-        follower.child.try_wait().unwrap().is_none(),
-        "still running"
-    );
+    assert!(follower.process.try_wait().is_none(), "still running");
 }
 
 /// The binary exits with code 1, at once, when another holder takes the Lease.
@@ -441,7 +376,7 @@ async fn the_binary_exits_1_when_the_lease_is_lost() {
         .unwrap();
     let deadline = Instant::now() + DEADLINE;
     let status = loop {
-        if let Some(status) = a.child.try_wait().unwrap() {
+        if let Some(status) = a.process.try_wait() {
             break status;
         }
         assert!(Instant::now() < deadline, "still running");

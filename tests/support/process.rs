@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ pub struct Controller {
     pub name: String,
     child: Child,
     lines: Arc<Mutex<Vec<Value>>>,
+    /// Set when the reader thread saw the end of stderr.
+    drained: Arc<AtomicBool>,
 }
 
 impl Controller {
@@ -56,17 +59,21 @@ impl Controller {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().expect("stderr is piped");
         let sink = lines.clone();
+        let drained = Arc::new(AtomicBool::new(false));
+        let eof = drained.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let value = serde_json::from_str(&line).unwrap_or(json!({"raw": line}));
                 sink.lock().unwrap().push(value);
             }
+            eof.store(true, Ordering::SeqCst);
         });
         Controller {
             name: name.to_string(),
             child,
             lines,
+            drained,
         }
     }
 
@@ -85,14 +92,18 @@ impl Controller {
             .cloned()
     }
 
-    /// Waits (up to `within`) for a line with this message.
+    /// Waits (up to `within`) for a line with this message; also a line the
+    /// process logged as it exited. Panics when it exited without one.
     pub async fn wait_line(&mut self, msg: &str, within: Duration) -> Value {
         let deadline = Instant::now() + within;
         loop {
             if let Some(l) = self.find(msg) {
                 return l;
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.child.try_wait()
+                && self.drained.load(Ordering::SeqCst)
+                && self.find(msg).is_none()
+            {
                 panic!("{} exited ({status}): {:#?}", self.name, self.logs());
             }
             assert!(
@@ -126,8 +137,20 @@ impl Controller {
 
     /// `kill -9`: no shutdown, no lease release, requests in flight cut.
     pub fn kill(mut self) {
+        self.kill_in_place();
+    }
+
+    /// [`Controller::kill`], keeping the handle (and its log lines).
+    pub fn kill_in_place(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .try_wait()
+            .expect("the child process can be polled")
     }
 }
 
