@@ -617,6 +617,76 @@ async fn a_restart_gate_blocks_on_restarts_since_the_last_promotion() {
     assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
 }
 
+/// A promotion gate whose pod read fails for a while (the API server answers
+/// 500) is unevaluable, not a failure: the stage's entry is written, Ready
+/// stays what it was (no transition, no event), the pass is retried with
+/// back-off, and once pods can be read the gate promotes (delivery.md R19.4,
+/// DEL-97).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_that_cannot_read_pods_keeps_ready_and_retries() {
+    let (h, _now) = harness_at("2026-12-07T10:00:00Z").await;
+    api_pod(&h, "api-1", 0).await;
+    source(&h, "canary", "r1").await;
+    source(&h, "prod", "p1").await;
+    h.stageset(
+        NS,
+        "web",
+        two_stages(json!({"restartGate": {"checks": [
+            {"name": "api", "selector": {"matchLabels": {"app": "api"}}}]}})),
+    )
+    .await;
+    let before = h.wait_stageset(NS, "web", "Ready", succeeded).await;
+    let ready_before = ready(&before).unwrap();
+    let events_before = h.events(NS, "web").await.len();
+    h.sim.set_faults(kube_sim::FaultConfig {
+        rate_500: 1.0,
+        verbs: vec!["list".into()],
+        resources: vec!["pods".into()],
+        ..Default::default()
+    });
+    source(&h, "canary", "r2").await;
+    source(&h, "prod", "p2").await;
+    // The canary stage applied r2 and recorded it; its gate keeps failing to
+    // read pods, pass after pass.
+    let ss = h
+        .wait_stageset(NS, "web", "canary at r2, gate unread", |ss| {
+            ss.status
+                .as_ref()
+                .and_then(|s| s.stages.iter().find(|e| e.name == "canary"))
+                .is_some_and(|e| e.applied_revision.as_deref() == Some("r2"))
+                && h.sim
+                    .fault_counts()
+                    .get("list")
+                    .is_some_and(|c| c.internal_error >= 8)
+        })
+        .await;
+    assert_eq!(ready(&ss).unwrap(), ready_before, "Ready is left alone");
+    assert_eq!(
+        ss.status.as_ref().unwrap().observed_generation,
+        before.status.as_ref().unwrap().observed_generation
+    );
+    assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r2"));
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p1"));
+    let events: Vec<_> = h.events(NS, "web").await;
+    assert_eq!(
+        events.len(),
+        events_before,
+        "no Ready transition, so no event: {:?}",
+        events.iter().map(|e| e.reason.clone()).collect::<Vec<_>>()
+    );
+    // Pods can be read again: the gate promotes and prod follows.
+    h.sim.set_faults(kube_sim::FaultConfig::default());
+    h.wait_stageset(NS, "web", "Ready", |ss| {
+        succeeded(ss)
+            && ss
+                .status
+                .as_ref()
+                .is_some_and(|s| s.last_applied_revisions.values().any(|r| r == "p2"))
+    })
+    .await;
+    assert_eq!(cm_value(&h, "prod-config").await.as_deref(), Some("p2"));
+}
+
 /// An event gate blocks on Warning events of the selected pods with a
 /// listed reason; other reasons and other pods do not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

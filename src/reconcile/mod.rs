@@ -359,6 +359,26 @@ impl Pass<'_> {
         }
     }
 
+    /// Ends a pass whose promotion gate could not be evaluated (R19.4):
+    /// writes the stage entries as they stand, leaves Ready and
+    /// observedGeneration alone (no event, not counted) and asks for
+    /// back-off. The pass was not a failure of the StageSet; only a read
+    /// that will be repeated.
+    async fn unevaluable(&mut self, stage: &str, message: &str) -> Outcome {
+        tracing::warn!(stageset = %self.key(), stage = %stage, "{message}; retrying with back-off");
+        let client = self.env.clients.controller();
+        match status::write(&client, &self.ss, &self.status).await {
+            Ok(version) => {
+                self.env.own_writes.record(&self.key(), version.as_deref());
+                self.record_stages();
+            }
+            Err(e) => {
+                tracing::warn!(stageset = %self.key(), error = %e, "status write failed");
+            }
+        }
+        Outcome::quiet(Requeue::Backoff)
+    }
+
     /// Records a stage's progress mid-pass (phase `Verifying` once applied,
     /// `Ready` once verified), leaving the Ready condition as it is, so that the
     /// status tells the truth while a long rollout runs.
@@ -723,6 +743,14 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 // with the reason it ends with.
                 let outcome = pass.finish(ready, requeue).await;
                 return roll_back(pass, &snapshot, outcome, interval).await;
+            }
+            StageResult::Unevaluable(message, entry) => {
+                // R19.4: the stage's entry (and its ledgers) persisted,
+                // Ready and observedGeneration untouched, back-off.
+                produced.push(entry);
+                pass.status.stages =
+                    status::merge_stages(&spec_names, &pass.previous.stages, &produced);
+                return pass.unevaluable(&stage.name, &message).await;
             }
             StageResult::Progressing(message, entry) => {
                 produced.push(entry);

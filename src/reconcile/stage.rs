@@ -49,6 +49,10 @@ pub(super) enum StageResult {
     },
     Failed(StageFailure, StageStatus),
     Progressing(String, StageStatus),
+    /// The promotion gate could not be evaluated (a transient read or revert
+    /// error, R19.4): the entry is persisted, Ready is left alone, and the
+    /// pass is retried with back-off.
+    Unevaluable(String, StageStatus),
     Deleted,
 }
 
@@ -174,7 +178,8 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
             StageResult::Ready(done) => stamp(&mut done.entry),
             StageResult::Held { entry, .. }
             | StageResult::Failed(_, entry)
-            | StageResult::Progressing(_, entry) => stamp(entry),
+            | StageResult::Progressing(_, entry)
+            | StageResult::Unevaluable(_, entry) => stamp(entry),
             StageResult::Deleted => {}
         }
     }
@@ -183,7 +188,8 @@ pub(super) async fn run_stage(pass: &mut Pass<'_>, ctx: StageContext<'_>) -> Sta
             StageResult::Ready(done) => done.entry.budget_freeze = budget_freeze,
             StageResult::Held { entry, .. }
             | StageResult::Failed(_, entry)
-            | StageResult::Progressing(_, entry) => entry.budget_freeze = budget_freeze,
+            | StageResult::Progressing(_, entry)
+            | StageResult::Unevaluable(_, entry) => entry.budget_freeze = budget_freeze,
             StageResult::Deleted => {}
         }
     }
@@ -953,8 +959,7 @@ async fn deploy(
             };
         }
         Err(podgates::ReadError::Transient(m)) => {
-            pass.progress(entry.clone()).await;
-            return StageResult::Progressing(
+            return StageResult::Unevaluable(
                 format!("promotion gate cannot be evaluated yet: {m}"),
                 entry,
             );
@@ -1023,8 +1028,7 @@ async fn deploy(
             Err(rollback::RollbackError::Transient(m)) => {
                 // Retried with back-off; the promotion state is not touched.
                 entry.promotion_state = ctx.prior.and_then(|p| p.promotion_state.clone());
-                pass.progress(entry.clone()).await;
-                return StageResult::Progressing(
+                return StageResult::Unevaluable(
                     format!(
                         "the promotion gate failed and reverting the stage cannot finish yet: {m}"
                     ),

@@ -388,7 +388,7 @@ async fn handle_inner(
     let requester_attrs = attributes(&info, query);
     let user = authenticate(sim, &headers, &requester_attrs)?;
     let plan = if info.is_resource && !exempt {
-        sim.faults.plan(&info.verb)
+        sim.faults.plan(&info.verb, &info.resource)
     } else {
         crate::faults::Plan::None
     };

@@ -5,7 +5,8 @@
 //! [`crate::KubeSim::set_faults`]) draws from a generator seeded with
 //! `(seed, n)`, so the same seed and the same request sequence give the same
 //! faults. A request is eligible when it is an API resource request whose
-//! verb is in [`FaultConfig::verbs`] (all verbs when empty) and neither its
+//! verb is in [`FaultConfig::verbs`] (all verbs when empty), whose resource is
+//! in [`FaultConfig::resources`] (all when empty) and neither its
 //! authenticated nor its impersonated user is in
 //! [`FaultConfig::exempt_users`].
 //!
@@ -51,6 +52,9 @@ pub struct FaultConfig {
     /// Verbs faults apply to (`get`, `list`, `watch`, `create`, `update`,
     /// `patch`, `delete`, `deletecollection`); empty: every verb.
     pub verbs: Vec<String>,
+    /// Resources (plural names, e.g. `pods`) faults apply to; empty: every
+    /// resource.
+    pub resources: Vec<String>,
     /// Users never faulted (and not held by a partition): matched against
     /// the authenticated user name and the impersonated one.
     pub exempt_users: Vec<String>,
@@ -69,6 +73,7 @@ impl Default for FaultConfig {
             watch_end_after: Duration::from_secs(1),
             watch_resume_gone_rate: 0.0,
             verbs: Vec::new(),
+            resources: Vec::new(),
             exempt_users: Vec::new(),
         }
     }
@@ -251,10 +256,14 @@ impl Faults {
             .any(|u| u == user || Some(u.as_str()) == impersonated)
     }
 
-    /// Decides the fault of an eligible-by-user resource request.
-    pub fn plan(&self, verb: &str) -> Plan {
+    /// Decides the fault of an eligible-by-user request of `verb` on
+    /// `resource` (its plural name).
+    pub fn plan(&self, verb: &str, resource: &str) -> Plan {
         let c = self.config.lock().unwrap_or_else(|p| p.into_inner());
         if !c.verbs.is_empty() && !c.verbs.iter().any(|v| v == verb) {
+            return Plan::None;
+        }
+        if !c.resources.is_empty() && !c.resources.iter().any(|r| r == resource) {
             return Plan::None;
         }
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
@@ -392,7 +401,7 @@ mod tests {
 
     fn sequence(config: &FaultConfig, n: usize) -> Vec<Plan> {
         let f = Faults::new(config.clone(), 10);
-        (0..n).map(|_| f.plan("get")).collect()
+        (0..n).map(|_| f.plan("get", "pods")).collect()
     }
 
     #[test]
@@ -429,7 +438,27 @@ mod tests {
             },
             10,
         );
-        assert_eq!(f.plan("get"), Plan::None);
-        assert_eq!(f.plan("create"), Plan::Status(FaultKind::InternalError));
+        assert_eq!(f.plan("get", "pods"), Plan::None);
+        assert_eq!(
+            f.plan("create", "pods"),
+            Plan::Status(FaultKind::InternalError)
+        );
+    }
+
+    #[test]
+    fn resources_select() {
+        let f = Faults::new(
+            FaultConfig {
+                rate_500: 1.0,
+                resources: vec!["pods".into()],
+                ..FaultConfig::default()
+            },
+            10,
+        );
+        assert_eq!(f.plan("list", "configmaps"), Plan::None);
+        assert_eq!(
+            f.plan("list", "pods"),
+            Plan::Status(FaultKind::InternalError)
+        );
     }
 }

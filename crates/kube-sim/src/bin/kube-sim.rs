@@ -6,7 +6,8 @@
 //!          [--latency MILLIS] [--watch-history-min-events N] [--watch-history-window SECS]
 //!          [--fault-seed N] [--fault-rate-429 F] [--fault-rate-500 F] [--fault-rate-503 F]
 //!          [--fault-rate-reset F] [--fault-retry-after SECS] [--fault-watch-end-rate F]
-//!          [--fault-watch-gone-rate F] [--fault-verbs VERB,...] [--fault-exempt-user NAME]...
+//!          [--fault-watch-gone-rate F] [--fault-verbs VERB,...] [--fault-resources RES,...]
+//!          [--fault-exempt-user NAME]...
 //! ```
 //!
 //! Prints `kube-sim ready on https://127.0.0.1:<port>` once it accepts requests
@@ -88,6 +89,9 @@ struct Args {
     /// Verbs faults apply to, comma-separated (default: all).
     #[arg(long, value_name = "VERB,...", value_delimiter = ',')]
     fault_verbs: Vec<String>,
+    /// Resources (plural names) faults apply to, comma-separated (default: all).
+    #[arg(long, value_name = "RES,...", value_delimiter = ',')]
+    fault_resources: Vec<String>,
     /// A user never faulted (repeatable; the admin is `kube-sim-admin`).
     #[arg(long = "fault-exempt-user", value_name = "NAME")]
     fault_exempt_users: Vec<String>,
@@ -145,6 +149,7 @@ fn main() -> ExitCode {
                 watch_end_rate: args.fault_watch_end_rate,
                 watch_resume_gone_rate: args.fault_watch_gone_rate,
                 verbs: args.fault_verbs.clone(),
+                resources: args.fault_resources.clone(),
                 exempt_users: args.fault_exempt_users.clone(),
                 ..FaultConfig::default()
             },
