@@ -553,6 +553,7 @@ fn chaos_config() -> SimConfig {
             watch_end_after: Duration::from_secs(2),
             watch_resume_gone_rate: 0.5,
             verbs: Vec::new(),
+            resources: Vec::new(),
             exempt_users: vec!["kube-sim-admin".into()],
         },
         ..SimConfig::default()
