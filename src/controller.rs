@@ -212,6 +212,9 @@ pub fn start_with_clock(
         servers,
         clock,
     };
+    if !config.watch_namespaces.is_empty() {
+        tracing::info!(logger = "setup", namespaces = ?config.watch_namespaces, "watch scope restricted");
+    }
     let handle = spawn(plan).map_err(|e| format!("starting the controller: {e}"))?;
     let b = handle.bound();
     let show = |a: Option<std::net::SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();

@@ -104,7 +104,7 @@ fn run_controller(config: &Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(logger = "setup", "controller started");
+    tracing::info!(logger = "setup", "starting manager");
     runtime.block_on(shutdown_signal());
     tracing::info!(logger = "setup", "shutting down");
     controller.stop();

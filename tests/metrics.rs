@@ -855,6 +855,59 @@ async fn metrics_back_the_bundled_alerts_through_a_rollout_a_failure_and_a_delet
 // ---------------------------------------------------------------------------
 // The Grafana dashboard (charts/stageset-controller/files/dashboards).
 
+/// The reconcile log lines of the run (operations.md §7.7): every line of a
+/// pass carries the object and one `reconcileID`; a pass that delivered says
+/// `StageSet synced`, a failing stage `stage failed` with its details.
+async fn reconcile_log_lines(controller: &mut support::process::Controller) {
+    let within = Duration::from_secs(60);
+    let synced = controller.wait_line("StageSet synced", within).await;
+    assert_eq!(synced["level"], "info", "{synced}");
+    assert_eq!(synced["namespace"], NS, "{synced}");
+    assert_eq!(synced["name"], "shop", "{synced}");
+    assert_eq!(synced["controller"], "stageset", "{synced}");
+    assert_eq!(synced["controllerGroup"], "stages.metio.wtf", "{synced}");
+    assert_eq!(synced["controllerKind"], "StageSet", "{synced}");
+    assert_eq!(synced["stages"], 1, "{synced}");
+    assert_eq!(synced["ready"], true, "{synced}");
+    assert!(
+        synced["requeueAfter"]
+            .as_str()
+            .is_some_and(|d| d.ends_with('s')),
+        "{synced}"
+    );
+    let id = synced["reconcileID"].as_str().expect("a reconcileID");
+    assert!(uuid::Uuid::parse_str(id).is_ok(), "{synced}");
+    // The pass's other lines carry the same id; other passes another.
+    let logs = controller.logs();
+    let same_pass: Vec<_> = logs.iter().filter(|l| l["reconcileID"] == id).collect();
+    assert!(
+        same_pass
+            .iter()
+            .any(|l| l["msg"] == "reconcile finished" && l["name"] == "shop"),
+        "{same_pass:#?}"
+    );
+    assert!(
+        same_pass
+            .iter()
+            .all(|l| l["namespace"] == NS && l["name"] == "shop"),
+        "{same_pass:#?}"
+    );
+    let failed = controller.wait_line("stage failed", within).await;
+    assert_eq!(failed["level"], "error", "{failed}");
+    assert_eq!(failed["name"], "broken", "{failed}");
+    assert_eq!(failed["stage"], "app", "{failed}");
+    assert!(failed["op"].is_string(), "{failed}");
+    assert!(failed["terminal"].is_boolean(), "{failed}");
+    assert_eq!(failed["reason"], "StageFailed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ghost")),
+        "{failed}"
+    );
+    assert_ne!(failed["reconcileID"], synced["reconcileID"]);
+}
+
 /// Every query of the dashboard is evaluated by a real Prometheus that
 /// scraped a controller through a run which exercises what the panels show
 /// (a rollout, a failing StageSet, corrected drift, admission requests,
@@ -946,6 +999,7 @@ async fn every_dashboard_panel_has_data_on_a_real_prometheus() {
     .await;
     h.wait_ready_reason(NS, "broken", "StageFailed", "ghost")
         .await;
+    reconcile_log_lines(&mut controller).await;
     let cms = h.dynamic("v1", "ConfigMap", Some(NS)).await;
     cms.patch(
         "app",

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use crate::cache::StageSetCache;
 use crate::leader::Leadership;
@@ -136,15 +137,30 @@ impl StageSetActor {
             let started = std::time::Instant::now();
             // Read once the permit is held: the newest copy the watch has.
             let cached = cache.get(&namespace, &name).map(|ss| (*ss).clone());
-            let outcome = reconcile(&env, &namespace, &name, cached).await;
-            tracing::debug!(
-                stageset = %format!("{namespace}/{name}"),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                requeue = ?outcome.requeue,
-                reason = outcome.ready.as_ref().map(|r| r.reason.as_str()).unwrap_or(""),
-                "reconcile finished"
+            // Every line of the pass carries the object and a pass id
+            // (operations.md §7.7), as controller-runtime's reconcile logger.
+            let span = tracing::info_span!(
+                "reconcile",
+                controller = "stageset",
+                controllerGroup = crate::api::GROUP,
+                controllerKind = "StageSet",
+                namespace = %namespace,
+                name = %name,
+                reconcileID = %uuid::Uuid::new_v4(),
             );
-            outcome
+            async move {
+                let outcome = reconcile(&env, &namespace, &name, cached).await;
+                tracing::debug!(
+                    stageset = %format!("{namespace}/{name}"),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    requeue = ?outcome.requeue,
+                    reason = outcome.ready.as_ref().map(|r| r.reason.as_str()).unwrap_or(""),
+                    "reconcile finished"
+                );
+                outcome
+            }
+            .instrument(span)
+            .await
         });
         ctx.spawn(
             actix::fut::wrap_future::<_, Self>(task)

@@ -19,7 +19,7 @@ use crate::validate::cel::{CompiledCheck, ExprOutcome};
 const MAX_POLL: Duration = Duration::from_secs(2);
 const FIRST_POLL: Duration = Duration::from_millis(25);
 const DELETION_POLL: Duration = Duration::from_secs(5);
-const HEARTBEAT: Duration = Duration::from_secs(60);
+use super::verify::HEARTBEAT;
 
 /// Polls the CEL checks against the applied objects they match until every
 /// matched object is current, any is failed, or `deadline` passes. Each poll

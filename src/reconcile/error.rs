@@ -172,6 +172,11 @@ impl StageFailure {
     pub fn requeue(&self, interval: Duration) -> Requeue {
         self.error.requeue(interval)
     }
+
+    /// Whether retrying the same inputs cannot help (no back-off retry).
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self.error, Error::Transient(_) | Error::Migration(_))
+    }
 }
 
 /// Text for a Forbidden answer: which call, and what to do about it.

@@ -728,6 +728,16 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
                 done.push(*stage_done);
             }
             StageResult::Failed(failure, entry) => {
+                let message = failure.ready_message();
+                tracing::error!(
+                    stageset = %pass.key(),
+                    stage = %failure.stage,
+                    op = %failure.op,
+                    terminal = failure.is_terminal(),
+                    reason = failure.reason().as_str(),
+                    error = %message,
+                    "stage failed"
+                );
                 produced.push(entry);
                 pass.status.stages =
                     status::merge_stages(&spec_names, &pass.previous.stages, &produced);
@@ -857,6 +867,11 @@ async fn run_stages(pass: &mut Pass<'_>) -> Outcome {
     } else {
         Requeue::After(jitter(steady))
     };
+    let requeue_after = match requeue {
+        Requeue::After(d) => crate::duration::GoDuration::from_std(d).to_string(),
+        _ => "0s".to_string(),
+    };
+    tracing::info!(stageset = %pass.key(), stages = n, ready = true, requeueAfter = %requeue_after, "StageSet synced");
     pass.finish_counted(
         Ready::new(
             StageSetReason::Succeeded,
@@ -1097,6 +1112,7 @@ async fn budget_gate(
             requeue,
         } => {
             pass.status.budget_freeze = freeze;
+            tracing::info!(stageset = %pass.key(), reason = reason.as_str(), detail = %what, "rollout frozen by error budget");
             let what = format!("delivery held: {what}");
             let ready = if pass.previous.last_applied_revisions.is_empty() {
                 Ready::new(reason, what)

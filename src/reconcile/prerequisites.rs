@@ -19,7 +19,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 
 /// The API group and version of our kinds.
-pub const GROUP: &str = "stages.metio.wtf";
+pub const GROUP: &str = crate::api::GROUP;
 pub const VERSION: &str = "v1";
 
 /// How often an unmet pass is repeated.
@@ -125,7 +125,7 @@ pub async fn watch_with(
             if warned > 0 {
                 tracing::info!(
                     passes = warned,
-                    "every watched resource is served and may be listed and watched; reconciling"
+                    "all watched resources are now installed and permitted; reconciliation can proceed"
                 );
             }
             return warned;

@@ -33,6 +33,9 @@ pub enum Verdict {
 
 const MAX_POLL: Duration = Duration::from_secs(2);
 const DELETION_POLL: Duration = Duration::from_secs(5);
+/// How often a long verify wait logs what it still waits for (operations.md
+/// §1.10: 1 min).
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(60);
 
 /// What the caller already knows: the health of objects it has just read or
 /// written (by subject), used for the first round instead of a read, and how
@@ -61,6 +64,7 @@ where
     let deadline = start + timeout;
     let mut delay = Duration::from_millis(25);
     let mut next_deletion_check = start + DELETION_POLL;
+    let mut next_heartbeat = start + HEARTBEAT;
     let mut seen = known.seen;
     loop {
         let mut pending: Vec<String> = Vec::new();
@@ -114,10 +118,37 @@ where
             }
             next_deletion_check = now + DELETION_POLL;
         }
+        if now >= next_heartbeat {
+            // A long wait says what it waits for (the reconcile span names
+            // the StageSet).
+            tracing::info!(
+                elapsed = %crate::duration::GoDuration::from_std(now - start),
+                timeout = %crate::duration::GoDuration::from_std(timeout),
+                pending = pending.len(),
+                waiting = %heartbeat_summary(&pending),
+                "still waiting for objects to become ready"
+            );
+            next_heartbeat = now + HEARTBEAT;
+        }
         let sleep = delay.min(deadline.saturating_duration_since(now));
         tokio::time::sleep(sleep).await;
         delay = (delay * 2).min(MAX_POLL);
     }
+}
+
+/// The first few objects a heartbeat names, and how many more wait.
+fn heartbeat_summary(pending: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = pending
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if pending.len() > SHOWN {
+        text.push_str(&format!("; and {} more", pending.len() - SHOWN));
+    }
+    text
 }
 
 async fn read(
@@ -161,6 +192,21 @@ pub fn timeout_ladder(
 mod tests {
     use super::*;
     use crate::api::Duration as D;
+
+    #[test]
+    fn a_heartbeat_names_five_objects_and_counts_the_rest() {
+        let pending: Vec<String> = (1..=7)
+            .map(|i| format!("ConfigMap/ns/c{i}: not found"))
+            .collect();
+        assert_eq!(
+            heartbeat_summary(&pending[..2]),
+            "ConfigMap/ns/c1: not found; ConfigMap/ns/c2: not found"
+        );
+        let text = heartbeat_summary(&pending);
+        assert!(text.starts_with("ConfigMap/ns/c1: not found;"), "{text}");
+        assert!(text.contains("c5: not found; and 2 more"), "{text}");
+        assert!(!text.contains("c6"), "{text}");
+    }
 
     #[test]
     fn ladder() {

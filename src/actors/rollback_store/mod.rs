@@ -113,6 +113,7 @@ impl StorePlan {
                 let credentials = settings.credentials.describe();
                 let backend = Backend::s3(&settings)?;
                 tracing::info!(logger = "rollback", credentials = %credentials, "S3 rollback store credentials");
+                tracing::info!(logger = "rollback", backend = "s3", endpoint = %settings.endpoint, bucket = %settings.bucket, prefix = %settings.prefix, retention, "rollback store enabled");
                 (backend, retention)
             }
         };
@@ -125,9 +126,8 @@ impl StorePlan {
                     "the rollback store keeps rendered objects, Secret data included, in the clear: use an encrypted volume"
                 );
             }
-            Backend::S3 { display: shown, .. } => {
-                tracing::info!(logger = "rollback", backend = "s3", store = %shown, retention, "rollback store enabled");
-            }
+            // Logged above, with the endpoint and bucket as fields.
+            Backend::S3 { .. } => {}
         }
         let addr = RollbackStoreActor {
             backend: Arc::new(backend),
