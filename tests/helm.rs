@@ -615,6 +615,39 @@ async fn invalid_value_combinations_fail_the_render_naming_the_value() {
             .await
             .is_empty()
     );
+    // SSE-KMS without a key id is the bucket's default key (operations.md
+    // OPS-47): rendered (through the scratch API server), with no key flag.
+    let objs = template(
+        &sim,
+        dir.path(),
+        "stageset-system",
+        &[],
+        &[
+            r#"rollbackStore.backend="s3""#.into(),
+            r#"rollbackStore.s3.endpoint="s3.eu-west-1.amazonaws.com""#.into(),
+            r#"rollbackStore.s3.bucket="b""#.into(),
+            r#"rollbackStore.s3.sse="kms""#.into(),
+        ],
+    )
+    .await
+    .expect("SSE-KMS with the bucket's default key renders");
+    let d = objs
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args: Vec<&str> = container(d)["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(args.contains(&"--rollback-store-s3-sse=kms"), "{args:?}");
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--rollback-store-s3-sse-kms-key")),
+        "{args:?}"
+    );
 }
 
 // --- b: install variants -----------------------------------------------------------

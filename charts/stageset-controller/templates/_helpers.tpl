@@ -97,9 +97,6 @@ cert-manager mode when no issuer is named. */}}
 {{- if not .Values.rollbackStore.s3.bucket -}}
 {{- fail "rollbackStore.s3.bucket is required when rollbackStore.backend is s3" -}}
 {{- end -}}
-{{- if and (eq .Values.rollbackStore.s3.sse "kms") (not .Values.rollbackStore.s3.sseKmsKeyId) -}}
-{{- fail "rollbackStore.s3.sseKmsKeyId is required when rollbackStore.s3.sse is kms" -}}
-{{- end -}}
 {{- end -}}
 {{- if and (ne .Values.rollbackStore.backend "s3") (or .Values.rollbackStore.s3.endpoint .Values.rollbackStore.s3.bucket .Values.rollbackStore.s3.existingSecret) -}}
 {{- fail (printf "rollbackStore.s3 settings are set but rollbackStore.backend is %q: the PVC and S3 rollback stores are mutually exclusive, set backend: s3 to use S3" .Values.rollbackStore.backend) -}}
