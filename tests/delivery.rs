@@ -297,6 +297,102 @@ async fn a_new_revision_is_rolled_out_and_updates_objects() {
     assert_eq!(cm.data["data"]["value"], "two");
 }
 
+/// Objects annotated `helm.sh/hook` (api.md D2): by default applied as
+/// ordinary objects with one Warning event per revision; dropped at build
+/// time with `applyHelmHookResources: false`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_hook_objects_are_applied_with_a_warning_or_dropped() {
+    let h = Harness::start().await;
+    let hook = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {NS}\n  annotations:\n    helm.sh/hook: pre-install\ndata:\n  value: hook\n"
+        )
+    };
+    for (source, plain, hooked) in [
+        ("kept", "plain-1", "hook-1"),
+        ("dropped", "plain-2", "hook-2"),
+    ] {
+        let art = h.artifact(
+            &format!("{source}.tar.gz"),
+            &[
+                ("cm.yaml", &configmap(NS, plain, "x")),
+                ("hook.yaml", &hook(hooked)),
+            ],
+        );
+        h.external_artifact(NS, source, &art, "v1").await;
+    }
+    h.stageset(
+        NS,
+        "kept",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "kept"}}]}),
+    )
+    .await;
+    h.stageset(
+        NS,
+        "dropped",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "dropped"}, "applyHelmHookResources": false}]}),
+    )
+    .await;
+    h.wait_ready_reason(NS, "kept", "Succeeded", "").await;
+    h.wait_ready_reason(NS, "dropped", "Succeeded", "").await;
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "hook-1")
+            .await
+            .is_some()
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "plain-1")
+            .await
+            .is_some()
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "hook-2")
+            .await
+            .is_none()
+    );
+    assert!(
+        h.get_opt("v1", "ConfigMap", Some(NS), "plain-2")
+            .await
+            .is_some()
+    );
+    // Another pass at the same revision says nothing new.
+    let api = kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS);
+    api.patch(
+        "kept",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "again"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    h.wait_stageset(NS, "kept", "the token handled", |ss| {
+        ss.status
+            .as_ref()
+            .and_then(|s| s.last_handled_reconcile_at.as_deref())
+            == Some("again")
+    })
+    .await;
+    let hooks =
+        |events: Vec<k8s_openapi::api::core::v1::Event>| -> Vec<k8s_openapi::api::core::v1::Event> {
+            events
+                .into_iter()
+                .filter(|e| e.reason.as_deref() == Some("HelmHookResource"))
+                .collect()
+        };
+    let kept = hooks(h.events(NS, "kept").await);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].type_.as_deref(), Some("Warning"));
+    assert_eq!(kept[0].count.unwrap_or(1), 1, "{kept:?}");
+    assert!(
+        kept[0].message.as_deref().is_some_and(|m| m.contains(
+            "stage \"app\": 1 object(s) annotated helm.sh/hook are applied as ordinary objects"
+        )),
+        "{kept:?}"
+    );
+    assert!(hooks(h.events(NS, "dropped").await).is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_service_account_applies_nothing() {
     let h = Harness::start().await;

@@ -195,6 +195,9 @@ reason_enum! {
         TeardownForced,
         BaselineInvalid,
         Halted,
+        /// Objects annotated `helm.sh/hook` applied as ordinary objects
+        /// (`applyHelmHookResources` true, the default; api.md D2).
+        HelmHookResource,
     }
 }
 

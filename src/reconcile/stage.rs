@@ -515,6 +515,19 @@ async fn prepare(
     images::gate(&env.clients.controller())
         .await
         .map_err(|e| StageFailure::new(&stage.name, StageOp::ImageVerification, e))?;
+    // api.md D2: Helm hook objects kept (applyHelmHookResources true, the
+    // default) are applied as ordinary objects, said once per revision.
+    let kept_hooks = objects.iter().filter(|o| is_helm_hook(o)).count();
+    let new_revision =
+        ctx.prior.and_then(|p| p.applied_revision.as_deref()) != Some(source.revision.as_str());
+    if kept_hooks > 0 && new_revision {
+        let note = format!(
+            "stage \"{}\": {kept_hooks} object(s) annotated helm.sh/hook are applied as ordinary objects, not run as Helm hooks (set applyHelmHookResources: false to drop them)",
+            stage.name
+        );
+        pass.event(true, EventReason::HelmHookResource.as_str(), &note)
+            .await;
+    }
     Ok(Prepared {
         objects,
         rendered,
@@ -600,6 +613,13 @@ fn decrypt_message(e: &decrypt::DecryptError, configured: bool) -> String {
     }
 }
 
+/// Whether an object carries the `helm.sh/hook` annotation.
+fn is_helm_hook(object: &serde_json::Value) -> bool {
+    object
+        .pointer("/metadata/annotations/helm.sh~1hook")
+        .is_some()
+}
+
 /// S11 and S12: builds a stage's objects from its artifact's files (path,
 /// patches, post-build substitution), drops Helm hook resources when the
 /// stage says so, and stamps the stage, owner and ApplySet labels. Shared by
@@ -618,7 +638,7 @@ pub(super) fn render_objects(
     let mut objects = build::render(files, path, patches, vars).map_err(|e| e.to_string())?;
     // Helm hook resources: dropped when the stage says so (api.md D2).
     if stage.apply_helm_hook_resources == Some(false) {
-        objects.retain(|o| o.pointer("/metadata/annotations/helm.sh~1hook").is_none());
+        objects.retain(|o| !is_helm_hook(o));
     }
     let applyset = (env.settings.inventory_mode != InventoryMode::Entries)
         .then(|| inventory::stage_applyset_id(&ss_name, &namespace, &stage.name));
