@@ -40,12 +40,55 @@ pub fn backoff_delay(failures: u32) -> Duration {
     Duration::from_millis(ms).min(Duration::from_secs(1000))
 }
 
+/// The overall half of controller-runtime's default rate limiter: a token
+/// bucket of 10 per second with a burst of 100 (operations.md OPS-43) that
+/// every back-off requeue reserves from, shared by all StageSets. A requeue
+/// waits for the longer of its own back-off and its reservation, so a mass
+/// failure cannot retry faster than 10 StageSets a second after the burst.
+pub struct RetryBucket {
+    rate: f64,
+    burst: f64,
+    /// Tokens left (negative: reserved ahead) and when that was computed.
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl RetryBucket {
+    /// controller-runtime's defaults: 10 per second, burst 100.
+    pub fn standard() -> Self {
+        RetryBucket::new(10.0, 100.0)
+    }
+
+    pub fn new(rate: f64, burst: f64) -> Self {
+        RetryBucket {
+            rate,
+            burst,
+            state: std::sync::Mutex::new((burst, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token at `now`; how long the caller must wait for it
+    /// (golang.org/x/time/rate's Reserve: tokens may be reserved ahead).
+    pub fn reserve(&self, now: std::time::Instant) -> Duration {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (tokens, last) = *state;
+        let elapsed = now.saturating_duration_since(last).as_secs_f64();
+        let tokens = (tokens + elapsed * self.rate).min(self.burst) - 1.0;
+        *state = (tokens, now.max(last));
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / self.rate)
+        }
+    }
+}
+
 pub struct StageSetActor {
     namespace: String,
     name: String,
     env: Arc<Env>,
     leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
+    retries: Arc<RetryBucket>,
     /// The watch cache the reconcile takes its StageSet from.
     cache: StageSetCache,
     running: bool,
@@ -65,6 +108,7 @@ impl StageSetActor {
         env: Arc<Env>,
         leadership: Arc<Leadership>,
         limiter: Arc<Semaphore>,
+        retries: Arc<RetryBucket>,
         cache: StageSetCache,
     ) -> Self {
         StageSetActor {
@@ -74,6 +118,7 @@ impl StageSetActor {
             cache,
             leadership,
             limiter,
+            retries,
             running: false,
             pending: false,
             failures: 0,
@@ -215,7 +260,8 @@ impl StageSetActor {
                 Some(d)
             }
             Requeue::Backoff => {
-                let d = backoff_delay(self.failures);
+                let d = backoff_delay(self.failures)
+                    .max(self.retries.reserve(std::time::Instant::now()));
                 self.failures = self.failures.saturating_add(1);
                 Some(d)
             }
@@ -300,6 +346,31 @@ impl Handler<Stop> for StageSetActor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_retry_bucket_allows_a_burst_then_ten_a_second() {
+        let bucket = RetryBucket::new(10.0, 100.0);
+        let start = std::time::Instant::now();
+        for i in 0..100 {
+            assert_eq!(bucket.reserve(start), Duration::ZERO, "token {i}");
+        }
+        // Reserved ahead: the 101st waits 100 ms, the 102nd 200 ms.
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(bucket.reserve(start)), 100);
+        assert_eq!(ms(bucket.reserve(start)), 200);
+        // A second later the debt is paid and eight tokens are back.
+        let later = start + Duration::from_secs(1);
+        for _ in 0..8 {
+            assert_eq!(bucket.reserve(later), Duration::ZERO);
+        }
+        assert_eq!(ms(bucket.reserve(later)), 100);
+        // Refills never exceed the burst.
+        let idle = later + Duration::from_secs(3600);
+        for _ in 0..100 {
+            assert_eq!(bucket.reserve(idle), Duration::ZERO);
+        }
+        assert_eq!(ms(bucket.reserve(idle)), 100);
+    }
 
     #[test]
     fn backoff_grows_and_caps() {

@@ -20,7 +20,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::Semaphore;
 
 use crate::actors::fleet::MemberChanged;
-use crate::actors::stageset::{Reconcile, StageSetActor, Stop};
+use crate::actors::stageset::{Reconcile, RetryBucket, StageSetActor, Stop};
 use crate::api::reasons::CONDITION_READY;
 use crate::api::selector::LabelFilter;
 use crate::api::{StageSet, keys};
@@ -140,6 +140,8 @@ pub struct Supervisor {
     /// Whether this replica may reconcile (leader election).
     leadership: Arc<Leadership>,
     limiter: Arc<Semaphore>,
+    /// The overall back-off bucket every StageSetActor reserves from.
+    retries: Arc<RetryBucket>,
     namespaces: Vec<String>,
     /// `--watch-label-selector`: which StageSets get an actor (DECISIONS 22).
     selector: LabelFilter,
@@ -180,6 +182,7 @@ impl Supervisor {
             env,
             leadership,
             limiter: Arc::new(Semaphore::new(concurrent.max(1))),
+            retries: Arc::new(RetryBucket::standard()),
             namespaces,
             selector,
             actors: HashMap::new(),
@@ -257,7 +260,7 @@ impl Supervisor {
                         *slot = Some(Self::spawn(
                             &self.env,
                             &self.leadership,
-                            &self.limiter,
+                            (&self.limiter, &self.retries),
                             &self.cache,
                             ss,
                         ));
@@ -274,7 +277,13 @@ impl Supervisor {
             }
             None => {
                 let addr = mine.then(|| {
-                    Self::spawn(&self.env, &self.leadership, &self.limiter, &self.cache, ss)
+                    Self::spawn(
+                        &self.env,
+                        &self.leadership,
+                        (&self.limiter, &self.retries),
+                        &self.cache,
+                        ss,
+                    )
                 });
                 self.actors.insert(key.clone(), (addr, seen.clone()));
                 if listed && mine {
@@ -296,18 +305,26 @@ impl Supervisor {
     fn spawn(
         env: &Arc<Env>,
         leadership: &Arc<Leadership>,
-        limiter: &Arc<Semaphore>,
+        (limiter, retries): (&Arc<Semaphore>, &Arc<RetryBucket>),
         cache: &StageSetCache,
         ss: &StageSet,
     ) -> Addr<StageSetActor> {
         let env = env.clone();
         let leadership = leadership.clone();
-        let limiter = limiter.clone();
+        let (limiter, retries) = (limiter.clone(), retries.clone());
         let cache = cache.clone();
         let namespace = ss.namespace().unwrap_or_default();
         let name = ss.name_any();
         actix::Supervisor::start(move |_| {
-            StageSetActor::new(&namespace, &name, env, leadership, limiter, cache.clone())
+            StageSetActor::new(
+                &namespace,
+                &name,
+                env,
+                leadership,
+                limiter,
+                retries.clone(),
+                cache.clone(),
+            )
         })
     }
 
