@@ -332,6 +332,26 @@ fn gvk_of(api_version: &str, kind: &str) -> GroupVersionKind {
     GroupVersionKind::gvk(group, version, kind)
 }
 
+/// The controller's cluster, in operations.md OPS-09's order: the kubeconfig
+/// `KUBECONFIG` names when it is set, else the in-cluster ServiceAccount,
+/// else `~/.kube/config` (kube-rs's own `infer` prefers `~/.kube/config` to
+/// the in-cluster identity, which would let a file baked into an image win).
+pub async fn load_config() -> Result<kube::Config, String> {
+    let options = kube::config::KubeConfigOptions::default();
+    if std::env::var_os("KUBECONFIG").is_some_and(|v| !v.is_empty()) {
+        return kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("KUBECONFIG: {e}"));
+    }
+    let in_cluster = match kube::Config::incluster() {
+        Ok(config) => return Ok(config),
+        Err(e) => e,
+    };
+    kube::Config::from_kubeconfig(&options).await.map_err(|e| {
+        format!("no KUBECONFIG, not in a cluster ({in_cluster}), and no usable ~/.kube/config: {e}")
+    })
+}
+
 impl ClientFactory {
     /// A factory for a cluster configuration (the controller's identity).
     /// Its clients share the default rate limit.
@@ -355,11 +375,9 @@ impl ClientFactory {
         })
     }
 
-    /// The configuration from `KUBECONFIG`, `~/.kube/config` or the in-cluster
-    /// service account.
+    /// A factory for the cluster [`load_config`] finds.
     pub async fn infer() -> Result<ClientFactory, String> {
-        let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
-        ClientFactory::new(config).map_err(|e| e.to_string())
+        ClientFactory::new(load_config().await?).map_err(|e| e.to_string())
     }
 
     /// The rate limit every client of this factory passes.

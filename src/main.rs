@@ -90,7 +90,7 @@ fn run_controller(config: &Config) -> ExitCode {
         tracing::error!(logger = "setup", error = %e, "starting the controller failed");
         return ExitCode::from(1);
     }
-    let kube_config = match runtime.block_on(kube::Config::infer()) {
+    let kube_config = match runtime.block_on(stageset_controller::kube_client::load_config()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(logger = "setup", error = %e, "loading the kubeconfig failed");

@@ -953,3 +953,38 @@ async fn prerequisites_name_what_is_missing_and_why() {
     );
     assert_eq!(unmet(&check(&operator, &[]).await), vec![]);
 }
+
+/// With `KUBECONFIG` unset and no in-cluster ServiceAccount, the binary finds
+/// its cluster in `~/.kube/config` (operations.md OPS-09's last resort) and
+/// reconciles there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_kubeconfig_or_a_cluster_the_binary_reads_home_kube_config() {
+    let h = Harness::start_with(HarnessOptions {
+        start_controller: false,
+        ..Default::default()
+    })
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir(home.path().join(".kube")).unwrap();
+    h.sim
+        .write_kubeconfig(&home.path().join(".kube").join("config"))
+        .unwrap();
+    let art = h.artifact("home.tar.gz", &[("cm.yaml", &configmap(NS, "home", "x"))]);
+    h.external_artifact(NS, "home", &art, "v1").await;
+    h.stageset(
+        NS,
+        "home",
+        json!({"stages": [{"name": "app", "sourceRef": {"name": "home"}}]}),
+    )
+    .await;
+    let mut binary = support::process::Controller::spawn_with_env(
+        std::path::Path::new(""),
+        "home",
+        NS,
+        &[],
+        &[("KUBECONFIG", ""), ("HOME", home.path().to_str().unwrap())],
+    );
+    binary.wait_line("starting manager", DEADLINE).await;
+    h.wait_ready_reason(NS, "home", "Succeeded", "").await;
+    binary.kill();
+}
