@@ -50,7 +50,7 @@ pub struct ControllerHandle {
     system: actix::System,
     cache: StageSetCache,
     metrics: Arc<Metrics>,
-    bound: Bound,
+    listeners: crate::http::Servers,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -62,7 +62,7 @@ impl ControllerHandle {
 
     /// The addresses the HTTP listeners bound.
     pub fn bound(&self) -> &Bound {
-        &self.bound
+        &self.listeners.bound
     }
 
     /// The StageSet cache the HTTP listeners read.
@@ -72,6 +72,16 @@ impl ControllerHandle {
 
     /// Stops the actors and listeners and waits for the controller thread.
     pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// The SIGTERM path (operations.md §1.9): the listeners stop accepting
+    /// and finish the requests in flight (up to 5 s: an admission review a
+    /// rolling restart interrupts would fail the user's write), then
+    /// everything stops as [`ControllerHandle::stop`] does.
+    pub fn stop_gracefully(mut self) {
+        self.listeners
+            .stop_blocking(std::time::Duration::from_secs(5));
         self.shutdown();
     }
 
@@ -230,7 +240,12 @@ pub fn start_with_clock(
     Ok(handle)
 }
 
-type Started = (actix::System, StageSetCache, Arc<Metrics>, Bound);
+type Started = (
+    actix::System,
+    StageSetCache,
+    Arc<Metrics>,
+    crate::http::Servers,
+);
 
 /// Runs the controller on a dedicated thread: an actix System on a
 /// multi-threaded Tokio runtime, so reconciles run in parallel. The clients
@@ -255,7 +270,7 @@ fn spawn(plan: Plan) -> std::io::Result<ControllerHandle> {
                 let _ = system.run();
             }
         })?;
-    let (system, cache, metrics, bound) = rx
+    let (system, cache, metrics, listeners) = rx
         .recv()
         .map_err(|_| std::io::Error::other("the controller thread stopped during start-up"))?
         .map_err(std::io::Error::other)?;
@@ -263,7 +278,7 @@ fn spawn(plan: Plan) -> std::io::Result<ControllerHandle> {
         system,
         cache,
         metrics,
-        bound,
+        listeners,
         thread: Some(thread),
     })
 }
@@ -348,7 +363,7 @@ async fn run(plan: Plan) -> Result<Started, String> {
     actix::spawn(async move {
         prerequisites.await;
     });
-    Ok((actix::System::current(), cache, metrics, servers.bound))
+    Ok((actix::System::current(), cache, metrics, servers))
 }
 
 /// The HTTP listeners a configuration asks for. In `cert-manager` mode the

@@ -53,6 +53,11 @@ use tracing_subscriber::registry::LookupSpan;
 /// their fields are not copied into JSON log lines.
 pub const TRACE_SPAN_TARGET: &str = "stageset_controller::trace";
 
+/// The target of spans that only carry fields for log lines (the reconcile
+/// span's `namespace`, `name`, `reconcileID`): outside this crate's target,
+/// so the trace export (which takes this crate's spans) leaves them out.
+pub const LOG_SPAN_TARGET: &str = "stageset_log";
+
 /// The crate version logged at start-up.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -107,7 +107,7 @@ fn run_controller(config: &Config) -> ExitCode {
     tracing::info!(logger = "setup", "starting manager");
     runtime.block_on(shutdown_signal());
     tracing::info!(logger = "setup", "shutting down");
-    controller.stop();
+    controller.stop_gracefully();
     ExitCode::SUCCESS
 }
 

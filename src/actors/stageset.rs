@@ -185,6 +185,7 @@ impl StageSetActor {
             // Every line of the pass carries the object and a pass id
             // (operations.md §7.7), as controller-runtime's reconcile logger.
             let span = tracing::info_span!(
+                target: crate::logging::LOG_SPAN_TARGET,
                 "reconcile",
                 controller = "stageset",
                 controllerGroup = crate::api::GROUP,

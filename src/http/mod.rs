@@ -91,6 +91,36 @@ impl Servers {
             h.stop(true).await;
         }
     }
+
+    /// [`Servers::stop`] from synchronous code (a thread of its own drives
+    /// it, so it also works from inside another runtime): new connections
+    /// are refused at once, requests in flight get up to `within` to finish
+    /// (operations.md §1.9).
+    pub fn stop_blocking(&self, within: std::time::Duration) {
+        if self.handles.is_empty() {
+            return;
+        }
+        let handles = self.handles.clone();
+        let stopper = std::thread::Builder::new()
+            .name("listeners-stop".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async {
+                    let all = futures::future::join_all(handles.iter().map(|h| h.stop(true)));
+                    if tokio::time::timeout(within, all).await.is_err() {
+                        tracing::warn!(waited = ?within, "listeners did not finish their requests in time; closing them");
+                    }
+                });
+            });
+        if let Ok(stopper) = stopper {
+            let _ = stopper.join();
+        }
+    }
 }
 
 /// Starts the listeners on the current actix System.

@@ -119,8 +119,7 @@ impl Controller {
     /// SIGTERM, then waits (up to `within`) for the process to exit; returns
     /// its exit status. The graceful path: the controller stops and flushes.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        self.sigterm();
         let deadline = Instant::now() + within;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -133,6 +132,12 @@ impl Controller {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
     }
 
     /// `kill -9`: no shutdown, no lease release, requests in flight cut.
