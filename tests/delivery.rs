@@ -356,23 +356,7 @@ async fn helm_hook_objects_are_applied_with_a_warning_or_dropped() {
             .is_some()
     );
     // Another pass at the same revision says nothing new.
-    let api = kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS);
-    api.patch(
-        "kept",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(
-            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "again"}}}),
-        ),
-    )
-    .await
-    .unwrap();
-    h.wait_stageset(NS, "kept", "the token handled", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("again")
-    })
-    .await;
+    h.request_reconcile(NS, "kept", "again", |_| true).await;
     let hooks =
         |events: Vec<k8s_openapi::api::core::v1::Event>| -> Vec<k8s_openapi::api::core::v1::Event> {
             events
@@ -562,23 +546,7 @@ async fn suspend_and_manual_reconcile_requests() {
         .delete("suspended-cm", &Default::default())
         .await
         .unwrap();
-    let api = kube::Api::<stageset_controller::api::StageSet>::namespaced(h.client.clone(), NS);
-    api.patch(
-        "paused",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(
-            json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": "token-1"}}}),
-        ),
-    )
-    .await
-    .unwrap();
-    h.wait_stageset(NS, "paused", "the token handled", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("token-1")
-    })
-    .await;
+    h.request_reconcile(NS, "paused", "token-1", |_| true).await;
     h.wait_exists("v1", "ConfigMap", Some(NS), "suspended-cm")
         .await;
     let events = h.events(NS, "paused").await;

@@ -259,14 +259,7 @@ async fn window_scope_all_also_holds_drift_correction() {
         .await;
     assert!(succeeded(&ss));
     drift("edited-again").await;
-    annotate(&h, "shop", "reconcile.fluxcd.io/requestedAt", "t2").await;
-    h.wait_stageset(NS, "shop", "t2 handled", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t2")
-    })
-    .await;
+    h.request_reconcile(NS, "shop", "t2", |_| true).await;
     assert_eq!(value(&h).await.as_deref(), Some("edited-again"));
 }
 
@@ -452,13 +445,8 @@ async fn a_soak_holds_the_next_stage_until_it_ends() {
     assert_eq!(cm_value(&h, "prod-config").await, None, "prod waits");
     // Five minutes on: still soaking, the same end.
     set_time(&now, "2026-12-07T10:05:00Z");
-    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
-    h.wait_stageset(NS, "web", "t1 handled", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t1")
-            && ready(ss).is_some_and(|(_, r, m)| r == "Soaking" && m.contains("10:10:00Z"))
+    h.request_reconcile(NS, "web", "t1", |ss| {
+        ready(ss).is_some_and(|(_, r, m)| r == "Soaking" && m.contains("10:10:00Z"))
     })
     .await;
     assert_eq!(cm_value(&h, "prod-config").await, None);
@@ -505,13 +493,8 @@ async fn manual_promotion_waits_for_a_fresh_token() {
     assert_eq!(cm_value(&h, "prod-config").await, None);
     // A token for another stage does nothing.
     annotate(&h, "web", "stages.metio.wtf/promote", "prod@x").await;
-    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t0").await;
-    h.wait_stageset(NS, "web", "t0 handled", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t0")
-            && ready(ss).is_some_and(|(_, r, _)| r == "AwaitingPromotion")
+    h.request_reconcile(NS, "web", "t0", |ss| {
+        ready(ss).is_some_and(|(_, r, _)| r == "AwaitingPromotion")
     })
     .await;
     assert_eq!(cm_value(&h, "prod-config").await, None);
@@ -833,19 +816,14 @@ async fn a_failing_gate_rolls_its_stage_back_and_parks_the_revision() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     // The next pass: parked, r2 is not applied again.
-    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
-    h.wait_stageset(NS, "web", "parked", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t1")
-            && ready(ss).is_some_and(|(s, r, m)| {
-                s == "False"
-                    && r == "PromotionBlocked"
-                    && m.contains(
-                        "stage \"canary\" is parked at revision r1: revision r2 was rolled back",
-                    )
-            })
+    h.request_reconcile(NS, "web", "t1", |ss| {
+        ready(ss).is_some_and(|(s, r, m)| {
+            s == "False"
+                && r == "PromotionBlocked"
+                && m.contains(
+                    "stage \"canary\" is parked at revision r1: revision r2 was rolled back",
+                )
+        })
     })
     .await;
     assert_eq!(cm_value(&h, "canary-config").await.as_deref(), Some("r1"));

@@ -231,13 +231,8 @@ async fn downgrades_need_allow_downgrade_and_rollback_to_engages_them() {
     h.wait_ready_reason(NS, "web", "DowngradeNotAllowed", refused)
         .await;
     publish(&h, "r2", &[]).await;
-    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
-    h.wait_stageset(NS, "web", "a refused pass with r2", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t1")
-            && ready(ss).is_some_and(|(_, r, m)| r == "DowngradeNotAllowed" && m == refused)
+    h.request_reconcile(NS, "web", "t1", |ss| {
+        ready(ss).is_some_and(|(_, r, m)| r == "DowngradeNotAllowed" && m == refused)
     })
     .await;
     assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
@@ -310,13 +305,8 @@ async fn approvals_and_major_bumps() {
     assert_eq!(cm_data(&h, "app-config").await.unwrap()["value"], "r1");
     // An approval of another version does not count.
     annotate(&h, "web", "stages.metio.wtf/approved-version", "1.0.5").await;
-    annotate(&h, "web", "reconcile.fluxcd.io/requestedAt", "t1").await;
-    h.wait_stageset(NS, "web", "still held", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t1")
-            && ready(ss).is_some_and(|(_, r, _)| r == "AwaitingApproval")
+    h.request_reconcile(NS, "web", "t1", |ss| {
+        ready(ss).is_some_and(|(_, r, _)| r == "AwaitingApproval")
     })
     .await;
     annotate(&h, "web", "stages.metio.wtf/approved-version", "1.1.0").await;
@@ -558,15 +548,8 @@ async fn migrations_run_once_per_boundary_up_and_down() {
 
     // The same version again: nothing runs.
     clear_marker(&h).await;
-    annotate(&h, "db", "reconcile.fluxcd.io/requestedAt", "t1").await;
-    h.wait_stageset(NS, "db", "t1", |ss| {
-        ss.status
-            .as_ref()
-            .and_then(|s| s.last_handled_reconcile_at.as_deref())
-            == Some("t1")
-            && succeeded_at("1.2.0")(ss)
-    })
-    .await;
+    h.request_reconcile(NS, "db", "t1", |ss| succeeded_at("1.2.0")(ss))
+        .await;
     assert_eq!(marker(&h).await, json!({}));
 
     // Down to 1.0.0: every boundary above 1.0.0 up to 1.2.0 is crossed

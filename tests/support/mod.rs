@@ -249,6 +249,39 @@ impl Harness {
             .expect("spec.suspend patched");
     }
 
+    /// Asks for a reconcile the way `flux reconcile` does (the
+    /// `reconcile.fluxcd.io/requestedAt` annotation) and waits until a pass
+    /// handled `token` and `also` holds.
+    pub async fn request_reconcile<F>(
+        &self,
+        namespace: &str,
+        name: &str,
+        token: &str,
+        also: F,
+    ) -> StageSet
+    where
+        F: Fn(&StageSet) -> bool,
+    {
+        Api::<StageSet>::namespaced(self.client.clone(), namespace)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": token}}}),
+                ),
+            )
+            .await
+            .unwrap();
+        self.wait_stageset(namespace, name, &format!("token {token} handled"), |ss| {
+            ss.status
+                .as_ref()
+                .and_then(|s| s.last_handled_reconcile_at.as_deref())
+                == Some(token)
+                && also(ss)
+        })
+        .await
+    }
+
     pub async fn get_stageset(&self, namespace: &str, name: &str) -> StageSet {
         Api::<StageSet>::namespaced(self.client.clone(), namespace)
             .get(name)
