@@ -296,10 +296,12 @@ async fn run(plan: Plan) -> Result<Started, String> {
     }));
     let clients = ClientFactory::with_limit(plan.kube_config, limit)
         .map_err(|e| format!("building the Kubernetes client: {e}"))?;
-    let rollback_store = match plan.store {
-        Some(store) => Some(Arc::new(store.start()?) as crate::reconcile::rollback::Store),
-        None => None,
-    };
+    let rollback_store =
+        match plan.store {
+            Some(store) => Some(Arc::new(store.discover_region().await.start()?)
+                as crate::reconcile::rollback::Store),
+            None => None,
+        };
     let env = Arc::new(Env {
         clients,
         fetcher: Fetcher::new(plan.allow_loopback),

@@ -258,6 +258,65 @@ async fn s3_encrypts_at_rest_per_mode() {
     assert_eq!(none.get(&key("api", &digest(9))).await.unwrap(), None);
 }
 
+/// Without `--rollback-store-s3-region` and an endpoint name that carries
+/// none, the store asks the endpoint for the bucket's region and signs for
+/// it (operations.md OPS-46); a region given, or an unanswered question,
+/// asks nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_the_bucket_region_is_discovered_when_none_is_given() {
+    let moto = Moto::start();
+    moto.create_bucket_in("eu-bucket", "eu-west-1").await;
+    let recorder = Recorder::start(moto.addr.clone()).await;
+    let plan = |region: Option<&str>, endpoint: String| {
+        let mut settings = moto.settings("eu-bucket", SseMode::None, static_keys("AKIDREGION"));
+        settings.endpoint = endpoint;
+        settings.region = region.map(str::to_string);
+        StorePlan::S3 {
+            settings: Box::new(settings),
+            retention: 3,
+        }
+    };
+    let region_of = |plan: StorePlan| match plan {
+        StorePlan::S3 { settings, .. } => *settings,
+        StorePlan::Files { .. } => unreachable!("an S3 plan"),
+    };
+    let discovered = region_of(
+        plan(None, recorder.addr.to_string())
+            .discover_region()
+            .await,
+    );
+    assert_eq!(discovered.region.as_deref(), Some("eu-west-1"));
+    // The store then signs for that region.
+    let store = Backend::s3(&discovered).unwrap();
+    store
+        .put(&key("api", &digest(1)), Bytes::from_static(b"[]"))
+        .await
+        .unwrap();
+    let seen = recorder.seen.lock().unwrap().clone();
+    let (head, put) = (&seen[0], seen.last().unwrap());
+    assert_eq!(head.0, "HEAD /eu-bucket", "{seen:?}");
+    assert_eq!(head.1, None, "the question is not signed");
+    assert!(
+        put.1
+            .as_deref()
+            .is_some_and(|a| a.contains("/eu-west-1/s3/aws4_request")),
+        "{put:?}"
+    );
+    // A region given is kept, without a question.
+    let before = recorder.seen.lock().unwrap().len();
+    let given = region_of(
+        plan(Some("ap-south-1"), recorder.addr.to_string())
+            .discover_region()
+            .await,
+    );
+    assert_eq!(given.region.as_deref(), Some("ap-south-1"));
+    assert_eq!(recorder.seen.lock().unwrap().len(), before);
+    // Nothing answers: no region, so the store signs for us-east-1.
+    let closed = format!("127.0.0.1:{}", free_port());
+    let unanswered = region_of(plan(None, closed).discover_region().await);
+    assert_eq!(unanswered.region, None);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_anonymous_requests_are_unsigned() {
     let moto = Moto::start();

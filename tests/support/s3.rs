@@ -60,6 +60,28 @@ impl Moto {
         assert!(status.is_success(), "creating bucket {bucket}: {status}");
     }
 
+    /// A bucket in `region` (moto takes the region from the request's
+    /// credential scope and checks the location constraint against it).
+    pub async fn create_bucket_in(&self, bucket: &str, region: &str) {
+        let status = reqwest::Client::new()
+            .put(format!("http://{}/{bucket}", self.addr))
+            .header(
+                "Authorization",
+                Moto::authorization().replace("/us-east-1/", &format!("/{region}/")),
+            )
+            .body(format!(
+                "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(
+            status.is_success(),
+            "creating bucket {bucket} in {region}: {status}"
+        );
+    }
+
     pub async fn head(&self, bucket: &str, key: &str) -> reqwest::header::HeaderMap {
         let resp = reqwest::Client::new()
             .head(format!("http://{}/{bucket}/{key}", self.addr))

@@ -37,7 +37,8 @@ pub struct S3Settings {
     pub bucket: String,
     /// Trailing `/` trimmed; empty: keys at the bucket root.
     pub prefix: String,
-    /// Empty: derived from an AWS endpoint name, else `us-east-1`.
+    /// Empty: derived from an AWS endpoint name, else the bucket's own
+    /// region ([`bucket_region`], at start), else `us-east-1`.
     pub region: Option<String>,
     pub use_ssl: bool,
     pub sse: SseMode,
@@ -373,6 +374,53 @@ impl Backend {
 fn config_key(name: &str) -> AmazonS3ConfigKey {
     name.parse()
         .unwrap_or_else(|e| panic!("object_store knows the S3 option {name}: {e}"))
+}
+
+/// The region S3 says the bucket lives in: a `HEAD` of the bucket
+/// (path-style, unsigned, no redirects followed) answers with an
+/// `x-amz-bucket-region` header whatever its status (200, 301 for another
+/// region's endpoint, 403 without credentials), the way the AWS SDKs
+/// discover it (operations.md OPS-46). Errors name what failed.
+pub async fn bucket_region(settings: &S3Settings) -> Result<String, String> {
+    crate::reconcile::outbound::install_crypto_provider();
+    let scheme = if settings.use_ssl { "https" } else { "http" };
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .timeout(std::time::Duration::from_secs(10))
+        .user_agent(concat!("stageset-controller/", env!("CARGO_PKG_VERSION")));
+    for pem in &settings.extra_roots_pem {
+        let cert = reqwest::Certificate::from_pem(pem)
+            .map_err(|e| format!("a trusted root for the S3 rollback store: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("building the HTTP client: {e}"))?;
+    let url = format!(
+        "{scheme}://{}/{}",
+        settings.endpoint.trim(),
+        settings.bucket
+    );
+    let answer = client.head(&url).send().await.map_err(|e| {
+        format!(
+            "HEAD {url}: {}",
+            crate::reconcile::outbound::error_chain(&e)
+        )
+    })?;
+    answer
+        .headers()
+        .get("x-amz-bucket-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "HEAD {url} answered {} without an x-amz-bucket-region header",
+                answer.status()
+            )
+        })
 }
 
 /// The region in an AWS S3 endpoint name (`s3.eu-west-1.amazonaws.com`,

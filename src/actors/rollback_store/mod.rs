@@ -102,6 +102,37 @@ impl StorePlan {
         }
     }
 
+    /// Fills in an S3 store's region when neither `--rollback-store-s3-region`
+    /// nor an `s3.<region>.amazonaws.com` endpoint gives one: the bucket's
+    /// own region, asked of the endpoint ([`backend::bucket_region`]). When
+    /// that fails the store signs for `us-east-1`, with a warning.
+    pub async fn discover_region(self) -> StorePlan {
+        let StorePlan::S3 {
+            mut settings,
+            retention,
+        } = self
+        else {
+            return self;
+        };
+        let given = settings.region.as_deref().is_some_and(|r| !r.is_empty())
+            || backend::region_of(&settings.endpoint).is_some();
+        if !given {
+            match backend::bucket_region(&settings).await {
+                Ok(region) => {
+                    tracing::info!(logger = "rollback", bucket = %settings.bucket, region = %region, "S3 bucket region discovered");
+                    settings.region = Some(region);
+                }
+                Err(e) => {
+                    tracing::warn!(logger = "rollback", bucket = %settings.bucket, error = %e, "the S3 bucket's region could not be discovered; signing for us-east-1 (set --rollback-store-s3-region)");
+                }
+            }
+        }
+        StorePlan::S3 {
+            settings,
+            retention,
+        }
+    }
+
     /// Builds the backend and starts the actor (on the current actix System).
     pub fn start(self) -> Result<RollbackStoreHandle, String> {
         let (backend, retention) = match self {
