@@ -10,7 +10,6 @@ use clap::Args;
 use kube::api::{Api, DynamicObject};
 
 use super::build::RenderArgs;
-use super::render::Renderer;
 use super::{Ctx, Failure, Outcome, api_error, fail, select_stages};
 use crate::reconcile::apply::{self, Change};
 use crate::reconcile::health::{self, Health};
@@ -40,14 +39,7 @@ pub async fn run(ctx: &Ctx, args: &ApplyArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(
-        ctx,
-        &ss,
-        dirs,
-        args.render.no_cross_namespace_refs,
-        args.render.as_tenant,
-    )
-    .await?;
+    let renderer = args.render.renderer(ctx, &ss, dirs).await?;
     let applyset = super::diff::applyset_mode(ctx, &ss).await?;
     let mut total = 0;
     for stage in &stages {

@@ -48,20 +48,24 @@ impl RenderArgs {
     pub fn source_dirs(&self) -> Result<SourceDirs, Failure> {
         SourceDirs::parse(&self.source_dir)
     }
+
+    /// The renderer of `ss` these flags ask for (`dirs` from
+    /// [`RenderArgs::source_dirs`], parsed before the cluster is asked).
+    pub async fn renderer<'a>(
+        &self,
+        ctx: &'a Ctx,
+        ss: &'a crate::api::StageSet,
+        dirs: SourceDirs,
+    ) -> Result<Renderer<'a>, Failure> {
+        Renderer::new(ctx, ss, dirs, self.no_cross_namespace_refs, self.as_tenant).await
+    }
 }
 
 pub async fn run(ctx: &Ctx, args: &BuildArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(
-        ctx,
-        &ss,
-        dirs,
-        args.render.no_cross_namespace_refs,
-        args.render.as_tenant,
-    )
-    .await?;
+    let renderer = args.render.renderer(ctx, &ss, dirs).await?;
     let mut masker = Masker::new();
     let mut docs = Vec::new();
     for stage in stages {

@@ -14,7 +14,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
 
 use super::build::RenderArgs;
-use super::render::{Masker, Renderer};
+use super::render::Masker;
 use super::{Ctx, Failure, Outcome, api_error, fail, select_stages};
 use crate::api::action::ActionScope;
 use crate::api::{StageLedger, StageSet, keys};
@@ -516,14 +516,7 @@ pub async fn run(ctx: &Ctx, args: &DiffArgs) -> Outcome {
     let dirs = args.render.source_dirs()?;
     let ss = ctx.stageset(&args.name).await?;
     let stages = select_stages(&ss, &args.render.stage)?;
-    let renderer = Renderer::new(
-        ctx,
-        &ss,
-        dirs,
-        args.render.no_cross_namespace_refs,
-        args.render.as_tenant,
-    )
-    .await?;
+    let renderer = args.render.renderer(ctx, &ss, dirs).await?;
     let paint = Paint {
         on: match args.color.as_str() {
             "always" => true,
